@@ -1,0 +1,36 @@
+# Two commands on a fresh machine with only Python and make: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+## demo: set up, then a full sync of a sample CRM (SQLite) into the provider sandboxes and back
+demo: $(VENV)/.installed
+	$(BIN)/crm-esp-sync demo --workdir demo
+
+## test: set up, then the whole test suite (PostgreSQL/MariaDB from CRM_ESP_SYNC_TEST_*_URL)
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check sync tests bench migrations
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/sync_throughput.py
+
+clean:
+	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m sync``: the same command line as ``crm-esp-sync``."""
+
+from sync.cli import main
+
+main()

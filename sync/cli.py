@@ -1,0 +1,429 @@
+"""The command line: ``crm-esp-sync`` (also ``python -m sync``).
+
+Every expected failure (bad input, missing key, unreachable database) is one line on stderr
+and a non-zero exit; nothing is changed by a command that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync import db, registry
+from sync.config import Settings, load_settings
+from sync.crypto import Vault, generate_key
+from sync.errors import ConfigurationError, CredentialsError, SyncError
+from sync.logs import SECRETS, configure_logging
+from sync.providers.specs import PROVIDERS, get_spec
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+@dataclass
+class App:
+    """What a command needs, built lazily from the settings loaded at start."""
+
+    settings: Settings
+    out: Console = field(default_factory=lambda: Console(highlight=False, width=None if sys.stdout.isatty() else 240))
+    _engine: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = db.create_engine(self.settings.database_url)
+        return self._engine
+
+    def migrated_engine(self) -> sa.Engine:
+        db.require_current_schema(self.engine)
+        return self.engine
+
+    def sessions(self) -> sessionmaker[Session]:
+        return db.session_factory(self.migrated_engine())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with db.transaction(self.sessions()) as session:
+            yield session
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def vault(self) -> Vault:
+        return Vault(self.settings.require_master_keys())
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="CRM_ESP_SYNC_CONFIG",
+              help="TOML settings file (also CRM_ESP_SYNC_CONFIG). Environment variables win over it.")
+@click.version_option(package_name="crm-esp-sync")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """Mirror CRM mailing lists and members into email service providers, and pull back
+    unsubscribes, İYS consents and campaign reports.
+
+    Settings come from CRM_ESP_SYNC_* variables (DATABASE_URL, CRM_DATABASE_URL, MASTER_KEY or
+    MASTER_KEY_FILE, LOG_FORMAT, LOG_LEVEL, ...) and an optional TOML file; see the README.
+    """
+    settings = load_settings(config_file=config_file)
+    SECRETS.register(*(key.reveal() for key in settings.master_keys))
+    configure_logging(settings.log_level, settings.log_format)
+    app = ctx.obj = App(settings)
+    ctx.call_on_close(app.close)
+
+
+# --- db -------------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Migrate the daemon's own tables (alembic)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_app
+def db_upgrade(app: App, revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    db.upgrade(app.engine, revision)
+    app.out.print(f"database at revision {db.current_revision(app.engine)}")
+
+
+@db_group.command("downgrade")
+@click.option("--revision", required=True, help="target revision, `base` to drop every table")
+@pass_app
+def db_downgrade(app: App, revision: str) -> None:
+    """Revert migrations down to REVISION."""
+    db.downgrade(app.engine, revision)
+    app.out.print(f"database at revision {db.current_revision(app.engine) or 'base'}")
+
+
+@db_group.command("current")
+@pass_app
+def db_current(app: App) -> None:
+    """Print the database's migration revision."""
+    app.out.print(db.current_revision(app.engine) or "base (not migrated)")
+
+
+# --- crm ------------------------------------------------------------------------------------
+
+
+@cli.group("crm")
+def crm_group() -> None:
+    """The CRM source relations (reference schema, sample data)."""
+
+
+@crm_group.command("init-reference")
+@pass_app
+def crm_init_reference(app: App) -> None:
+    """Create the reference CRM tables in the CRM database (never needed for views over a real CRM)."""
+    from sync.crm import create_reference_schema
+
+    engine = db.create_engine(app.settings.crm_url)
+    create_reference_schema(engine, app.settings.crm)
+    engine.dispose()
+    c = app.settings.crm
+    app.out.print(f"reference CRM tables ready: {c.lists}, {c.members}, {c.memberships}")
+
+
+@crm_group.command("seed")
+@click.option("--tenant", "tenants", multiple=True, default=("acme", "anadolu", "bosphorus"), show_default=True)
+@click.option("--members", default=2000, show_default=True, help="members per tenant")
+@click.option("--seed", default=42, show_default=True)
+@pass_app
+def crm_seed(app: App, tenants: tuple[str, ...], members: int, seed: int) -> None:
+    """Fill the reference CRM tables with sample data (replaces those tenants' CRM rows)."""
+    from sync.crm import create_reference_schema
+    from sync.sample import seed_crm
+
+    engine = db.create_engine(app.settings.crm_url)
+    create_reference_schema(engine, app.settings.crm)
+    summary = seed_crm(engine, app.settings.crm, tenants, members, seed=seed)
+    engine.dispose()
+    app.out.print(
+        f"seeded {summary.tenants} tenants: {summary.lists} lists, {summary.members} members, "
+        f"{summary.memberships} list memberships ({summary.invalid_emails} invalid e-mails, "
+        f"{summary.refused_consent} with İYS RET)"
+    )
+
+
+# --- tenants --------------------------------------------------------------------------------
+
+
+@cli.group("tenant")
+def tenant_group() -> None:
+    """Tenants: the CRM's end users (Son Kullanıcı)."""
+
+
+@tenant_group.command("add")
+@click.argument("slug")
+@click.option("--name", help="display name (default: the slug)")
+@click.option("--crm-tenant-id", help="the tenant id its CRM rows carry (default: the slug)")
+@pass_app
+def tenant_add(app: App, slug: str, name: str | None, crm_tenant_id: str | None) -> None:
+    """Add the tenant SLUG."""
+    with app.transaction() as session:
+        tenant = registry.add_tenant(session, slug, name, crm_tenant_id)
+        app.out.print(f"tenant {tenant.slug} added (CRM tenant id {tenant.crm_tenant_id})")
+
+
+@tenant_group.command("list")
+@pass_app
+def tenant_list(app: App) -> None:
+    """List tenants and their connections."""
+    table = Table("tenant", "name", "CRM tenant id", "providers")
+    with app.transaction() as session:
+        for tenant in registry.list_tenants(session):
+            table.add_row(tenant.slug, tenant.name, tenant.crm_tenant_id,
+                          ", ".join(sorted(c.provider for c in tenant.connections)) or "-")
+    app.out.print(table)
+
+
+@tenant_group.command("remove")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@pass_app
+def tenant_remove(app: App, slug: str, yes: bool) -> None:
+    """Remove the tenant SLUG with its connections and sync state (not its CRM rows)."""
+    with app.transaction() as session:
+        registry.get_tenant(session, slug)
+        if not yes:
+            click.confirm(f"remove tenant {slug} and all its connections and sync state?", abort=True)
+        registry.remove_tenant(session, slug)
+    app.out.print(f"tenant {slug} removed")
+
+
+# --- connections ----------------------------------------------------------------------------
+
+PROVIDER_CHOICE = click.Choice(sorted(PROVIDERS))
+
+
+def _read_credentials(source: str | None, provider: str, integrator: bool = False) -> dict[str, Any]:
+    """Credentials from stdin (``-``), a JSON file, or an interactive prompt; never from argv."""
+    spec = get_spec(provider)
+    fields = spec.integrator_credentials if integrator else spec.credentials
+    if source is None:
+        if not sys.stdin.isatty():
+            raise CredentialsError("give the credentials with --credentials - (JSON on stdin) or --credentials FILE")
+        return {f.name: click.prompt(f"{f.name} ({f.help})", hide_input=f.secret) for f in fields}
+    if source == "-":
+        text = sys.stdin.read()
+        origin = "stdin"
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CredentialsError(f"cannot read credentials file {source}: {exc.strerror}") from None
+        origin = source
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CredentialsError(f"credentials on {origin} are not valid JSON (line {exc.lineno}, column {exc.colno})")\
+            from None
+    if not isinstance(value, dict):
+        raise CredentialsError(f"credentials on {origin} must be a JSON object of field: value")
+    return value
+
+
+def _parse_settings(pairs: tuple[str, ...], settings_json: str | None) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if settings_json:
+        try:
+            loaded = json.loads(settings_json)
+        except json.JSONDecodeError:
+            raise ConfigurationError("--settings-json is not valid JSON") from None
+        if not isinstance(loaded, dict):
+            raise ConfigurationError("--settings-json must be a JSON object")
+        settings.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigurationError(f"--setting must look like key=value: {pair!r}")
+        settings[key.strip()] = value
+    return settings
+
+
+credentials_option = click.option(
+    "--credentials", "credentials_source", metavar="-|FILE",
+    help="JSON object with the provider's credential fields: `-` reads stdin, else a file. "
+         "Without it you are prompted. Never pass secrets as arguments.")
+
+
+@cli.group("connection")
+def connection_group() -> None:
+    """Connections: one tenant x one provider, with encrypted credentials.
+
+    \b
+    Credential fields per provider:
+      euromsg         api_key (plus the integrator's client_name/password: `integrator set`)
+      postatr         username, password, encrypted_id
+      postacell       username, password
+      mailmasterplus  username, password
+      wapcrm          secret_key
+    """
+
+
+@connection_group.command("add")
+@click.argument("tenant")
+@click.argument("provider", type=PROVIDER_CHOICE)
+@credentials_option
+@click.option("--base-url", help="provider address (default: the documented one; point it at a sandbox)")
+@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE", help="provider setting, repeatable")
+@click.option("--settings-json", help="provider settings as one JSON object")
+@click.option("--schedule", help="cron expression (5 fields) for the daemon; default: the global one")
+@click.option("--disabled", is_flag=True, help="add it disabled (the daemon skips it)")
+@pass_app
+def connection_add(app: App, tenant: str, provider: str, credentials_source: str | None, base_url: str | None,
+                   settings: tuple[str, ...], settings_json: str | None, schedule: str | None,
+                   disabled: bool) -> None:
+    """Connect TENANT to PROVIDER."""
+    if schedule:
+        _validate_cron(schedule)
+    vault = app.vault()
+    parsed = _parse_settings(settings, settings_json)
+    with app.transaction() as session:
+        registry.get_tenant(session, tenant)
+        credentials = _read_credentials(credentials_source, provider)
+        connection = registry.add_connection(session, vault, tenant, provider, credentials, settings=parsed,
+                                             base_url=base_url, schedule=schedule, enabled=not disabled)
+        app.out.print(f"connection {tenant}/{provider} added (id {connection.id}, {connection.base_url})")
+
+
+@connection_group.command("list")
+@click.option("--tenant")
+@pass_app
+def connection_list(app: App, tenant: str | None) -> None:
+    """List connections, secrets masked."""
+    table = Table("id", "tenant", "provider", "enabled", "schedule", "base url", "credentials", "settings")
+    vault = app.vault()
+    with app.transaction() as session:
+        for view in registry.list_connections(session, vault, tenant):
+            table.add_row(str(view.id), view.tenant, view.provider, "yes" if view.enabled else "no",
+                          view.schedule or app.settings.default_schedule, view.base_url,
+                          " ".join(f"{k}={v}" for k, v in view.credentials.items()),
+                          json.dumps(view.settings, ensure_ascii=False))
+    app.out.print(table)
+
+
+@connection_group.command("rotate")
+@click.argument("tenant")
+@click.argument("provider", type=PROVIDER_CHOICE)
+@credentials_option
+@pass_app
+def connection_rotate(app: App, tenant: str, provider: str, credentials_source: str | None) -> None:
+    """Replace the credentials of TENANT's PROVIDER connection."""
+    vault = app.vault()
+    with app.transaction() as session:
+        registry.get_connection(session, tenant, provider)
+        registry.rotate_connection(session, vault, tenant, provider, _read_credentials(credentials_source, provider))
+    app.out.print(f"connection {tenant}/{provider}: credentials replaced")
+
+
+@connection_group.command("remove")
+@click.argument("tenant")
+@click.argument("provider", type=PROVIDER_CHOICE)
+@pass_app
+def connection_remove(app: App, tenant: str, provider: str) -> None:
+    """Remove TENANT's PROVIDER connection and its sync state."""
+    with app.transaction() as session:
+        registry.remove_connection(session, tenant, provider)
+    app.out.print(f"connection {tenant}/{provider} removed")
+
+
+@cli.group("integrator")
+def integrator_group() -> None:
+    """The integrator's own credentials (Euromsg's clientName/password), held once for all tenants."""
+
+
+@integrator_group.command("set")
+@click.argument("provider", type=click.Choice(sorted(n for n, s in PROVIDERS.items() if s.integrator_credentials)))
+@credentials_option
+@pass_app
+def integrator_set(app: App, provider: str, credentials_source: str | None) -> None:
+    """Store the integrator credentials for PROVIDER (JSON: client_name, password)."""
+    vault = app.vault()
+    with app.transaction() as session:
+        registry.set_integrator_credentials(session, vault, provider,
+                                            _read_credentials(credentials_source, provider, integrator=True))
+    app.out.print(f"integrator credentials for {provider} stored")
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Master keys that encrypt the stored credentials (Fernet)."""
+
+
+@keys_group.command("generate")
+def keys_generate() -> None:
+    """Print a new master key (store it in a secret manager or a 0600 file)."""
+    click.echo(generate_key())
+
+
+@keys_group.command("rotate")
+@pass_app
+def keys_rotate(app: App) -> None:
+    """Re-encrypt every credential under the FIRST master key.
+
+    \b
+    Without downtime:
+      1. give every worker CRM_ESP_SYNC_MASTER_KEY="NEW,OLD" (they read both, write NEW)
+      2. run `crm-esp-sync keys rotate`
+      3. drop OLD: CRM_ESP_SYNC_MASTER_KEY="NEW"
+    """
+    vault = app.vault()
+    with app.transaction() as session:
+        count = registry.rotate_master_keys(session, vault)
+    app.out.print(f"re-encrypted {count} credential(s) under the first master key")
+
+
+def _validate_cron(expression: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expression)
+    except ValueError as exc:
+        raise ConfigurationError(f"schedule {expression!r} is not a cron expression: {exc}") from None
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"crm-esp-sync: error: {SECRETS.scrub(message)}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn every expected failure into one line on stderr."""
+    try:
+        cli.main(args=argv, prog_name="crm-esp-sync", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", EXIT_FAILURE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigurationError, SyncError) as exc:
+        _fail(exc.message, EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILURE)
+    except sa.exc.OperationalError as exc:
+        _fail(f"database error: {str(exc.orig).strip().splitlines()[0] if exc.orig else exc}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+

@@ -1,0 +1,96 @@
+"""Errors typed by what the caller should do about them.
+
+``SyncError`` is the root. Below it:
+
+- ``FatalError``: stop working on this connection (bad credentials, bad configuration);
+  retrying will not help until a person acts.
+- ``RetriableError``: a transient fault (429, 5xx, timeout, connection reset); the HTTP
+  layer retries these, and a run that still fails with one is retried on the next schedule.
+- ``RejectedRow``: the provider (or our own validation) refused one row; it becomes a
+  reject with a readable reason and never stops the batch.
+
+Messages default to the class docstring, so ``raise AuthenticationError()`` still says something.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """The sync daemon failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+# --- configuration (whose fault: the operator) ---------------------------------------------
+
+
+class ConfigurationError(SyncError):
+    """A setting is missing or invalid."""
+
+
+class MasterKeyError(ConfigurationError):
+    """The master key is missing or does not decrypt the stored credentials."""
+
+
+class CredentialsError(ConfigurationError):
+    """The credentials given for a connection are incomplete or malformed."""
+
+
+class InvalidInputError(SyncError):
+    """The input is invalid."""
+
+
+class NotFoundError(SyncError):
+    """The tenant or connection does not exist."""
+
+
+class AlreadyExistsError(SyncError):
+    """The tenant or connection already exists."""
+
+
+class LeaseHeldError(SyncError):
+    """Another worker holds this connection's lease."""
+
+
+# --- provider errors (whose fault: the provider or the network) ----------------------------
+
+
+class ProviderError(SyncError):
+    """The provider answered with an error."""
+
+    def __init__(self, message: str | None = None, *, status_code: int | None = None,
+                 provider_code: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.provider_code = provider_code
+
+
+class FatalError(ProviderError):
+    """The provider refused the request in a way retrying cannot fix."""
+
+
+class AuthenticationError(FatalError):
+    """The provider rejected the credentials."""
+
+
+class RetriableError(ProviderError):
+    """A transient fault: try again later."""
+
+    def __init__(self, message: str | None = None, *, status_code: int | None = None,
+                 provider_code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status_code=status_code, provider_code=provider_code)
+        self.retry_after = retry_after
+
+
+class RejectedRow(ProviderError):
+    """The provider refused this one row."""
+
+    def __init__(self, reason: str, *, status_code: int | None = None,
+                 provider_code: str | None = None) -> None:
+        super().__init__(reason, status_code=status_code, provider_code=provider_code)
+        self.reason = reason

@@ -1,0 +1,299 @@
+"""The daemon's own tables (SQLAlchemy 2). Migrations in ``migrations/`` must equal these.
+
+Portable to SQLite, PostgreSQL and MariaDB: times are stored as naive UTC with microseconds
+(:class:`UTCDateTime`), JSON as text (:class:`JSONText`), identifiers as bounded strings so
+that composite unique keys fit MariaDB's index limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ID = 128      # CRM and provider identifiers
+EMAIL = 254   # RFC 5321 path limit
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored naive UTC with microseconds."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class JSONText(sa.TypeDecorator[Any]):
+    """JSON kept in a TEXT column: identical on all three databases."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSONText(), list[Any]: JSONText()}
+
+
+class Tenant(Base):
+    """An end user of the CRM (Son Kullanıcı); ``crm_tenant_id`` is the id its CRM rows carry."""
+
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    crm_tenant_id: Mapped[str] = mapped_column(sa.String(ID), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    connections: Mapped[list[Connection]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
+
+
+class IntegratorCredential(Base):
+    """Credentials of the integrator itself (Euromsg's clientName/password): one per provider."""
+
+    __tablename__ = "integrator_credentials"
+    provider: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    credentials_encrypted: Mapped[str] = mapped_column(sa.Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Connection(Base):
+    """One tenant x one provider: encrypted credentials, settings, schedule and the run lease."""
+
+    __tablename__ = "connections"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "provider"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(sa.String(32))
+    credentials_encrypted: Mapped[str] = mapped_column(sa.Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    base_url: Mapped[str] = mapped_column(sa.String(512))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    schedule: Mapped[str | None] = mapped_column(sa.String(64))
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_expires_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    tenant: Mapped[Tenant] = relationship(back_populates="connections")
+
+
+class ListLink(Base):
+    """A CRM list and its twin at the provider."""
+
+    __tablename__ = "list_links"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "crm_list_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    crm_list_id: Mapped[str] = mapped_column(sa.String(ID))
+    remote_list_id: Mapped[str] = mapped_column(sa.String(ID))
+    name_pushed: Mapped[str] = mapped_column(sa.String(255))
+    pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class MemberLink(Base):
+    """A CRM member (or, for per-list providers, a member in one list) and its twin at the provider.
+
+    ``crm_list_id`` is ``""`` for providers that keep one contact with a set of lists.
+    ``payload_hash`` is the hash of what was last accepted by the provider; equal hash, no push.
+    """
+
+    __tablename__ = "member_links"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "crm_member_id", "crm_list_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    crm_member_id: Mapped[str] = mapped_column(sa.String(ID))
+    crm_list_id: Mapped[str] = mapped_column(sa.String(ID), default="")
+    email: Mapped[str] = mapped_column(sa.String(EMAIL))
+    remote_id: Mapped[str | None] = mapped_column(sa.String(ID))
+    remote_lists: Mapped[list[Any]] = mapped_column(default=list)
+    payload_hash: Mapped[str] = mapped_column(sa.String(64))
+    pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Watermark(Base):
+    """How far a stream of a connection has been fully processed and committed."""
+
+    __tablename__ = "watermarks"
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncRun(Base):
+    """One run of one connection: what it did, how long it took, how it ended."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (sa.Index(None, "connection_id", "started_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    connection_id: Mapped[int | None] = mapped_column(sa.ForeignKey("connections.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(sa.String(16))      # sync | backfill | dry-run
+    status: Mapped[str] = mapped_column(sa.String(16))    # running | succeeded | partial | failed
+    worker: Mapped[str] = mapped_column(sa.String(128))
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+
+
+class Reject(Base):
+    """A row the provider or our validation refused; retried by later runs until resolved."""
+
+    __tablename__ = "rejects"
+    __table_args__ = (
+        sa.UniqueConstraint("connection_id", "crm_member_id", "crm_list_id"),
+        sa.Index(None, "connection_id", "resolved_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    crm_member_id: Mapped[str] = mapped_column(sa.String(ID))
+    crm_list_id: Mapped[str] = mapped_column(sa.String(ID), default="")
+    email: Mapped[str | None] = mapped_column(sa.String(EMAIL))
+    provider_code: Mapped[str | None] = mapped_column(sa.String(64))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(default=1)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None]
+
+
+class MemberStatus(Base):
+    """A suppression pulled from a provider: unsubscribed, bounced or complained.
+
+    Never overwritten by a weaker status: an unsubscribe stays an unsubscribe.
+    """
+
+    __tablename__ = "member_statuses"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "email"), sa.Index(None, "tenant_id", "email"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(sa.String(EMAIL))
+    remote_id: Mapped[str | None] = mapped_column(sa.String(ID))
+    status: Mapped[str] = mapped_column(sa.String(16))   # unsubscribed | hard_bounce | soft_bounce | complaint
+    occurred_at: Mapped[dt.datetime]
+    pulled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class IysConsent(Base):
+    """An İYS permission state pulled from a provider acting as the tenant's İYS integrator."""
+
+    __tablename__ = "iys_consents"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "recipient", "consent_type", "recipient_type"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(sa.String(EMAIL))
+    consent_type: Mapped[str] = mapped_column(sa.String(8))     # EPOSTA | MESAJ | ARAMA
+    recipient_type: Mapped[str] = mapped_column(sa.String(8))   # BIREYSEL | TACIR
+    status: Mapped[str] = mapped_column(sa.String(4))           # ONAY | RET
+    consent_date: Mapped[dt.datetime]
+    source: Mapped[str | None] = mapped_column(sa.String(32))   # HS_WEB, HS_FIZIKSEL_ORTAM, ...
+    pulled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(Base):
+    """A campaign sent from a provider's panel; ``final`` once its results stop changing."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(sa.String(ID))
+    name: Mapped[str] = mapped_column(sa.String(512))
+    status: Mapped[str] = mapped_column(sa.String(32))
+    sent_at: Mapped[dt.datetime | None]
+    remote_updated_at: Mapped[dt.datetime | None]
+    final: Mapped[bool] = mapped_column(default=False)
+    results_pulled_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CampaignResult(Base):
+    """What happened to one recipient of one campaign."""
+
+    __tablename__ = "campaign_results"
+    __table_args__ = (sa.UniqueConstraint("campaign_id", "email"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(sa.ForeignKey("campaigns.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(sa.String(EMAIL))
+    sent_at: Mapped[dt.datetime | None]
+    opened_at: Mapped[dt.datetime | None]
+    open_count: Mapped[int] = mapped_column(default=0)
+    clicked_at: Mapped[dt.datetime | None]
+    clicked_link: Mapped[str | None] = mapped_column(sa.String(1024))
+    bounce_type: Mapped[str | None] = mapped_column(sa.String(8))   # soft | hard
+    bounce_reason: Mapped[str | None] = mapped_column(sa.String(1024))
+    unsubscribed_at: Mapped[dt.datetime | None]
+    complained_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WapcrmConversation(Base):
+    """A WapCRM conversation (call or chat) report row."""
+
+    __tablename__ = "wapcrm_conversations"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(sa.String(ID))
+    phone: Mapped[str | None] = mapped_column(sa.String(32))
+    instance_id: Mapped[str | None] = mapped_column(sa.String(ID))
+    user_id: Mapped[str | None] = mapped_column(sa.String(ID))
+    started_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    result: Mapped[str | None] = mapped_column(sa.String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WapcrmMessage(Base):
+    """A WapCRM message exchanged with one phone number."""
+
+    __tablename__ = "wapcrm_messages"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"), sa.Index(None, "connection_id", "phone"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(sa.String(ID))
+    phone: Mapped[str] = mapped_column(sa.String(32))
+    direction: Mapped[str | None] = mapped_column(sa.String(8))   # in | out
+    message_type: Mapped[str | None] = mapped_column(sa.String(16))
+    text: Mapped[str | None] = mapped_column(sa.Text)
+    sent_at: Mapped[dt.datetime | None]
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

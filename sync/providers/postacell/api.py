@@ -1,0 +1,101 @@
+"""Postacell's wire contract: what the document says and, marked ASSUMED, what it does not.
+
+This is the ONE place where the Postacell client and the Postacell sandbox
+(``sync.sandbox.postacell``) agree on paths, shapes and lifetimes. The document
+(``shared/esp-docs/postacell.txt``) covers lists, subscribers, fields, segments,
+campaigns and report exports; it says nothing about the token call, the page size,
+how to follow a bulk import job, or the columns of the exported CSV files. The choices
+below are the most plausible reading of a Django REST Framework + SimpleJWT service,
+which is what the documented shapes (``count/next/previous/results``) point to.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Documented host and version prefix. Every path below is relative to it.
+DEFAULT_BASE_URL: Final = "https://app.postacell.com.tr/api/v1/"
+
+# --- authentication (ASSUMED: the document only says "OAuth token", see the issue) ------
+#: POST {"username": ..., "password": ...} (or "email" instead of "username")
+#: -> 200 {"access": "<jwt>", "refresh": "<jwt>"}; 401 {"detail": ...} on bad credentials.
+TOKEN_PATH: Final = "token"
+#: POST {"refresh": "<jwt>"} -> 200 {"access": "<jwt>"}; 401 when the refresh token expired.
+TOKEN_REFRESH_PATH: Final = "token/refresh"
+#: Access tokens live about five minutes, refresh tokens a day (ASSUMED, SimpleJWT-like).
+ACCESS_TOKEN_LIFETIME_S: Final = 300
+REFRESH_TOKEN_LIFETIME_S: Final = 24 * 3600
+#: Refresh this many seconds before the access token's ``exp`` claim.
+TOKEN_REFRESH_MARGIN_S: Final = 30
+#: Header: ``Authorization: Bearer <access>``. No header -> 403 (documented);
+#: an expired or invalid token -> 401 {"code": "token_not_valid"} (ASSUMED, SimpleJWT).
+AUTH_SCHEME: Final = "Bearer"
+
+# --- paging (documented shape, ASSUMED size) ---------------------------------------------
+#: Every ``*-filter`` endpoint answers {"count", "next", "previous", "results"} and takes
+#: ``page``. The document shows 50 rows a page for transactional lists; we assume 50 everywhere.
+PAGE_SIZE: Final = 50
+
+# --- lists (documented) ------------------------------------------------------------------
+LIST_FILTER_PATH: Final = "email/list-filter/"     # GET ?ordering=title|-title|create_date&title=
+LIST_PATH: Final = "email/list"                    # POST {"title"} -> 201
+LIST_ITEM_PATH: Final = "email/list/{id}"          # GET, PATCH {"title"}, DELETE -> 204
+LIST_COUNTER_PATH: Final = "email/counter/list/{id}"  # GET -> [{"_id": status, "count": n}]
+
+# --- subscribers (documented) ------------------------------------------------------------
+SUBSCRIBERS_FILTER_PATH: Final = "email/subscribers-filter/"  # GET ?email=&status=&lists=&ordering=
+SUBSCRIBERS_PATH: Final = "email/subscribers"      # POST upsert: 201 created, 200 updated
+SUBSCRIBER_ITEM_PATH: Final = "email/subscribers/{id}"  # GET, PATCH, DELETE -> 204
+#: ASSUMED: ``subscribers-filter`` also orders by ``update_date``/``-update_date`` so that a
+#: status pull can stop at its watermark (the document lists only email and create_date).
+SUBSCRIBER_ORDERINGS: Final = ("email", "-email", "create_date", "-create_date",
+                               "update_date", "-update_date")
+#: ASSUMED: PATCH ``lists`` REPLACES the subscriber's list set (that is how one leaves a list);
+#: the POST upsert and the bulk import ADD the given lists to the ones the subscriber has.
+SUBSCRIBER_STATUSES: Final = ("active", "unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
+
+# --- bulk import (documented: 202 + job id; ASSUMED: how to follow the job) ---------------
+BULK_IMPORT_PATH: Final = "email/subscribers/json"  # POST {"lists": [...], "subscribers": [...]}
+#: ASSUMED: GET -> {"id", "status": "queued"|"processing"|"done"|"failed", "total",
+#: "created", "updated", "failed_count", "results": [{"email", "id"|null,
+#: "result": "created"|"updated"|"error", "detail"}]}; "results" is complete once "done".
+BULK_JOB_PATH: Final = "email/subscribers/json/{id}"
+BULK_JOB_FINAL_STATES: Final = ("done", "failed")
+#: ASSUMED largest bulk request; the document gives none.
+BULK_MAX_SUBSCRIBERS: Final = 1000
+
+# --- fields (documented) -----------------------------------------------------------------
+FIELDS_PATH: Final = "email/fields"                # GET -> [...], POST {"title", "type"} -> 201
+FIELD_ITEM_PATH: Final = "email/fields/{id}"      # GET, PATCH {"title"}, DELETE -> 204
+#: Documented constant field ids (segment note).
+BUILTIN_FIELD_IDS: Final = {
+    "email": "6006ac8171a4d90b9ed1ee8c",
+    "first_name": "6006acc071a4d90b9ed1f2b9",
+    "last_name": "6006acc371a4d90b9ed1f2d3",
+    "phone": "6006acc671a4d90b9ed1f2fc",
+}
+
+# --- campaigns and reports ---------------------------------------------------------------
+CAMPAIGN_FILTER_PATH: Final = "email/cmp-filter"   # GET ?ordering=&page= (documented)
+#: Documented statuses; ``send`` means sent. Results keep arriving after sending (opens,
+#: late bounces), so a sent campaign is FINAL only after this settle time (ASSUMED policy).
+CAMPAIGN_STATUSES: Final = ("draft", "prepare", "send", "scheduled", "sending", "pause")
+CAMPAIGN_SENT_STATUS: Final = "send"
+CAMPAIGN_SETTLE_DAYS: Final = 7
+REPORT_EXPORT_PATH: Final = "email/report/export"  # POST {"id": cmp_id, "rule": rule} -> 202
+REPORT_EXPORT_FILTER_PATH: Final = "email/reports-export-filter"  # GET ?cmp_id=&ordering=-create_date
+REPORT_RULES: Final = ("subscribers", "opened", "clicked", "bounced", "unsubscribed", "complaint")
+#: ASSUMED CSV layout of an export file: UTF-8, comma separated, header row, and these
+#: columns per rule (the document only says a CSV file is produced).
+REPORT_CSV_COLUMNS: Final = {
+    "subscribers": ("email", "date"),
+    "opened": ("email", "date", "count"),
+    "clicked": ("email", "date", "link"),
+    "bounced": ("email", "date", "bounce_type", "diagnostic_code"),  # bounce_type SOFTBOUNCE|HARDBOUNCE
+    "unsubscribed": ("email", "date"),
+    "complaint": ("email", "date"),
+}
+#: Dates in JSON and CSV are ISO 8601 in UTC, with or without a trailing ``Z`` (documented).
+#: ASSUMED: POST subscribers with ``"update": false`` for an existing e-mail leaves it unchanged
+#: and answers 200 with its current data; the client always sends ``"update": true``.
+#: Errors are DRF-shaped: 400 {"<field>": ["message", ...]} or {"detail": "message"}.

@@ -1,0 +1,111 @@
+"""Shared fixtures: a clean database per test on SQLite, PostgreSQL and MariaDB.
+
+PostgreSQL and MariaDB come from CRM_ESP_SYNC_TEST_POSTGRES_URL / CRM_ESP_SYNC_TEST_MARIADB_URL;
+without them a testcontainers server is started where Docker answers; otherwise those
+parameters skip, saying why. CI (`.ci/run`) always sets both URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sync import db
+from sync.config import CrmSource
+from sync.crm import create_reference_schema
+
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+ENV = {"postgresql": "CRM_ESP_SYNC_TEST_POSTGRES_URL", "mariadb": "CRM_ESP_SYNC_TEST_MARIADB_URL"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure here means "no Docker", which is a skip reason
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[dict[str, str | None]]:
+    """Admin URL of each server, or None with the reason recorded for the skip."""
+    urls: dict[str, str | None] = {}
+    containers: list[Any] = []
+    for backend, var in ENV.items():
+        if os.environ.get(var):
+            urls[backend] = os.environ[var]
+        elif _docker_answers():
+            if backend == "postgresql":
+                from testcontainers.postgres import PostgresContainer
+
+                container: Any = PostgresContainer("postgres:16-alpine", driver="psycopg")
+            else:
+                from testcontainers.mysql import MySqlContainer
+
+                container = MySqlContainer("mariadb:11", username="root", password="test")  # noqa: S106
+            container.start()
+            containers.append(container)
+            urls[backend] = container.get_connection_url()
+        else:
+            urls[backend] = None
+    yield urls
+    for container in containers:
+        container.stop()
+
+
+def _fresh_database(admin_url: str, backend: str) -> tuple[str, sa.Engine, str]:
+    admin = db.create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        if backend == "postgresql":
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+        else:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    url = db.normalise_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return url, admin, name
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: dict[str, str | None]) -> Iterator[str]:
+    """URL of a new, empty database on each backend."""
+    backend = request.param
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sync.db'}"
+        return
+    admin_url = server_urls[backend]
+    if admin_url is None:
+        pytest.skip(f"{backend}: {ENV[backend]} is not set and Docker does not answer (testcontainers)")
+    url, admin, name = _fresh_database(admin_url, backend)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """A migrated database with the reference CRM schema beside the daemon's tables."""
+    engine = db.create_engine(db_url)
+    db.upgrade(engine)
+    create_reference_schema(engine, CrmSource())
+    yield engine
+    engine.dispose()
