@@ -403,6 +403,114 @@ def _validate_cron(expression: str) -> None:
         raise ConfigurationError(f"schedule {expression!r} is not a cron expression: {exc}") from None
 
 
+# --- runs ---------------------------------------------------------------------------------
+
+
+def _print_results(app: App, results: list[Any]) -> None:
+    from sync.engine.runner import RunResult
+
+    table = Table("tenant", "provider", "status", "added", "updated", "removed", "unchanged", "rejected",
+                  "blocked", "statuses", "campaigns", "results", "http", "seconds")
+    for r in results:
+        assert isinstance(r, RunResult)
+        c = r.counts
+        blocked = len(r.plan.blocked_by_suppression) if r.plan else 0
+        table.add_row(r.tenant, r.provider, r.status, *(str(c.get(k, 0)) for k in (
+            "members_added", "members_updated", "members_removed", "members_unchanged", "rejected")),
+            str(blocked), str(c.get("statuses_pulled", 0)), str(c.get("campaigns_pulled", 0)),
+            str(c.get("campaign_results", 0)), str(r.http_requests), f"{r.timings.get('total', 0):.1f}")
+    app.out.print(table)
+    for r in results:
+        if r.error:
+            app.out.print(f"{r.tenant}/{r.provider}: {r.status}: {r.error}")
+
+
+def _print_plan(app: App, results: list[Any]) -> None:
+    def sample(items: list[Any]) -> str:
+        shown = ", ".join(str(i) for i in items[:5])
+        return f"{len(items)}" + (f"  e.g. {shown}" + (" ..." if len(items) > 5 else "") if items else "")
+
+    for r in results:
+        app.out.print(f"[bold]{r.tenant}/{r.provider}[/bold]: dry run, nothing sent ({r.status})")
+        if r.error:
+            app.out.print(f"  error: {r.error}")
+        if r.plan is None:
+            continue
+        p = r.plan
+        for label, items in (("lists to create", p.lists_create),
+                             ("lists to rename", [f"{a} -> {b}" for a, b in p.lists_rename]),
+                             ("lists to delete", p.lists_delete), ("members to add", p.members_add),
+                             ("members to update", p.members_update), ("members to remove", p.members_remove),
+                             ("blocked by suppression", p.blocked_by_suppression),
+                             ("invalid (would be rejected)", [f"{e} ({why})" for e, why in p.invalid])):
+            app.out.print(f"  {label:28} {sample(items)}")
+
+
+def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, backfill: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sync.engine.connection_sync import RunOptions
+    from sync.engine.runner import run_once
+
+    app.vault()   # a missing or malformed master key fails here, before any run starts
+    engine = app.migrated_engine()
+    crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
+    show_progress = backfill and app.out.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=app.out, disable=not show_progress) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done, total=total)
+
+        results = run_once(app.settings, engine, crm_engine, tenant=tenant, provider=provider,
+                           options=RunOptions(dry_run=dry_run, backfill=backfill), on_progress=on_progress)
+    if crm_engine is not engine:
+        crm_engine.dispose()
+    if not results:
+        app.out.print("no enabled connection matches")
+        return
+    (_print_plan if dry_run else _print_results)(app, results)
+    if any(r.status == "failed" for r in results):
+        sys.exit(EXIT_FAILURE)
+
+
+run_filters = [
+    click.option("--tenant", help="only this tenant"),
+    click.option("--provider", type=PROVIDER_CHOICE, help="only this provider"),
+    click.option("--dry-run", is_flag=True, help="print the plan (lists and members to create, update, remove, "
+                 "blocked by suppression) and send nothing"),
+]
+
+
+def _with_run_filters(command: Any) -> Any:
+    for option in reversed(run_filters):
+        command = option(command)
+    return command
+
+
+@cli.command("once")
+@_with_run_filters
+@pass_app
+def once(app: App, tenant: str | None, provider: str | None, dry_run: bool) -> None:
+    """Run every enabled connection now (incremental, from the watermarks), then exit.
+
+    Exit status 1 when a run failed; rejected rows do not fail a run (see the rejects table).
+    """
+    _run(app, tenant, provider, dry_run, backfill=False)
+
+
+@cli.command("backfill")
+@_with_run_filters
+@pass_app
+def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool) -> None:
+    """Full reconcile: compare EVERY CRM member with what was pushed (ignores watermarks,
+    finds hard deletes), with progress bars. Safe to repeat: unchanged rows send nothing."""
+    _run(app, tenant, provider, dry_run, backfill=True)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 

@@ -34,36 +34,51 @@ def _docker_answers() -> bool:
     try:
         import docker
 
-        docker.from_env(timeout=3).ping()
+        client = docker.from_env(timeout=3)
     except Exception:  # noqa: BLE001 - any failure here means "no Docker", which is a skip reason
         return False
+    try:
+        client.ping()
+    except Exception:  # noqa: BLE001 - same: no Docker
+        return False
+    finally:
+        client.close()
     return True
 
 
-@pytest.fixture(scope="session")
-def server_urls() -> Iterator[dict[str, str | None]]:
-    """Admin URL of each server, or None with the reason recorded for the skip."""
-    urls: dict[str, str | None] = {}
-    containers: list[Any] = []
-    for backend, var in ENV.items():
-        if os.environ.get(var):
-            urls[backend] = os.environ[var]
-        elif _docker_answers():
-            if backend == "postgresql":
-                from testcontainers.postgres import PostgresContainer
+class Servers:
+    """Admin URL per backend, found lazily: env var, else a testcontainers server, else None."""
 
-                container: Any = PostgresContainer("postgres:16-alpine", driver="psycopg")
-            else:
-                from testcontainers.mysql import MySqlContainer
+    def __init__(self) -> None:
+        self.urls: dict[str, str | None] = {}
+        self.containers: list[Any] = []
 
-                container = MySqlContainer("mariadb:11", username="root", password="test")  # noqa: S106
-            container.start()
-            containers.append(container)
-            urls[backend] = container.get_connection_url()
+    def url(self, backend: str) -> str | None:
+        if backend not in self.urls:
+            self.urls[backend] = os.environ.get(ENV[backend]) or self._container(backend)
+        return self.urls[backend]
+
+    def _container(self, backend: str) -> str | None:
+        if not _docker_answers():
+            return None
+        if backend == "postgresql":
+            from testcontainers.postgres import PostgresContainer
+
+            container: Any = PostgresContainer("postgres:16-alpine", driver="psycopg")
         else:
-            urls[backend] = None
-    yield urls
-    for container in containers:
+            from testcontainers.mysql import MySqlContainer
+
+            container = MySqlContainer("mariadb:11", username="root", password="test")  # noqa: S106
+        container.start()
+        self.containers.append(container)
+        return str(container.get_connection_url())
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[Servers]:
+    servers = Servers()
+    yield servers
+    for container in servers.containers:
         container.stop()
 
 
@@ -80,13 +95,13 @@ def _fresh_database(admin_url: str, backend: str) -> tuple[str, sa.Engine, str]:
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: dict[str, str | None]) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: Servers) -> Iterator[str]:
     """URL of a new, empty database on each backend."""
     backend = request.param
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'sync.db'}"
         return
-    admin_url = server_urls[backend]
+    admin_url = server_urls.url(backend)
     if admin_url is None:
         pytest.skip(f"{backend}: {ENV[backend]} is not set and Docker does not answer (testcontainers)")
     url, admin, name = _fresh_database(admin_url, backend)

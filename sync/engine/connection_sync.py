@@ -1,0 +1,434 @@
+"""One connection's run: pull statuses, lists, members, reports (DESIGN.md, "The data flow").
+
+The provider is seen only through ``sync.providers.base.Provider`` and its Capabilities.
+Each accepted batch commits its links, its rejects, the lease renewal and the watermark in
+ONE transaction, so a crash at any instant resumes without loss and without duplicates
+(creates are idempotent at the provider: upsert by e-mail, lists adopted by name).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.crm import CrmMember, CrmReader
+from sync.engine.state import renew_lease, set_watermark, watermark_for
+from sync.errors import RejectedRow
+from sync.models import (
+    Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, utcnow,
+)
+from sync.providers.base import (
+    SUPPRESSION_RANK, MemberDelete, MemberKey, MemberSnapshot, MemberUpsert, Provider, PushOutcome,
+    payload_hash,
+)
+
+log = structlog.get_logger(__name__)
+
+MEMBERS_STREAM = "members"
+STATUSES_STREAM = "statuses"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    #: Ignore watermarks: compare every CRM row with its link (also finds hard deletes).
+    backfill: bool = False
+
+
+@dataclass
+class Plan:
+    """What a run does (or, dry, would do)."""
+
+    lists_create: list[str] = field(default_factory=list)
+    lists_rename: list[tuple[str, str]] = field(default_factory=list)
+    lists_delete: list[str] = field(default_factory=list)
+    members_add: list[str] = field(default_factory=list)
+    members_update: list[str] = field(default_factory=list)
+    members_remove: list[str] = field(default_factory=list)
+    blocked_by_suppression: list[str] = field(default_factory=list)
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Suppression:
+    connection_id: int
+    status: str
+    occurred_at: dt.datetime
+
+
+@dataclass
+class _Chunk:
+    upserts: list[MemberUpsert] = field(default_factory=list)
+    deletes: list[MemberDelete] = field(default_factory=list)
+    invalid: list[tuple[MemberKey, str | None, str]] = field(default_factory=list)
+    links: dict[MemberKey, MemberLink] = field(default_factory=dict)
+
+
+def valid_email(email: str | None) -> bool:
+    return bool(email) and len(email or "") <= 254 and _EMAIL.match(email or "") is not None
+
+
+class ConnectionSync:
+    """Runs the phases of one connection. Built by the runner, called once."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], crm: CrmReader, provider: Provider,
+                 connection_id: int, tenant_id: int, run_id: int, worker: str, lease_seconds: int,
+                 lookback: dt.timedelta, until: dt.datetime, options: RunOptions,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.sessions = sessions
+        self.crm = crm
+        self.provider = provider
+        self.caps = provider.capabilities
+        self.connection_id = connection_id
+        self.tenant_id = tenant_id
+        self.run_id = run_id
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.lookback = lookback
+        self.until = until
+        self.options = options
+        self.on_progress = on_progress
+        self.counts: Counter[str] = Counter()
+        self.plan = Plan()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _checkpoint(self, session: Session) -> None:
+        if not self.options.dry_run:
+            renew_lease(session, self.connection_id, self.worker, self.lease_seconds)
+
+    def _read_since(self, stream: str) -> dt.datetime | None:
+        if self.options.backfill:
+            return None
+        with self.sessions() as session:
+            mark = watermark_for(session, self.connection_id, stream)
+        return None if mark is None else mark - self.lookback
+
+    # --- 2. pull statuses -----------------------------------------------------------------
+
+    async def pull_statuses(self) -> None:
+        """Unsubscribes, bounces and complaints into member_statuses; never weakened."""
+        since = self._read_since(STATUSES_STREAM)
+        pulled = [status async for status in self.provider.pull_statuses(since)]
+        newest = max((s.occurred_at for s in pulled), default=None)
+        with self.sessions.begin() as session:
+            emails = sorted({s.email for s in pulled})
+            existing: dict[str, MemberStatus] = {}
+            for start in range(0, len(emails), 500):
+                existing.update((row.email, row) for row in session.scalars(sa.select(MemberStatus).where(
+                    MemberStatus.connection_id == self.connection_id,
+                    MemberStatus.email.in_(emails[start:start + 500]))))
+            for status in pulled:
+                row = existing.get(status.email)
+                if row is None:
+                    row = existing[status.email] = MemberStatus(
+                        tenant_id=self.tenant_id, connection_id=self.connection_id, email=status.email,
+                        remote_id=status.remote_id, status=status.status, occurred_at=status.occurred_at)
+                    session.add(row)
+                    self.counts["statuses_pulled"] += 1
+                elif SUPPRESSION_RANK[status.status] >= SUPPRESSION_RANK[row.status]:
+                    if (row.status, row.occurred_at) != (status.status, max(row.occurred_at, status.occurred_at)):
+                        self.counts["statuses_pulled"] += 1
+                    row.status = status.status
+                    row.occurred_at = max(row.occurred_at, status.occurred_at)
+                    row.pulled_at = utcnow()
+            # The provider's copy diverged from what we last pushed: forget the hash, so that a
+            # later push (e.g. after a newer CRM consent) is not mistaken for "unchanged".
+            for start in range(0, len(emails), 500):
+                session.execute(sa.update(MemberLink).where(
+                    MemberLink.connection_id == self.connection_id,
+                    MemberLink.email.in_(emails[start:start + 500])).values(payload_hash=""))
+            if newest is not None:
+                previous = watermark_for(session, self.connection_id, STATUSES_STREAM)
+                set_watermark(session, self.connection_id, STATUSES_STREAM, max(newest, previous or newest))
+            self._checkpoint(session)
+
+    # --- 3. lists -------------------------------------------------------------------------
+
+    async def sync_lists(self) -> dict[str, str]:
+        """Create, rename and delete lists; return CRM list id -> remote list id."""
+        crm_lists = {item.id: item for item in self.crm.lists() if not item.deleted}
+        with self.sessions() as session:
+            links = {link.crm_list_id: link for link in session.scalars(
+                sa.select(ListLink).where(ListLink.connection_id == self.connection_id))}
+        mapping = {crm_id: link.remote_list_id for crm_id, link in links.items() if crm_id in crm_lists}
+        for crm_id, item in sorted(crm_lists.items()):
+            link = links.get(crm_id)
+            if link is None and self.caps.supports_list_create:
+                self.plan.lists_create.append(item.name)
+                if self.options.dry_run:
+                    mapping[crm_id] = f"(new list {crm_id})"
+                    continue
+                taken = set(mapping.values())
+                remote = await self.provider.find_list(item.name)
+                if remote is None or remote.remote_id in taken:
+                    remote = await self.provider.create_list(item.name)
+                with self.sessions.begin() as session:
+                    session.add(ListLink(connection_id=self.connection_id, crm_list_id=crm_id,
+                                         remote_list_id=remote.remote_id, name_pushed=item.name))
+                    self._checkpoint(session)
+                mapping[crm_id] = remote.remote_id
+                self.counts["lists_created"] += 1
+            elif link is not None and link.name_pushed != item.name and self.caps.supports_list_rename:
+                self.plan.lists_rename.append((link.name_pushed, item.name))
+                if not self.options.dry_run:
+                    await self.provider.rename_list(link.remote_list_id, item.name)
+                    with self.sessions.begin() as session:
+                        session.get_one(ListLink, link.id).name_pushed = item.name
+                        self._checkpoint(session)
+                    self.counts["lists_renamed"] += 1
+        for crm_id, link in sorted(links.items()):
+            if crm_id in crm_lists:
+                continue
+            self.plan.lists_delete.append(link.name_pushed)
+            if self.options.dry_run:
+                continue
+            if self.caps.supports_list_delete:
+                await self.provider.delete_list(link.remote_list_id)
+            with self.sessions.begin() as session:
+                session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+                self._checkpoint(session)
+            self.counts["lists_deleted"] += 1
+        return mapping
+
+    # --- 4/5. members, with a checkpoint per batch ---------------------------------------
+
+    async def push_members(self, list_map: dict[str, str]) -> None:
+        since = self._read_since(MEMBERS_STREAM)
+        changed = self.crm.changed_member_ids(since, self.until)
+        with self.sessions() as session:
+            retry = list(session.scalars(sa.select(Reject.crm_member_id).distinct().where(
+                Reject.connection_id == self.connection_id, Reject.resolved_at.is_(None))))
+            linked = list(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
+                MemberLink.connection_id == self.connection_id))) if self.options.backfill else []
+        changed_at = dict((member_id, at) for at, member_id in changed)
+        ordered = list(dict.fromkeys([*retry, *(member_id for _, member_id in changed), *sorted(linked)]))
+        self.counts["members_considered"] = len(ordered)
+        done = 0
+        for start in range(0, len(ordered), self.caps.max_batch):
+            chunk_ids = ordered[start:start + self.caps.max_batch]
+            await self._push_chunk(chunk_ids, list_map,
+                                   max((changed_at[m] for m in chunk_ids if m in changed_at), default=None))
+            done += len(chunk_ids)
+            if self.on_progress:
+                self.on_progress("members", done, len(ordered))
+        if not self.options.dry_run and not self.options.backfill:
+            with self.sessions.begin() as session:
+                set_watermark(session, self.connection_id, MEMBERS_STREAM,
+                              max(self.until, watermark_for(session, self.connection_id, MEMBERS_STREAM)
+                                  or self.until))
+                self._checkpoint(session)
+
+    def _load_suppressions(self, session: Session, emails: Iterable[str]) -> dict[str, list[_Suppression]]:
+        found: dict[str, list[_Suppression]] = defaultdict(list)
+        wanted = sorted(set(emails))
+        for start in range(0, len(wanted), 500):
+            for row in session.execute(sa.select(MemberStatus.email, MemberStatus.connection_id, MemberStatus.status,
+                                                 MemberStatus.occurred_at).where(
+                    MemberStatus.tenant_id == self.tenant_id, MemberStatus.email.in_(wanted[start:start + 500]))):
+                found[row.email].append(_Suppression(row.connection_id, row.status, row.occurred_at))
+        return found
+
+    def _status_for(self, member: CrmMember, suppressions: Sequence[_Suppression]) -> tuple[str, str | None]:
+        """(status to push, why it must not be pushed at all). A suppression stands unless the
+        CRM holds a consent dated after it."""
+        refused = (member.consent_status or "").upper() == "RET"
+        standing = [s for s in suppressions if member.consent_date is None or member.consent_date <= s.occurred_at]
+        if any(s.connection_id == self.connection_id for s in standing):
+            return "unsubscribed", "suppressed at this provider"
+        if standing and not self.caps.supports_unsubscribe:
+            return "unsubscribed", "suppressed at another provider; this one cannot unsubscribe"
+        return ("unsubscribed" if refused or standing else "active"), None
+
+    def _plan_chunk(self, session: Session, chunk_ids: Sequence[str], list_map: dict[str, str]) -> _Chunk:
+        members = {m.id: m for m in self.crm.members(chunk_ids)}
+        plan = _Chunk()
+        links_of: dict[str, list[MemberLink]] = defaultdict(list)
+        for start in range(0, len(chunk_ids), 500):
+            for link in session.scalars(sa.select(MemberLink).where(
+                    MemberLink.connection_id == self.connection_id,
+                    MemberLink.crm_member_id.in_(chunk_ids[start:start + 500]))):
+                links_of[link.crm_member_id].append(link)
+                plan.links[MemberKey(link.crm_member_id, link.crm_list_id)] = link
+        suppressions = self._load_suppressions(
+            session, ((m.email or "").strip().lower() for m in members.values() if m.email))
+        per_list = self.caps.membership_model == "per_list"
+        for member_id in chunk_ids:
+            member = members.get(member_id)
+            links = {link.crm_list_id: link for link in links_of.get(member_id, [])}
+            if member is None or member.deleted:
+                for link in links.values():
+                    self._delete(plan, link, "deleted in the CRM")
+                continue
+            email = (member.email or "").strip().lower()
+            if not valid_email(email):
+                if links or member.list_ids:
+                    plan.invalid.append((MemberKey(member_id), member.email, "invalid e-mail address"))
+                continue
+            status, blocked = self._status_for(member, suppressions.get(email, ()))
+            if blocked is not None:
+                if member.list_ids:
+                    self.plan.blocked_by_suppression.append(email)
+                continue
+            if status == "unsubscribed" and not links:
+                continue    # never create a contact for someone who refused or unsubscribed
+            snapshot = MemberSnapshot(
+                email=email, first_name=member.first_name, last_name=member.last_name, phone=member.phone,
+                city=member.city, status=status,  # type: ignore[arg-type]
+                consent_status=member.consent_status, consent_date=member.consent_date,
+                consent_source=member.consent_source, recipient_type=member.recipient_type)
+            payload = self.provider.build_payload(snapshot)
+            wanted = sorted(crm_list for crm_list in member.list_ids if crm_list in list_map)
+            if per_list:
+                for crm_list in wanted:
+                    self._upsert(plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
+                                 links.get(crm_list))
+                for crm_list, link in links.items():
+                    if crm_list not in wanted:
+                        self._delete(plan, link, "left the list")
+            else:
+                link = links.get("")
+                if link is not None and link.email != email:
+                    self._delete(plan, link, "e-mail changed")
+                    plan.links.pop(MemberKey(member_id), None)
+                    link = None
+                if not wanted and link is None:
+                    continue
+                self._upsert(plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link)
+        return plan
+
+    def _upsert(self, plan: _Chunk, key: MemberKey, email: str, payload: dict[str, Any],
+                remote_lists: tuple[str, ...], link: MemberLink | None) -> None:
+        if link is not None and link.payload_hash == payload_hash(payload, remote_lists):
+            self.counts["members_unchanged"] += 1
+            return
+        (self.plan.members_update if link else self.plan.members_add).append(email)
+        plan.upserts.append(MemberUpsert(key, email, payload, remote_lists,
+                                         tuple(link.remote_lists) if link else (),
+                                         link.remote_id if link else None))
+
+    def _delete(self, plan: _Chunk, link: MemberLink, why: str) -> None:
+        self.plan.members_remove.append(f"{link.email} ({why})")
+        plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
+                                         link.remote_id, tuple(link.remote_lists)))
+
+    async def _push_chunk(self, chunk_ids: Sequence[str], list_map: dict[str, str],
+                          covered_until: dt.datetime | None) -> None:
+        with self.sessions() as session:
+            plan = self._plan_chunk(session, chunk_ids, list_map)
+        self.plan.invalid += [(str(email), reason) for _, email, reason in plan.invalid]
+        if self.options.dry_run:
+            return
+        deleted = await self.provider.delete_members(plan.deletes) if plan.deletes else []
+        upserted = await self.provider.upsert_members(plan.upserts) if plan.upserts else []
+        by_key = {item.key: item for item in plan.upserts}
+        with self.sessions.begin() as session:
+            for outcome in deleted:
+                if outcome.rejected is not None:
+                    self._reject(session, outcome.key, None, outcome.rejected)
+                    continue
+                session.execute(sa.delete(MemberLink).where(
+                    MemberLink.connection_id == self.connection_id,
+                    MemberLink.crm_member_id == outcome.key.crm_member_id,
+                    MemberLink.crm_list_id == outcome.key.crm_list_id))
+                self._resolve(session, outcome.key)
+                self.counts["members_removed"] += 1
+            for outcome in upserted:
+                item = by_key[outcome.key]
+                if outcome.rejected is not None:
+                    self._reject(session, outcome.key, item.email, outcome.rejected)
+                    continue
+                self._accept(session, item, outcome, plan.links.get(outcome.key))
+            for key, email, reason in plan.invalid:
+                self._reject(session, key, email, RejectedRow(reason, provider_code="validation"))
+            if covered_until is not None and not self.options.backfill:
+                current = watermark_for(session, self.connection_id, MEMBERS_STREAM)
+                if current is None or covered_until > current:
+                    set_watermark(session, self.connection_id, MEMBERS_STREAM, min(covered_until, self.until))
+            self._checkpoint(session)
+
+    def _accept(self, session: Session, item: MemberUpsert, outcome: PushOutcome, link: MemberLink | None) -> None:
+        digest = payload_hash(item.payload, item.remote_lists)
+        if link is None:
+            session.add(MemberLink(connection_id=self.connection_id, crm_member_id=item.key.crm_member_id,
+                                   crm_list_id=item.key.crm_list_id, email=item.email, remote_id=outcome.remote_id,
+                                   remote_lists=list(item.remote_lists), payload_hash=digest))
+            self.counts["members_added"] += 1
+        else:
+            link = session.merge(link)
+            link.email, link.payload_hash, link.pushed_at = item.email, digest, utcnow()
+            link.remote_id = outcome.remote_id or link.remote_id
+            link.remote_lists = list(item.remote_lists)
+            self.counts["members_updated"] += 1
+        self._resolve(session, item.key)
+
+    def _reject(self, session: Session, key: MemberKey, email: str | None, error: RejectedRow) -> None:
+        self.counts["rejected"] += 1
+        row = session.scalar(sa.select(Reject).where(
+            Reject.connection_id == self.connection_id, Reject.crm_member_id == key.crm_member_id,
+            Reject.crm_list_id == key.crm_list_id))
+        if row is None:
+            session.add(Reject(connection_id=self.connection_id, run_id=self.run_id, crm_member_id=key.crm_member_id,
+                               crm_list_id=key.crm_list_id, email=email, provider_code=error.provider_code,
+                               reason=error.reason))
+            return
+        row.attempts = row.attempts + 1 if row.resolved_at is None else 1
+        row.run_id, row.email, row.provider_code, row.reason = self.run_id, email, error.provider_code, error.reason
+        row.last_seen_at, row.resolved_at = utcnow(), None
+
+    def _resolve(self, session: Session, key: MemberKey) -> None:
+        session.execute(sa.update(Reject).where(
+            Reject.connection_id == self.connection_id, Reject.crm_member_id == key.crm_member_id,
+            Reject.resolved_at.is_(None)).values(resolved_at=utcnow()))
+
+    # --- 6. reports -----------------------------------------------------------------------
+
+    async def pull_reports(self) -> None:
+        """Campaigns, and per-recipient results of those not final yet."""
+        if not self.caps.has_campaign_reports:
+            return
+        async for campaign in self.provider.pull_campaigns():
+            with self.sessions.begin() as session:
+                row = session.scalar(sa.select(Campaign).where(
+                    Campaign.connection_id == self.connection_id, Campaign.remote_id == campaign.remote_id))
+                if row is None:
+                    row = Campaign(connection_id=self.connection_id, remote_id=campaign.remote_id, name=campaign.name,
+                                   status=campaign.status)
+                    session.add(row)
+                if row.final:
+                    continue
+                row.name, row.status = campaign.name[:512], campaign.status
+                row.sent_at, row.remote_updated_at = campaign.sent_at, campaign.updated_at
+                self.counts["campaigns_pulled"] += 1
+            results = await self.provider.pull_campaign_results(campaign)
+            with self.sessions.begin() as session:
+                row = session.scalar(sa.select(Campaign).where(
+                    Campaign.connection_id == self.connection_id, Campaign.remote_id == campaign.remote_id))
+                if row is None:     # removed by `connection remove` while we fetched
+                    return
+                existing = {r.email: r for r in session.scalars(
+                    sa.select(CampaignResult).where(CampaignResult.campaign_id == row.id))}
+                for result in results:
+                    target = existing.get(result.email)
+                    if target is None:
+                        target = CampaignResult(campaign_id=row.id, email=result.email)
+                        session.add(target)
+                    for name in ("sent_at", "opened_at", "clicked_at", "unsubscribed_at", "complained_at",
+                                 "bounce_type", "bounce_reason", "clicked_link"):
+                        value = getattr(result, name)
+                        if value is not None:
+                            setattr(target, name, value)
+                    target.open_count = max(target.open_count or 0, result.open_count)
+                self.counts["campaign_results"] += len(results)
+                row.results_pulled_at = utcnow()
+                row.final = campaign.final
+                self._checkpoint(session)

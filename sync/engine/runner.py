@@ -1,0 +1,176 @@
+"""Runs connections: lease, run record, phases with timings, one summary line per run.
+
+``run_connection`` is the plain function the CLI, the scheduler and the tests all call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import structlog
+
+from sync import db, registry
+from sync.config import Settings
+from sync.crm import CrmReader
+from sync.crypto import Vault
+from sync.engine.connection_sync import ConnectionSync, Plan, RunOptions
+from sync.engine.state import acquire_lease, release_lease
+from sync.errors import LeaseHeldError, SyncError
+from sync.http import Auth, HttpPolicy, ProviderHTTP
+from sync.logs import SECRETS, bind_context, clear_context
+from sync.models import Connection, SyncRun, Tenant, utcnow
+from sync.providers.base import IMPLEMENTATIONS, Capabilities, build_provider
+from sync.providers.specs import get_spec
+
+log = structlog.get_logger(__name__)
+
+TransportFactory = Callable[[Connection], httpx.AsyncBaseTransport | None]
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunResult:
+    connection_id: int
+    tenant: str
+    provider: str
+    run_uid: str
+    status: str                       # succeeded | partial | failed | skipped
+    counts: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    plan: Plan | None = None
+    http_requests: int = 0
+
+
+def select_connections(engine: sa.Engine, tenant: str | None = None, provider: str | None = None) -> list[int]:
+    """Enabled connections matching the filters, in a stable order."""
+    if provider is not None:
+        get_spec(provider)
+    with db.session_factory(engine)() as session:
+        if tenant is not None:
+            registry.get_tenant(session, tenant)
+        query = (sa.select(Connection.id).join(Tenant).where(Connection.enabled.is_(True))
+                 .order_by(Tenant.slug, Connection.provider))
+        if tenant is not None:
+            query = query.where(Tenant.slug == tenant)
+        if provider is not None:
+            query = query.where(Connection.provider == provider)
+        return list(session.scalars(query))
+
+
+async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, connection_id: int,
+                         options: RunOptions = RunOptions(), *, transport_factory: TransportFactory | None = None,
+                         on_progress: ProgressCallback | None = None,
+                         http_policy: HttpPolicy | None = None) -> RunResult:
+    """One run of one connection. Never raises for a provider or data problem: the outcome is
+    in the returned RunResult and in the sync_runs table."""
+    sessions = db.session_factory(engine)
+    vault = Vault(settings.require_master_keys())
+    with sessions() as session:
+        connection = session.get_one(Connection, connection_id)
+        tenant = connection.tenant
+        credentials = vault.decrypt(connection.credentials_encrypted)
+        integrator = registry.integrator_credentials(session, vault, connection.provider) \
+            if get_spec(connection.provider).integrator_credentials else None
+    kind = "dry-run" if options.dry_run else ("backfill" if options.backfill else "sync")
+    result = RunResult(connection_id, tenant.slug, connection.provider, str(uuid.uuid4()), "failed")
+    with sessions.begin() as session:
+        run = SyncRun(run_uid=result.run_uid, connection_id=connection_id, kind=kind, status="running",
+                      worker=settings.worker_id)
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    bind_context(run_id=result.run_uid, tenant=tenant.slug, provider=connection.provider)
+    log.info("run.started", kind=kind)
+    started = time.monotonic()
+    until = utcnow()
+    lease_taken = False
+    client = httpx.AsyncClient(transport=transport_factory(connection) if transport_factory else None,
+                               timeout=HttpPolicy().timeout, follow_redirects=True)
+    https: list[ProviderHTTP] = []
+
+    def http_factory(caps: Capabilities, auth: Auth | None) -> ProviderHTTP:
+        http = ProviderHTTP(client, provider=connection.provider, base_url=connection.base_url,
+                            policy=replace(http_policy or HttpPolicy(), concurrency=caps.concurrency,
+                                           rate_per_s=caps.rate_per_s), auth=auth)
+        https.append(http)
+        return http
+
+    sync: ConnectionSync | None = None
+    try:
+        if connection.provider not in IMPLEMENTATIONS:
+            result.status = "skipped"
+            result.error = f"{connection.provider}: no sync implementation in this version"
+            return result
+        if not options.dry_run:
+            with sessions() as session:
+                acquire_lease(session, connection_id, settings.worker_id, settings.lease_seconds)
+            lease_taken = True
+        provider = build_provider(connection.provider, http_factory, credentials, connection.settings, integrator)
+        sync = ConnectionSync(
+            sessions=sessions, crm=CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id), provider=provider,
+            connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, worker=settings.worker_id,
+            lease_seconds=settings.lease_seconds, lookback=dt.timedelta(seconds=settings.lookback_seconds),
+            until=until, options=options, on_progress=on_progress)
+        if not options.dry_run:
+            await _timed(result, "pull_statuses", sync.pull_statuses())
+        list_map = await _timed(result, "lists", sync.sync_lists())
+        await _timed(result, "members", sync.push_members(list_map))
+        if not options.dry_run:
+            await _timed(result, "reports", sync.pull_reports())
+        result.status = "partial" if sync.counts["rejected"] else "succeeded"
+    except LeaseHeldError as exc:
+        result.status, result.error = "skipped", exc.message
+    except SyncError as exc:
+        result.status, result.error = "failed", SECRETS.scrub(exc.message)
+    except Exception as exc:  # noqa: BLE001 - run isolation: one connection's bug must not stop the others
+        result.status, result.error = "failed", SECRETS.scrub(f"internal error: {type(exc).__name__}: {exc}")
+        log.exception("run.crashed")
+    finally:
+        await client.aclose()
+        if lease_taken:
+            with sessions() as session:
+                release_lease(session, connection_id, settings.worker_id)
+        if sync is not None:
+            result.counts = dict(sync.counts)
+            result.plan = sync.plan
+        result.http_requests = sum(h.stats.requests for h in https)
+        result.timings["total"] = round(time.monotonic() - started, 3)
+        with sessions.begin() as session:
+            run = session.get_one(SyncRun, run_id)
+            run.status, run.counts, run.timings = result.status, result.counts, result.timings
+            run.error, run.finished_at = result.error, utcnow()
+        log.info("run.finished", status=result.status, counts=result.counts, timings=result.timings,
+                 http_requests=result.http_requests, error=result.error)
+        clear_context(["run_id", "tenant", "provider"])
+    return result
+
+
+async def _timed(result: RunResult, phase: str, work: Any) -> Any:
+    started = time.monotonic()
+    try:
+        return await work
+    finally:
+        result.timings[phase] = round(time.monotonic() - started, 3)
+
+
+def run_once(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, *, tenant: str | None = None,
+             provider: str | None = None, options: RunOptions = RunOptions(),
+             transport_factory: TransportFactory | None = None,
+             on_progress: ProgressCallback | None = None,
+             http_policy: HttpPolicy | None = None) -> list[RunResult]:
+    """Run every matching enabled connection now, one after the other."""
+    return [
+        asyncio.run(run_connection(settings, engine, crm_engine, connection_id, options,
+                                   transport_factory=transport_factory, on_progress=on_progress,
+                                   http_policy=http_policy))
+        for connection_id in select_connections(engine, tenant, provider)
+    ]

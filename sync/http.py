@@ -1,0 +1,325 @@
+"""The one HTTP layer every provider client talks through.
+
+It adds what httpx leaves to us: retries of 429/5xx and transport errors with jittered
+backoff, a Retry-After that holds back every request of the connection, a concurrency cap,
+a token-bucket rate limit, one fresh login on a 401, and log lines and errors that never
+carry a secret. The ``httpx.AsyncClient`` is passed in, so tests and the demo can plug a
+sandbox (``httpx.ASGITransport``) or an ``httpx.MockTransport`` under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeAlias
+
+import httpx
+import structlog
+
+from sync.errors import AuthenticationError, ConfigurationError, RetriableError
+
+__all__ = ["Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket", "describe",
+           "retry_after_seconds", "safe_url"]
+
+log = structlog.get_logger(__name__)
+
+#: Statuses worth another attempt; the rest (and every 2xx/3xx) go back to the caller.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses whose Retry-After we honour.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+DESCRIBE_LIMIT = 200
+
+Primitive: TypeAlias = str | int | float | bool | None
+QueryParams: TypeAlias = Mapping[str, Primitive | Sequence[Primitive]]
+Sleep: TypeAlias = Callable[[float], Awaitable[None]]
+Clock: TypeAlias = Callable[[], float]
+
+
+def _default_timeout() -> httpx.Timeout:
+    return httpx.Timeout(30.0, connect=10.0)
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """How one connection talks to its provider: timeouts, retries, concurrency and rate."""
+
+    timeout: httpx.Timeout = field(default_factory=_default_timeout)
+    max_attempts: int = 6
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 300.0  # a longer Retry-After is a RetriableError at once
+    concurrency: int = 4  # in-flight requests per connection
+    rate_per_s: float | None = None  # token bucket per connection; None = unlimited
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.concurrency < 1 or self.burst < 1:
+            raise ConfigurationError("max_attempts, concurrency and burst must be at least 1")
+        if self.rate_per_s is not None and not self.rate_per_s > 0:
+            raise ConfigurationError("rate_per_s must be positive (or None for no limit)")
+
+
+@dataclass
+class HttpStats:
+    """Counters of one connection's HTTP traffic, for the run summary."""
+
+    requests: int = 0  # attempts actually sent
+    retries: int = 0
+    rate_limited_waits: int = 0  # waits for a rate-limit token or another request's Retry-After
+    waited_s: float = 0.0
+    by_method: Counter[str] = field(default_factory=Counter)
+
+
+class Auth(Protocol):
+    """Gives the headers that authenticate a request, logging in when it has no token."""
+
+    async def headers(self, http: ProviderHTTP) -> Mapping[str, str]:
+        """Headers to add; may log in with ``http.request(..., authenticated=False)``."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget the cached token (the provider answered 401)."""
+        ...
+
+
+class TokenBucket:
+    """Allows ``rate_per_s`` requests a second with bursts of ``burst``, on an injected clock.
+
+    A token is taken on credit (the count may go below zero) and the taker waits until it
+    is paid for, so concurrent takers queue in order without a lock.
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def reserve(self) -> float:
+        """Take one token and return how many seconds to wait before using it."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate) - 1.0
+        self._updated = now
+        return max(0.0, -self._tokens / self._rate)
+
+
+def safe_url(url: httpx.URL | str) -> str:
+    """Host and path of ``url`` for logs and errors: no userinfo, query or fragment."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid url>"
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.host}{port}{parsed.path}"
+
+
+def _parse_http_date(value: str) -> datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Seconds the ``Retry-After`` header asks for (delta seconds or HTTP-date), or None.
+
+    An HTTP-date is measured from the response's own ``Date`` so a skewed local clock does
+    not matter; without a ``Date`` our wall clock stands in.
+    """
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        until = _parse_http_date(value)
+        if until is None:
+            return None
+        server_now = _parse_http_date(response.headers.get("Date", "")) or datetime.now(UTC)
+        seconds = (until - server_now).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+_MESSAGE_KEYS = ("detail", "message", "error_description", "error", "title", "msg")
+
+
+def _text_of(body: object) -> str:
+    """Flatten a JSON error body: its message, else its field errors as ``field: message``."""
+    if isinstance(body, dict):
+        message = next((_text_of(body[key]) for key in _MESSAGE_KEYS if body.get(key)), "")
+        if not message:
+            return "; ".join(f"{key}: {text}" for key, value in body.items() if (text := _text_of(value)))
+        if isinstance(body.get("field"), str):
+            message = f"{body['field']}: {message}"
+        details = _text_of(body.get("errors"))
+        return f"{message}: {details}" if details else message
+    if isinstance(body, list):
+        return "; ".join(text for item in body if (text := _text_of(item)))
+    return "" if body is None else str(body)
+
+
+def describe(response: httpx.Response) -> str:
+    """A short readable text of an error body, for the providers' status tables.
+
+    JSON gives its ``detail``/``message`` and field errors (DRF's ``{"email": ["Enter a
+    valid email address."]}`` reads ``email: Enter a valid email address.``); any other
+    body gives its first 200 characters.
+    """
+    try:
+        text = _text_of(response.json())
+    except ValueError:  # not JSON: json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        text = response.text
+    text = " ".join(text.split())
+    if len(text) > DESCRIBE_LIMIT:
+        text = text[: DESCRIBE_LIMIT - 1] + "…"
+    return text or response.reason_phrase or f"HTTP {response.status_code}"
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why an attempt failed: an HTTP status (maybe with Retry-After) or a transport error."""
+
+    reason: str
+    status: int | None = None
+    retry_after: float | None = None
+    cause: httpx.TransportError | None = None
+
+
+class ProviderHTTP:
+    """Sends one connection's requests to its provider, with retries, limits and auth."""
+
+    def __init__(self, client: httpx.AsyncClient, *, provider: str, base_url: str, policy: HttpPolicy,
+                 auth: Auth | None = None, sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.provider = provider
+        self.base_url = httpx.URL(base_url if base_url.endswith("/") else base_url + "/")
+        self.policy = policy
+        self.stats = HttpStats()
+        self._client = client
+        self._auth = auth
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._semaphore = asyncio.Semaphore(policy.concurrency)
+        self._bucket = (TokenBucket(policy.rate_per_s, policy.burst, clock)
+                        if policy.rate_per_s is not None else None)
+        self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
+
+    def url_for(self, path_or_url: str) -> httpx.URL:
+        """``path_or_url`` joined onto ``base_url``; an absolute URL (a next-page link) is kept."""
+        url = httpx.URL(path_or_url)
+        return url if url.is_absolute_url else self.base_url.join(url)
+
+    async def request(self, method: str, path_or_url: str, *, params: QueryParams | None = None,
+                      json: Any = None, data: Mapping[str, Any] | None = None,
+                      content: bytes | str | None = None, headers: Mapping[str, str] | None = None,
+                      authenticated: bool = True) -> httpx.Response:
+        """Send a request, retrying transient faults; return any answer but 401, 429 and 5xx.
+
+        Raises ``RetriableError`` when the attempts run out or a Retry-After is too long,
+        and ``AuthenticationError`` on a 401 that a fresh login does not cure.
+        """
+        method = method.upper()
+        url = self.url_for(path_or_url)
+        shown = safe_url(url)
+        auth = self._auth if authenticated else None
+        failures = 0
+        relogged = False
+        while True:
+            send_headers = dict(headers or {})
+            if auth is not None:  # before taking a slot: a login must not queue behind us
+                send_headers.update(await auth.headers(self))
+            request = self._client.build_request(method, url, params=params, json=json, data=data,
+                                                 content=content, headers=send_headers,
+                                                 timeout=self.policy.timeout)
+            try:
+                response = await self._send(request, shown, failures + 1)
+            except httpx.UnsupportedProtocol:
+                raise  # a wrong URL, not a transient fault
+            except httpx.TransportError as exc:
+                failure = _Failure(type(exc).__name__, cause=exc)
+            else:
+                status = response.status_code
+                if status == 401 and auth is not None and not relogged:
+                    auth.invalidate()
+                    relogged = True
+                    self._note_retry(method, shown, "HTTP 401, logging in again", failures + 1, 0.0)
+                    continue
+                if status == 401:
+                    raise AuthenticationError(f"{self.provider}: {method} {shown} was refused (HTTP 401)",
+                                              status_code=401)
+                if status not in RETRY_STATUSES:
+                    return response
+                failure = _Failure(f"HTTP {status}", status=status, retry_after=(
+                    retry_after_seconds(response) if status in RETRY_AFTER_STATUSES else None))
+            failures += 1
+            await self._back_off(method, shown, failures, failure)
+
+    async def _back_off(self, method: str, shown: str, failures: int, failure: _Failure) -> None:
+        """Wait before the next attempt, or raise ``RetriableError`` when there is none."""
+        retry_after = failure.retry_after
+        if retry_after is not None and retry_after > self.policy.max_retry_after_s:
+            raise RetriableError(f"{self.provider}: {method} {shown} is throttled for {retry_after:.0f} s "
+                                 f"({failure.reason})", status_code=failure.status, retry_after=retry_after)
+        if failures >= self.policy.max_attempts:
+            raise RetriableError(
+                f"{self.provider}: {method} {shown} failed {failures} times, last: {failure.reason}",
+                status_code=failure.status, retry_after=retry_after) from failure.cause
+        cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (failures - 1))
+        delay = self._rng.uniform(0, cap)  # full jitter
+        if retry_after is not None:
+            self._not_before = max(self._not_before, self._clock() + retry_after)
+            delay = max(delay, retry_after)
+        self._note_retry(method, shown, failure.reason, failures, delay)
+        await self._sleep(delay)
+
+    def _note_retry(self, method: str, shown: str, reason: str, attempt: int, delay: float) -> None:
+        self.stats.retries += 1
+        log.warning("http.retry", provider=self.provider, method=method, url=shown, reason=reason,
+                    attempt=attempt, delay_s=round(delay, 3))
+
+    async def _send(self, request: httpx.Request, shown: str, attempt: int) -> httpx.Response:
+        """One attempt: take a slot, wait for our turn, send, and log the outcome."""
+        async with self._semaphore:
+            await self._wait_turn(request.method, shown)
+            self.stats.requests += 1
+            self.stats.by_method[request.method] += 1
+            started = self._clock()
+            outcome: int | str = "aborted"  # cancelled, or a non-transport error
+            try:
+                response = await self._client.send(request)
+                outcome = response.status_code
+            except httpx.TransportError as exc:
+                outcome = type(exc).__name__
+                raise
+            finally:
+                log.debug("http.attempt", provider=self.provider, method=request.method, url=shown,
+                          status=outcome, elapsed_ms=round((self._clock() - started) * 1000, 1),
+                          attempt=attempt)
+            return response
+
+    async def _wait_turn(self, method: str, shown: str) -> None:
+        """Wait for a rate-limit token, then until the connection's Retry-After is over."""
+        if self._bucket is not None:
+            await self._wait("rate limit", self._bucket.reserve(), method, shown)
+        while (delay := self._not_before - self._clock()) > 0:
+            await self._wait("retry-after", delay, method, shown)
+
+    async def _wait(self, reason: str, delay: float, method: str, shown: str) -> None:
+        """A wait that is not a failure: counted and logged at debug."""
+        if delay <= 0:
+            return
+        self.stats.rate_limited_waits += 1
+        self.stats.waited_s += delay
+        log.debug("http.wait", provider=self.provider, method=method, url=shown, reason=reason,
+                  delay_s=round(delay, 3))
+        await self._sleep(delay)

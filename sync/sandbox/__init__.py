@@ -1,0 +1,27 @@
+"""Faithful local simulators of the providers, for tests and the demo.
+
+``SANDBOXES`` maps a provider name to its sandbox class; each sandbox exposes ``.app``
+(an ASGI app) to mount with ``sandbox_transport`` or to serve with ``serve``.
+"""
+
+from __future__ import annotations
+
+from sync.sandbox.faults import FaultInjector, FaultPlan
+from sync.sandbox.postacell import PostacellSandbox
+from sync.sandbox.transport import SandboxApp, SandboxDrop, sandbox_transport, serve, serve_in_thread
+
+SANDBOXES: dict[str, type] = {
+    "postacell": PostacellSandbox,
+}
+
+__all__ = [
+    "SANDBOXES",
+    "FaultInjector",
+    "FaultPlan",
+    "PostacellSandbox",
+    "SandboxApp",
+    "SandboxDrop",
+    "sandbox_transport",
+    "serve",
+    "serve_in_thread",
+]

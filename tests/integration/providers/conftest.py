@@ -1,0 +1,125 @@
+"""A small world per test: migrated database, sample CRM, one tenant connected to a sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sync import db, registry
+from sync.config import CrmSource, Secret, Settings
+from sync.crm import crm_tables
+from sync.crypto import Vault, generate_key
+from sync.engine.connection_sync import RunOptions
+from sync.engine.runner import RunResult, run_connection
+from sync.http import HttpPolicy
+from sync.sample import seed_crm
+from sync.sandbox import FaultPlan
+from tests.integration.providers.harness import HARNESSES, Harness
+
+#: Fast retries, so fault tests take milliseconds, not minutes.
+FAST = HttpPolicy(backoff_base_s=0.001, backoff_max_s=0.01, max_attempts=8)
+TENANT = "acme"
+
+
+@dataclass
+class World:
+    engine: sa.Engine
+    settings: Settings
+    harness: Harness
+    connection_id: int
+
+    def run(self, **options: Any) -> RunResult:
+        return asyncio.run(run_connection(self.settings, self.engine, self.engine, self.connection_id,
+                                          RunOptions(**options), transport_factory=lambda _: self.harness.transport(),
+                                          http_policy=FAST))
+
+    def restart_provider(self, faults: FaultPlan | None = None) -> None:
+        """Keep the provider's state, change its faults (a new sandbox would forget everything)."""
+        from sync.sandbox.faults import FaultInjector
+
+        sandbox = self.harness.sandbox  # type: ignore[attr-defined]
+        sandbox.fault_plan = faults or FaultPlan()
+        sandbox._faults = FaultInjector(sandbox.fault_plan)
+
+    # --- CRM edits, as the CRM application would make them -------------------------------
+
+    @property
+    def crm(self) -> Any:
+        return crm_tables(CrmSource())
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def update_member(self, member_id: str, **values: Any) -> None:
+        t = self.crm.members
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.tenant_id == TENANT, t.c.id == member_id)
+                         .values(updated_at=self.now(), **values))
+
+    def member(self, member_id: str) -> Any:
+        t = self.crm.members
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t).where(t.c.tenant_id == TENANT, t.c.id == member_id)).one()
+
+    def lists_of(self, member_id: str) -> list[str]:
+        t = self.crm.memberships
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(sa.select(t.c.list_id).where(
+                t.c.tenant_id == TENANT, t.c.member_id == member_id, t.c.deleted_at.is_(None))))
+
+    def list_name(self, list_id: str) -> str:
+        t = self.crm.lists
+        with self.engine.connect() as conn:
+            return str(conn.scalar(sa.select(t.c.name).where(t.c.tenant_id == TENANT, t.c.id == list_id)))
+
+    def leave_list(self, member_id: str, list_id: str) -> None:
+        t = self.crm.memberships
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.tenant_id == TENANT, t.c.member_id == member_id,
+                                          t.c.list_id == list_id).values(deleted_at=self.now(), updated_at=self.now()))
+
+    def update_list(self, list_id: str, **values: Any) -> None:
+        t = self.crm.lists
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.tenant_id == TENANT, t.c.id == list_id)
+                         .values(updated_at=self.now(), **values))
+
+    def valid_active_members(self) -> dict[str, Any]:
+        """email -> CRM row of members the provider should hold as active."""
+        m, ms = self.crm.members, self.crm.memberships
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(m).where(m.c.tenant_id == TENANT, m.c.deleted_at.is_(None),
+                                                   m.c.consent_status == "ONAY",
+                                                   m.c.id.in_(sa.select(ms.c.member_id).where(
+                                                       ms.c.tenant_id == TENANT, ms.c.deleted_at.is_(None)))))
+            return {r.email.lower(): r for r in rows if "@" in r.email}
+
+    def scalar(self, query: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.scalar(query)
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
+def harness(request: pytest.FixtureRequest) -> Harness:
+    instance: Harness = request.param()
+    instance.start()
+    return instance
+
+
+@pytest.fixture
+def world(engine: sa.Engine, harness: Harness) -> Iterator[World]:
+    settings = Settings(database_url=str(engine.url), master_keys=(Secret(generate_key()),), lookback_seconds=300,
+                        worker_id="test-worker")
+    seed_crm(engine, CrmSource(), [TENANT], 120, seed=7)
+    with db.transaction(db.session_factory(engine)) as session:
+        registry.add_tenant(session, TENANT)
+        connection = registry.add_connection(session, Vault(settings.master_keys), TENANT, harness.name,
+                                             harness.credentials, settings=harness.settings,
+                                             base_url=harness.base_url)
+    yield World(engine, settings, harness, connection.id)

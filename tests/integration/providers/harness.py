@@ -1,0 +1,90 @@
+"""What the shared provider suite needs from each provider's sandbox: one small class each.
+
+A provider joins the suite by adding its harness to HARNESSES; the tests never branch on
+its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from sync.sandbox import FaultPlan, PostacellSandbox, sandbox_transport
+
+
+@dataclass(frozen=True)
+class RemoteMember:
+    email: str
+    status: str          # active | unsubscribed | ...
+    lists: frozenset[str]  # list NAMES at the provider
+
+
+class Harness(Protocol):
+    name: str
+    credentials: dict[str, str]
+    settings: dict[str, Any]
+    base_url: str
+
+    def start(self, faults: FaultPlan | None = None, clock: Any = None) -> None: ...
+    def transport(self) -> httpx.AsyncBaseTransport: ...
+    def write_requests(self) -> int: ...
+    def requests(self) -> int: ...
+    def reset_log(self) -> None: ...
+    def members(self) -> dict[str, RemoteMember]: ...
+    def list_names(self) -> set[str]: ...
+    def unsubscribe(self, email: str) -> None: ...
+    def used_bulk_import(self) -> bool: ...
+    def send_campaign(self) -> dict[str, dict[str, int]]:
+        """Send a campaign to every list; return email -> {rule: 1} as the truth of its report."""
+
+
+class PostacellHarness:
+    name = "postacell"
+    credentials = {"username": "acme-api", "password": "Postacell-şifre-123"}
+    settings: dict[str, Any] = {"rate_per_s": 0}
+    base_url = "http://postacell.sandbox/api/v1/"
+
+    def start(self, faults: FaultPlan | None = None, clock: Any = None) -> None:
+        extra = {"clock": clock} if clock else {}
+        self.sandbox = PostacellSandbox({self.credentials["username"]: self.credentials["password"]},
+                                        faults=faults, seed=3, **extra)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return sandbox_transport(self.sandbox.app)
+
+    def write_requests(self) -> int:
+        return self.sandbox.write_requests()
+
+    def requests(self) -> int:
+        return len(self.sandbox.request_log)
+
+    def reset_log(self) -> None:
+        self.sandbox.reset_log()
+
+    def members(self) -> dict[str, RemoteMember]:
+        return {row["email"]: RemoteMember(row["email"], row["status"], frozenset(l["title"] for l in row["lists"]))
+                for row in self.sandbox.subscribers(self.credentials["username"])}
+
+    def list_names(self) -> set[str]:
+        return set(self.sandbox.lists(self.credentials["username"]).values())
+
+    def unsubscribe(self, email: str) -> None:
+        self.sandbox.set_status(self.credentials["username"], email, "unsubscribed")
+
+    def used_bulk_import(self) -> bool:
+        return any(method == "POST" and path.endswith("/subscribers/json")
+                   for method, path, _ in self.sandbox.request_log)
+
+    def send_campaign(self) -> dict[str, dict[str, int]]:
+        account = self.credentials["username"]
+        campaign = self.sandbox.simulate_campaign(account, subject="Kasım kampanyası")
+        truth: dict[str, dict[str, int]] = {}
+        for rule in ("subscribers", "opened", "clicked", "bounced", "unsubscribed", "complaint"):
+            for row in self.sandbox.campaign_report(account, campaign, rule):
+                truth.setdefault(row["email"].lower(), {})[rule] = 1
+        return truth
+
+
+HARNESSES: list[type[Harness]] = [PostacellHarness]  # type: ignore[list-item]

@@ -1,0 +1,219 @@
+"""The suite every provider passes, run once per provider (HARNESSES) on every database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from sync.models import Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, SyncRun
+from sync.sandbox import FaultPlan
+from tests.integration.providers.conftest import World
+
+
+def assert_mirrors_crm(world: World) -> None:
+    """Every valid, consenting CRM member is at the provider exactly once, active, in its lists."""
+    remote = world.harness.members()
+    for email, row in world.valid_active_members().items():
+        assert email in remote, email
+        assert remote[email].status == "active", email
+        assert remote[email].lists == {world.list_name(l) for l in world.lists_of(row.id)}, email
+
+
+def test_first_sync_mirrors_lists_and_members(world: World) -> None:
+    result = world.run()
+    assert result.status == "partial", result.error           # the seeded typo is a reject, not a failure
+    assert {world.list_name(f"L{n}") for n in range(1, 4)} <= world.harness.list_names()
+    assert_mirrors_crm(world)
+    assert result.counts["members_added"] == len(world.valid_active_members())
+    run = world.scalar(sa.select(SyncRun.status).where(SyncRun.run_uid == result.run_uid))
+    assert run == "partial"
+
+
+def test_second_sync_without_crm_change_sends_no_write(world: World) -> None:
+    world.run()
+    world.harness.reset_log()
+    again = world.run()
+    assert world.harness.write_requests() == 0
+    assert again.counts.get("members_added", 0) == again.counts.get("members_updated", 0) == 0
+
+
+def test_bulk_job_path_is_used_when_the_provider_has_one(world: World) -> None:
+    world.run()
+    caps_async = world.run().status  # second run: nothing to do
+    assert caps_async in ("succeeded", "partial")
+    assert world.harness.used_bulk_import() or not _capabilities(world).async_bulk_import
+
+
+def _capabilities(world: World):  # type: ignore[no-untyped-def]
+    from sync.providers.base import provider_class
+
+    return provider_class(world.harness.name).create(lambda caps, auth: None, world.harness.credentials,
+                                                     world.harness.settings).capabilities
+
+
+def test_edits_removals_and_deletions_propagate(world: World) -> None:
+    world.run()
+    crm = world.valid_active_members()
+    emails = sorted(crm)
+    renamed, leaver, deleted = crm[emails[0]], crm[emails[1]], crm[emails[2]]
+    world.update_member(renamed.id, first_name="Şükrü Çağatay")
+    extra = "L1" if "L1" not in world.lists_of(leaver.id) else "L2"
+    _join(world, leaver.id, extra)
+    world.run()
+    world.leave_list(leaver.id, extra)
+    world.update_member(deleted.id, deleted_at=world.now())
+    world.update_list("L1", name="Müşteri Listesi (yeni)")
+    world.run()
+    remote = world.harness.members()
+    assert deleted.email.lower() not in remote
+    assert remote[leaver.email.lower()].lists == {world.list_name(l) for l in world.lists_of(leaver.id)}
+    assert "Müşteri Listesi (yeni)" in world.harness.list_names()
+    assert_mirrors_crm(world)
+    world.update_list("L3", deleted_at=world.now())
+    world.run()
+    assert world.list_name("L3") not in world.harness.list_names()
+    assert world.scalar(sa.select(sa.func.count()).select_from(ListLink).where(ListLink.crm_list_id == "L3")) == 0
+
+
+def _join(world: World, member_id: str, list_id: str) -> None:
+    t = world.crm.memberships
+    with world.engine.begin() as conn:
+        exists = conn.scalar(sa.select(sa.func.count()).select_from(t).where(
+            t.c.tenant_id == "acme", t.c.member_id == member_id, t.c.list_id == list_id))
+        if exists:
+            conn.execute(t.update().where(t.c.tenant_id == "acme", t.c.member_id == member_id,
+                                          t.c.list_id == list_id).values(deleted_at=None, updated_at=world.now()))
+        else:
+            conn.execute(t.insert().values(tenant_id="acme", member_id=member_id, list_id=list_id,
+                                           updated_at=world.now(), deleted_at=None))
+
+
+def test_unsubscribe_is_pulled_and_never_overwritten(world: World) -> None:
+    """An unsubscribe at the provider is stored, and a CRM edit does not re-subscribe the member."""
+    world.run()
+    email = sorted(world.valid_active_members())[5]
+    member = world.valid_active_members()[email]
+    world.harness.unsubscribe(email)
+    world.update_member(member.id, last_name="Yılmaz-Öztürk")
+    result = world.run()
+    assert world.scalar(sa.select(MemberStatus.status).where(MemberStatus.email == email)) == "unsubscribed"
+    assert world.harness.members()[email].status == "unsubscribed"
+    assert email in result.plan.blocked_by_suppression  # type: ignore[union-attr]
+    world.update_member(member.id, first_name="Again")
+    world.run()
+    assert world.harness.members()[email].status == "unsubscribed"
+
+
+def test_newer_crm_consent_re_subscribes(world: World) -> None:
+    """Only a consent dated after the unsubscribe lets the member be pushed as active again."""
+    world.run()
+    email = sorted(world.valid_active_members())[6]
+    member = world.valid_active_members()[email]
+    world.harness.unsubscribe(email)
+    world.run()
+    world.update_member(member.id, consent_date=world.now() + dt.timedelta(seconds=5), consent_status="ONAY")
+    world.run()
+    assert world.harness.members()[email].status == "active"
+
+
+def test_rejects_are_kept_with_reasons_and_retried(world: World) -> None:
+    world.run()
+    reject = world.scalar(sa.select(Reject).where(Reject.resolved_at.is_(None)))
+    with world.engine.connect() as conn:
+        rows = conn.execute(sa.select(Reject.crm_member_id, Reject.reason, Reject.attempts)
+                            .where(Reject.resolved_at.is_(None))).all()
+    assert reject is not None and rows
+    member_id, reason, attempts = rows[0]
+    assert "e-mail" in reason and attempts == 1
+    world.run()
+    attempts = world.scalar(sa.select(Reject.attempts).where(Reject.crm_member_id == member_id))
+    assert attempts == 2                      # retried, still refused, still explained
+    world.update_member(member_id, email="duzeltildi.adres@ornek.com.tr")
+    world.run()
+    assert world.scalar(sa.select(Reject.resolved_at).where(Reject.crm_member_id == member_id)) is not None
+    assert "duzeltildi.adres@ornek.com.tr" in world.harness.members()
+
+
+def test_faults_are_survived_with_nothing_lost(world: World) -> None:
+    """5xx, 429 with Retry-After, dropped connections and token expiry: same end state, no duplicate."""
+    world.restart_provider(FaultPlan(seed=11, error_rate=0.15, rate_limit_every=9, retry_after_s=0.01,
+                                     drop_rate=0.05, token_expire_after=15))
+    result = world.run()
+    assert result.status in ("succeeded", "partial"), result.error
+    assert_mirrors_crm(world)
+    emails = [m.email for m in world.harness.members().values()]
+    assert len(emails) == len(set(emails))
+    world.restart_provider()
+    world.harness.reset_log()
+    world.run()
+    assert world.harness.write_requests() == 0
+
+
+def test_a_crash_between_provider_write_and_commit_creates_nothing_twice(world: World) -> None:
+    """Links lost (as if the process died after the provider accepted): the rerun adopts, never duplicates."""
+    world.run()
+    lists_before = world.harness.list_names()
+    members_before = set(world.harness.members())
+    with world.engine.begin() as conn:
+        conn.execute(sa.delete(MemberLink))
+        conn.execute(sa.delete(ListLink))
+        conn.execute(sa.text("delete from watermarks"))
+    result = world.run()
+    assert result.status in ("succeeded", "partial"), result.error
+    assert world.harness.list_names() == lists_before
+    assert set(world.harness.members()) == members_before
+    assert_mirrors_crm(world)
+
+
+def test_campaign_reports_are_pulled_per_recipient(world: World) -> None:
+    world.run()
+    truth = world.harness.send_campaign()
+    result = world.run()
+    assert result.counts["campaigns_pulled"] >= 1
+    with world.engine.connect() as conn:
+        rows = {r.email: r for r in conn.execute(sa.select(CampaignResult))}
+    assert set(rows) == set(truth)
+    for email, rules in truth.items():
+        row = rows[email]
+        assert (row.opened_at is not None) == ("opened" in rules), email
+        assert (row.clicked_at is not None) == ("clicked" in rules), email
+        assert (row.bounce_type is not None) == ("bounced" in rules), email
+        assert (row.unsubscribed_at is not None) == ("unsubscribed" in rules), email
+    assert world.scalar(sa.select(Campaign.results_pulled_at)) is not None
+
+
+def test_final_campaign_is_not_fetched_again(world: World) -> None:
+    world.run()
+    world.harness.send_campaign()
+    world.run()
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(Campaign).values(final=True))
+    world.harness.reset_log()
+    world.run()
+    assert world.harness.write_requests() == 0   # no report export requested for a final campaign
+
+
+def test_dry_run_sends_nothing_and_changes_nothing(world: World) -> None:
+    result = world.run(dry_run=True)
+    assert world.harness.requests() == 0
+    assert result.plan is not None
+    assert len(result.plan.members_add) == len(world.valid_active_members())
+    assert len(result.plan.lists_create) >= 3 and result.plan.invalid
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink)) == 0
+    assert world.scalar(sa.select(sa.func.count()).select_from(ListLink)) == 0
+
+
+def test_backfill_finds_hard_deletes(world: World) -> None:
+    """A member deleted from the CRM without a trace is found by the full reconcile and removed."""
+    world.run()
+    email = sorted(world.valid_active_members())[9]
+    member_id = world.valid_active_members()[email].id
+    t, ms = world.crm.members, world.crm.memberships
+    with world.engine.begin() as conn:
+        conn.execute(ms.delete().where(ms.c.member_id == member_id))
+        conn.execute(t.delete().where(t.c.id == member_id))
+    world.run()
+    assert email in world.harness.members()    # incremental cannot see a hard delete
+    world.run(backfill=True)
+    assert email not in world.harness.members()

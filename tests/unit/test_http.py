@@ -1,0 +1,507 @@
+"""The shared provider HTTP layer: retries, Retry-After, limits, re-login and secret-free errors.
+
+Providers are faked with stateful ``httpx.MockTransport`` handlers; time is a fake clock
+that moves only when the code under test sleeps, so nothing here really waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import traceback
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from itertools import pairwise
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import structlog.testing
+
+from sync.errors import AuthenticationError, ConfigurationError, RetriableError
+from sync.http import Auth, HttpPolicy, ProviderHTTP, TokenBucket, describe, retry_after_seconds, safe_url
+
+BASE_URL = "https://api.example.test/v1/"
+
+Outcome = httpx.Response | Exception | int
+T = TypeVar("T")
+
+
+class FakeTime:
+    """A monotonic clock that moves only when someone sleeps; concurrent sleeps overlap."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.sleeping = asyncio.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        target = self.now + seconds
+        self.sleeping.set()
+        await asyncio.sleep(0)  # let other tasks run (and start their own waits) at this instant
+        self.now = max(self.now, target)
+
+
+class UpperBound(random.Random):
+    """Makes full jitter deterministic: always the largest delay allowed."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Script:
+    """A stateful provider: answers the n-th request with the n-th outcome (the last repeats)."""
+
+    def __init__(self, time: FakeTime, *outcomes: Outcome) -> None:
+        self.time = time
+        self.outcomes = list(outcomes)
+        self.sent: list[tuple[float, httpx.Request]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((self.time.now, request))
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(outcome, int):
+            return httpx.Response(outcome, json={"detail": f"status {outcome}"})
+        return outcome
+
+    @property
+    def times(self) -> list[float]:
+        return [at for at, _ in self.sent]
+
+
+@asynccontextmanager
+async def provider_http(handler: Callable[[httpx.Request], Any], time: FakeTime, *,
+                        base_url: str = BASE_URL, auth: Auth | None = None,
+                        rng: random.Random | None = None, **policy: Any) -> AsyncIterator[ProviderHTTP]:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        yield ProviderHTTP(client, provider="testesp", base_url=base_url, policy=HttpPolicy(**policy),
+                           auth=auth, sleep=time.sleep, clock=time.clock, rng=rng or UpperBound())
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
+
+
+class TokenAuth:
+    """Logs in through the layer itself (POST login, unauthenticated) and caches the token."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.logins = 0
+        self.invalidations = 0
+
+    async def headers(self, http: ProviderHTTP) -> Mapping[str, str]:
+        if self.token is None:
+            response = await http.request("POST", "login", json={"user": "u"}, authenticated=False)
+            self.token = response.json()["token"]
+            self.logins += 1
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def invalidate(self) -> None:
+        self.token = None
+        self.invalidations += 1
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+def test_server_errors_are_retried_until_success() -> None:
+    time = FakeTime()
+    script = Script(time, 500, 502, 503, 504, httpx.Response(200, json={"ok": True}))
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            response = await http.request("get", "lists")
+            assert (http.stats.requests, http.stats.retries, http.stats.by_method["GET"]) == (5, 4, 5)
+            return response
+
+    response = run(scenario)
+    assert response.json() == {"ok": True}
+    assert time.sleeps == [0.5, 1.0, 2.0, 4.0]  # exponential, capped by UpperBound at the maximum
+    assert str(script.sent[0][1].url) == "https://api.example.test/v1/lists"
+
+
+def test_transport_errors_are_retried() -> None:
+    time = FakeTime()
+    script = Script(time, httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
+                    httpx.RemoteProtocolError("dropped"), httpx.ReadError("reset"), 200)
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            return await http.request("GET", "lists")
+
+    assert run(scenario).status_code == 200
+    assert len(script.sent) == 5
+
+
+def test_backoff_is_full_jitter_below_an_exponential_cap() -> None:
+    time = FakeTime()
+    script = Script(time, 503)
+
+    async def scenario() -> None:
+        async with provider_http(script, time, rng=random.Random(7), max_attempts=8,
+                                 backoff_base_s=1.0, backoff_max_s=10.0) as http:
+            with pytest.raises(RetriableError):
+                await http.request("GET", "lists")
+
+    run(scenario)
+    caps = [1, 2, 4, 8, 10, 10, 10]
+    assert len(time.sleeps) == len(caps)
+    assert all(0 <= slept <= cap for slept, cap in zip(time.sleeps, caps, strict=True))
+    assert len(set(time.sleeps)) == len(caps)  # jittered, not a fixed ladder
+
+
+def test_gives_up_after_max_attempts_with_retriable_error() -> None:
+    time = FakeTime()
+    script = Script(time, 503)
+
+    async def scenario() -> None:
+        async with provider_http(script, time, max_attempts=3) as http:
+            with pytest.raises(RetriableError) as caught:
+                await http.request("POST", "lists", json={"title": "x"})
+            assert caught.value.status_code == 503
+            assert caught.value.retry_after is None
+            assert "failed 3 times" in str(caught.value)
+
+    run(scenario)
+    assert len(script.sent) == 3
+    assert len(time.sleeps) == 2
+
+
+def test_giving_up_on_transport_errors_keeps_the_cause() -> None:
+    time = FakeTime()
+    script = Script(time, httpx.ConnectError("refused"))
+
+    async def scenario() -> None:
+        async with provider_http(script, time, max_attempts=2) as http:
+            with pytest.raises(RetriableError) as caught:
+                await http.request("GET", "lists")
+            assert isinstance(caught.value.__cause__, httpx.ConnectError)
+            assert caught.value.status_code is None
+
+    run(scenario)
+
+
+# --- Retry-After -----------------------------------------------------------------------------
+
+
+def test_retry_after_seconds_is_honoured() -> None:
+    time = FakeTime()
+    script = Script(time, httpx.Response(429, headers={"Retry-After": "7"}), 200)
+
+    async def scenario() -> None:
+        async with provider_http(script, time) as http:
+            assert (await http.request("GET", "lists")).status_code == 200
+
+    run(scenario)
+    assert script.times[1] - script.times[0] >= 7
+
+
+def test_retry_after_http_date_is_measured_from_the_response_date() -> None:
+    time = FakeTime()
+    server_now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    throttled = httpx.Response(503, headers={
+        "Date": format_datetime(server_now, usegmt=True),
+        "Retry-After": format_datetime(server_now + timedelta(seconds=12), usegmt=True),
+    })
+    script = Script(time, throttled, 200)
+
+    async def scenario() -> None:
+        async with provider_http(script, time) as http:
+            assert (await http.request("GET", "lists")).status_code == 200
+
+    run(scenario)
+    assert script.times[1] - script.times[0] >= 12
+
+
+def test_retry_after_holds_back_every_request_of_the_connection() -> None:
+    """A request started while another one waits out its Retry-After is not sent before it ends."""
+    time = FakeTime()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = not script.sent
+        script.sent.append((time.now, request))
+        return httpx.Response(429, headers={"Retry-After": "10"}) if first else httpx.Response(200)
+
+    script = Script(time, 200)  # used as a log of what was sent
+    started = time.now
+
+    async def scenario() -> None:
+        async with provider_http(handler, time) as http:
+            first = asyncio.create_task(http.request("GET", "a"))
+            await time.sleeping.wait()  # "a" got its 429 and waits now
+            assert (await http.request("GET", "b")).status_code == 200
+            assert (await first).status_code == 200
+            assert http.stats.rate_limited_waits == 1
+
+    run(scenario)
+    sent = {request.url.path: at for at, request in script.sent}
+    assert len(script.sent) == 3
+    assert sent["/v1/b"] - started >= 10
+    assert sent["/v1/a"] - started >= 10
+
+
+def test_retry_after_longer_than_the_policy_allows_fails_at_once() -> None:
+    time = FakeTime()
+    script = Script(time, httpx.Response(429, headers={"Retry-After": "3600"}), 200)
+
+    async def scenario() -> None:
+        async with provider_http(script, time, max_retry_after_s=300) as http:
+            with pytest.raises(RetriableError) as caught:
+                await http.request("GET", "lists")
+            assert (caught.value.status_code, caught.value.retry_after) == (429, 3600)
+
+    run(scenario)
+    assert len(script.sent) == 1
+    assert time.sleeps == []
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Retry-After": "120"}, 120.0),
+    ({"Retry-After": " 1.5 "}, 1.5),
+    ({"Retry-After": "-3"}, 0.0),
+    ({"Retry-After": "soon"}, None),
+    ({"Retry-After": "nan"}, None),
+    ({}, None),
+    ({"Date": "Sat, 01 Mar 2025 12:00:00 GMT", "Retry-After": "Sat, 01 Mar 2025 11:59:00 GMT"}, 0.0),
+])
+def test_retry_after_parsing(headers: dict[str, str], expected: float | None) -> None:
+    assert retry_after_seconds(httpx.Response(429, headers=headers)) == expected
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+def test_401_invalidates_the_token_and_retries_once_with_a_fresh_one() -> None:
+    time = FakeTime()
+    tokens = iter(["stale", "fresh"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/login":
+            assert "Authorization" not in request.headers
+            return httpx.Response(200, json={"token": next(tokens)})
+        ok = request.headers["Authorization"] == "Bearer fresh"
+        return httpx.Response(200, json={"ok": True}) if ok else httpx.Response(401)
+
+    auth = TokenAuth()
+
+    async def scenario() -> None:
+        # concurrency=1: the login inside auth.headers must not wait for a slot held by its caller
+        async with provider_http(handler, time, auth=auth, concurrency=1) as http:
+            assert (await http.request("GET", "lists")).json() == {"ok": True}
+
+    run(scenario)
+    assert (auth.logins, auth.invalidations) == (2, 1)
+
+
+def test_second_401_is_an_authentication_error() -> None:
+    time = FakeTime()
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path == "/v1/login":
+            return httpx.Response(200, json={"token": "t"})
+        return httpx.Response(401)
+
+    auth = TokenAuth()
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, auth=auth) as http:
+            with pytest.raises(AuthenticationError) as caught:
+                await http.request("GET", "lists")
+            assert caught.value.status_code == 401
+
+    run(scenario)
+    assert paths == ["/v1/login", "/v1/lists", "/v1/login", "/v1/lists"]
+
+
+def test_401_on_an_unauthenticated_request_is_an_authentication_error() -> None:
+    time = FakeTime()
+    script = Script(time, 401)
+
+    async def scenario() -> None:
+        async with provider_http(script, time, auth=TokenAuth()) as http:
+            with pytest.raises(AuthenticationError):
+                await http.request("POST", "login", authenticated=False)
+
+    run(scenario)
+    assert len(script.sent) == 1
+
+
+def test_client_errors_are_returned_to_the_caller() -> None:
+    time = FakeTime()
+    script = Script(time, httpx.Response(400, json={"email": ["Enter a valid email address."]}))
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            return await http.request("POST", "subscribers", json={"email": "nope"})
+
+    response = run(scenario)
+    assert response.status_code == 400
+    assert describe(response) == "email: Enter a valid email address."
+    assert len(script.sent) == 1
+
+
+# --- rate limit and concurrency --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("burst", [1, 3])
+def test_rate_limit_spaces_requests(burst: int) -> None:
+    time = FakeTime()
+    script = Script(time, 200)
+    count, rate = 10, 4.0
+    started = time.now
+
+    async def scenario() -> None:
+        async with provider_http(script, time, rate_per_s=rate, burst=burst) as http:
+            await asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(count)))
+            assert http.stats.rate_limited_waits == count - burst
+
+    run(scenario)
+    assert script.times[-1] - started >= (count - burst) / rate
+    assert script.times[-1] - started == pytest.approx((count - burst) / rate)  # and no slower
+    gaps = [later - earlier for earlier, later in pairwise(script.times[burst - 1:])]
+    assert all(gap >= 1 / rate - 1e-9 for gap in gaps)
+
+
+def test_token_bucket_refills_while_idle() -> None:
+    now = [0.0]
+    bucket = TokenBucket(2.0, 2, lambda: now[0])
+    assert [bucket.reserve(), bucket.reserve(), bucket.reserve()] == [0.0, 0.0, 0.5]
+    now[0] = 10.0
+    assert [bucket.reserve(), bucket.reserve()] == [0.0, 0.0]  # refilled, but never above burst
+    assert bucket.reserve() == 0.5
+
+
+def test_concurrency_never_exceeds_the_limit() -> None:
+    time = FakeTime()
+    limit = 3
+    in_flight = 0
+    most = 0
+
+    async def scenario() -> None:
+        full, gate = asyncio.Event(), asyncio.Event()
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            if in_flight == limit:
+                full.set()
+            await gate.wait()  # hold every request in flight until the gate opens
+            in_flight -= 1
+            return httpx.Response(200)
+
+        async with provider_http(handler, time, concurrency=limit) as http:
+            requests = asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(10)))
+            async with asyncio.timeout(1):  # real seconds, only ever reached if the test is broken
+                await full.wait()
+            await asyncio.sleep(0)  # give a request over the limit its chance to get in
+            gate.set()
+            await requests
+            assert http.stats.requests == 10
+
+    run(scenario)
+    assert most == limit
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [503, httpx.ConnectError("connection refused"), 401])
+def test_secrets_never_reach_exceptions_or_logs(failure: Outcome) -> None:
+    """A bearer token, an api key in the query and a password in a URL's userinfo stay hidden."""
+    time = FakeTime()
+    script = Script(time, failure)
+    token, password, api_key = "tok-SECRET-1", "pw-SECRET-2", "key-SECRET-3"
+
+    class StaticAuth:
+        async def headers(self, http: ProviderHTTP) -> Mapping[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        def invalidate(self) -> None:
+            pass
+
+    async def scenario() -> list[BaseException]:
+        errors: list[BaseException] = []
+        async with provider_http(script, time, auth=StaticAuth(), max_attempts=2) as http:
+            for url in ("lists", f"https://user:{password}@files.example.test/export.csv"):
+                with pytest.raises((RetriableError, AuthenticationError)) as caught:
+                    await http.request("GET", url, params={"api_key": api_key})
+                errors.append(caught.value)
+        return errors
+
+    with structlog.testing.capture_logs() as logs:
+        errors = run(scenario)
+
+    sent = [request for _, request in script.sent]
+    assert sent[0].headers["Authorization"] == f"Bearer {token}"  # the secrets did go out
+    assert sent[0].url.params["api_key"] == api_key
+    assert sent[-1].url.password == password
+    texts = ["".join(traceback.format_exception(error)) + repr(error) for error in errors] + [repr(logs)]
+    for text in texts:
+        for secret in (token, password, api_key):
+            assert secret not in text
+    assert "api.example.test/v1/lists" in str(errors[0])
+    assert "files.example.test/export.csv" in str(errors[1])
+    assert any(entry["log_level"] == "warning" and entry["event"] == "http.retry" for entry in logs)
+    assert {entry["url"] for entry in logs} == {"api.example.test/v1/lists", "files.example.test/export.csv"}
+
+
+def test_safe_url_keeps_only_host_and_path() -> None:
+    assert safe_url("https://u:p@api.example.test:8443/v1/x?key=1#frag") == "api.example.test:8443/v1/x"
+    assert safe_url(httpx.URL("https://api.example.test/v1/x?key=1")) == "api.example.test/v1/x"
+
+
+# --- URLs, policy, describe ------------------------------------------------------------------
+
+
+def test_relative_paths_join_the_base_and_absolute_links_are_kept() -> None:
+    time = FakeTime()
+    script = Script(time, 200)
+
+    async def scenario() -> None:
+        async with provider_http(script, time, base_url="https://api.example.test/v1") as http:
+            await http.request("GET", "email/list-filter/", params={"page": 2})
+            await http.request("GET", "https://cdn.example.test/exports/1.csv?sig=abc")
+
+    run(scenario)
+    assert [str(request.url) for _, request in script.sent] == [
+        "https://api.example.test/v1/email/list-filter/?page=2",
+        "https://cdn.example.test/exports/1.csv?sig=abc",
+    ]
+
+
+def test_policy_rejects_impossible_limits() -> None:
+    assert HttpPolicy().timeout == httpx.Timeout(30.0, connect=10.0)
+    with pytest.raises(ConfigurationError):
+        HttpPolicy(concurrency=0)
+    with pytest.raises(ConfigurationError):
+        HttpPolicy(rate_per_s=0)
+
+
+@pytest.mark.parametrize(("response", "expected"), [
+    (httpx.Response(404, json={"detail": "Not found."}), "Not found."),
+    (httpx.Response(401, json={"detail": "Given token not valid", "code": "token_not_valid"}),
+     "Given token not valid"),
+    (httpx.Response(400, json={"email": ["Enter a valid email address."], "lists": ["Required."]}),
+     "email: Enter a valid email address.; lists: Required."),
+    (httpx.Response(400, json={"non_field_errors": ["Duplicate."]}), "non_field_errors: Duplicate."),
+    (httpx.Response(422, json={"message": "Invalid", "errors": [{"field": "email", "message": "bad"}]}),
+     "Invalid: email: bad"),
+    (httpx.Response(400, json={"error": {"code": 12, "message": "List is locked"}}), "List is locked"),
+    (httpx.Response(502, text="<html>\n  Bad   gateway\n</html>"), "<html> Bad gateway </html>"),
+    (httpx.Response(400, text="x" * 500), "x" * 199 + "…"),
+    (httpx.Response(404, content=b""), "Not Found"),
+])
+def test_describe_error_bodies(response: httpx.Response, expected: str) -> None:
+    assert describe(response) == expected
