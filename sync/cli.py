@@ -395,7 +395,7 @@ def keys_rotate(app: App) -> None:
 
 
 def _validate_cron(expression: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
     try:
         CronTrigger.from_crontab(expression)
@@ -509,6 +509,52 @@ def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool) 
     """Full reconcile: compare EVERY CRM member with what was pushed (ignores watermarks,
     finds hard deletes), with progress bars. Safe to repeat: unchanged rows send nothing."""
     _run(app, tenant, provider, dry_run, backfill=True)
+
+
+# --- sandbox and demo -----------------------------------------------------------------------
+
+
+@cli.group("sandbox")
+def sandbox_group() -> None:
+    """Local simulators of the providers (the real hosts are not needed to try or test)."""
+
+
+@sandbox_group.command("serve")
+@click.argument("provider", type=click.Choice(["postacell"]))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--account", "accounts", multiple=True, metavar="USER:PASSWORD",
+              help="a sandbox login (fake credentials), repeatable; default demo:demo-password")
+@click.option("--faults", default="", metavar="SPEC",
+              help="deterministic faults, e.g. 'seed=3,error_rate=0.1,rate_limit_every=7,retry_after_s=1,"
+                   "drop_rate=0.02,token_expire_after=50,latency_s=0.05'")
+@click.option("--seed", default=0, show_default=True, help="seed of ids and simulated campaign results")
+def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...], faults: str, seed: int) -> None:
+    """Serve PROVIDER's sandbox over HTTP until interrupted; point a connection's --base-url at it."""
+    from sync.sandbox import SANDBOXES, FaultPlan, serve
+
+    logins = dict(a.split(":", 1) for a in accounts if ":" in a) or {"demo": "demo-password"}
+    if len(logins) != len(accounts) and accounts:
+        raise ConfigurationError("--account must look like USER:PASSWORD")
+    try:
+        plan = FaultPlan.from_spec(faults) if faults else FaultPlan()
+    except ValueError as exc:
+        raise ConfigurationError(f"--faults: {exc}") from None
+    sandbox = SANDBOXES[provider](logins, faults=plan, seed=seed)
+    click.echo(f"{provider} sandbox on http://{host}:{port}/api/v1/ (accounts: {', '.join(logins)}); Ctrl-C stops")
+    serve(sandbox.app, host, port)
+
+
+@cli.command("demo")
+@click.option("--workdir", default="demo", show_default=True, type=click.Path(file_okay=False),
+              help="where the demo keeps its SQLite database and master key (recreated each time)")
+@click.option("--members", default=2000, show_default=True, help="sample members per tenant")
+@pass_app
+def demo(app: App, workdir: str, members: int) -> None:
+    """A full round trip: sample CRM on SQLite -> Postacell sandbox served on localhost -> back."""
+    from sync.demo import run_demo
+
+    run_demo(app.settings, Path(workdir), members, app.out)
 
 
 # --- entry point ----------------------------------------------------------------------------

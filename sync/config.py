@@ -71,6 +71,8 @@ class Settings:
     lookback_seconds: int = 300
     #: A connection lease lasts this long and is renewed while the run works.
     lease_seconds: int = 300
+    #: Per-recipient results of a campaign that is not final are re-fetched at most this often.
+    report_refresh_seconds: int = 6 * 3600
     #: Default schedule (cron, 5 fields) of connections that set none: nightly at 02:30.
     default_schedule: str = "30 2 * * *"
     #: Identity of this worker in leases.
@@ -135,7 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
     for name in ("database_url", "crm_database_url", "log_format", "log_level", "default_schedule", "worker_id"):
         if name in values:
             kwargs[name] = str(values[name]).strip()
-    for name in ("lookback_seconds", "lease_seconds"):
+    for name in ("lookback_seconds", "lease_seconds", "report_refresh_seconds"):
         if name in values:
             try:
                 kwargs[name] = int(values[name])

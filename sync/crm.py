@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -162,7 +163,7 @@ class CrmReader:
             return []
         m, ms = self.tables.members, self.tables.memberships
         lists_of: dict[str, set[str]] = defaultdict(set)
-        rows = []
+        rows: list[sa.Row[Any]] = []
         with self.engine.connect() as conn:
             for chunk in _chunks(member_ids, 500):
                 rows.extend(conn.execute(sa.select(m).where(m.c.tenant_id == self.tenant_id, m.c.id.in_(chunk))))
@@ -184,6 +185,3 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
-
-def member_ids_in(rows: Iterable[tuple[dt.datetime, str]]) -> list[str]:
-    return [member_id for _, member_id in rows]

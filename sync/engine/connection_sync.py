@@ -23,10 +23,22 @@ from sync.crm import CrmMember, CrmReader
 from sync.engine.state import renew_lease, set_watermark, watermark_for
 from sync.errors import RejectedRow
 from sync.models import (
-    Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, utcnow,
+    Campaign,
+    CampaignResult,
+    ListLink,
+    MemberLink,
+    MemberStatus,
+    Reject,
+    utcnow,
 )
 from sync.providers.base import (
-    SUPPRESSION_RANK, MemberDelete, MemberKey, MemberSnapshot, MemberUpsert, Provider, PushOutcome,
+    SUPPRESSION_RANK,
+    MemberDelete,
+    MemberKey,
+    MemberSnapshot,
+    MemberUpsert,
+    Provider,
+    PushOutcome,
     payload_hash,
 )
 
@@ -83,6 +95,7 @@ class ConnectionSync:
     def __init__(self, *, sessions: sessionmaker[Session], crm: CrmReader, provider: Provider,
                  connection_id: int, tenant_id: int, run_id: int, worker: str, lease_seconds: int,
                  lookback: dt.timedelta, until: dt.datetime, options: RunOptions,
+                 report_refresh: dt.timedelta = dt.timedelta(hours=6),
                  on_progress: Callable[[str, int, int], None] | None = None) -> None:
         self.sessions = sessions
         self.crm = crm
@@ -96,6 +109,7 @@ class ConnectionSync:
         self.lookback = lookback
         self.until = until
         self.options = options
+        self.report_refresh = report_refresh
         self.on_progress = on_progress
         self.counts: Counter[str] = Counter()
         self.plan = Plan()
@@ -254,11 +268,11 @@ class ConnectionSync:
         plan = _Chunk()
         links_of: dict[str, list[MemberLink]] = defaultdict(list)
         for start in range(0, len(chunk_ids), 500):
-            for link in session.scalars(sa.select(MemberLink).where(
+            for found in session.scalars(sa.select(MemberLink).where(
                     MemberLink.connection_id == self.connection_id,
                     MemberLink.crm_member_id.in_(chunk_ids[start:start + 500]))):
-                links_of[link.crm_member_id].append(link)
-                plan.links[MemberKey(link.crm_member_id, link.crm_list_id)] = link
+                links_of[found.crm_member_id].append(found)
+                plan.links[MemberKey(found.crm_member_id, found.crm_list_id)] = found
         suppressions = self._load_suppressions(
             session, ((m.email or "").strip().lower() for m in members.values() if m.email))
         per_list = self.caps.membership_model == "per_list"
@@ -266,8 +280,8 @@ class ConnectionSync:
             member = members.get(member_id)
             links = {link.crm_list_id: link for link in links_of.get(member_id, [])}
             if member is None or member.deleted:
-                for link in links.values():
-                    self._delete(plan, link, "deleted in the CRM")
+                for gone in links.values():
+                    self._delete(plan, gone, "deleted in the CRM")
                 continue
             email = (member.email or "").strip().lower()
             if not valid_email(email):
@@ -292,9 +306,9 @@ class ConnectionSync:
                 for crm_list in wanted:
                     self._upsert(plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
                                  links.get(crm_list))
-                for crm_list, link in links.items():
+                for crm_list, stale in links.items():
                     if crm_list not in wanted:
-                        self._delete(plan, link, "left the list")
+                        self._delete(plan, stale, "left the list")
             else:
                 link = links.get("")
                 if link is not None and link.email != email:
@@ -405,6 +419,10 @@ class ConnectionSync:
                                    status=campaign.status)
                     session.add(row)
                 if row.final:
+                    continue
+                fresh = (row.results_pulled_at is not None and row.remote_updated_at == campaign.updated_at
+                         and self.until - row.results_pulled_at < self.report_refresh and not campaign.final)
+                if fresh:       # asked recently and unchanged since: spare the provider an export
                     continue
                 row.name, row.status = campaign.name[:512], campaign.status
                 row.sent_at, row.remote_updated_at = campaign.sent_at, campaign.updated_at

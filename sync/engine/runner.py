@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 TransportFactory = Callable[[Connection], httpx.AsyncBaseTransport | None]
 ProgressCallback = Callable[[str, int, int], None]
+DEFAULT_OPTIONS = RunOptions()
 
 
 @dataclass
@@ -67,7 +68,7 @@ def select_connections(engine: sa.Engine, tenant: str | None = None, provider: s
 
 
 async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, connection_id: int,
-                         options: RunOptions = RunOptions(), *, transport_factory: TransportFactory | None = None,
+                         options: RunOptions = DEFAULT_OPTIONS, *, transport_factory: TransportFactory | None = None,
                          on_progress: ProgressCallback | None = None,
                          http_policy: HttpPolicy | None = None) -> RunResult:
     """One run of one connection. Never raises for a provider or data problem: the outcome is
@@ -119,7 +120,8 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             sessions=sessions, crm=CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id), provider=provider,
             connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, worker=settings.worker_id,
             lease_seconds=settings.lease_seconds, lookback=dt.timedelta(seconds=settings.lookback_seconds),
-            until=until, options=options, on_progress=on_progress)
+            until=until, options=options, on_progress=on_progress,
+            report_refresh=dt.timedelta(seconds=settings.report_refresh_seconds))
         if not options.dry_run:
             await _timed(result, "pull_statuses", sync.pull_statuses())
         list_map = await _timed(result, "lists", sync.sync_lists())
@@ -131,7 +133,7 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
         result.status, result.error = "skipped", exc.message
     except SyncError as exc:
         result.status, result.error = "failed", SECRETS.scrub(exc.message)
-    except Exception as exc:  # noqa: BLE001 - run isolation: one connection's bug must not stop the others
+    except Exception as exc:  # run isolation: one connection's bug must not stop the others
         result.status, result.error = "failed", SECRETS.scrub(f"internal error: {type(exc).__name__}: {exc}")
         log.exception("run.crashed")
     finally:
@@ -163,7 +165,7 @@ async def _timed(result: RunResult, phase: str, work: Any) -> Any:
 
 
 def run_once(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, *, tenant: str | None = None,
-             provider: str | None = None, options: RunOptions = RunOptions(),
+             provider: str | None = None, options: RunOptions = DEFAULT_OPTIONS,
              transport_factory: TransportFactory | None = None,
              on_progress: ProgressCallback | None = None,
              http_policy: HttpPolicy | None = None) -> list[RunResult]:

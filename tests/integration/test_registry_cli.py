@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -61,6 +62,9 @@ def test_secret_given_to_connection_add_is_nowhere_in_clear(cli, engine: sa.Engi
     for text in (added.out, added.err, listed.out, listed.err, dump_database(engine)):
         assert SECRET not in text
         assert SECRET[:10] not in text
+    if engine.url.get_backend_name() == "sqlite":      # the file itself, pages and free space included
+        raw = Path(str(engine.url.database)).read_bytes()
+        assert SECRET.encode() not in raw and SECRET[:10].encode() not in raw
 
 
 def test_connection_rotate_replaces_credentials(cli, engine: sa.Engine) -> None:  # type: ignore[no-untyped-def]

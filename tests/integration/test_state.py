@@ -11,7 +11,12 @@ from sync import db, registry
 from sync.config import Secret
 from sync.crypto import Vault, generate_key
 from sync.engine.state import (
-    WatermarkWentBackwards, acquire_lease, release_lease, renew_lease, set_watermark, watermark_for,
+    WatermarkWentBackwards,
+    acquire_lease,
+    release_lease,
+    renew_lease,
+    set_watermark,
+    watermark_for,
 )
 from sync.errors import LeaseHeldError
 from sync.models import Connection

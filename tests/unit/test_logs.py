@@ -7,8 +7,8 @@ import json
 
 import structlog
 
-from sync.crypto import Vault, generate_key
 from sync.config import Secret
+from sync.crypto import Vault, generate_key
 from sync.logs import SECRETS, configure_logging
 
 

@@ -25,8 +25,15 @@ import structlog
 from sync.errors import AuthenticationError, FatalError, ProviderError, RejectedRow, RetriableError
 from sync.http import Auth, ProviderHTTP, describe
 from sync.providers.base import (
-    Capabilities, MemberDelete, MemberSnapshot, MemberUpsert, PushOutcome, RecipientResult, RemoteCampaign,
-    RemoteList, RemoteStatus,
+    Capabilities,
+    MemberDelete,
+    MemberSnapshot,
+    MemberUpsert,
+    PushOutcome,
+    RecipientResult,
+    RemoteCampaign,
+    RemoteList,
+    RemoteStatus,
 )
 from sync.providers.postacell import api
 
@@ -115,7 +122,11 @@ class PostacellAuth(Auth):
                 self._set_access(response.json()["access"], now)
                 return
             self._refresh = None
-        response = await http.request("POST", api.TOKEN_PATH, json=self._login, authenticated=False)
+        try:
+            response = await http.request("POST", api.TOKEN_PATH, json=self._login, authenticated=False)
+        except AuthenticationError as exc:
+            raise AuthenticationError("Postacell login failed (401): check the connection's username and "
+                                      "password (`crm-esp-sync connection rotate`)", status_code=401) from exc
         if response.status_code != 200:
             raise AuthenticationError(f"Postacell login failed ({response.status_code}): {describe(response)}",
                                       status_code=response.status_code)

@@ -7,7 +7,7 @@ its name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 
@@ -42,8 +42,8 @@ class Harness(Protocol):
 
 class PostacellHarness:
     name = "postacell"
-    credentials = {"username": "acme-api", "password": "Postacell-şifre-123"}
-    settings: dict[str, Any] = {"rate_per_s": 0}
+    credentials: ClassVar[dict[str, str]] = {"username": "acme-api", "password": "Postacell-şifre-123"}
+    settings: ClassVar[dict[str, Any]] = {"rate_per_s": 0}
     base_url = "http://postacell.sandbox/api/v1/"
 
     def start(self, faults: FaultPlan | None = None, clock: Any = None) -> None:
@@ -64,7 +64,7 @@ class PostacellHarness:
         self.sandbox.reset_log()
 
     def members(self) -> dict[str, RemoteMember]:
-        return {row["email"]: RemoteMember(row["email"], row["status"], frozenset(l["title"] for l in row["lists"]))
+        return {row["email"]: RemoteMember(row["email"], row["status"], frozenset(lst["title"] for lst in row["lists"]))
                 for row in self.sandbox.subscribers(self.credentials["username"])}
 
     def list_names(self) -> set[str]:

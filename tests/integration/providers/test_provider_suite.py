@@ -17,7 +17,7 @@ def assert_mirrors_crm(world: World) -> None:
     for email, row in world.valid_active_members().items():
         assert email in remote, email
         assert remote[email].status == "active", email
-        assert remote[email].lists == {world.list_name(l) for l in world.lists_of(row.id)}, email
+        assert remote[email].lists == {world.list_name(lst) for lst in world.lists_of(row.id)}, email
 
 
 def test_first_sync_mirrors_lists_and_members(world: World) -> None:
@@ -67,7 +67,7 @@ def test_edits_removals_and_deletions_propagate(world: World) -> None:
     world.run()
     remote = world.harness.members()
     assert deleted.email.lower() not in remote
-    assert remote[leaver.email.lower()].lists == {world.list_name(l) for l in world.lists_of(leaver.id)}
+    assert remote[leaver.email.lower()].lists == {world.list_name(lst) for lst in world.lists_of(leaver.id)}
     assert "Müşteri Listesi (yeni)" in world.harness.list_names()
     assert_mirrors_crm(world)
     world.update_list("L3", deleted_at=world.now())

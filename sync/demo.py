@@ -1,0 +1,123 @@
+"""`crm-esp-sync demo`: a full round trip on the embedded default (SQLite) and a sandbox served
+over real HTTP on localhost. Self-contained: its own database and master key in ``workdir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from sync import db, registry
+from sync.config import CrmSource, Secret, Settings
+from sync.crm import create_reference_schema, crm_tables
+from sync.crypto import Vault, generate_key
+from sync.engine.connection_sync import RunOptions
+from sync.engine.runner import RunResult, run_connection, select_connections
+from sync.models import Campaign, CampaignResult, MemberStatus, Reject, utcnow
+from sync.sample import seed_crm
+from sync.sandbox import PostacellSandbox, serve_in_thread
+
+TENANTS = ("acme", "anadolu", "bosphorus")
+
+
+def demo_settings(settings: Settings, workdir: Path) -> Settings:
+    """The demo's own SQLite file and master key (created 0600 on first use)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key_file = workdir / "master.key"
+    if not key_file.exists():
+        key_file.write_text(generate_key() + "\n", encoding="utf-8")
+        os.chmod(key_file, 0o600)
+    database = workdir / "crm-esp-sync.db"
+    database.unlink(missing_ok=True)      # a fresh demo every time: the sandbox forgets on exit too
+    return dataclasses.replace(settings, database_url=f"sqlite:///{database}", crm_database_url=None,
+                               master_keys=(Secret(key_file.read_text(encoding="utf-8").strip()),),
+                               crm=CrmSource())
+
+
+def _results_table(title: str, results: Sequence[RunResult], writes: int) -> Table:
+    table = Table("tenant", "status", "lists+", "added", "updated", "removed", "unchanged", "rejected",
+                  "blocked", "statuses pulled", "campaign results", "HTTP requests", "seconds",
+                  title=f"{title} — provider write requests: {writes}", title_justify="left")
+    for r in results:
+        c = r.counts
+        table.add_row(r.tenant, r.status, str(c.get("lists_created", 0)), str(c.get("members_added", 0)),
+                      str(c.get("members_updated", 0)), str(c.get("members_removed", 0)),
+                      str(c.get("members_unchanged", 0)), str(c.get("rejected", 0)),
+                      str(len(r.plan.blocked_by_suppression) if r.plan else 0), str(c.get("statuses_pulled", 0)),
+                      str(c.get("campaign_results", 0)), str(r.http_requests), f"{r.timings.get('total', 0):.2f}")
+    return table
+
+
+def run_demo(base: Settings, workdir: Path, members: int, out: Console) -> None:
+    settings = demo_settings(base, workdir)
+    engine = db.create_engine(settings.database_url)
+    db.upgrade(engine)
+    create_reference_schema(engine, settings.crm)
+    summary = seed_crm(engine, settings.crm, TENANTS, members)
+    out.print(f"[bold]1. Sample CRM[/bold] in {settings.database_url}: {summary.tenants} tenants, "
+              f"{summary.members} members, {summary.lists} lists, {summary.memberships} memberships "
+              f"({summary.invalid_emails} mistyped e-mails, {summary.refused_consent} with İYS RET)")
+
+    accounts = {f"{tenant}-api": f"{tenant}-Şifre-2026" for tenant in TENANTS}
+    sandbox = PostacellSandbox(accounts, seed=42, job_polls_until_done=2, export_polls_until_ready=2)
+    vault = Vault(settings.master_keys)
+    with serve_in_thread(sandbox.app) as url:
+        out.print(f"[bold]2. Postacell sandbox[/bold] served at {url}/api/v1/ (real HTTP on localhost; "
+                  "no rate limit on these demo connections)")
+        with db.transaction(db.session_factory(engine)) as session:
+            for tenant in TENANTS:
+                registry.add_tenant(session, tenant, name=f"{tenant.title()} Ticaret A.Ş.")
+                registry.add_connection(session, vault, tenant, "postacell",
+                                        {"username": f"{tenant}-api", "password": accounts[f"{tenant}-api"]},
+                                        base_url=f"{url}/api/v1/", settings={"rate_per_s": 0})
+
+        def run_all(title: str) -> list[RunResult]:
+            before = sandbox.write_requests()
+            results = [asyncio.run(run_connection(settings, engine, engine, cid, RunOptions()))
+                       for cid in select_connections(engine)]
+            out.print(_results_table(title, results, sandbox.write_requests() - before))
+            return results
+
+        run_all("3. First sync: lists and members pushed (bulk import jobs)")
+
+        account = "acme-api"
+        campaign = sandbox.simulate_campaign(account, subject="Kasım indirimi")
+        some = sorted(sub["email"] for sub in sandbox.subscribers(account))[:3]
+        sandbox.set_status(account, some[0], "unsubscribed")
+        m = crm_tables(settings.crm).members
+        with engine.begin() as conn:
+            ids = list(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == "acme").order_by(m.c.id).limit(6)))
+            conn.execute(m.update().where(m.c.tenant_id == "acme", m.c.id.in_(ids[1:5]))
+                         .values(last_name="Yıldız-Öztürk", updated_at=utcnow()))
+            conn.execute(m.update().where(m.c.tenant_id == "acme", m.c.id == ids[5])
+                         .values(deleted_at=utcnow(), updated_at=utcnow()))
+        out.print(f"[bold]4. Meanwhile[/bold]: acme sent campaign {campaign} from the panel; {some[0]} unsubscribed "
+                  "via the web; in the CRM 4 members changed their surname and 1 was deleted (KVKK)")
+        run_all("5. Second sync: statuses and campaign reports pulled, changes pushed")
+        run_all("6. Third sync, nothing changed")
+
+    with engine.connect() as conn:
+        rejects = conn.execute(sa.select(Reject.email, Reject.reason).where(Reject.resolved_at.is_(None))
+                               .limit(3)).all()
+        statuses = conn.execute(sa.select(MemberStatus.status, sa.func.count()).group_by(MemberStatus.status)).all()
+        results = conn.execute(sa.select(
+            sa.func.count(), sa.func.count(CampaignResult.opened_at), sa.func.count(CampaignResult.clicked_at),
+            sa.func.count(CampaignResult.bounce_type)).select_from(CampaignResult)).one()
+        campaigns = conn.scalar(sa.select(sa.func.count()).select_from(Campaign))
+    out.print("[bold]7. What is in the local tables now[/bold]")
+    out.print(f"   suppressions pulled: {', '.join(f'{s}={n}' for s, n in statuses) or 'none'}")
+    out.print(f"   campaigns: {campaigns}; recipients: {results[0]}, opened {results[1]}, clicked {results[2]}, "
+              f"bounced {results[3]}")
+    for email, reason in rejects:
+        out.print(f"   reject: {email}: {reason}")
+    database_file = settings.database_url.removeprefix("sqlite:///")
+    out.print(f"   explore: sqlite3 {database_file} "
+              "'select kind, status, counts from sync_runs'")
+    engine.dispose()

@@ -1,0 +1,92 @@
+"""Postacell client pieces against the in-process sandbox: tokens, the error table, report CSVs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from sync.errors import AuthenticationError, FatalError, ProviderError, RejectedRow
+from sync.http import HttpPolicy, ProviderHTTP
+from sync.providers.base import RecipientResult
+from sync.providers.postacell import api
+from sync.providers.postacell.client import PostacellAuth, _check, merge_report_csv
+from sync.sandbox import PostacellSandbox, sandbox_transport
+
+BASE = "http://sandbox/api/v1/"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def token_calls(sandbox: PostacellSandbox) -> list[str]:
+    return [path.rsplit("/api/v1/", 1)[1] for method, path, _ in sandbox.request_log
+            if method == "POST" and path.rstrip("/").endswith(("token", "token/refresh"))]
+
+
+def test_access_token_is_refreshed_before_expiry_and_login_repeated_after_refresh_expiry() -> None:
+    clock = Clock()
+    sandbox = PostacellSandbox({"acme": "pw-123456"}, clock=clock)
+    auth = PostacellAuth("acme", "pw-123456", clock=clock)
+
+    async def scenario() -> list[str]:
+        async with httpx.AsyncClient(transport=sandbox_transport(sandbox.app)) as client:
+            http = ProviderHTTP(client, provider="postacell", base_url=BASE, policy=HttpPolicy(), auth=auth)
+            await http.request("GET", api.LIST_FILTER_PATH)               # login
+            clock.now += api.ACCESS_TOKEN_LIFETIME_S - api.TOKEN_REFRESH_MARGIN_S + 1
+            response = await http.request("GET", api.LIST_FILTER_PATH)    # refreshed BEFORE the 401
+            assert response.status_code == 200
+            clock.now += api.REFRESH_TOKEN_LIFETIME_S
+            await http.request("GET", api.LIST_FILTER_PATH)               # refresh expired: log in again
+        return token_calls(sandbox)
+
+    assert asyncio.run(scenario()) == ["token", "token/refresh", "token"]
+    assert not any(status == 401 for _, _, status in sandbox.request_log)
+
+
+def test_wrong_password_is_an_authentication_error_without_the_password() -> None:
+    sandbox = PostacellSandbox({"acme": "right-pw-1"})
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=sandbox_transport(sandbox.app)) as client:
+            http = ProviderHTTP(client, provider="postacell", base_url=BASE, policy=HttpPolicy(),
+                                auth=PostacellAuth("acme", "wrong-pw-1"))
+            await http.request("GET", api.LIST_FILTER_PATH)
+
+    with pytest.raises(AuthenticationError, match="login failed") as caught:
+        asyncio.run(scenario())
+    assert "wrong-pw-1" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("status", "error"), [
+    (400, RejectedRow), (409, RejectedRow), (401, AuthenticationError), (403, AuthenticationError),
+    (404, ProviderError), (413, FatalError),
+])
+def test_error_table_maps_statuses_to_what_the_caller_does(status: int, error: type[Exception]) -> None:
+    response = httpx.Response(status, json={"email": ["Enter a valid email address."]},
+                              request=httpx.Request("POST", BASE + "email/subscribers"))
+    with pytest.raises(error):
+        _check(response, "create subscriber")
+
+
+def test_report_csvs_merge_into_one_result_per_recipient() -> None:
+    results: dict[str, RecipientResult] = {}
+    merge_report_csv(results, "subscribers", "\ufeffemail,date\nAyşe@Ornek.com.tr,2026-11-20T10:00:00Z\n".encode())
+    merge_report_csv(results, "opened", "email,date,count\nayşe@ornek.com.tr,2026-11-20T11:00:00,3\n".encode())
+    merge_report_csv(results, "bounced", b"email,date,bounce_type,diagnostic_code\n"
+                                         b"ali@ornek.com.tr,2026-11-20T10:01:00Z,HARDBOUNCE,550 5.1.1 unknown\n")
+    assert set(results) == {"ayşe@ornek.com.tr", "ali@ornek.com.tr"}    # e-mails folded to lower case
+    ayse, ali = results["ayşe@ornek.com.tr"], results["ali@ornek.com.tr"]
+    assert ayse.open_count == 3 and ayse.opened_at is not None and ayse.opened_at.tzinfo is not None
+    assert (ali.bounce_type, ali.bounce_reason) == ("hard", "550 5.1.1 unknown")
+
+
+def test_report_csv_without_expected_columns_is_refused() -> None:
+    with pytest.raises(FatalError, match="lacks column"):
+        merge_report_csv({}, "clicked", b"mail,when\nx@y.z,2026-01-01\n")
