@@ -117,7 +117,6 @@ def run_demo(base: Settings, workdir: Path, members: int, out: Console) -> None:
               f"bounced {results[3]}")
     for email, reason in rejects:
         out.print(f"   reject: {email}: {reason}")
-    database_file = settings.database_url.removeprefix("sqlite:///")
-    out.print(f"   explore: sqlite3 {database_file} "
-              "'select kind, status, counts from sync_runs'")
+    hint = "'select kind, status, counts from sync_runs'"
+    out.print(f"   explore: sqlite3 {settings.database_url.removeprefix('sqlite:///')} {hint}")
     engine.dispose()
