@@ -44,7 +44,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, *, check: bool = True) -> sa.Engine:
     """An engine for ``url``; with ``check``, an unreachable server fails here in one line."""
     parsed = normalise_url(url)
-    engine = sa.create_engine(parsed, pool_pre_ping=True, future=True)
+    # hide_parameters: e-mails (personal data) never reach an error message or a log line
+    engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     if check:

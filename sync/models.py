@@ -26,6 +26,15 @@ NAMING = {
 }
 
 
+def Key(length: int) -> sa.types.TypeEngine[str]:
+    """An identifier or e-mail column compared byte for byte everywhere.
+
+    MariaDB's default utf8mb4 collation treats 'Öz@' and 'oz@' (and trailing spaces) as equal,
+    which would merge distinct CRM ids and e-mails in unique keys; the binary collation does not.
+    """
+    return sa.String(length).with_variant(mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -49,7 +58,9 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
-        return None if value is None else value.replace(tzinfo=dt.UTC)
+        if value is None:
+            return None
+        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class JSONText(sa.TypeDecorator[Any]):
@@ -78,7 +89,7 @@ class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    crm_tenant_id: Mapped[str] = mapped_column(sa.String(ID), unique=True)
+    crm_tenant_id: Mapped[str] = mapped_column(Key(ID), unique=True)
     name: Mapped[str] = mapped_column(sa.String(255))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     connections: Mapped[list[Connection]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
@@ -120,8 +131,8 @@ class ListLink(Base):
     __table_args__ = (sa.UniqueConstraint("connection_id", "crm_list_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    crm_list_id: Mapped[str] = mapped_column(sa.String(ID))
-    remote_list_id: Mapped[str] = mapped_column(sa.String(ID))
+    crm_list_id: Mapped[str] = mapped_column(Key(ID))
+    remote_list_id: Mapped[str] = mapped_column(Key(ID))
     name_pushed: Mapped[str] = mapped_column(sa.String(255))
     pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -137,10 +148,10 @@ class MemberLink(Base):
     __table_args__ = (sa.UniqueConstraint("connection_id", "crm_member_id", "crm_list_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    crm_member_id: Mapped[str] = mapped_column(sa.String(ID))
-    crm_list_id: Mapped[str] = mapped_column(sa.String(ID), default="")
-    email: Mapped[str] = mapped_column(sa.String(EMAIL))
-    remote_id: Mapped[str | None] = mapped_column(sa.String(ID))
+    crm_member_id: Mapped[str] = mapped_column(Key(ID))
+    crm_list_id: Mapped[str] = mapped_column(Key(ID), default="")
+    email: Mapped[str] = mapped_column(Key(EMAIL), index=True)
+    remote_id: Mapped[str | None] = mapped_column(Key(ID))
     remote_lists: Mapped[list[Any]] = mapped_column(default=list)
     payload_hash: Mapped[str] = mapped_column(sa.String(64))
     pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -185,8 +196,8 @@ class Reject(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
     run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sync_runs.id", ondelete="SET NULL"))
-    crm_member_id: Mapped[str] = mapped_column(sa.String(ID))
-    crm_list_id: Mapped[str] = mapped_column(sa.String(ID), default="")
+    crm_member_id: Mapped[str] = mapped_column(Key(ID))
+    crm_list_id: Mapped[str] = mapped_column(Key(ID), default="")
     email: Mapped[str | None] = mapped_column(sa.String(EMAIL))
     provider_code: Mapped[str | None] = mapped_column(sa.String(64))
     reason: Mapped[str] = mapped_column(sa.Text)
@@ -207,8 +218,8 @@ class MemberStatus(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    email: Mapped[str] = mapped_column(sa.String(EMAIL))
-    remote_id: Mapped[str | None] = mapped_column(sa.String(ID))
+    email: Mapped[str] = mapped_column(Key(EMAIL))
+    remote_id: Mapped[str | None] = mapped_column(Key(ID))
     status: Mapped[str] = mapped_column(sa.String(16))   # unsubscribed | hard_bounce | soft_bounce | complaint
     occurred_at: Mapped[dt.datetime]
     pulled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -222,7 +233,7 @@ class IysConsent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    recipient: Mapped[str] = mapped_column(sa.String(EMAIL))
+    recipient: Mapped[str] = mapped_column(Key(EMAIL))
     consent_type: Mapped[str] = mapped_column(sa.String(8))     # EPOSTA | MESAJ | ARAMA
     recipient_type: Mapped[str] = mapped_column(sa.String(8))   # BIREYSEL | TACIR
     status: Mapped[str] = mapped_column(sa.String(4))           # ONAY | RET
@@ -238,7 +249,7 @@ class Campaign(Base):
     __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    remote_id: Mapped[str] = mapped_column(sa.String(ID))
+    remote_id: Mapped[str] = mapped_column(Key(ID))
     name: Mapped[str] = mapped_column(sa.String(512))
     status: Mapped[str] = mapped_column(sa.String(32))
     sent_at: Mapped[dt.datetime | None]
@@ -255,7 +266,7 @@ class CampaignResult(Base):
     __table_args__ = (sa.UniqueConstraint("campaign_id", "email"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(sa.ForeignKey("campaigns.id", ondelete="CASCADE"))
-    email: Mapped[str] = mapped_column(sa.String(EMAIL))
+    email: Mapped[str] = mapped_column(Key(EMAIL))
     sent_at: Mapped[dt.datetime | None]
     opened_at: Mapped[dt.datetime | None]
     open_count: Mapped[int] = mapped_column(default=0)
@@ -275,7 +286,7 @@ class WapcrmConversation(Base):
     __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    remote_id: Mapped[str] = mapped_column(sa.String(ID))
+    remote_id: Mapped[str] = mapped_column(Key(ID))
     phone: Mapped[str | None] = mapped_column(sa.String(32))
     instance_id: Mapped[str | None] = mapped_column(sa.String(ID))
     user_id: Mapped[str | None] = mapped_column(sa.String(ID))
@@ -292,7 +303,7 @@ class WapcrmMessage(Base):
     __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"), sa.Index(None, "connection_id", "phone"))
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    remote_id: Mapped[str] = mapped_column(sa.String(ID))
+    remote_id: Mapped[str] = mapped_column(Key(ID))
     phone: Mapped[str] = mapped_column(sa.String(32))
     direction: Mapped[str | None] = mapped_column(sa.String(8))   # in | out
     message_type: Mapped[str | None] = mapped_column(sa.String(16))

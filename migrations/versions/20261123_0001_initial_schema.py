@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:46:38.600126
+Create Date: 2026-11-23 17:12:12.512728
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 import sync.models
 
@@ -30,7 +31,13 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("slug", sa.String(length=64), nullable=False),
-        sa.Column("crm_tenant_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "crm_tenant_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("created_at", sync.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
@@ -61,7 +68,13 @@ def upgrade() -> None:
         "campaigns",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("remote_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "remote_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
         sa.Column("name", sa.String(length=512), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("sent_at", sync.models.UTCDateTime(), nullable=True),
@@ -83,7 +96,13 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("recipient", sa.String(length=254), nullable=False),
+        sa.Column(
+            "recipient",
+            sa.String(length=254)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mysql"),
+            nullable=False,
+        ),
         sa.Column("consent_type", sa.String(length=8), nullable=False),
         sa.Column("recipient_type", sa.String(length=8), nullable=False),
         sa.Column("status", sa.String(length=4), nullable=False),
@@ -112,8 +131,20 @@ def upgrade() -> None:
         "list_links",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("crm_list_id", sa.String(length=128), nullable=False),
-        sa.Column("remote_list_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "crm_list_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "remote_list_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
         sa.Column("name_pushed", sa.String(length=255), nullable=False),
         sa.Column("pushed_at", sync.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -123,18 +154,40 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_list_links")),
-        sa.UniqueConstraint(
-            "connection_id", "crm_list_id", name=op.f("uq_list_links_connection_id_crm_list_id")
-        ),
+        sa.UniqueConstraint("connection_id", "crm_list_id", name=op.f("uq_list_links_connection_id_crm_list_id")),
     )
     op.create_table(
         "member_links",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("crm_member_id", sa.String(length=128), nullable=False),
-        sa.Column("crm_list_id", sa.String(length=128), nullable=False),
-        sa.Column("email", sa.String(length=254), nullable=False),
-        sa.Column("remote_id", sa.String(length=128), nullable=True),
+        sa.Column(
+            "crm_member_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "crm_list_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "email",
+            sa.String(length=254)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mysql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "remote_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=True,
+        ),
         sa.Column("remote_lists", sync.models.JSONText(), nullable=False),
         sa.Column("payload_hash", sa.String(length=64), nullable=False),
         sa.Column("pushed_at", sync.models.UTCDateTime(), nullable=False),
@@ -152,13 +205,28 @@ def upgrade() -> None:
             name=op.f("uq_member_links_connection_id_crm_member_id_crm_list_id"),
         ),
     )
+    with op.batch_alter_table("member_links", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_member_links_email"), ["email"], unique=False)
+
     op.create_table(
         "member_statuses",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("email", sa.String(length=254), nullable=False),
-        sa.Column("remote_id", sa.String(length=128), nullable=True),
+        sa.Column(
+            "email",
+            sa.String(length=254)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mysql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "remote_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=True,
+        ),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("occurred_at", sync.models.UTCDateTime(), nullable=False),
         sa.Column("pulled_at", sync.models.UTCDateTime(), nullable=False),
@@ -169,18 +237,13 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["tenant_id"],
-            ["tenants.id"],
-            name=op.f("fk_member_statuses_tenant_id_tenants"),
-            ondelete="CASCADE",
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_member_statuses_tenant_id_tenants"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_member_statuses")),
         sa.UniqueConstraint("connection_id", "email", name=op.f("uq_member_statuses_connection_id_email")),
     )
     with op.batch_alter_table("member_statuses", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_member_statuses_tenant_id_email"), ["tenant_id", "email"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_member_statuses_tenant_id_email"), ["tenant_id", "email"], unique=False)
 
     op.create_table(
         "sync_runs",
@@ -213,7 +276,13 @@ def upgrade() -> None:
         "wapcrm_conversations",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("remote_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "remote_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
         sa.Column("phone", sa.String(length=32), nullable=True),
         sa.Column("instance_id", sa.String(length=128), nullable=True),
         sa.Column("user_id", sa.String(length=128), nullable=True),
@@ -228,15 +297,19 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_wapcrm_conversations")),
-        sa.UniqueConstraint(
-            "connection_id", "remote_id", name=op.f("uq_wapcrm_conversations_connection_id_remote_id")
-        ),
+        sa.UniqueConstraint("connection_id", "remote_id", name=op.f("uq_wapcrm_conversations_connection_id_remote_id")),
     )
     op.create_table(
         "wapcrm_messages",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
-        sa.Column("remote_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "remote_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
         sa.Column("phone", sa.String(length=32), nullable=False),
         sa.Column("direction", sa.String(length=8), nullable=True),
         sa.Column("message_type", sa.String(length=16), nullable=True),
@@ -250,9 +323,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_wapcrm_messages")),
-        sa.UniqueConstraint(
-            "connection_id", "remote_id", name=op.f("uq_wapcrm_messages_connection_id_remote_id")
-        ),
+        sa.UniqueConstraint("connection_id", "remote_id", name=op.f("uq_wapcrm_messages_connection_id_remote_id")),
     )
     with op.batch_alter_table("wapcrm_messages", schema=None) as batch_op:
         batch_op.create_index(
@@ -277,7 +348,13 @@ def upgrade() -> None:
         "campaign_results",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("campaign_id", sa.Integer(), nullable=False),
-        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column(
+            "email",
+            sa.String(length=254)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=254), "mysql"),
+            nullable=False,
+        ),
         sa.Column("sent_at", sync.models.UTCDateTime(), nullable=True),
         sa.Column("opened_at", sync.models.UTCDateTime(), nullable=True),
         sa.Column("open_count", sa.Integer(), nullable=False),
@@ -302,8 +379,20 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("connection_id", sa.Integer(), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=True),
-        sa.Column("crm_member_id", sa.String(length=128), nullable=False),
-        sa.Column("crm_list_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "crm_member_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "crm_list_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+        ),
         sa.Column("email", sa.String(length=254), nullable=True),
         sa.Column("provider_code", sa.String(length=64), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
@@ -312,10 +401,7 @@ def upgrade() -> None:
         sa.Column("last_seen_at", sync.models.UTCDateTime(), nullable=False),
         sa.Column("resolved_at", sync.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["connection_id"],
-            ["connections.id"],
-            name=op.f("fk_rejects_connection_id_connections"),
-            ondelete="CASCADE",
+            ["connection_id"], ["connections.id"], name=op.f("fk_rejects_connection_id_connections"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["run_id"], ["sync_runs.id"], name=op.f("fk_rejects_run_id_sync_runs"), ondelete="SET NULL"
@@ -335,16 +421,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     op.drop_table("rejects")
     op.drop_table("campaign_results")
     op.drop_table("watermarks")
-
     op.drop_table("wapcrm_messages")
     op.drop_table("wapcrm_conversations")
-
     op.drop_table("sync_runs")
-
     op.drop_table("member_statuses")
     op.drop_table("member_links")
     op.drop_table("list_links")

@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
 from sync import db, registry
 from sync.config import Settings
 from sync.crm import CrmReader
 from sync.crypto import Vault
 from sync.engine.connection_sync import ConnectionSync, Plan, RunOptions
-from sync.engine.state import acquire_lease, release_lease
+from sync.engine.state import acquire_lease, release_lease, renew_lease
 from sync.errors import LeaseHeldError, SyncError
 from sync.http import Auth, HttpPolicy, ProviderHTTP
 from sync.logs import SECRETS, bind_context, clear_context
@@ -71,16 +72,12 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                          options: RunOptions = DEFAULT_OPTIONS, *, transport_factory: TransportFactory | None = None,
                          on_progress: ProgressCallback | None = None,
                          http_policy: HttpPolicy | None = None) -> RunResult:
-    """One run of one connection. Never raises for a provider or data problem: the outcome is
-    in the returned RunResult and in the sync_runs table."""
+    """One run of one connection. Never raises for a provider, data or credential problem:
+    the outcome is in the returned RunResult and in the sync_runs table."""
     sessions = db.session_factory(engine)
-    vault = Vault(settings.require_master_keys())
     with sessions() as session:
         connection = session.get_one(Connection, connection_id)
         tenant = connection.tenant
-        credentials = vault.decrypt(connection.credentials_encrypted)
-        integrator = registry.integrator_credentials(session, vault, connection.provider) \
-            if get_spec(connection.provider).integrator_credentials else None
     kind = "dry-run" if options.dry_run else ("backfill" if options.backfill else "sync")
     result = RunResult(connection_id, tenant.slug, connection.provider, str(uuid.uuid4()), "failed")
     with sessions.begin() as session:
@@ -92,8 +89,10 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
     bind_context(run_id=result.run_uid, tenant=tenant.slug, provider=connection.provider)
     log.info("run.started", kind=kind)
     started = time.monotonic()
-    until = utcnow()
+    # One owner per run: two runs of one connection in the same process exclude each other too.
+    owner = f"{settings.worker_id}/{result.run_uid[:8]}"
     lease_taken = False
+    heartbeat: asyncio.Task[None] | None = None
     client = httpx.AsyncClient(transport=transport_factory(connection) if transport_factory else None,
                                timeout=HttpPolicy().timeout, follow_redirects=True)
     https: list[ProviderHTTP] = []
@@ -111,16 +110,22 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             result.status = "skipped"
             result.error = f"{connection.provider}: no sync implementation in this version"
             return result
+        vault = Vault(settings.require_master_keys())
+        with sessions() as session:
+            credentials = vault.decrypt(connection.credentials_encrypted)
+            integrator = registry.integrator_credentials(session, vault, connection.provider) \
+                if get_spec(connection.provider).integrator_credentials else None
         if not options.dry_run:
             with sessions() as session:
-                acquire_lease(session, connection_id, settings.worker_id, settings.lease_seconds)
+                acquire_lease(session, connection_id, owner, settings.lease_seconds)
             lease_taken = True
+            heartbeat = asyncio.create_task(_keep_lease(sessions, connection_id, owner, settings.lease_seconds))
         provider = build_provider(connection.provider, http_factory, credentials, connection.settings, integrator)
         sync = ConnectionSync(
             sessions=sessions, crm=CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id), provider=provider,
-            connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, worker=settings.worker_id,
+            connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, lease_owner=owner,
             lease_seconds=settings.lease_seconds, lookback=dt.timedelta(seconds=settings.lookback_seconds),
-            until=until, options=options, on_progress=on_progress,
+            until=crm_now(crm_engine), options=options, on_progress=on_progress,
             report_refresh=dt.timedelta(seconds=settings.report_refresh_seconds))
         if not options.dry_run:
             await _timed(result, "pull_statuses", sync.pull_statuses())
@@ -137,10 +142,12 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
         result.status, result.error = "failed", SECRETS.scrub(f"internal error: {type(exc).__name__}: {exc}")
         log.exception("run.crashed")
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
         await client.aclose()
         if lease_taken:
             with sessions() as session:
-                release_lease(session, connection_id, settings.worker_id)
+                release_lease(session, connection_id, owner)
         if sync is not None:
             result.counts = dict(sync.counts)
             result.plan = sync.plan
@@ -154,6 +161,33 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                  http_requests=result.http_requests, error=result.error)
         clear_context(["run_id", "tenant", "provider"])
     return result
+
+
+async def _keep_lease(sessions: sessionmaker[Session], connection_id: int, owner: str, seconds: int) -> None:
+    """Renew the lease every third of its length while the run waits on the provider (bulk jobs,
+    report exports); checkpoints renew it too. A lost lease is logged; the next checkpoint stops."""
+    while True:
+        await asyncio.sleep(seconds / 3)
+        try:
+            with sessions.begin() as session:
+                renew_lease(session, connection_id, owner, seconds)
+        except LeaseHeldError:
+            log.warning("lease.lost")
+            return
+
+
+def crm_now(crm_engine: sa.Engine) -> dt.datetime:
+    """The run's upper bound, read from the CRM database's own clock (its ``updated_at`` values
+    come from there), as aware UTC."""
+    expression = {"postgresql": "SELECT (now() AT TIME ZONE 'UTC')", "mysql": "SELECT UTC_TIMESTAMP(6)",
+                  "mariadb": "SELECT UTC_TIMESTAMP(6)"}.get(crm_engine.dialect.name,
+                                                            "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+    with crm_engine.connect() as conn:
+        value = conn.scalar(sa.text(expression))
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime), value
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 async def _timed(result: RunResult, phase: str, work: Any) -> Any:

@@ -139,8 +139,8 @@ class Provider(Protocol):
     def build_payload(self, member: MemberSnapshot) -> dict[str, Any]:
         """The provider-shaped member record (without lists); its hash decides whether to push."""
 
-    async def find_list(self, name: str) -> RemoteList | None:
-        """An existing list with exactly this name (so a crash after create never creates twice)."""
+    async def find_lists(self, name: str) -> list[RemoteList]:
+        """Existing lists with exactly this name (so a crash after create never creates twice)."""
 
     async def create_list(self, name: str) -> RemoteList: ...
 

@@ -77,3 +77,23 @@ def test_watermark_is_not_saved_when_its_transaction_rolls_back(engine: sa.Engin
         raise RuntimeError("crash before commit")
     with sessions() as session:
         assert watermark_for(session, connection_id, "members") is None
+
+
+def test_emails_and_ids_differing_only_by_accent_or_case_stay_distinct(engine: sa.Engine, connection_id: int) -> None:
+    """MariaDB's default collation would merge 'öz@' and 'oz@'; keys compare byte for byte everywhere."""
+    from sync.models import MemberLink, MemberStatus
+
+    sessions = db.session_factory(engine)
+    now = dt.datetime.now(dt.UTC)
+    with sessions.begin() as session:
+        tenant_id = session.get_one(Connection, connection_id).tenant_id
+        for email in ("öz@ornek.com.tr", "oz@ornek.com.tr", "Oz@ornek.com.tr"):
+            session.add(MemberStatus(tenant_id=tenant_id, connection_id=connection_id, email=email,
+                                     status="unsubscribed", occurred_at=now))
+        for member_id in ("003Ab", "003AB"):
+            session.add(MemberLink(connection_id=connection_id, crm_member_id=member_id, crm_list_id="",
+                                   email=f"{member_id}@x.com", payload_hash=""))
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(MemberStatus)) == 3
+        assert session.scalar(sa.select(MemberStatus.email).where(MemberStatus.email == "oz@ornek.com.tr")) \
+            == "oz@ornek.com.tr"

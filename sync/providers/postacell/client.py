@@ -24,6 +24,7 @@ import structlog
 
 from sync.errors import AuthenticationError, FatalError, ProviderError, RejectedRow, RetriableError
 from sync.http import Auth, ProviderHTTP, describe
+from sync.logs import SECRETS
 from sync.providers.base import (
     Capabilities,
     MemberDelete,
@@ -69,6 +70,14 @@ def _check(response: httpx.Response, what: str) -> None:
     if status == 404:
         raise ProviderError(reason, status_code=404, provider_code="404")
     raise FatalError(reason, status_code=status, provider_code=str(status))
+
+
+def _as_reject(exc: ProviderError) -> RejectedRow:
+    """A provider error on ONE row, as that row's reject (retried by a later run)."""
+    if isinstance(exc, RejectedRow):
+        return exc
+    return RejectedRow(f"{exc.message} (will retry)", status_code=exc.status_code,
+                       provider_code=exc.provider_code or type(exc).__name__)
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -133,9 +142,11 @@ class PostacellAuth(Auth):
         body = response.json()
         self._set_access(body["access"], now)
         self._refresh = body["refresh"]
+        SECRETS.register(self._refresh)
         self._refresh_exp = _jwt_expiry(body["refresh"], api.REFRESH_TOKEN_LIFETIME_S, now)
 
     def _set_access(self, token: str, now: float) -> None:
+        SECRETS.register(token)
         self._access = token
         self._access_exp = _jwt_expiry(token, api.ACCESS_TOKEN_LIFETIME_S, now)
 
@@ -174,11 +185,10 @@ class PostacellProvider:
 
     # --- lists ----------------------------------------------------------------------------
 
-    async def find_list(self, name: str) -> RemoteList | None:
-        async for row in self._pages(api.LIST_FILTER_PATH, {"title": name}, "list search"):
-            if row["title"] == name:
-                return RemoteList(row["id"], row["title"])
-        return None
+    async def find_lists(self, name: str) -> list[RemoteList]:
+        return [RemoteList(row["id"], row["title"])
+                async for row in self._pages(api.LIST_FILTER_PATH, {"title": name}, "list search")
+                if row["title"] == name]
 
     async def create_list(self, name: str) -> RemoteList:
         response = await self.http.request("POST", api.LIST_PATH, json={"title": name})
@@ -226,18 +236,21 @@ class PostacellProvider:
         return outcomes
 
     async def _patch(self, item: MemberUpsert) -> PushOutcome | None:
-        """PATCH one subscriber; None when it no longer exists (the caller re-creates it)."""
-        remote_id = item.remote_id or await self._find_subscriber(item.email)
-        if remote_id is None:
-            return None
-        body = {k: v for k, v in item.payload.items() if k != "email"} | {"lists": list(item.remote_lists)}
-        response = await self.http.request("PATCH", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id), json=body)
-        if response.status_code == 404:
-            return None
+        """PATCH one subscriber; None when it no longer exists (the caller re-creates it).
+        A provider error on this one row becomes its reject, never the whole batch's failure."""
         try:
+            remote_id = item.remote_id or await self._find_subscriber(item.email)
+            if remote_id is None:
+                return None
+            body = {k: v for k, v in item.payload.items() if k != "email"} | {"lists": list(item.remote_lists)}
+            response = await self.http.request("PATCH", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id), json=body)
+            if response.status_code == 404:
+                return None
             _check(response, "update subscriber")
-        except RejectedRow as exc:
-            return PushOutcome(item.key, rejected=exc)
+        except FatalError:
+            raise
+        except ProviderError as exc:
+            return PushOutcome(item.key, rejected=_as_reject(exc))
         return PushOutcome(item.key, remote_id=remote_id)
 
     async def _find_subscriber(self, email: str) -> str | None:
@@ -252,7 +265,11 @@ class PostacellProvider:
         try:
             _check(response, "bulk import")
         except RejectedRow as exc:
-            return [PushOutcome(item.key, rejected=exc) for item in items]
+            if len(items) == 1:
+                return [PushOutcome(items[0].key, rejected=exc)]
+            # The whole request was refused: halve it until the offending rows stand alone.
+            half = len(items) // 2
+            return [*await self._bulk_import(lists, items[:half]), *await self._bulk_import(lists, items[half:])]
         job_id = response.json()["id"]
         job = await self._wait_for_job(job_id)
         if job["status"] == "failed":
@@ -292,26 +309,44 @@ class PostacellProvider:
         return list(await asyncio.gather(*(self._delete(item) for item in batch)))
 
     async def _delete(self, item: MemberDelete) -> PushOutcome:
-        remote_id = item.remote_id or await self._find_subscriber(item.email)
-        if remote_id is not None:
-            response = await self.http.request("DELETE", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
-            if response.status_code != 404:
-                try:
-                    _check(response, "delete subscriber")
-                except RejectedRow as exc:
-                    return PushOutcome(item.key, rejected=exc)
+        """Delete by stored id; if that id is gone, by e-mail (the contact may have been re-created)."""
+        try:
+            remote_id = item.remote_id or await self._find_subscriber(item.email)
+            if remote_id is not None and await self._delete_id(remote_id) == 404 and item.remote_id is not None:
+                current = await self._find_subscriber(item.email)
+                if current is not None and current != remote_id:
+                    await self._delete_id(current)
+        except FatalError:
+            raise
+        except ProviderError as exc:
+            return PushOutcome(item.key, rejected=_as_reject(exc))
         return PushOutcome(item.key, remote_id=remote_id)
+
+    async def _delete_id(self, remote_id: str) -> int:
+        response = await self.http.request("DELETE", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
+        if response.status_code != 404:
+            _check(response, "delete subscriber")
+        return response.status_code
 
     # --- pulls ----------------------------------------------------------------------------
 
     async def pull_statuses(self, since: dt.datetime | None) -> AsyncIterator[RemoteStatus]:
         for remote_status, status in PULLED_STATUSES.items():
             params = {"status": remote_status, "ordering": "-update_date"}
+            descending, previous, seen = True, None, 0
             async for row in self._pages(api.SUBSCRIBERS_FILTER_PATH, params, "status pull"):
                 changed = parse_time(row.get("update_date")) or dt.datetime.now(dt.UTC)
+                # Stop at the watermark only once the ASSUMED ordering is visibly honoured (two rows
+                # or more, all descending); a service that ignores it gets a full scan instead of
+                # silently missed rows.
+                descending = descending and (previous is None or changed <= previous)
+                previous, seen = changed, seen + 1
                 if since is not None and changed <= since:
-                    break
-                yield RemoteStatus(str(row["email"]).lower(), status, changed, str(row["id"]))  # type: ignore[arg-type]
+                    if descending and seen > 1:
+                        break
+                    continue
+                yield RemoteStatus(str(row["email"]).strip().lower(), status,  # type: ignore[arg-type]
+                                   changed, str(row["id"]))
 
     async def pull_campaigns(self) -> AsyncIterator[RemoteCampaign]:
         settle = dt.datetime.now(dt.UTC) - dt.timedelta(days=api.CAMPAIGN_SETTLE_DAYS)

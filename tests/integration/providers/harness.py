@@ -35,6 +35,7 @@ class Harness(Protocol):
     def members(self) -> dict[str, RemoteMember]: ...
     def list_names(self) -> set[str]: ...
     def unsubscribe(self, email: str) -> None: ...
+    def complain(self, email: str) -> None: ...
     def used_bulk_import(self) -> bool: ...
     def send_campaign(self) -> dict[str, dict[str, int]]:
         """Send a campaign to every list; return email -> {rule: 1} as the truth of its report."""
@@ -72,6 +73,9 @@ class PostacellHarness:
 
     def unsubscribe(self, email: str) -> None:
         self.sandbox.set_status(self.credentials["username"], email, "unsubscribed")
+
+    def complain(self, email: str) -> None:
+        self.sandbox.set_status(self.credentials["username"], email, "spam_complaint")
 
     def used_bulk_import(self) -> bool:
         return any(method == "POST" and path.endswith("/subscribers/json")

@@ -217,3 +217,78 @@ def test_backfill_finds_hard_deletes(world: World) -> None:
     assert email in world.harness.members()    # incremental cannot see a hard delete
     world.run(backfill=True)
     assert email not in world.harness.members()
+
+
+# --- regressions found in review: each pins one way a guarantee could break -----------------
+
+
+def test_unsubscribe_after_a_complaint_still_beats_an_older_consent(world: World) -> None:
+    """complaint@T1, consent@T2 (re-subscribed), unsubscribe@T3: T3 must win over the consent."""
+    world.run()
+    email = sorted(world.valid_active_members())[11]
+    member = world.valid_active_members()[email]
+    world.harness.complain(email)
+    world.run()
+    world.update_member(member.id, consent_date=world.now())
+    world.run()
+    assert world.harness.members()[email].status == "active"
+    world.harness.unsubscribe(email)          # later than the consent
+    world.run()
+    world.update_member(member.id, first_name="Tekrar")
+    world.run()
+    assert world.harness.members()[email].status == "unsubscribed"
+
+
+def test_an_email_change_does_not_re_subscribe_an_unsubscribed_member(world: World) -> None:
+    world.run()
+    email = sorted(world.valid_active_members())[12]
+    member = world.valid_active_members()[email]
+    world.harness.unsubscribe(email)
+    world.run()
+    world.update_member(member.id, email="yeni.adres@ornek.com.tr")
+    world.run()
+    remote = world.harness.members()
+    assert remote.get("yeni.adres@ornek.com.tr") is None or remote["yeni.adres@ornek.com.tr"].status != "active"
+    assert remote[email].status == "unsubscribed"     # the provider's own suppression record is kept
+
+
+def test_two_crm_members_sharing_an_email_become_a_reject_not_a_shared_contact(world: World) -> None:
+    world.run()
+    emails = sorted(world.valid_active_members())
+    first, second = world.valid_active_members()[emails[13]], world.valid_active_members()[emails[14]]
+    world.update_member(second.id, email=first.email)
+    world.run()
+    reason = world.scalar(sa.select(Reject.reason).where(Reject.crm_member_id == second.id,
+                                                         Reject.resolved_at.is_(None)))
+    assert reason is not None and first.id in reason
+    assert world.harness.members()[first.email.lower()].lists == {world.list_name(x) for x in world.lists_of(first.id)}
+
+
+def test_a_deletion_reaches_the_provider_even_when_the_crash_left_only_a_provisional_link(world: World) -> None:
+    """A crash after the provider accepted but before our commit leaves a link without remote id;
+    a KVKK deletion must still find the contact (by e-mail) and delete it."""
+    world.run()
+    email = sorted(world.valid_active_members())[15]
+    member = world.valid_active_members()[email]
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(MemberLink).where(MemberLink.crm_member_id == member.id)
+                     .values(remote_id=None, payload_hash=""))
+    world.update_member(member.id, deleted_at=world.now())
+    world.run()
+    assert email not in world.harness.members()
+
+
+def test_a_list_deleted_and_recreated_with_the_same_name_gets_its_own_remote_list(world: World) -> None:
+    world.run()
+    t = world.crm.lists
+    name = world.list_name("L2")
+    world.update_list("L2", deleted_at=world.now())
+    with world.engine.begin() as conn:
+        conn.execute(t.insert().values(tenant_id="acme", id="L9", name=name, updated_at=world.now(), deleted_at=None))
+    members = [row for row in world.valid_active_members().values() if "L2" in world.lists_of(row.id)][:3]
+    for row in members:
+        _join(world, row.id, "L9")
+    world.run()
+    assert name in world.harness.list_names()
+    for row in members:
+        assert name in world.harness.members()[row.email.lower()].lists
