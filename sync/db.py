@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,30 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str = "scratch") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL/MariaDB server of ``admin_url`` (for tests and
+    benchmarks), dropped on exit; yields its URL."""
+    parsed = normalise_url(admin_url)
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "mysql", "mariadb"):
+        raise ConfigurationError(f"{backend}: scratch databases need PostgreSQL or MariaDB/MySQL")
+    admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    quoted = f'"{name}"' if backend == "postgresql" else f"`{name}`"
+    create = (f"CREATE DATABASE {quoted} ENCODING 'UTF8' TEMPLATE template0" if backend == "postgresql"
+              else f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    with admin.connect() as conn:
+        conn.execute(sa.text(create))
+    try:
+        yield parsed.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if backend == "postgresql" else ""
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+        admin.dispose()
 
 
 # --- migrations ----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ parameters skip, saying why. CI (`.ci/run`) always sets both URLs.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,18 +91,6 @@ def server_urls() -> Iterator[Servers]:
         container.stop()
 
 
-def _fresh_database(admin_url: str, backend: str) -> tuple[str, sa.Engine, str]:
-    admin = db.create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        if backend == "postgresql":
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
-        else:
-            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    url = db.normalise_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    return url, admin, name
-
-
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: Servers) -> Iterator[str]:
     """URL of a new, empty database on each backend."""
@@ -114,16 +101,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: Servers)
     admin_url = server_urls.url(backend)
     if admin_url is None:
         pytest.skip(f"{backend}: {ENV[backend]} is not set and Docker does not answer (testcontainers)")
-    url, admin, name = _fresh_database(admin_url, backend)
-    try:
+    with db.scratch_database(admin_url, prefix="t") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            if backend == "postgresql":
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 @pytest.fixture

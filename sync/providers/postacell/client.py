@@ -12,12 +12,13 @@ import binascii
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import structlog
@@ -39,6 +40,7 @@ from sync.providers.base import (
 from sync.providers.postacell import api
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
     max_batch=api.BULK_MAX_SUBSCRIBERS, async_bulk_import=True, supports_list_create=True,
@@ -291,19 +293,26 @@ class PostacellProvider:
         return outcomes
 
     async def _wait_for_job(self, job_id: object) -> dict[str, Any]:
-        waited = 0.0
-        for attempt in range(10_000):
+        async def probe() -> dict[str, Any] | None:
             response = await self.http.request("GET", api.BULK_JOB_PATH.format(id=job_id))
             _check(response, f"bulk job {job_id}")
             job: dict[str, Any] = response.json()
-            if job["status"] in api.BULK_JOB_FINAL_STATES:
-                return job
-            delay = POLL_DELAYS_S[min(attempt, len(POLL_DELAYS_S) - 1)]
+            return job if job["status"] in api.BULK_JOB_FINAL_STATES else None
+
+        return await self._poll(probe, f"bulk job {job_id}")
+
+    async def _poll(self, probe: Callable[[], Awaitable[T | None]], what: str) -> T:
+        """Call ``probe`` with growing pauses until it has an answer, or give up (retriable)."""
+        waited = 0.0
+        for delay in itertools.chain(POLL_DELAYS_S, itertools.repeat(POLL_DELAYS_S[-1])):
+            answer = await probe()
+            if answer is not None:
+                return answer
             if waited + delay > JOB_TIMEOUT_S:
                 break
             await self._sleep(delay)
             waited += delay
-        raise RetriableError(f"bulk job {job_id} still {job['status']!r} after {waited:.0f} s")
+        raise RetriableError(f"{what} not ready after {waited:.0f} s")
 
     async def delete_members(self, batch: Sequence[MemberDelete]) -> list[PushOutcome]:
         return list(await asyncio.gather(*(self._delete(item) for item in batch)))
@@ -382,19 +391,14 @@ class PostacellProvider:
             yield row
 
     async def _wait_for_exports(self, campaign_id: str, seen: set[str]) -> dict[str, str]:
-        waited = 0.0
         wanted = set(api.REPORT_RULES)
-        for attempt in range(10_000):
+
+        async def probe() -> dict[str, str] | None:
             files = {row["rule"]: row["file"] async for row in self._exports(campaign_id)
                      if row["file"] not in seen and row["rule"] in wanted}
-            if set(files) == wanted:
-                return files
-            delay = POLL_DELAYS_S[min(attempt, len(POLL_DELAYS_S) - 1)]
-            if waited + delay > JOB_TIMEOUT_S:
-                break
-            await self._sleep(delay)
-            waited += delay
-        raise RetriableError(f"report exports of campaign {campaign_id} not ready after {waited:.0f} s")
+            return files if set(files) == wanted else None
+
+        return await self._poll(probe, f"report exports of campaign {campaign_id}")
 
 
 def merge_report_csv(results: dict[str, RecipientResult], rule: str, content: bytes) -> int:
