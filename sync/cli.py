@@ -293,7 +293,7 @@ def connection_add(app: App, tenant: str, provider: str, credentials_source: str
                    disabled: bool) -> None:
     """Connect TENANT to PROVIDER."""
     if schedule:
-        _validate_cron(schedule)
+        _validate_cron(schedule, app.settings.timezone)
     vault = app.vault()
     parsed = _parse_settings(settings, settings_json)
     with app.transaction() as session:
@@ -332,6 +332,25 @@ def connection_rotate(app: App, tenant: str, provider: str, credentials_source: 
         registry.get_connection(session, tenant, provider)
         registry.rotate_connection(session, vault, tenant, provider, _read_credentials(credentials_source, provider))
     app.out.print(f"connection {tenant}/{provider}: credentials replaced")
+
+
+@connection_group.command("set")
+@click.argument("tenant")
+@click.argument("provider", type=PROVIDER_CHOICE)
+@click.option("--schedule", help="cron expression (5 fields); `default` for the global DEFAULT_SCHEDULE")
+@click.option("--enable/--disable", "enabled", default=None, help="let the daemon run it, or not")
+@click.option("--base-url", help="provider address")
+@pass_app
+def connection_set(app: App, tenant: str, provider: str, schedule: str | None, enabled: bool | None,
+                   base_url: str | None) -> None:
+    """Change TENANT's PROVIDER connection: schedule, enabled, base URL (the daemon picks it up)."""
+    if schedule and schedule != "default":
+        _validate_cron(schedule, app.settings.timezone)
+    with app.transaction() as session:
+        connection = registry.update_connection(session, tenant, provider, schedule=schedule, enabled=enabled,
+                                                base_url=base_url)
+        app.out.print(f"connection {tenant}/{provider}: schedule {connection.schedule or 'default'}, "
+                      f"{'enabled' if connection.enabled else 'disabled'}, {connection.base_url}")
 
 
 @connection_group.command("remove")
@@ -394,13 +413,10 @@ def keys_rotate(app: App) -> None:
     app.out.print(f"re-encrypted {count} credential(s) under the first master key")
 
 
-def _validate_cron(expression: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+def _validate_cron(expression: str, timezone: str) -> None:
+    from sync.scheduler import cron_trigger
 
-    try:
-        CronTrigger.from_crontab(expression)
-    except ValueError as exc:
-        raise ConfigurationError(f"schedule {expression!r} is not a cron expression: {exc}") from None
+    cron_trigger(expression, timezone)
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -509,6 +525,22 @@ def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool) 
     """Full reconcile: compare EVERY CRM member with what was pushed (ignores watermarks,
     finds hard deletes), with progress bars. Safe to repeat: unchanged rows send nothing."""
     _run(app, tenant, provider, dry_run, backfill=True)
+
+
+@cli.command("run")
+@click.option("--run-now", is_flag=True, help="also run every enabled connection once at start")
+@pass_app
+def run_daemon(app: App, run_now: bool) -> None:
+    """Run as a daemon: every enabled connection on its cron schedule (connection --schedule, else
+    DEFAULT_SCHEDULE, in TIMEZONE), WORKERS connections at a time. Connections added, disabled or
+    rescheduled are picked up within REFRESH_SECONDS. SIGTERM lets running syncs finish, then exits.
+    Under systemd (Type=notify) it reports READY and STOPPING."""
+    from sync.scheduler import SyncDaemon
+
+    app.vault()
+    engine = app.migrated_engine()
+    crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
+    SyncDaemon(app.settings, engine, crm_engine).run_forever(run_now=run_now)
 
 
 # --- sandbox and demo -----------------------------------------------------------------------

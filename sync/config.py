@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,14 @@ class Settings:
     report_refresh_seconds: int = 6 * 3600
     #: Default schedule (cron, 5 fields) of connections that set none: nightly at 02:30.
     default_schedule: str = "30 2 * * *"
+    #: Time zone of the cron schedules (the CRM's business day).
+    timezone: str = "Europe/Istanbul"
+    #: Connections synced at the same time by one daemon.
+    workers: int = 4
+    #: A scheduled run that could not start on time still starts if it is at most this late.
+    misfire_grace_seconds: int = 3600
+    #: The daemon re-reads connections (added, disabled, rescheduled) this often.
+    refresh_seconds: int = 300
     #: Identity of this worker in leases.
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
@@ -123,10 +132,11 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from None
     for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG":
+        # CRM_ESP_SYNC_TEST_* belong to the test suite (database URLs), not to the daemon.
+        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG" and not key.startswith(f"{ENV_PREFIX}TEST_"):
             values[key[len(ENV_PREFIX):].lower()] = value
 
-    known = {f.name for f in dataclasses.fields(Settings)} | {
+    known = {f.name for f in dataclasses.fields(Settings)} - {"crm", "master_keys"} | {
         "master_key", "master_key_file", "crm_lists", "crm_members", "crm_memberships",
     }
     unknown = sorted(set(values) - known)
@@ -134,16 +144,19 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         raise ConfigurationError(f"unknown setting: {unknown[0]} (known: {', '.join(sorted(known))})")
 
     kwargs: dict[str, Any] = {}
-    for name in ("database_url", "crm_database_url", "log_format", "log_level", "default_schedule", "worker_id"):
+    for name in ("database_url", "crm_database_url", "log_format", "log_level", "default_schedule", "worker_id",
+                 "timezone"):
         if name in values:
             kwargs[name] = str(values[name]).strip()
-    for name in ("lookback_seconds", "lease_seconds", "report_refresh_seconds"):
+    for name in ("lookback_seconds", "lease_seconds", "report_refresh_seconds", "workers", "misfire_grace_seconds",
+                 "refresh_seconds"):
         if name in values:
             try:
                 kwargs[name] = int(values[name])
             except (TypeError, ValueError):
                 raise ConfigurationError(f"{name} must be a whole number of seconds") from None
-            if kwargs[name] < 0 or (name == "lease_seconds" and kwargs[name] < 10):
+            if kwargs[name] < 0 or (name in ("lease_seconds", "refresh_seconds") and kwargs[name] < 10) \
+                    or (name == "workers" and kwargs[name] < 1):
                 raise ConfigurationError(f"{name} is too small: {kwargs[name]}")
 
     if "master_key" in values and "master_key_file" in values:
@@ -168,6 +181,16 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         raise ConfigurationError(f"log_format must be one of {', '.join(LOG_FORMATS)}: {settings.log_format!r}")
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigurationError(f"log_level must be one of {', '.join(LOG_LEVELS)}: {settings.log_level!r}")
+    try:
+        zoneinfo.ZoneInfo(settings.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"timezone is not a known time zone: {settings.timezone!r}") from None
+    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+    try:
+        CronTrigger.from_crontab(settings.default_schedule, timezone=settings.timezone)
+    except ValueError as exc:
+        raise ConfigurationError(f"default_schedule is not a cron expression: {exc}") from None
     for url_name in ("database_url", "crm_database_url"):
         url = getattr(settings, url_name)
         if url is not None and "://" not in url:

@@ -100,6 +100,9 @@ def scratch_database(admin_url: str, prefix: str = "scratch") -> Iterator[str]:
 
 
 def alembic_config(engine: sa.Engine) -> Config:
+    if not (ROOT / "alembic.ini").is_file():
+        raise ConfigurationError(f"migrations not found in {ROOT}: install crm-esp-sync from a source checkout "
+                                 "with `pip install -e .` (as `make` and deploy/ do)")
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["engine"] = engine

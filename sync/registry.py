@@ -92,6 +92,19 @@ def rotate_connection(session: Session, vault: Vault, tenant_slug: str, provider
     return connection
 
 
+def update_connection(session: Session, tenant_slug: str, provider: str, *, schedule: str | None = None,
+                      enabled: bool | None = None, base_url: str | None = None) -> Connection:
+    """Change what the daemon does with a connection; ``schedule="default"`` clears it."""
+    connection = get_connection(session, tenant_slug, provider)
+    if schedule is not None:
+        connection.schedule = None if schedule == "default" else schedule
+    if enabled is not None:
+        connection.enabled = enabled
+    if base_url is not None:
+        connection.base_url = _base_url(base_url)
+    return connection
+
+
 def remove_connection(session: Session, tenant_slug: str, provider: str) -> None:
     session.delete(get_connection(session, tenant_slug, provider))
 

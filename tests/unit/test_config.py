@@ -52,3 +52,16 @@ def test_secret_never_shows_itself() -> None:
     secret = Secret("hunter22")
     assert "hunter22" not in repr(secret) + str(secret) + f"{secret}"
     assert secret.reveal() == "hunter22"
+
+
+def test_test_suite_variables_are_not_settings() -> None:
+    """A developer with the test database URLs exported can still use the CLI."""
+    settings = load_settings({"CRM_ESP_SYNC_TEST_POSTGRES_URL": "postgresql://x", "CRM_ESP_SYNC_WORKERS": "2"})
+    assert settings.workers == 2
+
+
+def test_bad_timezone_and_schedule_fail_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="timezone"):
+        load_settings({"CRM_ESP_SYNC_TIMEZONE": "Europe/Ankara"})
+    with pytest.raises(ConfigurationError, match="default_schedule"):
+        load_settings({"CRM_ESP_SYNC_DEFAULT_SCHEDULE": "every night"})
