@@ -90,3 +90,34 @@ def test_report_csvs_merge_into_one_result_per_recipient() -> None:
 def test_report_csv_without_expected_columns_is_refused() -> None:
     with pytest.raises(FatalError, match="lacks column"):
         merge_report_csv({}, "clicked", b"mail,when\nx@y.z,2026-01-01\n")
+
+
+def test_bulk_import_sends_one_request_per_list_and_every_member_gets_its_whole_set() -> None:
+    """Seven distinct list sets over three lists: three bulk requests, not seven."""
+    from itertools import combinations
+
+    from sync.providers.base import MemberKey, MemberUpsert
+    from sync.providers.postacell.client import PostacellProvider
+
+    sandbox = PostacellSandbox({"acme": "pw-123456"}, job_polls_until_done=0)
+
+    async def scenario() -> list[str]:
+        async with httpx.AsyncClient(transport=sandbox_transport(sandbox.app)) as client:
+            http = ProviderHTTP(client, provider="postacell", base_url=BASE, policy=HttpPolicy(),
+                                auth=PostacellAuth("acme", "pw-123456"))
+            provider = PostacellProvider(http)
+            lists = [(await provider.create_list(name)).remote_id for name in ("A", "B", "C")]
+            sets = [combo for size in (1, 2, 3) for combo in combinations(lists, size)]
+            batch = [MemberUpsert(MemberKey(f"M{n}"), f"uye{n}@ornek.com.tr",
+                                  {"email": f"uye{n}@ornek.com.tr", "status": "active"}, sets[n % len(sets)])
+                     for n in range(21)]
+            outcomes = await provider.upsert_members(batch)
+            assert all(o.rejected is None and o.remote_id for o in outcomes)
+            return [str(sorted(sets[n % len(sets)])) for n in range(21)]
+
+    expected = asyncio.run(scenario())
+    bulk_posts = [p for m, p, _ in sandbox.request_log if m == "POST" and p.endswith("/subscribers/json")]
+    assert len(bulk_posts) == 3
+    for n, wanted in enumerate(expected):
+        row = sandbox.find_subscriber("acme", f"uye{n}@ornek.com.tr")
+        assert row is not None and str(sorted(item["id"] for item in row["lists"])) == wanted

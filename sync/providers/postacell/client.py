@@ -29,6 +29,7 @@ from sync.logs import SECRETS
 from sync.providers.base import (
     Capabilities,
     MemberDelete,
+    MemberKey,
     MemberSnapshot,
     MemberUpsert,
     PushOutcome,
@@ -220,21 +221,41 @@ class PostacellProvider:
 
     async def upsert_members(self, batch: Sequence[MemberUpsert]) -> list[PushOutcome]:
         """Grown or new list sets go through the bulk import (it ADDS lists); a shrunk set needs
-        a PATCH (it REPLACES them), see api.py."""
-        bulk: list[MemberUpsert] = []
+        a PATCH (it REPLACES them), see api.py.
+
+        One bulk request per LIST, not per distinct list set: a member joining lists A and B rides
+        in A's request and in B's. With n lists that is at most n requests per batch instead of up
+        to 2^n - 1, and a member counts as pushed only when every request carrying it accepted it.
+        """
+        bulk: list[tuple[MemberUpsert, list[str]]] = []
         patch: list[MemberUpsert] = []
         for item in batch:
             shrinks = bool(set(item.previous_remote_lists) - set(item.remote_lists)) or not item.remote_lists
-            (patch if shrinks else bulk).append(item)
+            if shrinks:
+                patch.append(item)
+            else:       # lists it does not have yet; an unchanged set still needs one request
+                added = sorted(set(item.remote_lists) - set(item.previous_remote_lists))
+                bulk.append((item, added or sorted(item.remote_lists)[:1]))
         patched = await asyncio.gather(*(self._patch(item) for item in patch))
         outcomes = [outcome for outcome in patched if outcome is not None]
-        bulk += [item for item, outcome in zip(patch, patched, strict=True) if outcome is None and item.remote_lists]
-        groups: dict[tuple[str, ...], list[MemberUpsert]] = defaultdict(list)
-        for item in bulk:
-            groups[tuple(sorted(item.remote_lists))].append(item)
-        for lists, items in groups.items():
+        bulk += [(item, sorted(item.remote_lists)) for item, outcome in zip(patch, patched, strict=True)
+                 if outcome is None and item.remote_lists]        # gone at Postacell: create it again
+        by_list: dict[str, list[MemberUpsert]] = defaultdict(list)
+        for item, lists in bulk:
+            for remote_list in lists:
+                by_list[remote_list].append(item)
+        results: dict[MemberKey, list[PushOutcome]] = defaultdict(list)
+        for remote_list, items in sorted(by_list.items()):
             for start in range(0, len(items), api.BULK_MAX_SUBSCRIBERS):
-                outcomes += await self._bulk_import(list(lists), items[start:start + api.BULK_MAX_SUBSCRIBERS])
+                for outcome in await self._bulk_import([remote_list], items[start:start + api.BULK_MAX_SUBSCRIBERS]):
+                    results[outcome.key].append(outcome)
+        for item, _ in bulk:
+            parts = results.pop(item.key, [])
+            refused = next((part for part in parts if part.rejected is not None), None) if parts else \
+                PushOutcome(item.key, rejected=RejectedRow("no bulk import carried this subscriber",
+                                                            provider_code="not_sent"))
+            outcomes.append(refused or PushOutcome(item.key, remote_id=next(
+                (part.remote_id for part in parts if part.remote_id), None)))
         return outcomes
 
     async def _patch(self, item: MemberUpsert) -> PushOutcome | None:
