@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sync.errors import ConfigurationError, RejectedRow
-from sync.http import ProviderHTTP
 
 #: Statuses pulled from providers, strongest first; a weaker one never replaces a stronger one.
 SUPPRESSION_RANK = {"complaint": 4, "unsubscribed": 3, "hard_bounce": 2, "soft_bounce": 1}
@@ -194,7 +193,20 @@ def payload_hash(payload: Mapping[str, Any], remote_lists: Sequence[str]) -> str
 
 
 __all__ = [
-    "SUPPRESSION_RANK", "Capabilities", "MemberDelete", "MemberKey", "MemberSnapshot", "MemberUpsert",
-    "Provider", "ProviderHTTP", "PushOutcome", "RecipientResult", "RemoteCampaign", "RemoteList",
-    "RemoteStatus", "build_provider", "payload_hash", "provider_class",
+    "IMPLEMENTATIONS",
+    "SUPPRESSION_RANK",
+    "Capabilities",
+    "MemberDelete",
+    "MemberKey",
+    "MemberSnapshot",
+    "MemberUpsert",
+    "Provider",
+    "PushOutcome",
+    "RecipientResult",
+    "RemoteCampaign",
+    "RemoteList",
+    "RemoteStatus",
+    "build_provider",
+    "payload_hash",
+    "provider_class",
 ]

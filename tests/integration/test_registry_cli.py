@@ -126,3 +126,14 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(cli, engine: sa.Engine,
     error_lines = [line for line in result.err.splitlines() if line.startswith(("crm-esp-sync: error:", "Error:"))]
     assert len(error_lines) == 1, result.err
     assert dump_database(engine) == before
+
+
+def test_connection_set_changes_schedule_and_enabled_and_refuses_a_bad_cron(cli, engine: sa.Engine) -> None:  # type: ignore[no-untyped-def]
+    cli("tenant", "add", "acme")
+    cli("connection", "add", "acme", "wapcrm", "--credentials", "-", stdin='{"secret_key": "k-123456"}')
+    changed = cli("connection", "set", "acme", "wapcrm", "--schedule", "0 4 * * 1-5", "--disable")
+    assert changed.code == 0 and "0 4 * * 1-5" in changed.out and "disabled" in changed.out
+    bad = cli("connection", "set", "acme", "wapcrm", "--schedule", "every night")
+    assert bad.code == 2 and "not valid" in bad.err
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select schedule, enabled from connections")).one() == ("0 4 * * 1-5", False)

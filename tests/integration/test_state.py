@@ -97,3 +97,27 @@ def test_emails_and_ids_differing_only_by_accent_or_case_stay_distinct(engine: s
         assert session.scalar(sa.select(sa.func.count()).select_from(MemberStatus)) == 3
         assert session.scalar(sa.select(MemberStatus.email).where(MemberStatus.email == "oz@ornek.com.tr")) \
             == "oz@ornek.com.tr"
+
+
+def test_heartbeat_renews_the_lease_while_a_run_waits(engine: sa.Engine, connection_id: int) -> None:
+    """A run waiting on a slow provider keeps its lease alive; without the heartbeat it would expire."""
+    import asyncio
+
+    from sync.engine.runner import _keep_lease
+
+    sessions = db.session_factory(engine)
+    with sessions() as session:
+        acquire_lease(session, connection_id, "slow-run", 1)
+        first = session.scalar(sa.select(Connection.lease_expires_at))
+
+    async def wait_on_provider() -> None:
+        beat = asyncio.create_task(_keep_lease(sessions, connection_id, "slow-run", 1))
+        await asyncio.sleep(1.5)
+        beat.cancel()
+
+    asyncio.run(wait_on_provider())
+    with sessions() as session:
+        renewed = session.scalar(sa.select(Connection.lease_expires_at))
+        assert renewed is not None and first is not None and renewed > first + dt.timedelta(seconds=0.5)
+        with pytest.raises(LeaseHeldError):
+            acquire_lease(session, connection_id, "other-worker", 60)
