@@ -135,6 +135,8 @@ class ListLink(Base):
     remote_list_id: Mapped[str] = mapped_column(Key(ID))
     name_pushed: Mapped[str] = mapped_column(sa.String(255))
     pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: The list existed at the provider (made in its panel) and was adopted by name: never deleted.
+    adopted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class MemberLink(Base):
@@ -155,6 +157,8 @@ class MemberLink(Base):
     remote_lists: Mapped[list[Any]] = mapped_column(default=list)
     payload_hash: Mapped[str] = mapped_column(sa.String(64))
     pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: The status we last sent ("active" / "unsubscribed"): our own unsubscribe pulled back is an echo.
+    status_pushed: Mapped[str | None] = mapped_column(sa.String(16))
 
 
 class Watermark(Base):

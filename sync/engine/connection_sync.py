@@ -5,15 +5,20 @@ The provider is seen only through ``sync.providers.base.Provider`` and its Capab
 Crash safety: before a batch goes out, a *provisional* link (no remote id, empty hash) is
 committed for every member the provider has not seen from us yet, so a crash after the
 provider accepted but before our commit still leaves a trace to delete or update later.
-After the batch, ONE transaction commits the links, the rejects, the lease renewal and the
-watermark. Creates are idempotent at the provider (upsert by e-mail, lists adopted by name).
+After the batch, ONE transaction commits the links, the rejects, the statuses, the lease
+renewal and the watermark. Creates never touch an existing contact (the provider's client
+creates with its "do not update" switch and reads an existing contact back before changing it).
+
+Consent: a push never turns a contact the provider holds as unsubscribed, bounced or complained
+back to active. Statuses are pulled first; right before a batch updates existing contacts, the
+provider is asked for suppressions that appeared since (``refresh_statuses``) and the batch is
+planned again if there are any; a contact the provider reports as suppressed while we push is
+recorded, not overwritten. Our own "unsubscribed" push, pulled back, is an echo, not a suppression.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +29,10 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.crm import CrmMember, CrmReader
+from sync.emails import normalize_email, valid_email
 from sync.engine.state import renew_lease, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
-from sync.models import EMAIL, Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, utcnow
+from sync.models import EMAIL, ID, Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, utcnow
 from sync.providers.base import (
     SUPPRESSION_RANK,
     MemberDelete,
@@ -34,6 +40,7 @@ from sync.providers.base import (
     MemberSnapshot,
     MemberUpsert,
     Provider,
+    RemoteStatus,
     payload_hash,
 )
 
@@ -41,14 +48,22 @@ log = structlog.get_logger(__name__)
 
 MEMBERS_STREAM = "members"
 STATUSES_STREAM = "statuses"
+#: When the CRM was last searched for member ids deleted without a trace.
+VANISHED_STREAM = "vanished_check"
 #: Statuses that stop a member from being pushed as active; a soft bounce is only information.
 BLOCKING = frozenset({"unsubscribed", "complaint", "hard_bounce"})
-#: Re-pull statuses before a batch when the last pull is older than this (a long run).
-STATUS_REPULL_S = 60.0
 #: A row the PROVIDER refused is retried after 1 h, 2 h, 4 h ... at most a day (unless it changes).
 REJECT_BACKOFF_MAX = dt.timedelta(hours=24)
+#: Reject codes of our own: re-checked on every run (the others back off).
+VALIDATION = "validation"
+#: A member waits for a list that does not exist at the provider yet (refused or failed create).
+LIST_PENDING = "list_pending"
+#: A CRM value longer than our tables hold: reported once, retried when the row changes.
+TOO_LONG = "too_long"
+EVERY_RUN = frozenset({VALIDATION, LIST_PENDING})
+#: Longest list name the daemon stores and sends.
+LIST_NAME_MAX = 255
 IN_CHUNK = 500
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class Plan:
     lists_create: list[str] = field(default_factory=list)
     lists_rename: list[tuple[str, str]] = field(default_factory=list)
     lists_delete: list[str] = field(default_factory=list)
+    lists_rejected: list[tuple[str, str]] = field(default_factory=list)
     members_add: list[str] = field(default_factory=list)
     members_update: list[str] = field(default_factory=list)
     members_remove: list[str] = field(default_factory=list)
@@ -81,15 +97,20 @@ class _Suppression:
 
 @dataclass
 class _Chunk:
+    ids: list[str] = field(default_factory=list)
     upserts: list[MemberUpsert] = field(default_factory=list)
     deletes: list[MemberDelete] = field(default_factory=list)
-    invalid: list[tuple[MemberKey, str | None, str]] = field(default_factory=list)
+    invalid: list[tuple[MemberKey, str | None, str, str]] = field(default_factory=list)  # key, email, reason, code
     links: dict[MemberKey, MemberLink] = field(default_factory=dict)
     hashes: dict[MemberKey, str] = field(default_factory=dict)
-
-
-def valid_email(email: str | None) -> bool:
-    return bool(email) and len(email or "") <= EMAIL and _EMAIL.match(email or "") is not None
+    statuses: dict[MemberKey, str] = field(default_factory=dict)
+    #: Links whose lists changed only because a list went away at the provider: fixed locally.
+    rehash: list[dict[str, Any]] = field(default_factory=list)
+    #: (member, list) waiting for a list that does not exist at the provider; and those no longer waiting.
+    pending: list[tuple[MemberKey, str | None, str]] = field(default_factory=list)
+    unpend: list[MemberKey] = field(default_factory=list)
+    #: Members gone from the CRM: their open rejects are resolved.
+    gone: list[str] = field(default_factory=list)
 
 
 def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
@@ -104,6 +125,7 @@ class ConnectionSync:
                  connection_id: int, tenant_id: int, run_id: int, lease_owner: str, lease_seconds: int,
                  lookback: dt.timedelta, until: dt.datetime, options: RunOptions,
                  report_refresh: dt.timedelta = dt.timedelta(hours=6),
+                 vanished_check: dt.timedelta | None = dt.timedelta(hours=20),
                  on_progress: Callable[[str, int, int], None] | None = None) -> None:
         self.sessions = sessions
         self.crm = crm
@@ -118,10 +140,15 @@ class ConnectionSync:
         self.until = until
         self.options = options
         self.report_refresh = report_refresh
+        self.vanished_check = vanished_check
         self.on_progress = on_progress
         self.counts: Counter[str] = Counter()
         self.plan = Plan()
-        self._statuses_pulled_at = 0.0
+        #: CRM lists whose members must be planned again this run (list created, re-created, deleted).
+        self._requeue_lists: set[str] = set()
+        #: Remote lists that went away (deleted by us, or missing at the provider): a link that
+        #: differs only by them is corrected locally, without a write.
+        self._gone_remote: set[str] = set()
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -139,60 +166,89 @@ class ConnectionSync:
     # --- 2. pull statuses -----------------------------------------------------------------
 
     async def pull_statuses(self) -> None:
-        """Unsubscribes, bounces and complaints into member_statuses.
-
-        The stored time only moves forward and the stored status only gets stronger, so a later
-        unsubscribe after a complaint still beats an older CRM consent.
-        """
+        """Unsubscribes, bounces and complaints into member_statuses (see _record_statuses)."""
         since = self._read_since(STATUSES_STREAM)
         pulled = [status async for status in self.provider.pull_statuses(since)]
-        self._statuses_pulled_at = time.monotonic()
+        self.counts["statuses_seen"] += len(pulled)
         newest = max((s.occurred_at for s in pulled), default=None)
         with self.sessions.begin() as session:
-            emails = sorted({s.email for s in pulled})
-            existing: dict[str, MemberStatus] = {}
-            for part in _chunks(emails):
-                existing.update((row.email, row) for row in session.scalars(sa.select(MemberStatus).where(
-                    MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))))
-            for status in pulled:
-                row = existing.get(status.email)
-                if row is None:
-                    existing[status.email] = row = MemberStatus(
-                        tenant_id=self.tenant_id, connection_id=self.connection_id, email=status.email,
-                        remote_id=status.remote_id, status=status.status, occurred_at=status.occurred_at)
-                    session.add(row)
-                    self.counts["statuses_pulled"] += 1
-                    continue
-                stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row.status]
-                later = status.occurred_at > row.occurred_at
-                if stronger or later:
-                    self.counts["statuses_pulled"] += 1
-                    row.status = status.status if stronger else row.status
-                    row.occurred_at = max(row.occurred_at, status.occurred_at)
-                    row.pulled_at = utcnow()
-            # The provider's copy diverged from what we last pushed: forget the hash, so that a
-            # later push (e.g. after a newer CRM consent) is not mistaken for "unchanged".
-            for part in _chunks(emails):
-                session.execute(sa.update(MemberLink).where(
-                    MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))
-                    .values(payload_hash="").execution_options(synchronize_session=False))
+            self._record_statuses(session, pulled)
             if newest is not None:
                 previous = watermark_for(session, self.connection_id, STATUSES_STREAM)
                 set_watermark(session, self.connection_id, STATUSES_STREAM, max(newest, previous or newest))
             self._checkpoint(session)
 
+    def _record_statuses(self, session: Session, pulled: Sequence[RemoteStatus]) -> int:
+        """Store pulled statuses; return how many were new or changed.
+
+        The stored time only moves forward and the stored status only gets stronger, so a later
+        unsubscribe after a complaint still beats an older CRM consent. An "unsubscribed" for a
+        contact whose last push from us was "unsubscribed" is our own echo and is not stored:
+        what the recipient did and what we pushed stay distinct. Only contacts whose status
+        changed lose their link hash (a full-scan provider returns every suppressed contact on
+        every pull; the unchanged ones must not be pushed again).
+        """
+        emails = sorted({s.email for s in pulled})
+        existing: dict[str, MemberStatus] = {}
+        echoes: set[str] = set()
+        for part in _chunks(emails):
+            existing.update((row.email, row) for row in session.scalars(sa.select(MemberStatus).where(
+                MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))))
+            echoes.update(session.scalars(sa.select(MemberLink.email).where(
+                MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part),
+                MemberLink.status_pushed == "unsubscribed")))
+        changed: set[str] = set()
+        for status in pulled:
+            if status.status == "unsubscribed" and status.email in echoes and status.email not in existing:
+                self.counts["status_echoes_ignored"] += 1
+                continue
+            row = existing.get(status.email)
+            if row is None:
+                existing[status.email] = row = MemberStatus(
+                    tenant_id=self.tenant_id, connection_id=self.connection_id, email=status.email,
+                    remote_id=status.remote_id, status=status.status, occurred_at=status.occurred_at)
+                session.add(row)
+                changed.add(status.email)
+                continue
+            stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row.status]
+            later = status.occurred_at > row.occurred_at
+            if stronger or later:
+                row.status = status.status if stronger else row.status
+                row.occurred_at = max(row.occurred_at, status.occurred_at)
+                row.pulled_at = utcnow()
+                changed.add(status.email)
+        self.counts["statuses_pulled"] += len(changed)
+        session.flush()
+        for part in _chunks(sorted(changed)):
+            session.execute(sa.update(MemberLink).where(
+                MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))
+                .values(payload_hash="").execution_options(synchronize_session=False))
+        return len(changed)
+
     # --- 3. lists -------------------------------------------------------------------------
 
     async def sync_lists(self) -> dict[str, str]:
-        """Create, rename and delete lists; return CRM list id -> remote list id."""
+        """Create, rename and delete lists; return CRM list id -> remote list id.
+
+        A linked list that no longer exists at the provider (deleted in its panel, or a provider
+        that lost its state) loses its link and is created or adopted again, and its members are
+        planned again. A problem with one list is that list's reject; the other lists go on.
+        """
         crm_lists = {item.id: item for item in self.crm.lists() if not item.deleted}
         with self.sessions() as session:
             links = {link.crm_list_id: link for link in session.scalars(
                 sa.select(ListLink).where(ListLink.connection_id == self.connection_id))}
-        mapping = {crm_id: link.remote_list_id for crm_id, link in links.items() if crm_id in crm_lists}
+        if links:
+            await self._drop_links_of_missing_lists(links)
+        mapping: dict[str, str] = {}
         taken = {link.remote_list_id for link in links.values()}     # incl. lists about to be deleted
         for crm_id, item in sorted(crm_lists.items()):
             link = links.get(crm_id)
+            problem = self._list_problem(item.name) if len(crm_id) <= ID else \
+                f"the CRM list id is {len(crm_id)} characters long; at most {ID} fit"
+            if problem is not None:
+                self._list_reject(crm_id, problem, VALIDATION)
+                continue
             try:
                 if link is None and self.caps.supports_list_create:
                     self.plan.lists_create.append(item.name)
@@ -203,35 +259,101 @@ class ConnectionSync:
                     remote = found[0] if found else await self.provider.create_list(item.name)
                     with self.sessions.begin() as session:
                         session.add(ListLink(connection_id=self.connection_id, crm_list_id=crm_id,
-                                             remote_list_id=remote.remote_id, name_pushed=item.name))
+                                             remote_list_id=remote.remote_id, name_pushed=item.name,
+                                             adopted=bool(found)))
+                        self._resolve_list_reject(session, crm_id)
                         self._checkpoint(session)
-                    mapping[crm_id] = remote.remote_id
                     taken.add(remote.remote_id)
-                    self.counts["lists_created"] += 1
-                elif link is not None and link.name_pushed != item.name and self.caps.supports_list_rename:
-                    self.plan.lists_rename.append((link.name_pushed, item.name))
-                    if not self.options.dry_run:
-                        await self.provider.rename_list(link.remote_list_id, item.name)
-                        with self.sessions.begin() as session:
-                            session.get_one(ListLink, link.id).name_pushed = item.name
-                            self._checkpoint(session)
-                        self.counts["lists_renamed"] += 1
-            except RejectedRow as exc:   # its members wait for the list; everything else goes on
-                self.counts["lists_rejected"] += 1
-                log.warning("list.rejected", crm_list_id=crm_id, reason=exc.reason)
+                    self._requeue_lists.add(crm_id)
+                    self.counts["lists_adopted" if found else "lists_created"] += 1
+                    link_remote = remote.remote_id
+                elif link is not None:
+                    link_remote = link.remote_list_id
+                    if link.name_pushed != item.name and self.caps.supports_list_rename:
+                        self.plan.lists_rename.append((link.name_pushed, item.name))
+                        if not self.options.dry_run:
+                            await self.provider.rename_list(link.remote_list_id, item.name)
+                            with self.sessions.begin() as session:
+                                session.get_one(ListLink, link.id).name_pushed = item.name
+                                self._resolve_list_reject(session, crm_id)
+                                self._checkpoint(session)
+                            self.counts["lists_renamed"] += 1
+                else:
+                    continue
+            except FatalError:
+                raise
+            except ProviderError as exc:   # its members wait for the list; everything else goes on
+                self._list_reject(crm_id, f"list {item.name!r}: {exc.message}", exc.provider_code or "provider")
+                if link is None:
+                    continue
+                link_remote = link.remote_list_id
+            mapping[crm_id] = link_remote
         for crm_id, link in sorted(links.items()):
             if crm_id in crm_lists:
                 continue
             self.plan.lists_delete.append(link.name_pushed)
             if self.options.dry_run:
                 continue
-            if self.caps.supports_list_delete:
-                await self.provider.delete_list(link.remote_list_id)
+            try:
+                # Only what we created is deleted; an adopted list is emptied of our members at most.
+                if self.caps.supports_list_delete and not link.adopted:
+                    await self.provider.delete_list(link.remote_list_id)
+            except FatalError:
+                raise
+            except ProviderError as exc:
+                self._list_reject(crm_id, f"delete list {link.name_pushed!r}: {exc.message}",
+                                  exc.provider_code or "provider")
+                continue
+            if not link.adopted:
+                self._gone_remote.add(link.remote_list_id)
+            self._requeue_lists.add(crm_id)
             with self.sessions.begin() as session:
                 session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+                self._resolve_list_reject(session, crm_id)
                 self._checkpoint(session)
             self.counts["lists_deleted"] += 1
         return mapping
+
+    async def _drop_links_of_missing_lists(self, links: dict[str, ListLink]) -> None:
+        present = {remote.remote_id for remote in await self.provider.all_lists()}
+        for crm_id, link in sorted(links.items()):
+            if link.remote_list_id in present:
+                continue
+            log.warning("list.missing_at_provider", crm_list_id=crm_id, remote_list_id=link.remote_list_id)
+            self.counts["lists_missing_at_provider"] += 1
+            self._gone_remote.add(link.remote_list_id)
+            self._requeue_lists.add(crm_id)
+            del links[crm_id]
+            if not self.options.dry_run:
+                with self.sessions.begin() as session:
+                    session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+                    self._checkpoint(session)
+
+    @staticmethod
+    def _list_problem(name: str | None) -> str | None:
+        if not (name or "").strip():
+            return "the list has an empty name"
+        if len(name or "") > LIST_NAME_MAX:
+            return f"the list name is {len(name or '')} characters long; at most {LIST_NAME_MAX} fit"
+        return None
+
+    def _list_reject(self, crm_list_id: str, reason: str, code: str) -> None:
+        """A list's problem, as a reject row with an empty member id (one per list)."""
+        self.counts["lists_rejected"] += 1
+        self.plan.lists_rejected.append((crm_list_id, reason))
+        log.warning("list.rejected", crm_list_id=crm_list_id, reason=reason)
+        if self.options.dry_run:
+            return
+        with self.sessions.begin() as session:
+            rejects = self._open_rejects(session, [""], lists=[crm_list_id[:ID]])
+            self._reject(session, rejects, MemberKey("", crm_list_id[:ID]), None,
+                         RejectedRow(reason, provider_code=code))
+
+    def _resolve_list_reject(self, session: Session, crm_list_id: str) -> None:
+        session.execute(sa.update(Reject).where(
+            Reject.connection_id == self.connection_id, Reject.crm_member_id == "",
+            Reject.crm_list_id == crm_list_id, Reject.resolved_at.is_(None)).values(resolved_at=utcnow())
+            .execution_options(synchronize_session=False))
 
     # --- 4/5. members, with a checkpoint per batch ---------------------------------------
 
@@ -242,11 +364,16 @@ class ConnectionSync:
             retry = self._rejects_due(session)
             linked = list(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
                 MemberLink.connection_id == self.connection_id))) if self.options.backfill else []
+            vanished_due = self._vanished_check_due(session)
+            vanished = self._vanished_members(session) if vanished_due else []
+            requeued = self._requeued_members(session)
         changed_at = {member_id: at for at, member_id in changed}
         # Changed members first, oldest change first: each chunk's watermark then covers every
-        # change before it. Retries and (backfill) linked members come after the changes.
-        ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *sorted(linked)]))
+        # change before it. Retries, re-planned list members, vanished ids and (backfill) linked
+        # members come after the changes.
+        ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *vanished, *sorted(linked)]))
         self.counts["members_considered"] = len(ordered)
+        self.counts["members_vanished"] = len(vanished)
         done = 0
         for chunk_ids in _chunks(ordered, self.caps.max_batch):
             await self._push_chunk(chunk_ids, list_map,
@@ -254,21 +381,56 @@ class ConnectionSync:
             done += len(chunk_ids)
             if self.on_progress:
                 self.on_progress("members", done, len(ordered))
-        if not self.options.dry_run and not self.options.backfill:
+        if not self.options.dry_run:
             with self.sessions.begin() as session:
-                current = watermark_for(session, self.connection_id, MEMBERS_STREAM)
-                set_watermark(session, self.connection_id, MEMBERS_STREAM, max(self.until, current or self.until))
+                if not self.options.backfill:
+                    current = watermark_for(session, self.connection_id, MEMBERS_STREAM)
+                    set_watermark(session, self.connection_id, MEMBERS_STREAM, max(self.until, current or self.until))
+                if vanished_due or self.options.backfill:
+                    current = watermark_for(session, self.connection_id, VANISHED_STREAM)
+                    set_watermark(session, self.connection_id, VANISHED_STREAM, max(self.until, current or self.until))
                 self._checkpoint(session)
 
+    def _vanished_check_due(self, session: Session) -> bool:
+        if self.options.backfill or self.vanished_check is None:
+            return False
+        mark = watermark_for(session, self.connection_id, VANISHED_STREAM)
+        return mark is None or self.until - mark >= self.vanished_check
+
+    def _vanished_members(self, session: Session) -> list[str]:
+        """Linked members whose CRM row is gone without a trace (a hard delete): ids only."""
+        linked = set(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
+            MemberLink.connection_id == self.connection_id)))
+        if not linked:
+            return []
+        return sorted(linked - set(self.crm.all_member_ids()))
+
+    def _requeued_members(self, session: Session) -> list[str]:
+        """Members of lists created, re-created or deleted this run: their lists changed."""
+        if not self._requeue_lists:
+            return []
+        found = set(self.crm.member_ids_in_lists(sorted(self._requeue_lists)))
+        for part in _chunks(sorted(self._requeue_lists)):
+            found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
+                MemberLink.connection_id == self.connection_id, MemberLink.crm_list_id.in_(part))))
+        as_text = sa.type_coerce(MemberLink.remote_lists, sa.Text)
+        for remote_id in sorted(self._gone_remote):
+            found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
+                MemberLink.connection_id == self.connection_id, as_text.like(f'%"{remote_id}"%'))))
+        return sorted(found)
+
     def _rejects_due(self, session: Session) -> list[str]:
-        """Members with an open reject to try again: ours (validation) every run, the
-        provider's with an exponential backoff."""
+        """Members with an open reject to try again: ours (validation, waiting for a list) every
+        run, the provider's with an exponential backoff."""
         due = []
         for member_id, code, attempts, last_seen in session.execute(
                 sa.select(Reject.crm_member_id, Reject.provider_code, Reject.attempts, Reject.last_seen_at).where(
-                    Reject.connection_id == self.connection_id, Reject.resolved_at.is_(None))):
+                    Reject.connection_id == self.connection_id, Reject.resolved_at.is_(None),
+                    Reject.crm_member_id != "")):
+            if code == TOO_LONG:
+                continue
             wait = min(dt.timedelta(hours=2 ** max(attempts - 1, 0)), REJECT_BACKOFF_MAX)
-            if code == "validation" or last_seen + wait <= self.until:
+            if code in EVERY_RUN or last_seen + wait <= self.until:
                 due.append(member_id)
         return list(dict.fromkeys(due))
 
@@ -282,57 +444,100 @@ class ConnectionSync:
                     found[row.email].append(_Suppression(row.connection_id, row.status, row.occurred_at))
         return found
 
-    def _status_for(self, member: CrmMember, suppressions: Sequence[_Suppression]) -> tuple[str, str | None]:
-        """(status to push, why it must not be pushed at all). A suppression stands unless the
-        CRM holds a consent dated after it."""
+    def _status_for(self, member: CrmMember, suppressions: Sequence[_Suppression]) -> tuple[str, str | None, bool]:
+        """(status to push, why it must not be pushed at all, re-subscribe). A suppression stands
+        unless the CRM holds a consent dated after it; one that no longer stands at THIS provider
+        means the push deliberately makes the contact active again."""
         refused = (member.consent_status or "").upper() == "RET"
         standing = [s for s in suppressions if member.consent_date is None or member.consent_date <= s.occurred_at]
         if any(s.connection_id == self.connection_id for s in standing):
-            return "unsubscribed", "suppressed at this provider"
+            return "unsubscribed", "suppressed at this provider", False
         if standing and not self.caps.supports_unsubscribe:
-            return "unsubscribed", "suppressed at another provider; this one cannot unsubscribe"
-        return ("unsubscribed" if refused or standing else "active"), None
+            return "unsubscribed", "suppressed at another provider; this one cannot unsubscribe", False
+        status = "unsubscribed" if refused or standing else "active"
+        superseded = any(s.connection_id == self.connection_id for s in suppressions)
+        return status, None, status == "active" and superseded
+
+    def _link_owners(self, session: Session, emails: Iterable[str]) -> dict[str, set[str]]:
+        """Which CRM members hold these e-mails in their links at this provider."""
+        owners: dict[str, set[str]] = defaultdict(set)
+        for part in _chunks(sorted(set(emails))):
+            for email, member_id in session.execute(sa.select(MemberLink.email, MemberLink.crm_member_id).where(
+                    MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))):
+                owners[email].add(member_id)
+        return owners
+
+    def _load_chunk(self, session: Session, chunk_ids: Sequence[str]
+                    ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, MemberLink]]]:
+        """The chunk's CRM rows and links, plus every member whose link holds an address one of
+        them now has (e-mail swaps and moves converge in one run because both sides are planned
+        together, from the CRM's current state)."""
+        ids = list(dict.fromkeys(chunk_ids))
+        members: dict[str, CrmMember] = {}
+        links_of: dict[str, dict[str, MemberLink]] = defaultdict(dict)
+        fresh = ids
+        for _ in range(4):
+            members.update((m.id, m) for m in self.crm.members(fresh))
+            for part in _chunks(fresh):
+                for found in session.scalars(sa.select(MemberLink).where(
+                        MemberLink.connection_id == self.connection_id, MemberLink.crm_member_id.in_(part))):
+                    links_of[found.crm_member_id][found.crm_list_id] = found
+            emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
+            known = set(ids)
+            fresh = sorted({owner for owners in self._link_owners(session, emails).values() for owner in owners}
+                           - known)
+            if not fresh:
+                break
+            ids += fresh
+        return ids, members, links_of
 
     def _plan_chunk(self, session: Session, chunk_ids: Sequence[str], list_map: dict[str, str]) -> _Chunk:
-        members = {m.id: m for m in self.crm.members(chunk_ids)}
-        plan = _Chunk()
-        links_of: dict[str, dict[str, MemberLink]] = defaultdict(dict)
-        for part in _chunks(chunk_ids):
-            for found in session.scalars(sa.select(MemberLink).where(
-                    MemberLink.connection_id == self.connection_id, MemberLink.crm_member_id.in_(part))):
-                links_of[found.crm_member_id][found.crm_list_id] = found
+        ids, members, links_of = self._load_chunk(session, chunk_ids)
+        plan = _Chunk(ids=ids)
+        for links in links_of.values():
+            for found in links.values():
                 plan.links[MemberKey(found.crm_member_id, found.crm_list_id)] = found
-        new_emails = {m.id: (m.email or "").strip().lower() for m in members.values()}
+        emails = {m.id: normalize_email(m.email) for m in members.values()}
         old_emails = {link.email for links in links_of.values() for link in links.values()}
-        suppressions = self._load_suppressions(session, [*new_emails.values(), *old_emails])
-        owners = self._email_owners(session, [e for e in new_emails.values() if e])
+        suppressions = self._load_suppressions(session, [*emails.values(), *old_emails])
+        owner = self._owners(ids, members, emails, links_of)
         per_list = self.caps.membership_model == "per_list"
-        for member_id in chunk_ids:
+        for member_id in ids:
             member = members.get(member_id)
             links = links_of.get(member_id, {})
             if member is None or member.deleted:
                 for gone in links.values():
                     self._delete(plan, gone, "deleted in the CRM")
+                plan.gone.append(member_id)
                 continue
-            email = new_emails[member_id]
+            if len(member_id) > ID:
+                plan.invalid.append((MemberKey(member_id[:ID]), member.email,
+                                     f"the CRM member id is {len(member_id)} characters long; at most {ID} fit",
+                                     TOO_LONG))
+                continue
+            email = emails[member_id]
             if not valid_email(email):
                 if links or member.list_ids:
-                    plan.invalid.append((MemberKey(member_id), member.email, "invalid e-mail address"))
+                    plan.invalid.append((MemberKey(member_id), member.email, "invalid e-mail address", VALIDATION))
                 continue
-            other = owners.get(email, set()) - {member_id}
-            if other:
+            if owner.get(email) != member_id:
                 plan.invalid.append((MemberKey(member_id), email,
-                                     f"e-mail also belongs to CRM member {sorted(other)[0]}; "
-                                     "the provider keeps one contact per e-mail"))
+                                     f"e-mail also belongs to CRM member {owner.get(email)}; "
+                                     "the provider keeps one contact per e-mail", VALIDATION))
                 continue
-            owners.setdefault(email, set()).add(member_id)
             previous_emails = {link.email for link in links.values()}
-            status, blocked = self._status_for(
+            status, blocked, resubscribe = self._status_for(
                 member, [s for e in {email, *previous_emails} for s in suppressions.get(e, ())])
             if blocked is not None:
                 if member.list_ids:
                     self.plan.blocked_by_suppression.append(email)
                 continue
+            for crm_list in sorted(member.list_ids):
+                if crm_list in list_map:
+                    plan.unpend.append(MemberKey(member_id, crm_list))
+                else:
+                    plan.pending.append((MemberKey(member_id, crm_list), email,
+                                         f"waits for list {crm_list}, which does not exist at the provider yet"))
             if status == "unsubscribed" and not links:
                 continue    # never create a contact for someone who refused or unsubscribed
             snapshot = MemberSnapshot(
@@ -340,12 +545,20 @@ class ConnectionSync:
                 city=member.city, status=status,  # type: ignore[arg-type]
                 consent_status=member.consent_status, consent_date=member.consent_date,
                 consent_source=member.consent_source, recipient_type=member.recipient_type)
-            payload = self.provider.build_payload(snapshot)
+            try:
+                payload = self.provider.build_payload(snapshot)
+            except RejectedRow as exc:
+                plan.invalid.append((MemberKey(member_id), email, exc.reason, exc.provider_code or VALIDATION))
+                continue
             wanted = sorted(crm_list for crm_list in member.list_ids if crm_list in list_map)
             if per_list:
                 for crm_list in wanted:
+                    link = links.get(crm_list)
+                    if link is not None and link.email != email:
+                        self._delete(plan, link, "e-mail changed")
+                        link = None
                     self._upsert(plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
-                                 links.get(crm_list))
+                                 link, status, resubscribe)
                 for crm_list, stale in links.items():
                     if crm_list not in wanted:
                         self._delete(plan, stale, "left the list")
@@ -354,45 +567,82 @@ class ConnectionSync:
                 if link is not None and link.email != email:
                     self._delete(plan, link, "e-mail changed")
                     link = None
-                if not wanted and link is None:
+                if not wanted:
+                    if link is not None:    # leaving the last list is a removal, as never having been in one
+                        self._delete(plan, link, "left every list")
                     continue
-                self._upsert(plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link)
+                self._upsert(plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
+                             status, resubscribe)
         return plan
 
-    def _email_owners(self, session: Session, emails: Sequence[str]) -> dict[str, set[str]]:
-        """Which CRM members already own these e-mails at this provider (one contact per e-mail)."""
-        owners: dict[str, set[str]] = defaultdict(set)
-        for part in _chunks(sorted(set(emails))):
-            for email, member_id in session.execute(sa.select(MemberLink.email, MemberLink.crm_member_id).where(
-                    MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))):
-                owners[email].add(member_id)
-        return owners
+    @staticmethod
+    def _owners(ids: Sequence[str], members: dict[str, CrmMember], emails: dict[str, str],
+                links_of: dict[str, dict[str, MemberLink]]) -> dict[str, str]:
+        """e-mail -> the one CRM member it belongs to, from the CRM's CURRENT state: among the live
+        members that now have it, the one whose link already holds it, else the first by id."""
+        claims: dict[str, list[str]] = defaultdict(list)
+        for member_id in ids:
+            member = members.get(member_id)
+            if member is not None and not member.deleted and emails.get(member_id):
+                claims[emails[member_id]].append(member_id)
+        owner = {}
+        for email, claimants in claims.items():
+            holding = [m for m in claimants if any(link.email == email for link in links_of.get(m, {}).values())]
+            owner[email] = (holding or sorted(claimants))[0]
+        return owner
 
     def _upsert(self, plan: _Chunk, key: MemberKey, email: str, payload: dict[str, Any],
-                remote_lists: tuple[str, ...], link: MemberLink | None) -> None:
+                remote_lists: tuple[str, ...], link: MemberLink | None, status: str, resubscribe: bool) -> None:
         digest = payload_hash(payload, remote_lists)
         if link is not None and link.email == email and link.payload_hash == digest:
             self.counts["members_unchanged"] += 1
             return
+        if link is not None and link.email == email and link.remote_id and self._gone_remote \
+                and set(remote_lists) <= set(link.remote_lists) \
+                and set(link.remote_lists) - set(remote_lists) <= self._gone_remote \
+                and payload_hash(payload, link.remote_lists) == link.payload_hash:
+            # Only lists that went away at the provider differ: the provider already agrees.
+            self.counts["members_rehashed"] += 1
+            plan.rehash.append({"id": link.id, "remote_lists": list(remote_lists), "payload_hash": digest})
+            return
         known = link is not None and link.email == email
         (self.plan.members_update if known and link and link.remote_id else self.plan.members_add).append(email)
         plan.hashes[key] = digest
+        plan.statuses[key] = status
         plan.upserts.append(MemberUpsert(key, email, payload, remote_lists,
                                          tuple(link.remote_lists) if known and link else (),
-                                         link.remote_id if known and link else None))
+                                         link.remote_id if known and link else None, resubscribe=resubscribe))
 
     def _delete(self, plan: _Chunk, link: MemberLink, why: str) -> None:
         self.plan.members_remove.append(f"{link.email} ({why})")
         plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
                                          link.remote_id, tuple(link.remote_lists)))
 
+    async def _refresh_before_updates(self, plan: _Chunk) -> bool:
+        """Ask the provider for suppressions that appeared since the pull, in the lists of the
+        contacts this batch updates; True when some were new (the batch is planned again)."""
+        lists = sorted({remote for item in plan.upserts if item.remote_id
+                        for remote in (*item.remote_lists, *item.previous_remote_lists)})
+        if not lists:
+            return False
+        fresh = [status async for status in self.provider.refresh_statuses(lists)]
+        if not fresh:
+            return False
+        with self.sessions.begin() as session:
+            changed = self._record_statuses(session, fresh)
+            self._checkpoint(session)
+        self.counts["statuses_refreshed"] += changed
+        return changed > 0
+
     async def _push_chunk(self, chunk_ids: Sequence[str], list_map: dict[str, str],
                           covered_until: dt.datetime | None) -> None:
-        if not self.options.dry_run and time.monotonic() - self._statuses_pulled_at > STATUS_REPULL_S:
-            await self.pull_statuses()      # a long run: catch unsubscribes made since the start
         with self.sessions() as session:
             plan = self._plan_chunk(session, chunk_ids, list_map)
-        self.plan.invalid += [(str(email), reason) for _, email, reason in plan.invalid]
+        if not self.options.dry_run and await self._refresh_before_updates(plan):
+            with self.sessions() as session:
+                plan = self._plan_chunk(session, chunk_ids, list_map)
+        self.plan.invalid += [(str(email), reason) for _, email, reason, _ in plan.invalid]
+        self.plan.invalid += [(str(email), reason) for _, email, reason in plan.pending]
         if self.options.dry_run:
             return
         self._write_provisional_links(plan)
@@ -400,7 +650,7 @@ class ConnectionSync:
         upserted = await self.provider.upsert_members(plan.upserts) if plan.upserts else []
         by_key = {item.key: item for item in plan.upserts}
         with self.sessions.begin() as session:
-            open_rejects = self._open_rejects(session, chunk_ids)
+            open_rejects = self._open_rejects(session, plan.ids)
             resolved: list[int] = []
             removed = [o.key for o in deleted if o.rejected is None]
             self.counts["members_removed"] += len(removed)
@@ -412,12 +662,19 @@ class ConnectionSync:
                         [(k.crm_member_id, k.crm_list_id) for k in part])).execution_options(
                     synchronize_session=False))
             updates = []
+            suppressed: list[RemoteStatus] = []
             for outcome in deleted + upserted:
                 item = by_key.get(outcome.key)
                 if outcome.rejected is not None:
                     self._reject(session, open_rejects, outcome.key, item.email if item else None, outcome.rejected)
                     continue
-                if outcome.key in open_rejects:
+                if outcome.suppressed is not None:    # nothing was written: the provider holds it suppressed
+                    suppressed.append(outcome.suppressed)
+                    self.counts["members_suppressed_at_provider"] += 1
+                    if item is not None and outcome.remote_id and not plan.links[item.key].remote_id:
+                        updates.append({"id": plan.links[item.key].id, "remote_id": outcome.remote_id})
+                    continue
+                if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
                     resolved.append(open_rejects[outcome.key].id)
                 if item is None:
                     continue
@@ -425,14 +682,25 @@ class ConnectionSync:
                 self.counts["members_added" if link.remote_id is None else "members_updated"] += 1
                 updates.append({"id": link.id, "email": item.email, "payload_hash": plan.hashes[item.key],
                                 "remote_id": outcome.remote_id or link.remote_id,
-                                "remote_lists": list(item.remote_lists), "pushed_at": utcnow()})
+                                "remote_lists": list(item.remote_lists), "pushed_at": utcnow(),
+                                "status_pushed": plan.statuses[item.key]})
             if updates:
                 session.execute(sa.update(MemberLink), updates)
-            for key, email, reason in plan.invalid:
-                self._reject(session, open_rejects, key, email, RejectedRow(reason, provider_code="validation"))
-            for part in _chunks(resolved):
-                session.execute(sa.update(Reject).where(Reject.id.in_(part)).values(resolved_at=utcnow())
-                                .execution_options(synchronize_session=False))
+            if plan.rehash:
+                session.execute(sa.update(MemberLink), plan.rehash)
+            if suppressed:
+                self._record_statuses(session, suppressed)
+            for key, email, reason, code in plan.invalid:
+                self._reject(session, open_rejects, key, email, RejectedRow(reason, provider_code=code))
+            for key, email, reason in plan.pending:
+                self._reject(session, open_rejects, key, email, RejectedRow(reason, provider_code=LIST_PENDING))
+            resolved += [open_rejects[key].id for key in plan.unpend
+                         if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
+            gone = set(plan.gone)
+            resolved += [row.id for key, row in open_rejects.items() if key.crm_member_id in gone]
+            for part in _chunks(sorted(set(resolved))):
+                session.execute(sa.update(Reject).where(Reject.id.in_(part), Reject.resolved_at.is_(None))
+                                .values(resolved_at=utcnow()).execution_options(synchronize_session=False))
             if covered_until is not None and not self.options.backfill:
                 current = watermark_for(session, self.connection_id, MEMBERS_STREAM)
                 if current is None or covered_until > current:
@@ -455,11 +723,15 @@ class ConnectionSync:
                 plan.links[MemberKey(row.crm_member_id, row.crm_list_id)] = row
             self._checkpoint(session)
 
-    def _open_rejects(self, session: Session, member_ids: Sequence[str]) -> dict[MemberKey, Reject]:
+    def _open_rejects(self, session: Session, member_ids: Sequence[str],
+                      lists: Sequence[str] | None = None) -> dict[MemberKey, Reject]:
         found: dict[MemberKey, Reject] = {}
         for part in _chunks(member_ids):
-            for row in session.scalars(sa.select(Reject).where(
-                    Reject.connection_id == self.connection_id, Reject.crm_member_id.in_(part))):
+            query = sa.select(Reject).where(Reject.connection_id == self.connection_id,
+                                            Reject.crm_member_id.in_([m[:ID] for m in part]))
+            if lists is not None:
+                query = query.where(Reject.crm_list_id.in_(lists))
+            for row in session.scalars(query):
                 found[MemberKey(row.crm_member_id, row.crm_list_id)] = row
         return found
 

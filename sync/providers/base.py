@@ -36,6 +36,10 @@ class Capabilities:
     membership_model: Literal["contact", "per_list"]
     concurrency: int = 4
     rate_per_s: float | None = None
+    #: "incremental": ``pull_statuses(since)`` returns only changes after ``since``;
+    #: "full_scan": the provider cannot list changes since a time, every pull reads every
+    #: suppressed contact (the cost is reported as ``status_pull_requests``).
+    status_pull: Literal["incremental", "full_scan"] = "incremental"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class MemberUpsert:
     remote_lists: tuple[str, ...]
     previous_remote_lists: tuple[str, ...] = ()
     remote_id: str | None = None
+    #: The engine decided to make this contact active again although the provider reported it
+    #: unsubscribed, bounced or complained (the CRM holds a newer consent).
+    resubscribe: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,14 @@ class MemberDelete:
 
 @dataclass(frozen=True)
 class PushOutcome:
+    """What became of one item. ``suppressed``: the provider holds this contact as unsubscribed,
+    bounced or complained and NOTHING was written (the engine records the status and waits for a
+    newer CRM consent); it is neither a success nor a reject."""
+
     key: MemberKey
     remote_id: str | None = None
     rejected: RejectedRow | None = None
+    suppressed: RemoteStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,9 @@ class Provider(Protocol):
     async def find_lists(self, name: str) -> list[RemoteList]:
         """Existing lists with exactly this name (so a crash after create never creates twice)."""
 
+    async def all_lists(self) -> list[RemoteList]:
+        """Every list the account has (to find linked lists deleted in the provider's panel)."""
+
     async def create_list(self, name: str) -> RemoteList: ...
 
     async def rename_list(self, remote_id: str, name: str) -> None: ...
@@ -153,7 +168,14 @@ class Provider(Protocol):
     async def delete_members(self, batch: Sequence[MemberDelete]) -> list[PushOutcome]: ...
 
     def pull_statuses(self, since: dt.datetime | None) -> AsyncIterator[RemoteStatus]:
-        """Unsubscribes, bounces and complaints changed since ``since`` (all when None)."""
+        """Unsubscribes, bounces and complaints changed since ``since`` (all when None); a
+        ``full_scan`` provider ignores ``since`` and yields every suppressed contact."""
+
+    def refresh_statuses(self, remote_lists: Sequence[str]) -> AsyncIterator[RemoteStatus]:
+        """Right before the engine updates contacts in these lists: the suppressions that may have
+        appeared since the last pull, as cheaply as the provider can tell (nothing when it can tell
+        nothing changed). Closes the window in which a recipient's unsubscribe made during a run
+        would be overwritten by the run's own update."""
 
     def pull_campaigns(self) -> AsyncIterator[RemoteCampaign]: ...
 

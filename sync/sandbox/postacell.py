@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sync.emails import normalize_email
 from sync.providers.postacell import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
 from sync.sandbox.transport import SandboxApp, SandboxDrop
@@ -204,14 +205,14 @@ class _Account:
     user_id: int
     lists: dict[str, _MailList] = field(default_factory=dict)
     subscribers: dict[str, _Subscriber] = field(default_factory=dict)
-    ids_by_email: dict[str, str] = field(default_factory=dict)  # casefolded e-mail -> id
+    ids_by_email: dict[str, str] = field(default_factory=dict)  # normalize_email(e-mail) -> id
     fields: dict[str, _Field] = field(default_factory=dict)
     campaigns: dict[str, _Campaign] = field(default_factory=dict)
     exports: list[_Export] = field(default_factory=list)
     jobs: dict[str, _Job] = field(default_factory=dict)  # str(job id) -> job
 
     def subscriber_by_email(self, email: str) -> _Subscriber | None:
-        sub_id = self.ids_by_email.get(email.strip().casefold())
+        sub_id = self.ids_by_email.get(normalize_email(email))
         return self.subscribers[sub_id] if sub_id else None
 
 
@@ -354,11 +355,18 @@ class PostacellSandbox:
         try:
             path = scope["path"]
             is_api_call = path.startswith(API_PREFIX + "/") and self._api_relative(path) not in _TOKEN_PATHS
-            fault = await self._faults.before_api_call() if is_api_call else None
+            write = scope["method"] in _WRITE_METHODS
+            fault = await self._faults.before_api_call(write=write) if is_api_call else None
             if fault is None:
                 await app(scope, receive, logged_send)
             elif fault.kind == "drop":
                 raise SandboxDrop(f"{scope['method']} {path}")
+            elif fault.kind == "apply_then_drop":   # the write happens; its answer never leaves
+                async def swallow(message: Message) -> None:
+                    pass
+
+                await app(scope, receive, swallow)
+                raise SandboxDrop(f"{scope['method']} {path} (applied)")
             else:
                 await _fault_response(fault)(scope, receive, logged_send)
         finally:
@@ -482,9 +490,7 @@ class PostacellSandbox:
                        for list_id in sub.lists)
 
     async def _list_filter(self, request: Request, acc: _Account) -> Response:
-        lists = list(acc.lists.values())
-        if search := request.query_params.get("title"):
-            lists = [item for item in lists if _fold(search) in _fold(item.title)]
+        lists = list(acc.lists.values())   # the document offers no filter here, only ordering and page
         active = self._active_counts(acc)
         ordered = _ordered(request, lists, ("title", "create_date"), "create_date")
         return _page(request, ordered, lambda item: self._list_json(acc, item, active))
@@ -585,7 +591,7 @@ class PostacellSandbox:
     async def _delete_subscriber(self, request: Request, acc: _Account) -> Response:
         sub = _lookup(acc.subscribers, request)
         del acc.subscribers[sub.id]
-        del acc.ids_by_email[sub.email.casefold()]
+        del acc.ids_by_email[normalize_email(sub.email)]
         return Response(status_code=204)
 
     def _upsert(self, acc: _Account, data: Mapping[str, Any], extra_lists: Sequence[str],
@@ -611,7 +617,7 @@ class PostacellSandbox:
             now = self.clock()
             sub = _Subscriber(self._new_id(), email, status, now, now, source_ip)
             acc.subscribers[sub.id] = sub
-            acc.ids_by_email[email.casefold()] = sub.id
+            acc.ids_by_email[normalize_email(email)] = sub.id
             outcome = "created"
         elif not update:
             return sub, "unchanged"
@@ -681,7 +687,7 @@ class PostacellSandbox:
             except _ApiError as error:
                 result.update(result="error", detail=_error_text(error.body))
             else:
-                result.update(id=sub.id, result="created" if outcome == "created" else "updated",
+                result.update(id=sub.id, result="exists" if outcome == "unchanged" else outcome,
                               detail="Exists; not changed because update is false."
                               if outcome == "unchanged" else None)
             job.results.append(result)
@@ -842,7 +848,13 @@ def _fault_response(fault: Fault) -> Response:
 
 
 async def _body(request: Request, *, json_only: bool = False) -> dict[str, Any]:
-    """The request body as a dict: JSON, or (where the document allows it) a urlencoded form."""
+    """The request body as a dict: JSON, or (where the document allows it) a urlencoded form.
+
+    ``json_only`` endpoints are those the document says take only ``Accept: application/json``
+    (api.JSON_ONLY_PATHS): any other Accept header, ``*/*`` included, is answered 406.
+    """
+    if json_only and "application/json" not in request.headers.get("accept", "").lower():
+        raise _ApiError(406, {"detail": "Could not satisfy the request Accept header."})
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     raw = await request.body()
     if not raw:

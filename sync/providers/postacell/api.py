@@ -46,10 +46,13 @@ LIST_COUNTER_PATH: Final = "email/counter/list/{id}"  # GET -> [{"_id": status, 
 SUBSCRIBERS_FILTER_PATH: Final = "email/subscribers-filter/"  # GET ?email=&status=&lists=&ordering=
 SUBSCRIBERS_PATH: Final = "email/subscribers"      # POST upsert: 201 created, 200 updated
 SUBSCRIBER_ITEM_PATH: Final = "email/subscribers/{id}"  # GET, PATCH, DELETE -> 204
-#: ASSUMED: ``subscribers-filter`` also orders by ``update_date``/``-update_date`` so that a
-#: status pull can stop at its watermark (the document lists only email and create_date).
-SUBSCRIBER_ORDERINGS: Final = ("email", "-email", "create_date", "-create_date",
-                               "update_date", "-update_date")
+#: Documented orderings of ``subscribers-filter`` (email and create_date, both directions).
+#: Nothing orders by ``update_date``: a status pull therefore reads every suppressed subscriber
+#: (a full scan through the documented ``status`` filter), and an unknown ordering is ignored by
+#: the service (DRF), so a client must never rely on one.
+SUBSCRIBER_ORDERINGS: Final = ("email", "-email", "create_date", "-create_date")
+#: Documented filters of ``subscribers-filter``: email (contains), status (=), lists (=).
+SUBSCRIBER_FILTERS: Final = ("email", "status", "lists", "ordering", "page")
 #: ASSUMED: PATCH ``lists`` REPLACES the subscriber's list set (that is how one leaves a list);
 #: the POST upsert and the bulk import ADD the given lists to the ones the subscriber has.
 SUBSCRIBER_STATUSES: Final = ("active", "unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
@@ -58,7 +61,10 @@ SUBSCRIBER_STATUSES: Final = ("active", "unsubscribed", "soft_bounce", "hard_bou
 BULK_IMPORT_PATH: Final = "email/subscribers/json"  # POST {"lists": [...], "subscribers": [...]}
 #: ASSUMED: GET -> {"id", "status": "queued"|"processing"|"done"|"failed", "total",
 #: "created", "updated", "failed_count", "results": [{"email", "id"|null,
-#: "result": "created"|"updated"|"error", "detail"}]}; "results" is complete once "done".
+#: "result": "created"|"updated"|"exists"|"error", "detail"}]}; "results" is complete once "done".
+#: "exists" is a row with ``"update": false`` whose e-mail the account already holds: the document
+#: says only ``true`` updates an existing record, so such a row changes nothing (not its status,
+#: not its lists) and the job says so.
 BULK_JOB_PATH: Final = "email/subscribers/json/{id}"
 BULK_JOB_FINAL_STATES: Final = ("done", "failed")
 #: ASSUMED largest bulk request; the document gives none.
@@ -97,5 +103,13 @@ REPORT_CSV_COLUMNS: Final = {
 }
 #: Dates in JSON and CSV are ISO 8601 in UTC, with or without a trailing ``Z`` (documented).
 #: ASSUMED: POST subscribers with ``"update": false`` for an existing e-mail leaves it unchanged
-#: and answers 200 with its current data; the client always sends ``"update": true``.
+#: and answers 200 with its current data.
+#: The client creates with ``"update": false`` (a create never touches a contact that already
+#: exists, whatever its status) and updates only contacts whose current status it has just read.
+#: Documented: ``POST subscribers`` and ``POST subscribers/json`` accept only requests that send
+#: ``Accept: application/json`` ("Bu servis sadece Accept: application/json veriyi kabul eder").
+JSON_ONLY_PATHS: Final = ("email/subscribers", "email/subscribers/json")
+#: Statuses that a push must never turn back to ``active`` unless the engine decided so (a CRM
+#: consent newer than the suppression); ``soft_bounce`` is kept as the service set it.
+SUPPRESSED_STATUSES: Final = ("unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
 #: Errors are DRF-shaped: 400 {"<field>": ["message", ...]} or {"detail": "message"}.

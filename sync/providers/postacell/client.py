@@ -23,8 +23,9 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 import structlog
 
-from sync.errors import AuthenticationError, FatalError, ProviderError, RejectedRow, RetriableError
-from sync.http import Auth, ProviderHTTP, describe
+from sync.emails import normalize_email
+from sync.errors import AnswerLostError, AuthenticationError, FatalError, ProviderError, RejectedRow, RetriableError
+from sync.http import Auth, ProviderHTTP, describe, json_of
 from sync.logs import SECRETS
 from sync.providers.base import (
     Capabilities,
@@ -47,16 +48,22 @@ CAPABILITIES = Capabilities(
     max_batch=api.BULK_MAX_SUBSCRIBERS, async_bulk_import=True, supports_list_create=True,
     supports_list_rename=True, supports_list_delete=True, supports_unsubscribe=True,
     supports_member_delete=True, has_campaign_reports=True, membership_model="contact",
-    concurrency=4, rate_per_s=10.0,
+    concurrency=4, rate_per_s=10.0, status_pull="full_scan",
 )
+#: Every API call asks for JSON: two endpoints refuse anything else (api.JSON_ONLY_PATHS).
+ACCEPT_JSON: Mapping[str, str] = {"Accept": "application/json"}
 #: Postacell subscriber status -> our suppression status.
 PULLED_STATUSES: Mapping[str, str] = {
     "unsubscribed": "unsubscribed", "spam_complaint": "complaint",
     "hard_bounce": "hard_bounce", "soft_bounce": "soft_bounce",
 }
+#: Postacell statuses an update must not overwrite with ``active`` (unless the engine re-subscribes).
+BLOCKING_REMOTE = frozenset({"unsubscribed", "hard_bounce", "spam_complaint"})
 #: How long to wait for a bulk job or a report export before giving up until the next run.
 JOB_TIMEOUT_S = 900.0
 POLL_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: How many times a list create is posted when its answers are lost and the list is not there.
+CREATE_ATTEMPTS = 3
 
 
 def _check(response: httpx.Response, what: str) -> None:
@@ -127,22 +134,23 @@ class PostacellAuth(Auth):
         if self._refresh is not None and now < self._refresh_exp - api.TOKEN_REFRESH_MARGIN_S:
             try:
                 response = await http.request("POST", api.TOKEN_REFRESH_PATH, json={"refresh": self._refresh},
-                                              authenticated=False)
+                                              authenticated=False, idempotent=True)
             except AuthenticationError:
                 response = None
             if response is not None and response.status_code == 200:
-                self._set_access(response.json()["access"], now)
+                self._set_access(json_of(response, "Postacell token refresh", required=("access",))["access"], now)
                 return
             self._refresh = None
         try:
-            response = await http.request("POST", api.TOKEN_PATH, json=self._login, authenticated=False)
+            response = await http.request("POST", api.TOKEN_PATH, json=self._login, authenticated=False,
+                                          idempotent=True)  # a second login only issues another token
         except AuthenticationError as exc:
             raise AuthenticationError("Postacell login failed (401): check the connection's username and "
                                       "password (`crm-esp-sync connection rotate`)", status_code=401) from exc
         if response.status_code != 200:
             raise AuthenticationError(f"Postacell login failed ({response.status_code}): {describe(response)}",
                                       status_code=response.status_code)
-        body = response.json()
+        body = json_of(response, "Postacell login", required=("access", "refresh"))
         self._set_access(body["access"], now)
         self._refresh = body["refresh"]
         SECRETS.register(self._refresh)
@@ -164,6 +172,11 @@ class PostacellProvider:
         self.http = http
         self.capabilities = capabilities
         self._sleep = sleep
+        #: normalised e-mail -> Postacell status, for every contact the service holds as not
+        #: active: the last full status pull, kept current by ``refresh_statuses``.
+        self._suppressed: dict[str, str] = {}
+        #: remote list id -> counts of suppressed statuses when its suppressions were last read.
+        self._list_counts: dict[str, dict[str, int]] = {}
 
     @classmethod
     def create(cls, http_factory: Callable[[Capabilities, Auth], ProviderHTTP], credentials: Mapping[str, str],
@@ -173,15 +186,19 @@ class PostacellProvider:
         auth = PostacellAuth(credentials["username"], credentials["password"])
         return cls(http_factory(caps, auth), caps)
 
+    async def _api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call, always with ``Accept: application/json``."""
+        return await self.http.request(method, path, headers=ACCEPT_JSON, **kwargs)
+
     # --- paging ---------------------------------------------------------------------------
 
     async def _pages(self, path: str, params: Mapping[str, Any], what: str) -> AsyncIterator[dict[str, Any]]:
         url: str | None = path
         query: Mapping[str, Any] | None = params
         while url:
-            response = await self.http.request("GET", url, params=query)
+            response = await self._api("GET", url, params=query)
             _check(response, what)
-            body = response.json()
+            body = json_of(response, what, required=("results",))
             for row in body["results"]:
                 yield row
             url, query = body.get("next"), None
@@ -189,22 +206,43 @@ class PostacellProvider:
     # --- lists ----------------------------------------------------------------------------
 
     async def find_lists(self, name: str) -> list[RemoteList]:
-        return [RemoteList(row["id"], row["title"])
-                async for row in self._pages(api.LIST_FILTER_PATH, {"title": name}, "list search")
-                if row["title"] == name]
+        """``list-filter`` has no documented filter, so every list is read and matched here."""
+        return [found for found in await self.all_lists() if found.name == name]
+
+    async def all_lists(self) -> list[RemoteList]:
+        return [RemoteList(str(row["id"]), str(row["title"]))
+                async for row in self._pages(api.LIST_FILTER_PATH, {"ordering": "create_date"}, "list index")]
 
     async def create_list(self, name: str) -> RemoteList:
-        response = await self.http.request("POST", api.LIST_PATH, json={"title": name})
-        _check(response, f"create list {name!r}")
-        body = response.json()
-        return RemoteList(body["id"], body["title"])
+        """``POST email/lists`` is not idempotent: a create whose answer was lost may have made
+        the list. Before posting again we look for a list of that name that was not there before
+        the first attempt (an older same-named list is someone else's), and take it if it is."""
+        what = f"create list {name!r}"
+        before = {found.remote_id for found in await self.find_lists(name)}
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                response = await self._api("POST", api.LIST_PATH, json={"title": name})
+            except AnswerLostError as exc:
+                made = [found for found in await self.find_lists(name) if found.remote_id not in before]
+                if made:
+                    log.info("list.create_answer_lost", list=name, remote_id=made[0].remote_id, found=True)
+                    return made[0]
+                log.info("list.create_answer_lost", list=name, found=False, attempt=attempt)
+                if attempt == CREATE_ATTEMPTS:
+                    raise AnswerLostError(f"{exc.message} ({what}, tried {attempt} times)",
+                                          status_code=exc.status_code) from exc
+                continue
+            _check(response, what)
+            body = json_of(response, what, required=("id",))
+            return RemoteList(str(body["id"]), str(body.get("title") or name))
+        raise AssertionError("unreachable")
 
     async def rename_list(self, remote_id: str, name: str) -> None:
-        response = await self.http.request("PATCH", api.LIST_ITEM_PATH.format(id=remote_id), json={"title": name})
+        response = await self._api("PATCH", api.LIST_ITEM_PATH.format(id=remote_id), json={"title": name})
         _check(response, f"rename list {remote_id}")
 
     async def delete_list(self, remote_id: str) -> None:
-        response = await self.http.request("DELETE", api.LIST_ITEM_PATH.format(id=remote_id))
+        response = await self._api("DELETE", api.LIST_ITEM_PATH.format(id=remote_id))
         if response.status_code != 404:
             _check(response, f"delete list {remote_id}")
 
@@ -212,7 +250,7 @@ class PostacellProvider:
 
     def build_payload(self, member: MemberSnapshot) -> dict[str, Any]:
         return {
-            "email": member.email.strip().lower(),
+            "email": normalize_email(member.email),
             "first_name": member.first_name or "",
             "last_name": member.last_name or "",
             "phone": member.phone or "",
@@ -220,16 +258,36 @@ class PostacellProvider:
         }
 
     async def upsert_members(self, batch: Sequence[MemberUpsert]) -> list[PushOutcome]:
-        """Grown or new list sets go through the bulk import (it ADDS lists); a shrunk set needs
-        a PATCH (it REPLACES them), see api.py.
+        """Create or update; never turn a contact the service holds as unsubscribed, bounced or
+        complained back to active unless the engine says so (``item.resubscribe``).
 
-        One bulk request per LIST, not per distinct list set: a member joining lists A and B rides
-        in A's request and in B's. With n lists that is at most n requests per batch instead of up
-        to 2^n - 1, and a member counts as pushed only when every request carrying it accepted it.
+        - A **create** (no remote id) goes through the bulk import with ``"update": false`` for its
+          first list: a contact that already exists is left exactly as it is (api.py, "exists").
+          Contacts that the job created ride in the requests of their other lists with
+          ``"update": true`` (they are ours, made a moment ago). An "exists" row is read back
+          (GET, its status and lists) and then updated only if its status allows it.
+        - An **update** carries the status the service holds now (``self._suppressed``: the last
+          status pull and the engine's ``refresh_statuses`` right before the batch), so a soft
+          bounce stays a soft bounce and a suppressed contact is reported, not overwritten.
+          Grown or unchanged list sets go through the bulk import (it ADDS lists); a shrunk set
+          needs a PATCH (it REPLACES them).
+
+        One bulk request per LIST, not per distinct list set: with n lists that is at most n
+        requests per batch instead of up to 2^n - 1; a member counts as pushed only when every
+        request carrying it accepted it.
         """
+        outcomes: list[PushOutcome] = []
         bulk: list[tuple[MemberUpsert, list[str]]] = []
+        creates: list[MemberUpsert] = []
         patch: list[MemberUpsert] = []
         for item in batch:
+            if item.remote_id is None:
+                creates.append(item)
+                continue
+            blocked = self._blocked(item)
+            if blocked is not None:
+                outcomes.append(blocked)
+                continue
             shrinks = bool(set(item.previous_remote_lists) - set(item.remote_lists)) or not item.remote_lists
             if shrinks:
                 patch.append(item)
@@ -237,26 +295,96 @@ class PostacellProvider:
                 added = sorted(set(item.remote_lists) - set(item.previous_remote_lists))
                 bulk.append((item, added or sorted(item.remote_lists)[:1]))
         patched = await asyncio.gather(*(self._patch(item) for item in patch))
-        outcomes = [outcome for outcome in patched if outcome is not None]
-        bulk += [(item, sorted(item.remote_lists)) for item, outcome in zip(patch, patched, strict=True)
-                 if outcome is None and item.remote_lists]        # gone at Postacell: create it again
-        by_list: dict[str, list[MemberUpsert]] = defaultdict(list)
-        for item, lists in bulk:
-            for remote_list in lists:
-                by_list[remote_list].append(item)
+        outcomes += [outcome for outcome in patched if outcome is not None]
+        creates += [item for item, outcome in zip(patch, patched, strict=True) if outcome is None]  # gone: re-create
+        existing = await self._run_bulk(creates, bulk, outcomes)
+        outcomes += await asyncio.gather(*(self._update_existing(item, remote_id) for item, remote_id in existing))
+        return outcomes
+
+    async def _run_bulk(self, creates: Sequence[MemberUpsert], updates: Sequence[tuple[MemberUpsert, list[str]]],
+                        outcomes: list[PushOutcome]) -> list[tuple[MemberUpsert, str]]:
+        """One bulk request per list, lists in order. A create rides in its first list's request
+        with ``"update": false``; once that created it, it rides in its other lists' requests with
+        ``"update": true``, beside the updates. Returns the creates that found an existing contact."""
+        first = {item.key: sorted(item.remote_lists)[0] for item in creates if item.remote_lists}
+        for item in creates:
+            if not item.remote_lists:
+                outcomes.append(PushOutcome(item.key, rejected=RejectedRow(
+                    "a Postacell import needs at least one list", provider_code="no_list")))
         results: dict[MemberKey, list[PushOutcome]] = defaultdict(list)
-        for remote_list, items in sorted(by_list.items()):
-            for start in range(0, len(items), api.BULK_MAX_SUBSCRIBERS):
-                for outcome in await self._bulk_import([remote_list], items[start:start + api.BULK_MAX_SUBSCRIBERS]):
-                    results[outcome.key].append(outcome)
-        for item, _ in bulk:
+        created: dict[MemberKey, MemberUpsert] = {}
+        existing: list[tuple[MemberUpsert, str]] = []
+        every_list = sorted({*first.values(), *(lst for item in creates for lst in item.remote_lists),
+                             *(lst for _, lists in updates for lst in lists)})
+        for remote_list in every_list:
+            rows = [(item, False) for item in creates if first.get(item.key) == remote_list]
+            rows += [(item, True) for item in created.values()
+                     if remote_list in item.remote_lists and first[item.key] != remote_list]
+            rows += [(item, True) for item, lists in updates if remote_list in lists]
+            for start in range(0, len(rows), api.BULK_MAX_SUBSCRIBERS):
+                for (item, update), (outcome, result) in zip(
+                        rows[start:start + api.BULK_MAX_SUBSCRIBERS],
+                        await self._bulk_import([remote_list], rows[start:start + api.BULK_MAX_SUBSCRIBERS]),
+                        strict=True):
+                    if not update and outcome.rejected is None and result == "exists":
+                        existing.append((item, str(outcome.remote_id)))
+                        continue
+                    if not update and outcome.rejected is None:
+                        created[item.key] = replace(item, remote_id=outcome.remote_id)
+                    results[item.key].append(outcome)
+        for item in [*(created.get(c.key, c) for c in creates if c.key in results), *(u for u, _ in updates)]:
             parts = results.pop(item.key, [])
             refused = next((part for part in parts if part.rejected is not None), None) if parts else \
                 PushOutcome(item.key, rejected=RejectedRow("no bulk import carried this subscriber",
                                                             provider_code="not_sent"))
             outcomes.append(refused or PushOutcome(item.key, remote_id=next(
-                (part.remote_id for part in parts if part.remote_id), None)))
-        return outcomes
+                (part.remote_id for part in parts if part.remote_id), item.remote_id)))
+        return existing
+
+    def _blocked(self, item: MemberUpsert, status: str | None = None) -> PushOutcome | None:
+        """The outcome of an update that must not be written: the contact is suppressed at the
+        service (now) and the engine did not decide to re-subscribe it."""
+        current = status or self._suppressed.get(normalize_email(item.email))
+        if item.payload.get("status") != "active" or item.resubscribe or current not in BLOCKING_REMOTE:
+            return None
+        return PushOutcome(item.key, remote_id=item.remote_id, suppressed=RemoteStatus(
+            normalize_email(item.email), PULLED_STATUSES[current], dt.datetime.now(dt.UTC),  # type: ignore[arg-type]
+            item.remote_id))
+
+    def _status_to_send(self, item: MemberUpsert) -> str:
+        """The ``status`` field of an update: what we decided, but a soft bounce the service set
+        stays a soft bounce (we do not own it)."""
+        wanted = str(item.payload.get("status"))
+        current = self._suppressed.get(normalize_email(item.email))
+        return current if wanted == "active" and current == "soft_bounce" else wanted
+
+    def _row(self, item: MemberUpsert, update: bool) -> dict[str, Any]:
+        return dict(item.payload) | {"status": self._status_to_send(item), "update": update}
+
+    async def _update_existing(self, item: MemberUpsert, remote_id: str) -> PushOutcome:
+        """A create found the e-mail already at the service (a crash before our commit, or a
+        contact made in the panel): read its status and lists, then update it unless suppressed.
+        Lists made in the panel stay; ours are added."""
+        try:
+            response = await self._api("GET", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
+            _check(response, "read subscriber")
+            current = json_of(response, "read subscriber", required=("id",))
+            status = str(current.get("status") or "active")
+            if status in api.SUPPRESSED_STATUSES:
+                self._suppressed[normalize_email(item.email)] = status
+            blocked = self._blocked(replace(item, remote_id=remote_id), status)
+            if blocked is not None:
+                return blocked
+            lists = [str(entry["id"] if isinstance(entry, dict) else entry) for entry in current.get("lists") or []]
+            merged = replace(item, remote_id=remote_id, remote_lists=tuple(dict.fromkeys([*lists, *item.remote_lists])))
+            outcome = await self._patch(merged)
+        except FatalError:
+            raise
+        except ProviderError as exc:
+            return PushOutcome(item.key, rejected=_as_reject(exc))
+        return replace(outcome, remote_id=remote_id) if outcome is not None else PushOutcome(
+            item.key, rejected=RejectedRow("the subscriber vanished while it was updated (will retry)",
+                                           provider_code="vanished"))
 
     async def _patch(self, item: MemberUpsert) -> PushOutcome | None:
         """PATCH one subscriber; None when it no longer exists (the caller re-creates it).
@@ -265,8 +393,9 @@ class PostacellProvider:
             remote_id = item.remote_id or await self._find_subscriber(item.email)
             if remote_id is None:
                 return None
-            body = {k: v for k, v in item.payload.items() if k != "email"} | {"lists": list(item.remote_lists)}
-            response = await self.http.request("PATCH", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id), json=body)
+            body = {k: v for k, v in item.payload.items() if k != "email"} | {
+                "status": self._status_to_send(item), "lists": list(item.remote_lists)}
+            response = await self._api("PATCH", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id), json=body)
             if response.status_code == 404:
                 return None
             _check(response, "update subscriber")
@@ -277,47 +406,52 @@ class PostacellProvider:
         return PushOutcome(item.key, remote_id=remote_id)
 
     async def _find_subscriber(self, email: str) -> str | None:
+        wanted = normalize_email(email)
         async for row in self._pages(api.SUBSCRIBERS_FILTER_PATH, {"email": email}, "subscriber search"):
-            if row["email"].lower() == email.lower():
+            if normalize_email(row["email"]) == wanted:
                 return str(row["id"])
         return None
 
-    async def _bulk_import(self, lists: list[str], items: Sequence[MemberUpsert]) -> list[PushOutcome]:
-        body = {"lists": lists, "subscribers": [dict(item.payload) | {"update": True} for item in items]}
-        response = await self.http.request("POST", api.BULK_IMPORT_PATH, json=body)
+    async def _bulk_import(self, lists: list[str], rows: Sequence[tuple[MemberUpsert, bool]]
+                           ) -> list[tuple[PushOutcome, str]]:
+        """One bulk request and its job; (outcome, job row result) per (item, update flag), in order."""
+        items = [item for item, _ in rows]
+        body = {"lists": lists, "subscribers": [self._row(item, update) for item, update in rows]}
+        # idempotent: the import upserts by e-mail, so one sent twice (its answer lost) makes no duplicate
+        response = await self._api("POST", api.BULK_IMPORT_PATH, json=body, idempotent=True)
         try:
             _check(response, "bulk import")
         except RejectedRow as exc:
             if len(items) == 1:
-                return [PushOutcome(items[0].key, rejected=exc)]
+                return [(PushOutcome(items[0].key, rejected=exc), "error")]
             # The whole request was refused: halve it until the offending rows stand alone.
-            half = len(items) // 2
-            return [*await self._bulk_import(lists, items[:half]), *await self._bulk_import(lists, items[half:])]
-        job_id = response.json()["id"]
+            half = len(rows) // 2
+            return [*await self._bulk_import(lists, rows[:half]), *await self._bulk_import(lists, rows[half:])]
+        job_id = json_of(response, "bulk import", required=("id",))["id"]
         job = await self._wait_for_job(job_id)
         if job["status"] == "failed":
             reason = RejectedRow(f"bulk job {job_id} failed: {job.get('detail') or 'no detail'}",
                                  provider_code="job_failed")
-            return [PushOutcome(item.key, rejected=reason) for item in items]
-        by_email = {str(row["email"]).lower(): row for row in job.get("results") or []}
-        outcomes = []
+            return [(PushOutcome(item.key, rejected=reason), "error") for item in items]
+        by_email = {normalize_email(str(row["email"])): row for row in job.get("results") or []}
+        outcomes: list[tuple[PushOutcome, str]] = []
         for item in items:
-            row = by_email.get(str(item.payload["email"]))
+            row = by_email.get(normalize_email(str(item.payload["email"])))
             if row is None:
-                outcomes.append(PushOutcome(item.key, rejected=RejectedRow(
-                    f"bulk job {job_id} did not report this subscriber", provider_code="job_missing_row")))
+                outcomes.append((PushOutcome(item.key, rejected=RejectedRow(
+                    f"bulk job {job_id} did not report this subscriber", provider_code="job_missing_row")), "error"))
             elif row.get("result") == "error":
-                outcomes.append(PushOutcome(item.key, rejected=RejectedRow(
-                    str(row.get("detail") or "refused by Postacell"), provider_code="job_row_error")))
+                outcomes.append((PushOutcome(item.key, rejected=RejectedRow(
+                    str(row.get("detail") or "refused by Postacell"), provider_code="job_row_error")), "error"))
             else:
-                outcomes.append(PushOutcome(item.key, remote_id=str(row["id"])))
+                outcomes.append((PushOutcome(item.key, remote_id=str(row["id"])), str(row.get("result"))))
         return outcomes
 
     async def _wait_for_job(self, job_id: object) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
-            response = await self.http.request("GET", api.BULK_JOB_PATH.format(id=job_id))
+            response = await self._api("GET", api.BULK_JOB_PATH.format(id=job_id))
             _check(response, f"bulk job {job_id}")
-            job: dict[str, Any] = response.json()
+            job: dict[str, Any] = json_of(response, f"bulk job {job_id}", required=("status",))
             return job if job["status"] in api.BULK_JOB_FINAL_STATES else None
 
         return await self._poll(probe, f"bulk job {job_id}")
@@ -353,7 +487,7 @@ class PostacellProvider:
         return PushOutcome(item.key, remote_id=remote_id)
 
     async def _delete_id(self, remote_id: str) -> int:
-        response = await self.http.request("DELETE", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
+        response = await self._api("DELETE", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
         if response.status_code != 404:
             _check(response, "delete subscriber")
         return response.status_code
@@ -361,22 +495,43 @@ class PostacellProvider:
     # --- pulls ----------------------------------------------------------------------------
 
     async def pull_statuses(self, since: dt.datetime | None) -> AsyncIterator[RemoteStatus]:
-        for remote_status, status in PULLED_STATUSES.items():
-            params = {"status": remote_status, "ordering": "-update_date"}
-            descending, previous, seen = True, None, 0
-            async for row in self._pages(api.SUBSCRIBERS_FILTER_PATH, params, "status pull"):
-                changed = parse_time(row.get("update_date")) or dt.datetime.now(dt.UTC)
-                # Stop at the watermark only once the ASSUMED ordering is visibly honoured (two rows
-                # or more, all descending); a service that ignores it gets a full scan instead of
-                # silently missed rows.
-                descending = descending and (previous is None or changed <= previous)
-                previous, seen = changed, seen + 1
-                if since is not None and changed <= since:
-                    if descending and seen > 1:
-                        break
-                    continue
-                yield RemoteStatus(str(row["email"]).strip().lower(), status,  # type: ignore[arg-type]
-                                   changed, str(row["id"]))
+        """A full scan (capability ``status_pull="full_scan"``): every subscriber whose status is
+        not active, through the documented ``status`` filter. The document offers no ordering by
+        ``update_date``, so there is no safe place to stop early; ``since`` is ignored."""
+        seen: dict[str, str] = {}
+        for remote_status in PULLED_STATUSES:
+            async for status in self._scan({"status": remote_status}, remote_status, seen):
+                yield status
+        self._suppressed = seen
+
+    async def refresh_statuses(self, remote_lists: Sequence[str]) -> AsyncIterator[RemoteStatus]:
+        """Before an update: the documented per-list counter (``counter/list/<id>``, one cheap
+        request a list) tells whether a list's unsubscribed/bounced/complained counts moved since
+        we last read them; only then are that list's suppressed subscribers read again."""
+        for remote_list in sorted(set(remote_lists)):
+            response = await self._api("GET", api.LIST_COUNTER_PATH.format(id=remote_list))
+            if response.status_code == 404:
+                continue        # the list is gone; the engine's list check repairs the link
+            _check(response, f"counter of list {remote_list}")
+            counts = {str(row["_id"]): int(row["count"])
+                      for row in json_of(response, f"counter of list {remote_list}", shape=list)
+                      if str(row.get("_id")) in PULLED_STATUSES}
+            if self._list_counts.get(remote_list) == counts:
+                continue
+            self._list_counts[remote_list] = counts
+            for remote_status in sorted(counts):
+                async for status in self._scan({"status": remote_status, "lists": remote_list}, remote_status,
+                                               self._suppressed):
+                    yield status
+
+    async def _scan(self, params: Mapping[str, str], remote_status: str,
+                    into: dict[str, str]) -> AsyncIterator[RemoteStatus]:
+        async for row in self._pages(api.SUBSCRIBERS_FILTER_PATH, params, "status pull"):
+            email = normalize_email(str(row["email"]))
+            into[email] = remote_status
+            changed = parse_time(row.get("update_date")) or dt.datetime.now(dt.UTC)
+            yield RemoteStatus(email, PULLED_STATUSES[remote_status], changed,  # type: ignore[arg-type]
+                               str(row["id"]))
 
     async def pull_campaigns(self) -> AsyncIterator[RemoteCampaign]:
         settle = dt.datetime.now(dt.UTC) - dt.timedelta(days=api.CAMPAIGN_SETTLE_DAYS)
@@ -395,8 +550,8 @@ class PostacellProvider:
             return []
         seen = {row["file"] async for row in self._exports(campaign.remote_id)}
         for rule in api.REPORT_RULES:
-            response = await self.http.request("POST", api.REPORT_EXPORT_PATH,
-                                               json={"id": campaign.remote_id, "rule": rule})
+            response = await self._api("POST", api.REPORT_EXPORT_PATH, idempotent=True,  # a second export is
+                                       json={"id": campaign.remote_id, "rule": rule})  # only another file
             _check(response, f"report export {rule}")
         files = await self._wait_for_exports(campaign.remote_id, seen)
         results: dict[str, RecipientResult] = {}
@@ -430,7 +585,7 @@ def merge_report_csv(results: dict[str, RecipientResult], rule: str, content: by
         raise FatalError(f"report file {rule} lacks column(s) {', '.join(sorted(missing))}")
     count = 0
     for row in reader:
-        email = (row.get("email") or "").strip().lower()
+        email = normalize_email(row.get("email"))
         if not email:
             continue
         when = parse_time(row.get("date"))
