@@ -70,10 +70,14 @@ class Settings:
     log_level: str = "info"
     #: Re-read this many seconds before a member watermark, to catch late-committed rows.
     lookback_seconds: int = 300
-    #: A connection lease lasts this long and is renewed while the run works.
-    lease_seconds: int = 300
+    #: A connection lease lasts this long (by the database's clock); the run's heartbeat renews it
+    #: every third of that, so a crashed worker's connection is free again within about this long.
+    lease_seconds: int = 60
     #: Per-recipient results of a campaign that is not final are re-fetched at most this often.
     report_refresh_seconds: int = 6 * 3600
+    #: A scheduled run looks for CRM members deleted without a trace (ids that vanished) at most
+    #: this often per connection; 0 = on every run. The nightly run therefore finds them.
+    vanished_check_seconds: int = 20 * 3600
     #: Default schedule (cron, 5 fields) of connections that set none: nightly at 02:30.
     default_schedule: str = "30 2 * * *"
     #: Time zone of the cron schedules (the CRM's business day).
@@ -149,7 +153,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         if name in values:
             kwargs[name] = str(values[name]).strip()
     for name in ("lookback_seconds", "lease_seconds", "report_refresh_seconds", "workers", "misfire_grace_seconds",
-                 "refresh_seconds"):
+                 "refresh_seconds", "vanished_check_seconds"):
         if name in values:
             try:
                 kwargs[name] = int(values[name])
@@ -159,6 +163,9 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
                     or (name == "workers" and kwargs[name] < 1):
                 raise ConfigurationError(f"{name} is too small: {kwargs[name]}")
 
+    for name in ("master_key", "master_key_file"):     # `NAME=` in an env file means "not set"
+        if name in values and not str(values[name]).strip():
+            del values[name]
     if "master_key" in values and "master_key_file" in values:
         raise ConfigurationError("set either master_key or master_key_file, not both")
     if "master_key" in values:
@@ -193,6 +200,26 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         raise ConfigurationError(f"default_schedule is not a cron expression: {exc}") from None
     for url_name in ("database_url", "crm_database_url"):
         url = getattr(settings, url_name)
-        if url is not None and "://" not in url:
-            raise ConfigurationError(f"{url_name} is not a database URL (e.g. sqlite:///sync.db)")
+        if url is not None:
+            _check_database_url(url_name, url)
     return settings
+
+
+#: The databases the daemon is tested on; the scheme picks the driver (see ``sync.db``).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def _check_database_url(name: str, url: str) -> None:
+    """A URL of a database we support, or one line saying which ones we do."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    supported = "sqlite:///FILE, postgresql://HOST/DB, mysql://HOST/DB or mariadb://HOST/DB"
+    if "://" not in url:
+        raise ConfigurationError(f"{name} is not a database URL (e.g. sqlite:///sync.db; supported: {supported})")
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise ConfigurationError(f"{name} is not a valid database URL (supported: {supported})") from None
+    if backend not in DATABASE_SCHEMES:
+        raise ConfigurationError(f"{name}: {backend!r} databases are not supported (supported: {supported})")

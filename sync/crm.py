@@ -12,19 +12,25 @@ memberships  tenant_id, list_id, member_id, updated_at, deleted_at
 
 ``updated_at`` must move on every change (including a soft delete); ``deleted_at`` is set
 when the row is deleted (hard deletes are found by ``backfill``'s full reconcile).
+
+Ids (``tenant_id``, ``id``, ``list_id``, ``member_id``) may be text, integers or UUIDs: the
+reader looks at how the CRM stores each one, binds values in that type (so the CRM's indexes
+are used) and hands them on as text. :func:`check_contract` says, one line per problem,
+where the relations do not fit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from sync.config import CrmSource
+from sync.errors import ConfigurationError
 from sync.models import EMAIL, ID, UTCDateTime
 
 
@@ -41,14 +47,58 @@ def _split(name: str) -> tuple[str | None, str]:
     return (schema or None), table
 
 
-def crm_tables(source: CrmSource) -> CrmTables:
-    """Table objects for the configured relation names (declared, not reflected: views work)."""
+#: The id columns of each relation (key of :class:`CrmSource`).
+ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "lists": ("tenant_id", "id"),
+    "members": ("tenant_id", "id"),
+    "memberships": ("tenant_id", "list_id", "member_id"),
+}
+#: How the CRM stores an id column: "text", "integer" or "uuid"; keyed by (relation key, column).
+IdKinds = Mapping[tuple[str, str], str]
+
+
+class CrmId(sa.TypeDecorator[str]):
+    """A CRM id, text to the daemon whatever the CRM stores: bound in the CRM's own type (an
+    integer column is compared with an integer, so its index is used), read back as text."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, native: str = "text") -> None:
+        super().__init__()
+        self.native = native
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if self.native == "integer":
+            return dialect.type_descriptor(sa.BigInteger())
+        if self.native == "uuid":
+            return dialect.type_descriptor(sa.Uuid(as_uuid=False))
+        return dialect.type_descriptor(sa.String(ID))
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        return int(value) if self.native == "integer" else str(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else str(value)
+
+
+def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None) -> CrmTables:
+    """Table objects for the configured relation names (declared, not reflected: views work).
+
+    Without ``id_kinds`` these are the reference tables (text ids); with them, what the reader
+    uses on a CRM whose id columns are integers or UUIDs."""
     metadata = sa.MetaData()
+
+    def id_type(relation: str, column: str) -> sa.types.TypeEngine[Any]:
+        return sa.String(ID) if id_kinds is None else CrmId(id_kinds.get((relation, column), "text"))
+
     schema, name = _split(source.lists)
     lists = sa.Table(
         name, metadata,
-        sa.Column("tenant_id", sa.String(ID), primary_key=True),
-        sa.Column("id", sa.String(ID), primary_key=True),
+        sa.Column("tenant_id", id_type("lists", "tenant_id"), primary_key=True),
+        sa.Column("id", id_type("lists", "id"), primary_key=True),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("deleted_at", UTCDateTime()),
@@ -58,8 +108,8 @@ def crm_tables(source: CrmSource) -> CrmTables:
     schema, name = _split(source.members)
     members = sa.Table(
         name, metadata,
-        sa.Column("tenant_id", sa.String(ID), primary_key=True),
-        sa.Column("id", sa.String(ID), primary_key=True),
+        sa.Column("tenant_id", id_type("members", "tenant_id"), primary_key=True),
+        sa.Column("id", id_type("members", "id"), primary_key=True),
         sa.Column("email", sa.String(EMAIL)),
         sa.Column("first_name", sa.String(255)),
         sa.Column("last_name", sa.String(255)),
@@ -77,9 +127,9 @@ def crm_tables(source: CrmSource) -> CrmTables:
     schema, name = _split(source.memberships)
     memberships = sa.Table(
         name, metadata,
-        sa.Column("tenant_id", sa.String(ID), primary_key=True),
-        sa.Column("list_id", sa.String(ID), primary_key=True),
-        sa.Column("member_id", sa.String(ID), primary_key=True),
+        sa.Column("tenant_id", id_type("memberships", "tenant_id"), primary_key=True),
+        sa.Column("list_id", id_type("memberships", "list_id"), primary_key=True),
+        sa.Column("member_id", id_type("memberships", "member_id"), primary_key=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("deleted_at", UTCDateTime()),
         sa.Index(f"ix_{name}_tenant_updated", "tenant_id", "updated_at"),
@@ -87,6 +137,35 @@ def crm_tables(source: CrmSource) -> CrmTables:
         schema=schema,
     )
     return CrmTables(lists, members, memberships, metadata)
+
+
+def relation_names(source: CrmSource) -> dict[str, str]:
+    """Relation key -> configured name (``schema.name`` allowed)."""
+    return {"lists": source.lists, "members": source.members, "memberships": source.memberships}
+
+
+def _id_kind(column_type: sa.types.TypeEngine[Any] | None) -> str:
+    if isinstance(column_type, sa.Integer):
+        return "integer"
+    if isinstance(column_type, sa.Uuid):
+        return "uuid"
+    return "text"
+
+
+def reflect_id_kinds(engine: sa.Engine, source: CrmSource) -> dict[tuple[str, str], str]:
+    """How the CRM stores each id column (three catalogue queries); a missing relation is one line."""
+    inspector = sa.inspect(engine)
+    kinds: dict[tuple[str, str], str] = {}
+    for key, full_name in relation_names(source).items():
+        schema, name = _split(full_name)
+        try:
+            columns = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema)}
+        except sa.exc.NoSuchTableError:
+            raise ConfigurationError(f"CRM relation {full_name} does not exist (see `crm-esp-sync crm check`)") \
+                from None
+        for column in ID_COLUMNS[key]:
+            kinds[(key, column)] = _id_kind(columns.get(column))
+    return kinds
 
 
 def create_reference_schema(engine: sa.Engine, source: CrmSource) -> None:
@@ -126,7 +205,13 @@ class CrmReader:
 
     def __init__(self, engine: sa.Engine, source: CrmSource, tenant_id: str) -> None:
         self.engine = engine
-        self.tables = crm_tables(source)
+        kinds = reflect_id_kinds(engine, source)
+        self.tables = crm_tables(source, kinds)
+        for (key, column), kind in kinds.items():
+            if column == "tenant_id" and kind == "integer" and not _is_whole_number(tenant_id):
+                raise ConfigurationError(
+                    f"{relation_names(source)[key]}.tenant_id is an integer column, but this tenant's CRM "
+                    f"tenant id is {tenant_id!r}: set it with `tenant add SLUG --crm-tenant-id NUMBER`")
         self.tenant_id = tenant_id
 
     def lists(self) -> list[CrmList]:
@@ -151,6 +236,26 @@ class CrmReader:
                  .group_by(union.c.member_id).order_by(sa.text("at"), union.c.member_id))
         with self.engine.connect() as conn:
             return [(row.at, row.member_id) for row in conn.execute(query)]
+
+    def deleted_member_ids(self, member_ids: Sequence[str]) -> list[str]:
+        """Those of the given members whose row is soft-deleted (ids only, for the mass-delete guard)."""
+        m = self.tables.members
+        found: list[str] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(member_ids, 500):
+                found += conn.scalars(sa.select(m.c.id).where(
+                    m.c.tenant_id == self.tenant_id, m.c.id.in_(list(chunk)), m.c.deleted_at.is_not(None)))
+        return found
+
+    def member_ids_in_lists(self, list_ids: Sequence[str]) -> list[str]:
+        """Members with a live membership in any of these lists (a list created, re-created or
+        deleted at the provider re-plans exactly these members)."""
+        if not list_ids:
+            return []
+        ms = self.tables.memberships
+        with self.engine.connect() as conn:
+            return sorted(set(conn.scalars(sa.select(ms.c.member_id).where(
+                ms.c.tenant_id == self.tenant_id, ms.c.list_id.in_(list(list_ids)), ms.c.deleted_at.is_(None)))))
 
     def all_member_ids(self) -> list[str]:
         m = self.tables.members
@@ -185,3 +290,216 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
+
+def _is_whole_number(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the contract check -------------------------------------------------------------------
+
+#: The contract's columns: relation key -> column -> kind ("id", "text", "time").
+CONTRACT: dict[str, dict[str, str]] = {
+    "lists": {"tenant_id": "id", "id": "id", "name": "text", "updated_at": "time", "deleted_at": "time"},
+    "members": {"tenant_id": "id", "id": "id", "email": "text", "first_name": "text", "last_name": "text",
+                "phone": "text", "city": "text", "consent_status": "text", "consent_date": "time",
+                "consent_source": "text", "recipient_type": "text", "updated_at": "time", "deleted_at": "time"},
+    "memberships": {"tenant_id": "id", "list_id": "id", "member_id": "id", "updated_at": "time",
+                    "deleted_at": "time"},
+}
+#: Indexes (leading columns) that keep a run proportional to what changed.
+WANTED_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lists": (("tenant_id",),),
+    "members": (("tenant_id", "updated_at"), ("tenant_id", "id")),
+    "memberships": (("tenant_id", "updated_at"), ("tenant_id", "member_id")),
+}
+_KIND_WORDS = {"id": "text or an integer", "text": "text", "time": "a timestamp (date and time, UTC)"}
+_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way the CRM relations do not fit the contract, as one line a person can act on.
+
+    ``error``: the contract does not hold (the daemon cannot read it, or would sync it wrong);
+    ``hint``: it holds, but a run would be slower than it needs to be.
+    """
+
+    relation: str
+    message: str
+    column: str | None = None
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.relation}.{self.column}" if self.column else self.relation
+        return f"{where}: {self.message}"
+
+
+class ContractError(ConfigurationError):
+    """The CRM relations do not fit the contract."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("\n".join(["the CRM relations do not fit the contract (`crm-esp-sync crm check` "
+                                    "checks them):", *(str(p) for p in problems)]))
+        self.problems = list(problems)
+
+
+def _type_fits(kind: str, column_type: sa.types.TypeEngine[Any], dialect: str) -> bool:
+    if isinstance(column_type, sa.types.NullType):
+        return True            # a view's computed column on SQLite has no declared type: the sample read decides
+    if kind == "id":
+        return isinstance(column_type, sa.String | sa.Integer | sa.Uuid)
+    if kind == "text":
+        return isinstance(column_type, sa.String)
+    # SQLite has no timestamp type: text in ISO format is how it stores them
+    return isinstance(column_type, sa.DateTime) or (dialect == "sqlite" and isinstance(column_type, sa.String))
+
+
+def check_contract(engine: sa.Engine, source: CrmSource, tenant_id: str | None = None, *,
+                   data: bool = True) -> list[Problem]:
+    """Every way the three CRM relations do not fit the contract, one :class:`Problem` each.
+
+    The structure (relations, columns, types, a read of a few rows) costs a few catalogue
+    queries. With ``data``, aggregate queries also look for duplicate ids, ``updated_at`` NULL
+    or in the future, and memberships of unknown lists or members, for ``tenant_id`` (a CRM
+    tenant id) or every tenant; and the indexes that would help are named.
+    """
+    names = relation_names(source)
+    inspector = sa.inspect(engine)
+    dialect = engine.dialect.name
+    problems: list[Problem] = []
+    fitting: set[str] = set()
+    kinds: dict[tuple[str, str], str] = {}
+    for key, full_name in names.items():
+        schema, name = _split(full_name)
+        try:
+            columns = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema)}
+        except sa.exc.NoSuchTableError:
+            problems.append(Problem(full_name, "relation does not exist: create it as a view over the CRM "
+                                    "(see the README, \"The CRM source contract\"), or run `crm-esp-sync crm "
+                                    "init-reference` for the reference tables"))
+            continue
+        kinds.update(((key, column), _id_kind(columns.get(column))) for column in ID_COLUMNS[key])
+        before = len(problems)
+        for column, kind in CONTRACT[key].items():
+            if column not in columns:
+                problems.append(Problem(full_name, f"missing column (expected {_KIND_WORDS[kind]})", column))
+            elif not _type_fits(kind, columns[column], dialect):
+                problems.append(Problem(full_name, f"type {columns[column]} does not fit: it must be "
+                                        f"{_KIND_WORDS[kind]} (cast it in the view)", column))
+        if len(problems) == before:
+            fitting.add(key)
+    tables = crm_tables(source, kinds)
+    readable = set()
+    for key in names:
+        if key in fitting and not _unreadable(engine, getattr(tables, key), names[key], problems):
+            readable.add(key)
+    if not data or readable != set(names):
+        return problems
+    if tenant_id is not None:
+        for key in names:
+            if kinds[(key, "tenant_id")] == "integer" and not _is_whole_number(tenant_id):
+                problems.append(Problem(names[key], f"is an integer column; CRM tenant id {tenant_id!r} is not "
+                                        "a whole number", "tenant_id"))
+                return problems
+    from sync.engine.runner import crm_now  # the run's upper bound comes from the same clock
+
+    now = crm_now(engine)
+    with engine.connect() as conn:
+        for key in names:
+            table = getattr(tables, key)
+            problems.extend(_duplicate_ids(conn, table, names[key], key, tenant_id))
+            problems.extend(_bad_updated_at(conn, table, names[key], tenant_id, now))
+        problems.extend(_orphan_memberships(conn, tables, names, kinds, tenant_id))
+    for key in sorted(readable, key=list(names).index):
+        problems.extend(_index_hints(inspector, names[key], key))
+    return problems
+
+
+def _unreadable(engine: sa.Engine, table: sa.Table, full_name: str, problems: list[Problem]) -> bool:
+    """Read a few rows the way the reader does (values that do not convert show up here, and so
+    does a missing permission); a failure is added to ``problems``."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.select(table).limit(5)).all()
+    except (sa.exc.SQLAlchemyError, ValueError, TypeError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        problems.append(Problem(full_name, f"rows cannot be read as the contract says: {reason}"))
+        return True
+    return False
+
+
+def _scoped(query: Any, table: sa.Table, tenant_id: str | None) -> Any:
+    return query if tenant_id is None else query.where(table.c.tenant_id == tenant_id)
+
+
+def _duplicate_ids(conn: sa.Connection, table: sa.Table, full_name: str, key: str,
+                   tenant_id: str | None) -> list[Problem]:
+    id_columns = [table.c[c] for c in ID_COLUMNS[key]]
+    query = _scoped(sa.select(*id_columns, sa.func.count().label("n")), table, tenant_id) \
+        .group_by(*id_columns).having(sa.func.count() > 1).limit(_EXAMPLES)
+    found = conn.execute(query).all()
+    if not found:
+        return []
+    shown = "; ".join(", ".join(f"{c}={row[i]}" for i, c in enumerate(ID_COLUMNS[key])) + f" ({row.n} rows)"
+                      for row in found)
+    return [Problem(full_name, f"ids are not unique: ({', '.join(ID_COLUMNS[key])}) must identify one row; "
+                    f"e.g. {shown}")]
+
+
+def _bad_updated_at(conn: sa.Connection, table: sa.Table, full_name: str, tenant_id: str | None,
+                    now: dt.datetime) -> list[Problem]:
+    problems = []
+    count = sa.select(sa.func.count()).select_from(table)
+    nulls = conn.scalar(_scoped(count, table, tenant_id).where(table.c.updated_at.is_(None))) or 0
+    if nulls:
+        problems.append(Problem(full_name, f"{nulls} row(s) with updated_at NULL: incremental runs never read "
+                                "them; updated_at must be set on every insert and change", "updated_at"))
+    future = conn.execute(_scoped(sa.select(sa.func.count().label("n"), sa.func.max(table.c.updated_at).label("at")),
+                                  table, tenant_id).where(table.c.updated_at > now)).one()
+    if future.n:
+        latest, clock = f"{future.at:%Y-%m-%d %H:%M}", f"{now:%Y-%m-%d %H:%M}"
+        problems.append(Problem(full_name, f"{future.n} row(s) with updated_at in the future (up to {latest} UTC; "
+                                f"the database's clock says {clock} UTC): runs read them only once that time has "
+                                "passed; is local time stored instead of UTC?", "updated_at"))
+    return problems
+
+
+def _orphan_memberships(conn: sa.Connection, tables: CrmTables, names: Mapping[str, str], kinds: IdKinds,
+                        tenant_id: str | None) -> list[Problem]:
+    ms = tables.memberships
+    problems = []
+    for target, column, target_name in ((tables.lists, "list_id", "lists"), (tables.members, "member_id", "members")):
+        left: sa.ColumnElement[Any] = ms.c[column]
+        right: sa.ColumnElement[Any] = target.c.id
+        if kinds[("memberships", column)] != kinds[(target_name, "id")]:    # integer on one side, text on the other
+            left, right = sa.cast(left, sa.String(ID)), sa.cast(right, sa.String(ID))
+        unknown = ~sa.exists().where(target.c.tenant_id == ms.c.tenant_id, right == left)
+        query = _scoped(sa.select(ms.c.tenant_id, ms.c[column]), ms, tenant_id).where(
+            ms.c.deleted_at.is_(None), unknown)
+        total = conn.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+        if total:
+            shown = ", ".join(f"{row[1]}" for row in conn.execute(query.limit(_EXAMPLES)))
+            problems.append(Problem(names["memberships"], f"{total} membership(s) point at {target_name} that do not "
+                                    f"exist in {names[target_name]} (e.g. {column} {shown}); they are ignored",
+                                    column))
+    return problems
+
+
+def _index_hints(inspector: sa.Inspector, full_name: str, key: str) -> list[Problem]:
+    schema, name = _split(full_name)
+    wanted = WANTED_INDEXES[key]
+    described = " and ".join(f"({', '.join(w)})" for w in wanted)
+    if name in inspector.get_view_names(schema=schema):
+        return [Problem(full_name, f"is a view: index its underlying tables on the columns behind {described}",
+                        severity="hint")]
+    have = [tuple(index["column_names"]) for index in inspector.get_indexes(name, schema=schema)]
+    have.append(tuple(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ()))
+    have += [tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)]
+    missing = [w for w in wanted if not any(h[:len(w)] == w for h in have)]
+    return [Problem(full_name, f"no index starts with ({', '.join(w)}): incremental runs would scan the whole "
+                    "relation", severity="hint") for w in missing]

@@ -56,6 +56,17 @@ class AlreadyExistsError(SyncError):
 class LeaseHeldError(SyncError):
     """Another worker holds this connection's lease."""
 
+    def __init__(self, message: str | None = None, *, holder: str | None = None,
+                 expires_at: object | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaseLostError(LeaseHeldError):
+    """This run lost its connection's lease (taken over, or not renewable): it stops before its
+    next provider write."""
+
 
 # --- provider errors (whose fault: the provider or the network) ----------------------------
 
@@ -85,6 +96,16 @@ class RetriableError(ProviderError):
                  provider_code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, status_code=status_code, provider_code=provider_code)
         self.retry_after = retry_after
+
+
+class AnswerLostError(RetriableError):
+    """A request that is not safe to repeat was sent but its answer was lost (dropped connection,
+    timeout, 5xx after sending): it may have been applied. The caller looks before it sends again."""
+
+
+class MalformedAnswerError(RetriableError):
+    """The provider answered with something we cannot read (an HTML page, an empty body, truncated
+    JSON, an error envelope with 200, a missing field)."""
 
 
 class RejectedRow(ProviderError):

@@ -3,7 +3,12 @@
 It adds what httpx leaves to us: retries of 429/5xx and transport errors with jittered
 backoff, a Retry-After that holds back every request of the connection, a concurrency cap,
 a token-bucket rate limit, one fresh login on a 401, and log lines and errors that never
-carry a secret. The ``httpx.AsyncClient`` is passed in, so tests and the demo can plug a
+carry a secret. It repeats only what is safe to repeat: a request that may have been applied
+(its answer lost, or a 5xx after it was sent) is sent again only when its method is idempotent
+or the caller says so (``idempotent=True``); otherwise ``AnswerLostError`` lets the caller look
+before it sends again. ``json_of`` reads an answer's body or says, in one line, what was wrong.
+
+The ``httpx.AsyncClient`` is passed in, so tests and the demo can plug a
 sandbox (``httpx.ASGITransport``) or an ``httpx.MockTransport`` under it.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json as jsonlib
 import math
 import random
 import time
@@ -23,10 +29,16 @@ from typing import Any, Protocol, TypeAlias
 import httpx
 import structlog
 
-from sync.errors import AuthenticationError, ConfigurationError, RetriableError
+from sync.errors import (
+    AnswerLostError,
+    AuthenticationError,
+    ConfigurationError,
+    MalformedAnswerError,
+    RetriableError,
+)
 
-__all__ = ["Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket", "describe",
-           "retry_after_seconds", "safe_url"]
+__all__ = ["Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket", "WriteGuard", "describe",
+           "json_of", "retry_after_seconds", "safe_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,12 +46,26 @@ log = structlog.get_logger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses whose Retry-After we honour.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: Methods repeated after a lost answer by default: RFC 9110's idempotent methods, and PATCH (our
+#: PATCHes set fields, so a second one changes nothing). A POST is repeated only when the caller
+#: says ``idempotent=True`` (a token call, a bulk import that upserts by e-mail).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+#: Methods that change nothing at the provider: no write guard before them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Statuses that say the request was not processed, so any method may be sent again.
+NOT_PROCESSED_STATUSES = frozenset({429})
+#: Transport errors raised before the request left: any method may be sent again.
+NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
+                                                           httpx.PoolTimeout)
 DESCRIBE_LIMIT = 200
 
 Primitive: TypeAlias = str | int | float | bool | None
 QueryParams: TypeAlias = Mapping[str, Primitive | Sequence[Primitive]]
 Sleep: TypeAlias = Callable[[float], Awaitable[None]]
 Clock: TypeAlias = Callable[[], float]
+#: Called before every attempt of a request that may change something at the provider; raises to
+#: stop it (the runner's lease check: a run that lost its lease sends no further write).
+WriteGuard: TypeAlias = Callable[[], Awaitable[None]]
 
 
 def _default_timeout() -> httpx.Timeout:
@@ -184,6 +210,57 @@ def describe(response: httpx.Response) -> str:
     return text or response.reason_phrase or f"HTTP {response.status_code}"
 
 
+#: Keys of an error envelope (not "title": a list has one).
+_ENVELOPE_KEYS = ("detail", "message", "error_description", "error", "msg")
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def _request_line(response: httpx.Response) -> str:
+    try:
+        request = response.request
+    except RuntimeError:
+        return "a request"
+    return f"{request.method} {safe_url(request.url)}"
+
+
+def json_of(response: httpx.Response, what: str, required: Sequence[str] = (), *,
+            shape: type[dict[str, Any]] | type[list[Any]] = dict) -> Any:
+    """The JSON body of an answer the caller has already checked for its status, or
+    ``MalformedAnswerError`` saying in one line which endpoint gave what instead.
+
+    ``shape`` is the JSON type expected (object or array); ``required`` names the keys an object
+    must have. The message never echoes the body (a token answer carries secrets); of an error
+    envelope it gives only the envelope's message.
+    """
+    def malformed(wrong: str) -> MalformedAnswerError:
+        return MalformedAnswerError(f"{what}: {_request_line(response)} answered HTTP {response.status_code} "
+                                    f"with {wrong}", status_code=response.status_code)
+
+    content = response.content
+    if not content.strip():
+        raise malformed("an empty body")
+    if "html" in response.headers.get("Content-Type", "").lower() or content.lstrip()[:1] == b"<":
+        raise malformed("an HTML page instead of JSON")
+    try:
+        body = jsonlib.loads(content)
+    except UnicodeDecodeError:
+        raise malformed("a body that is not UTF-8 text") from None
+    except jsonlib.JSONDecodeError as exc:
+        raise malformed(f"truncated or invalid JSON ({exc.msg} at byte {exc.pos} of {len(content)})") from None
+    if not isinstance(body, shape):
+        expected = "an object" if shape is dict else "an array"
+        raise malformed(f"a JSON {_JSON_KINDS.get(type(body), 'value').split(' ', 1)[-1]} where "
+                        f"{expected} was expected")
+    if isinstance(body, dict) and (missing := [key for key in required if body.get(key) is None]):
+        envelope = {key: body[key] for key in _ENVELOPE_KEYS if body.get(key)}
+        if envelope:
+            text = " ".join(_text_of(envelope).split())[:DESCRIBE_LIMIT]
+            raise malformed(f"an error envelope: {text}")
+        raise malformed(f"no {', '.join(repr(key) for key in missing)} in the answer")
+    return body
+
+
 @dataclass(frozen=True)
 class _Failure:
     """Why an attempt failed: an HTTP status (maybe with Retry-After) or a transport error."""
@@ -192,6 +269,7 @@ class _Failure:
     status: int | None = None
     retry_after: float | None = None
     cause: httpx.TransportError | None = None
+    maybe_applied: bool = True  # False when the provider cannot have acted on the request
 
 
 class ProviderHTTP:
@@ -199,13 +277,14 @@ class ProviderHTTP:
 
     def __init__(self, client: httpx.AsyncClient, *, provider: str, base_url: str, policy: HttpPolicy,
                  auth: Auth | None = None, sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, write_guard: WriteGuard | None = None) -> None:
         self.provider = provider
         self.base_url = httpx.URL(base_url if base_url.endswith("/") else base_url + "/")
         self.policy = policy
         self.stats = HttpStats()
         self._client = client
         self._auth = auth
+        self._write_guard = write_guard
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -222,8 +301,13 @@ class ProviderHTTP:
     async def request(self, method: str, path_or_url: str, *, params: QueryParams | None = None,
                       json: Any = None, data: Mapping[str, Any] | None = None,
                       content: bytes | str | None = None, headers: Mapping[str, str] | None = None,
-                      authenticated: bool = True) -> httpx.Response:
+                      authenticated: bool = True, idempotent: bool | None = None) -> httpx.Response:
         """Send a request, retrying transient faults; return any answer but 401, 429 and 5xx.
+
+        A failure after the request may have reached the provider (a lost answer, a 5xx) is
+        retried only if the request is safe to repeat: ``idempotent``, which defaults to the
+        method's nature (see ``IDEMPOTENT_METHODS``); otherwise it raises ``AnswerLostError``.
+        A refused connection or a 429 is retried whatever the method.
 
         Raises ``RetriableError`` when the attempts run out or a Retry-After is too long,
         and ``AuthenticationError`` on a 401 that a fresh login does not cure.
@@ -232,12 +316,15 @@ class ProviderHTTP:
         url = self.url_for(path_or_url)
         shown = safe_url(url)
         auth = self._auth if authenticated else None
+        repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         failures = 0
         relogged = False
         while True:
             send_headers = dict(headers or {})
             if auth is not None:  # before taking a slot: a login must not queue behind us
                 send_headers.update(await auth.headers(self))
+            if self._write_guard is not None and method not in SAFE_METHODS:
+                await self._write_guard()  # before every attempt: a retry is a write too
             request = self._client.build_request(method, url, params=params, json=json, data=data,
                                                  content=content, headers=send_headers,
                                                  timeout=self.policy.timeout)
@@ -246,7 +333,7 @@ class ProviderHTTP:
             except httpx.UnsupportedProtocol:
                 raise  # a wrong URL, not a transient fault
             except httpx.TransportError as exc:
-                failure = _Failure(type(exc).__name__, cause=exc)
+                failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=not isinstance(exc, NOT_SENT_ERRORS))
             else:
                 status = response.status_code
                 if status == 401 and auth is not None and not relogged:
@@ -260,7 +347,12 @@ class ProviderHTTP:
                 if status not in RETRY_STATUSES:
                     return response
                 failure = _Failure(f"HTTP {status}", status=status, retry_after=(
-                    retry_after_seconds(response) if status in RETRY_AFTER_STATUSES else None))
+                    retry_after_seconds(response) if status in RETRY_AFTER_STATUSES else None),
+                    maybe_applied=status not in NOT_PROCESSED_STATUSES)
+            if failure.maybe_applied and not repeatable:
+                raise AnswerLostError(
+                    f"{self.provider}: {method} {shown} got no usable answer ({failure.reason}) and may have "
+                    "been applied; not sent again", status_code=failure.status) from failure.cause
             failures += 1
             await self._back_off(method, shown, failures, failure)
 

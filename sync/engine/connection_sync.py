@@ -43,6 +43,7 @@ from sync.providers.base import (
     RemoteStatus,
     payload_hash,
 )
+from sync.providers.specs import COMMON_SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,21 @@ class RunOptions:
     dry_run: bool = False
     #: Ignore watermarks: compare every CRM row with its link (also finds hard deletes).
     backfill: bool = False
+    #: Go on although the run would remove more than the connection's mass-delete limits.
+    allow_mass_delete: bool = False
+
+
+#: Default limits of the mass-delete guard (connection settings ``max_delete_members`` and
+#: ``max_delete_percent``, sync.providers.specs.COMMON_SETTINGS): a run that would remove more
+#: stops before it sends anything.
+MAX_DELETE_MEMBERS = int(COMMON_SETTINGS["max_delete_members"].default)
+MAX_DELETE_PERCENT = float(COMMON_SETTINGS["max_delete_percent"].default)
+#: Below this many linked members (or lists) the percentage limit does not apply.
+MASS_DELETE_MIN_BASE = 100
+
+
+class MassDeleteRefused(FatalError):
+    """The run would remove more members or lists than the connection allows."""
 
 
 @dataclass
@@ -126,6 +142,7 @@ class ConnectionSync:
                  lookback: dt.timedelta, until: dt.datetime, options: RunOptions,
                  report_refresh: dt.timedelta = dt.timedelta(hours=6),
                  vanished_check: dt.timedelta | None = dt.timedelta(hours=20),
+                 mass_delete_limits: tuple[int, float] = (MAX_DELETE_MEMBERS, MAX_DELETE_PERCENT),
                  on_progress: Callable[[str, int, int], None] | None = None) -> None:
         self.sessions = sessions
         self.crm = crm
@@ -141,7 +158,11 @@ class ConnectionSync:
         self.options = options
         self.report_refresh = report_refresh
         self.vanished_check = vanished_check
+        self.mass_delete_limits = mass_delete_limits
         self.on_progress = on_progress
+        #: The CRM reads of the members phase, made once (the mass-delete guard reads them first).
+        self._changed: list[tuple[dt.datetime, str]] | None = None
+        self._vanished: tuple[bool, list[str]] | None = None
         self.counts: Counter[str] = Counter()
         self.plan = Plan()
         #: CRM lists whose members must be planned again this run (list created, re-created, deleted).
@@ -149,6 +170,12 @@ class ConnectionSync:
         #: Remote lists that went away (deleted by us, or missing at the provider): a link that
         #: differs only by them is corrected locally, without a write.
         self._gone_remote: set[str] = set()
+        #: Remote lists that were missing at the provider: their contacts are pushed again even
+        #: when their hash is unchanged (the provider may have lost them, or reuse the list id).
+        self._lost_remote: set[str] = set()
+        #: Dry run only: the statuses a real run would store, and the e-mails whose hash it would clear.
+        self._dry_statuses: dict[str, _Suppression] = {}
+        self._dry_cleared: set[str] = set()
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -171,6 +198,19 @@ class ConnectionSync:
         pulled = [status async for status in self.provider.pull_statuses(since)]
         self.counts["statuses_seen"] += len(pulled)
         newest = max((s.occurred_at for s in pulled), default=None)
+        if self.options.dry_run:
+            # Plan with what the real run would store, and store nothing: the plan then equals
+            # the run that follows.
+            with self.sessions() as session:
+                changed = self._record_statuses(session, pulled)
+                for part in _chunks(sorted(changed)):
+                    for row in session.scalars(sa.select(MemberStatus).where(
+                            MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))):
+                        self._dry_statuses[row.email] = _Suppression(self.connection_id, row.status,
+                                                                     row.occurred_at)
+                self._dry_cleared.update(changed)
+                session.rollback()
+            return
         with self.sessions.begin() as session:
             self._record_statuses(session, pulled)
             if newest is not None:
@@ -178,8 +218,8 @@ class ConnectionSync:
                 set_watermark(session, self.connection_id, STATUSES_STREAM, max(newest, previous or newest))
             self._checkpoint(session)
 
-    def _record_statuses(self, session: Session, pulled: Sequence[RemoteStatus]) -> int:
-        """Store pulled statuses; return how many were new or changed.
+    def _record_statuses(self, session: Session, pulled: Sequence[RemoteStatus]) -> set[str]:
+        """Store pulled statuses; return the e-mails whose status was new or changed.
 
         The stored time only moves forward and the stored status only gets stronger, so a later
         unsubscribe after a complaint still beats an older CRM consent. An "unsubscribed" for a
@@ -223,7 +263,67 @@ class ConnectionSync:
             session.execute(sa.update(MemberLink).where(
                 MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))
                 .values(payload_hash="").execution_options(synchronize_session=False))
-        return len(changed)
+        return changed
+
+    # --- the mass-delete guard ------------------------------------------------------------
+
+    def _changed_members(self) -> list[tuple[dt.datetime, str]]:
+        if self._changed is None:
+            self._changed = self.crm.changed_member_ids(self._read_since(MEMBERS_STREAM), self.until)
+        return self._changed
+
+    def _vanished_members_due(self) -> tuple[bool, list[str]]:
+        if self._vanished is None:
+            with self.sessions() as session:
+                due = self._vanished_check_due(session)
+                self._vanished = (due, self._vanished_members(session) if due else [])
+        return self._vanished
+
+    def check_mass_delete(self) -> None:
+        """Before anything is sent: count what the run would remove and stop above the limits.
+
+        Counted: linked members whose CRM row vanished (when the vanished check is due), linked
+        members among the changed ones whose row is soft-deleted, and linked lists the CRM no
+        longer has. This is what a broken CRM view looks like (no rows, or every row deleted). A
+        member leaving one list is not counted. Raises MassDeleteRefused (one line: the numbers,
+        the limits, and how to go on)."""
+        limit, percent = self.mass_delete_limits
+        with self.sessions() as session:
+            linked = session.scalar(sa.select(sa.func.count(sa.distinct(MemberLink.crm_member_id))).where(
+                MemberLink.connection_id == self.connection_id)) or 0
+            linked_lists = set(session.scalars(sa.select(ListLink.crm_list_id).where(
+                ListLink.connection_id == self.connection_id)))
+            with_links = [m for _, m in self._changed_members()]
+        if not linked and not linked_lists:
+            return
+        vanished = self._vanished_members_due()[1]
+        with self.sessions() as session:
+            deleted = self.crm.deleted_member_ids(self._linked_among(session, with_links))
+        removals = len(set(vanished) | set(deleted))
+        live_lists = {item.id for item in self.crm.lists() if not item.deleted}
+        lists_gone = len(linked_lists - live_lists)
+        self.counts["members_to_remove"] = removals
+        too_many = removals > limit or (linked >= MASS_DELETE_MIN_BASE and 100.0 * removals / linked > percent)
+        too_many_lists = lists_gone > 1 and 100.0 * lists_gone / max(len(linked_lists), 1) > percent
+        if not (too_many or too_many_lists) or self.options.allow_mass_delete:
+            return
+        if self.options.dry_run:
+            self.plan.invalid.append(("(mass delete)", f"a real run would stop: {removals} members and "
+                                                       f"{lists_gone} lists to remove"))
+            return
+        share = 100.0 * removals / linked if linked else 0.0
+        raise MassDeleteRefused(
+            f"this run would remove {removals} of {linked} members ({share:.0f} %) and {lists_gone} of "
+            f"{len(linked_lists)} lists, above the connection's limits (max_delete_members={limit}, "
+            f"max_delete_percent={percent:g}); nothing was sent. Check the CRM views (`crm-esp-sync crm check`), "
+            "then run `crm-esp-sync once --allow-mass-delete` if the removals are meant")
+
+    def _linked_among(self, session: Session, member_ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for part in _chunks(sorted(set(member_ids))):
+            found += session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
+                MemberLink.connection_id == self.connection_id, MemberLink.crm_member_id.in_(part)))
+        return found
 
     # --- 3. lists -------------------------------------------------------------------------
 
@@ -254,6 +354,7 @@ class ConnectionSync:
                     self.plan.lists_create.append(item.name)
                     if self.options.dry_run:
                         mapping[crm_id] = f"(new list {crm_id})"
+                        self._requeue_lists.add(crm_id)
                         continue
                     found = [r for r in await self.provider.find_lists(item.name) if r.remote_id not in taken]
                     remote = found[0] if found else await self.provider.create_list(item.name)
@@ -292,7 +393,10 @@ class ConnectionSync:
             if crm_id in crm_lists:
                 continue
             self.plan.lists_delete.append(link.name_pushed)
-            if self.options.dry_run:
+            if self.options.dry_run:    # plan exactly what the real run will do after the delete
+                if not link.adopted:
+                    self._gone_remote.add(link.remote_list_id)
+                self._requeue_lists.add(crm_id)
                 continue
             try:
                 # Only what we created is deleted; an adopted list is emptied of our members at most.
@@ -322,6 +426,7 @@ class ConnectionSync:
             log.warning("list.missing_at_provider", crm_list_id=crm_id, remote_list_id=link.remote_list_id)
             self.counts["lists_missing_at_provider"] += 1
             self._gone_remote.add(link.remote_list_id)
+            self._lost_remote.add(link.remote_list_id)
             self._requeue_lists.add(crm_id)
             del links[crm_id]
             if not self.options.dry_run:
@@ -358,14 +463,12 @@ class ConnectionSync:
     # --- 4/5. members, with a checkpoint per batch ---------------------------------------
 
     async def push_members(self, list_map: dict[str, str]) -> None:
-        since = self._read_since(MEMBERS_STREAM)
-        changed = self.crm.changed_member_ids(since, self.until)
+        changed = self._changed_members()
+        vanished_due, vanished = self._vanished_members_due()
         with self.sessions() as session:
             retry = self._rejects_due(session)
             linked = list(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
                 MemberLink.connection_id == self.connection_id))) if self.options.backfill else []
-            vanished_due = self._vanished_check_due(session)
-            vanished = self._vanished_members(session) if vanished_due else []
             requeued = self._requeued_members(session)
         changed_at = {member_id: at for at, member_id in changed}
         # Changed members first, oldest change first: each chunk's watermark then covers every
@@ -440,8 +543,12 @@ class ConnectionSync:
             for row in session.execute(sa.select(MemberStatus.email, MemberStatus.connection_id, MemberStatus.status,
                                                  MemberStatus.occurred_at).where(
                     MemberStatus.tenant_id == self.tenant_id, MemberStatus.email.in_(part))):
-                if row.status in BLOCKING:
+                if row.status in BLOCKING and not (row.connection_id == self.connection_id
+                                                   and row.email in self._dry_statuses):
                     found[row.email].append(_Suppression(row.connection_id, row.status, row.occurred_at))
+        for email in set(emails) & set(self._dry_statuses):
+            if self._dry_statuses[email].status in BLOCKING:
+                found[email].append(self._dry_statuses[email])
         return found
 
     def _status_for(self, member: CrmMember, suppressions: Sequence[_Suppression]) -> tuple[str, str | None, bool]:
@@ -594,10 +701,12 @@ class ConnectionSync:
     def _upsert(self, plan: _Chunk, key: MemberKey, email: str, payload: dict[str, Any],
                 remote_lists: tuple[str, ...], link: MemberLink | None, status: str, resubscribe: bool) -> None:
         digest = payload_hash(payload, remote_lists)
-        if link is not None and link.email == email and link.payload_hash == digest:
+        lost = link is not None and bool(self._lost_remote.intersection(link.remote_lists))
+        if link is not None and link.email == email and link.payload_hash == digest and not lost \
+                and link.email not in self._dry_cleared:
             self.counts["members_unchanged"] += 1
             return
-        if link is not None and link.email == email and link.remote_id and self._gone_remote \
+        if link is not None and link.email == email and link.remote_id and self._gone_remote and not lost \
                 and set(remote_lists) <= set(link.remote_lists) \
                 and set(link.remote_lists) - set(remote_lists) <= self._gone_remote \
                 and payload_hash(payload, link.remote_lists) == link.payload_hash:
@@ -606,11 +715,16 @@ class ConnectionSync:
             plan.rehash.append({"id": link.id, "remote_lists": list(remote_lists), "payload_hash": digest})
             return
         known = link is not None and link.email == email
+        # Making active again a contact that only OUR push had unsubscribed is not a re-subscribe
+        # over the recipient's will: the provider's "unsubscribed" is our own echo.
+        resubscribe = resubscribe or (status == "active" and known and link is not None
+                                      and link.status_pushed == "unsubscribed")
         (self.plan.members_update if known and link and link.remote_id else self.plan.members_add).append(email)
         plan.hashes[key] = digest
         plan.statuses[key] = status
         plan.upserts.append(MemberUpsert(key, email, payload, remote_lists,
-                                         tuple(link.remote_lists) if known and link else (),
+                                         tuple(r for r in link.remote_lists if r not in self._lost_remote)
+                                         if known and link else (),
                                          link.remote_id if known and link else None, resubscribe=resubscribe))
 
     def _delete(self, plan: _Chunk, link: MemberLink, why: str) -> None:
@@ -631,8 +745,8 @@ class ConnectionSync:
         with self.sessions.begin() as session:
             changed = self._record_statuses(session, fresh)
             self._checkpoint(session)
-        self.counts["statuses_refreshed"] += changed
-        return changed > 0
+        self.counts["statuses_refreshed"] += len(changed)
+        return bool(changed)
 
     async def _push_chunk(self, chunk_ids: Sequence[str], list_map: dict[str, str],
                           covered_until: dt.datetime | None) -> None:

@@ -16,15 +16,20 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.orm import Session, sessionmaker
 
 from sync import db, registry
 from sync.config import Settings
 from sync.crm import CrmReader
 from sync.crypto import Vault
-from sync.engine.connection_sync import ConnectionSync, Plan, RunOptions
-from sync.engine.state import acquire_lease, release_lease, renew_lease
-from sync.errors import LeaseHeldError, SyncError
+from sync.engine.connection_sync import (
+    MAX_DELETE_MEMBERS,
+    MAX_DELETE_PERCENT,
+    ConnectionSync,
+    Plan,
+    RunOptions,
+)
+from sync.engine.state import LeaseKeeper, close_orphaned_runs
+from sync.errors import LeaseHeldError, LeaseLostError, SyncError
 from sync.http import Auth, HttpPolicy, ProviderHTTP
 from sync.logs import SECRETS, bind_context, clear_context
 from sync.models import Connection, SyncRun, Tenant, utcnow
@@ -36,6 +41,9 @@ log = structlog.get_logger(__name__)
 TransportFactory = Callable[[Connection], httpx.AsyncBaseTransport | None]
 ProgressCallback = Callable[[str, int, int], None]
 DEFAULT_OPTIONS = RunOptions()
+#: Outcomes that make ``once``/``backfill`` exit non-zero: the run did not do its work.
+#: ``blocked``: another worker's live lease; ``lost_lease``: taken over (or not confirmable) mid-run.
+FAILING_STATUSES = frozenset({"failed", "blocked", "lost_lease"})
 
 
 @dataclass
@@ -44,7 +52,7 @@ class RunResult:
     tenant: str
     provider: str
     run_uid: str
-    status: str                       # succeeded | partial | failed | skipped
+    status: str                       # succeeded | partial | failed | skipped | blocked | lost_lease
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -91,7 +99,7 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
     started = time.monotonic()
     # One owner per run: two runs of one connection in the same process exclude each other too.
     owner = f"{settings.worker_id}/{result.run_uid[:8]}"
-    lease_taken = False
+    keeper: LeaseKeeper | None = None       # set once the lease is ours; guards every provider write
     heartbeat: asyncio.Task[None] | None = None
     client = httpx.AsyncClient(transport=transport_factory(connection) if transport_factory else None,
                                timeout=HttpPolicy().timeout, follow_redirects=True)
@@ -100,7 +108,8 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
     def http_factory(caps: Capabilities, auth: Auth | None) -> ProviderHTTP:
         http = ProviderHTTP(client, provider=connection.provider, base_url=connection.base_url,
                             policy=replace(http_policy or HttpPolicy(), concurrency=caps.concurrency,
-                                           rate_per_s=caps.rate_per_s), auth=auth)
+                                           rate_per_s=caps.rate_per_s), auth=auth,
+                            write_guard=keeper.guard if keeper is not None else None)
         https.append(http)
         return http
 
@@ -116,26 +125,35 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             integrator = registry.integrator_credentials(session, vault, connection.provider) \
                 if get_spec(connection.provider).integrator_credentials else None
         if not options.dry_run:
-            with sessions() as session:
-                acquire_lease(session, connection_id, owner, settings.lease_seconds)
-            lease_taken = True
-            heartbeat = asyncio.create_task(_keep_lease(sessions, connection_id, owner, settings.lease_seconds))
+            lease = LeaseKeeper(sessions, connection_id, owner, settings.lease_seconds)
+            grant = lease.acquire()
+            keeper = lease
+            heartbeat = asyncio.create_task(keeper.heartbeat())
+            with sessions.begin() as session:
+                closed = close_orphaned_runs(session, connection_id, run_id, owner)
+            if closed or grant.taken_from:
+                log.warning("lease.taken_over", previous_owner=grant.taken_from, crashed_runs_closed=closed)
         provider = build_provider(connection.provider, http_factory, credentials, connection.settings, integrator)
         sync = ConnectionSync(
             sessions=sessions, crm=CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id), provider=provider,
             connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, lease_owner=owner,
             lease_seconds=settings.lease_seconds, lookback=dt.timedelta(seconds=settings.lookback_seconds),
             until=crm_now(crm_engine), options=options, on_progress=on_progress,
-            report_refresh=dt.timedelta(seconds=settings.report_refresh_seconds))
-        if not options.dry_run:
-            await _timed(result, "pull_statuses", sync.pull_statuses())
+            report_refresh=dt.timedelta(seconds=settings.report_refresh_seconds),
+            vanished_check=dt.timedelta(seconds=settings.vanished_check_seconds),
+            mass_delete_limits=(int(connection.settings.get("max_delete_members", MAX_DELETE_MEMBERS)),
+                                float(connection.settings.get("max_delete_percent", MAX_DELETE_PERCENT))))
+        await _timed(result, "pull_statuses", sync.pull_statuses())     # a dry run stores nothing
+        sync.check_mass_delete()
         list_map = await _timed(result, "lists", sync.sync_lists())
         await _timed(result, "members", sync.push_members(list_map))
         if not options.dry_run:
             await _timed(result, "reports", sync.pull_reports())
         result.status = "partial" if sync.counts["rejected"] else "succeeded"
+    except LeaseLostError as exc:
+        result.status, result.error = "lost_lease", exc.message
     except LeaseHeldError as exc:
-        result.status, result.error = "skipped", exc.message
+        result.status, result.error = "blocked", exc.message
     except SyncError as exc:
         result.status, result.error = "failed", SECRETS.scrub(exc.message)
     except Exception as exc:  # run isolation: one connection's bug must not stop the others
@@ -145,9 +163,8 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
         if heartbeat is not None:
             heartbeat.cancel()
         await client.aclose()
-        if lease_taken:
-            with sessions() as session:
-                release_lease(session, connection_id, owner)
+        if keeper is not None:
+            keeper.release()            # only if still ours: a lease taken over is left alone
         if sync is not None:
             result.counts = dict(sync.counts)
             result.plan = sync.plan
@@ -161,19 +178,6 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                  http_requests=result.http_requests, error=result.error)
         clear_context(["run_id", "tenant", "provider"])
     return result
-
-
-async def _keep_lease(sessions: sessionmaker[Session], connection_id: int, owner: str, seconds: int) -> None:
-    """Renew the lease every third of its length while the run waits on the provider (bulk jobs,
-    report exports); checkpoints renew it too. A lost lease is logged; the next checkpoint stops."""
-    while True:
-        await asyncio.sleep(seconds / 3)
-        try:
-            with sessions.begin() as session:
-                renew_lease(session, connection_id, owner, seconds)
-        except LeaseHeldError:
-            log.warning("lease.lost")
-            return
 
 
 def crm_now(crm_engine: sa.Engine) -> dt.datetime:

@@ -3,17 +3,43 @@
 A watermark is written only inside the transaction that commits the work it covers, and
 never goes backwards. A lease is one conditional UPDATE, so it is portable to SQLite,
 PostgreSQL and MariaDB and needs no advisory locks.
+
+The database's clock decides a lease: its expiry is written as the database's "now" plus the
+lease length and compared with the database's "now", so a worker whose own clock is off can
+neither steal a live lease nor hand out one that has already run out. ``db_now`` reads that
+clock (one portable query per dialect) and the value goes into the conditional UPDATE as a
+bound parameter, stored like every other time (naive UTC with microseconds).
+
+``LeaseKeeper`` is a run's hold on its lease: it takes it, renews it from a heartbeat every
+third of its length (a database error is logged and the next beat tries again), and checks
+it before every provider write (``guard``). A run whose lease was taken over, or could not
+be confirmed, gets ``LeaseLostError`` before that write and stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
-from sync.errors import LeaseHeldError, SyncError
-from sync.models import Connection, Watermark, utcnow
+from sync.errors import LeaseHeldError, LeaseLostError, SyncError
+from sync.models import Connection, SyncRun, Watermark
+
+log = structlog.get_logger(__name__)
+
+#: The database's own clock, as naive UTC; statement time, not transaction start (PostgreSQL's
+#: now() would be the start of a long transaction). SQLite is embedded: its clock is the host's.
+_DB_NOW = {
+    "postgresql": "SELECT CAST(clock_timestamp() AT TIME ZONE 'UTC' AS timestamp)",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "mariadb": "SELECT UTC_TIMESTAMP(6)",
+}
+_SQLITE_NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
 class WatermarkWentBackwards(SyncError):
@@ -39,33 +65,75 @@ def set_watermark(session: Session, connection_id: int, stream: str, value: dt.d
         row.value = encoded
 
 
-def acquire_lease(session: Session, connection_id: int, owner: str, seconds: int) -> None:
-    """Take (or renew) the connection's lease, or raise LeaseHeldError; commits at once."""
-    now = utcnow()
+def db_now(session: Session) -> dt.datetime:
+    """The database server's current time, as aware UTC."""
+    expression = _DB_NOW.get(session.get_bind().dialect.name, _SQLITE_NOW)
+    value = session.scalar(sa.text(expression))
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        raise SyncError(f"the database clock answered {value!r}")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """A lease just taken: until when (database clock), and from whom if it had expired."""
+
+    expires_at: dt.datetime
+    taken_from: str | None = None
+
+
+def _lease_of(session: Session, connection_id: int) -> tuple[str | None, dt.datetime | None]:
+    row = session.execute(sa.select(Connection.lease_owner, Connection.lease_expires_at)
+                          .where(Connection.id == connection_id)).one()
+    return row.lease_owner, row.lease_expires_at
+
+
+def _shown(when: dt.datetime | None) -> str:
+    return "an unknown time" if when is None else f"{when:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def acquire_lease(session: Session, connection_id: int, owner: str, seconds: int) -> LeaseGrant:
+    """Take (or renew) the connection's lease, or raise LeaseHeldError naming the holder and
+    the expiry; commits at once."""
+    previous, _ = _lease_of(session, connection_id)
+    now = db_now(session)
+    expires = now + dt.timedelta(seconds=seconds)
     result = session.execute(
         sa.update(Connection)
         .where(Connection.id == connection_id,
                sa.or_(Connection.lease_owner.is_(None), Connection.lease_owner == owner,
-                      Connection.lease_expires_at < now))
-        .values(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=seconds))
+                      Connection.lease_expires_at.is_(None), Connection.lease_expires_at < now))
+        .values(lease_owner=owner, lease_expires_at=expires)
         .execution_options(synchronize_session=False)
     )
     session.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        holder = session.scalar(sa.select(Connection.lease_owner).where(Connection.id == connection_id))
-        raise LeaseHeldError(f"connection {connection_id} is being synced by {holder}")
+        holder, until = _lease_of(session, connection_id)
+        session.rollback()
+        raise LeaseHeldError(f"connection {connection_id} is being synced by {holder} until {_shown(until)} "
+                             "(database clock); it is free again then if that worker has stopped",
+                             holder=holder, expires_at=until)
+    return LeaseGrant(expires, previous if previous not in (None, owner) else None)
 
 
-def renew_lease(session: Session, connection_id: int, owner: str, seconds: int) -> None:
-    """Extend our lease inside the caller's transaction; lost lease -> LeaseHeldError (stop)."""
+def renew_lease(session: Session, connection_id: int, owner: str, seconds: int) -> dt.datetime:
+    """Extend our lease inside the caller's transaction; lost lease -> LeaseLostError (stop).
+    An expired lease nobody took is still ours and is renewed. Returns the new expiry."""
+    expires = db_now(session) + dt.timedelta(seconds=seconds)
     result = session.execute(
         sa.update(Connection)
         .where(Connection.id == connection_id, Connection.lease_owner == owner)
-        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=seconds))
+        .values(lease_expires_at=expires)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseHeldError(f"lost the lease of connection {connection_id}")
+        holder, until = _lease_of(session, connection_id)
+        raise LeaseLostError(f"lost the lease of connection {connection_id}: "
+                             + (f"{holder} holds it until {_shown(until)}" if holder else "it was released"),
+                             holder=holder, expires_at=until)
+    return expires
 
 
 def release_lease(session: Session, connection_id: int, owner: str) -> None:
@@ -74,3 +142,106 @@ def release_lease(session: Session, connection_id: int, owner: str) -> None:
         .values(lease_owner=None, lease_expires_at=None).execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+def close_orphaned_runs(session: Session, connection_id: int, keep_run_id: int, closed_by: str) -> int:
+    """Close the connection's other ``running`` rows as ``crashed``, in the caller's transaction.
+
+    Called by the holder of the connection's lease right after taking it: a run that still says
+    ``running`` then is one whose worker died (its lease ran out, or it died before taking one).
+    Dry runs take no lease, so they are left alone. A live run of another worker that has not
+    yet tried the lease may be closed too; it then fails to take the lease and records its own
+    outcome (``blocked``) over this one.
+    """
+    result = session.execute(
+        sa.update(SyncRun)
+        .where(SyncRun.connection_id == connection_id, SyncRun.status == "running", SyncRun.id != keep_run_id,
+               SyncRun.kind != "dry-run")
+        .values(status="crashed", finished_at=db_now(session),
+                error=f"its worker stopped before the run finished; closed when {closed_by} took the lease")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class LeaseKeeper:
+    """One run's hold on its connection's lease: take, heartbeat, guard writes, release.
+
+    ``lost`` says why the lease is gone (None while it is ours). Every database call uses a
+    session of its own, so the keeper never joins a transaction of the run.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], connection_id: int, owner: str, seconds: int, *,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.sessions = sessions
+        self.connection_id = connection_id
+        self.owner = owner
+        self.seconds = seconds
+        self.lost: str | None = None
+        self.holder: str | None = None
+        self._sleep = sleep
+
+    def acquire(self) -> LeaseGrant:
+        with self.sessions() as session:
+            return acquire_lease(session, self.connection_id, self.owner, self.seconds)
+
+    def renew(self) -> None:
+        """Renew now, in a transaction of its own; LeaseLostError when it is gone."""
+        with self.sessions.begin() as session:
+            renew_lease(session, self.connection_id, self.owner, self.seconds)
+
+    def release(self) -> None:
+        with self.sessions() as session:
+            release_lease(session, self.connection_id, self.owner)
+
+    def _lose(self, exc: LeaseLostError) -> LeaseLostError:
+        if self.lost is None:
+            self.lost, self.holder = exc.message, exc.holder
+            log.warning("lease.lost", reason=exc.message)
+        return exc
+
+    async def heartbeat(self) -> None:
+        """Renew every third of the lease until cancelled or lost; a database error is logged
+        and the next beat tries again (the write guard stops writes if the lease runs out)."""
+        while self.lost is None:
+            await self._sleep(self.seconds / 3)
+            try:
+                self.renew()
+            except LeaseLostError as exc:
+                self._lose(exc)
+                return
+            except Exception as exc:  # a database error must not end the heartbeat
+                log.warning("lease.renew_failed", error=_first_line(exc))
+
+    async def guard(self) -> None:
+        """Before a provider write: the lease must still be ours by the database's reading.
+        A lease with less than half its length left (a late heartbeat) is renewed first."""
+        self.confirm()
+
+    def confirm(self) -> None:
+        if self.lost is not None:
+            raise LeaseLostError(self.lost, holder=self.holder)
+        try:
+            with self.sessions() as session:
+                owner, expires = _lease_of(session, self.connection_id)
+                now = db_now(session)
+            if owner != self.owner:
+                raise LeaseLostError(f"lost the lease of connection {self.connection_id}: "
+                                     + (f"{owner} holds it until {_shown(expires)}" if owner else "it was released"),
+                                     holder=owner, expires_at=expires)
+            if expires is None or expires - now < dt.timedelta(seconds=self.seconds / 2):
+                self.renew()
+        except LeaseLostError as exc:
+            raise self._lose(exc) from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._lose(LeaseLostError(
+                f"cannot confirm the lease of connection {self.connection_id} before a write "
+                f"(database error: {_first_line(exc)})")) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -7,6 +7,8 @@ looked up through :data:`IMPLEMENTATIONS` in ``sync.providers.base``.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,74 @@ class CredentialField:
 
 
 @dataclass(frozen=True)
+class SettingSpec:
+    """One connection setting: its default, its kind and the smallest value it takes."""
+
+    default: Any
+    kind: str             # "int" | "number" | "bool" | "mapping"
+    minimum: float | None = None
+    help: str = ""
+
+    def coerce(self, key: str, value: Any) -> Any:
+        """``value`` (a string from ``--setting``, or a JSON value) as this setting's kind, or one line why not."""
+        if self.kind == "bool":
+            return _boolean(key, value)
+        if self.kind == "mapping":
+            return _mapping(key, value)
+        number = _number(key, value, whole=self.kind == "int")
+        if self.minimum is not None and number < self.minimum:
+            raise ConfigurationError(f"setting {key} must be at least {self.minimum:g}: {value!r}"
+                                     + (f" ({self.help})" if self.help else ""))
+        return number
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"setting {key} must be true or false: {value!r}")
+
+
+def _number(key: str, value: Any, *, whole: bool) -> int | float:
+    what = "a whole number" if whole else "a number"
+    if isinstance(value, bool):
+        raise ConfigurationError(f"setting {key} must be {what}: {value!r}")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip()) if whole else float(value.strip())
+        except ValueError:
+            raise ConfigurationError(f"setting {key} must be {what}: {value!r}") from None
+    if whole and isinstance(value, int):
+        return value
+    if not whole and isinstance(value, int | float) and math.isfinite(value):
+        return value
+    raise ConfigurationError(f"setting {key} must be {what}: {value!r}")
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigurationError(f"setting {key} must be a JSON object: {value!r}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"setting {key} must be a JSON object: {value!r}")
+    return dict(value)
+
+
+#: Settings of every connection, whatever its provider: the mass-delete guard (a run that would
+#: remove more members than this, or more than this share of the linked members or lists, stops
+#: before it sends anything; `--allow-mass-delete` goes on).
+COMMON_SETTINGS: Mapping[str, SettingSpec] = {
+    "max_delete_members": SettingSpec(5000, "int", minimum=0, help="most members one run may remove"),
+    "max_delete_percent": SettingSpec(25, "number", minimum=0, help="most members/lists (in %) one run may remove"),
+}
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     name: str
     title: str
@@ -29,8 +99,8 @@ class ProviderSpec:
     credentials: tuple[CredentialField, ...]
     #: Credentials the integrator holds once for all tenants (Euromsg's clientName/password).
     integrator_credentials: tuple[CredentialField, ...] = ()
-    #: Settings with their defaults; anything else given as a setting is refused.
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    #: Settings with their defaults and rules; anything else given as a setting is refused.
+    settings: Mapping[str, SettingSpec] = field(default_factory=dict)
 
     def validate_credentials(self, given: Mapping[str, Any], *, integrator: bool = False) -> dict[str, str]:
         """Return the credentials as clean strings, or say exactly which fields are wrong."""
@@ -38,44 +108,39 @@ class ProviderSpec:
         if not fields:
             raise CredentialsError(f"{self.name} has no integrator credentials")
         names = [f.name for f in fields]
+        expected = f"(expected: {', '.join(names)})"
+        not_text = [n for n in names if given.get(n) is not None and not isinstance(given[n], str)]
+        if not_text:
+            raise CredentialsError(f"{self.name} credentials: field(s) {', '.join(not_text)} must be a string "
+                                   f'in quotes, e.g. {{"{not_text[0]}": "..."}} {expected}')
         missing = [n for n in names if not isinstance(given.get(n), str) or not given[n].strip()]
         if missing:
             raise CredentialsError(
-                f"{self.name} credentials: missing or empty field(s) {', '.join(missing)} "
-                f"(expected: {', '.join(names)})"
-            )
+                f"{self.name} credentials: missing or empty field(s) {', '.join(missing)} {expected}")
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise CredentialsError(
-                f"{self.name} credentials: unknown field(s) {', '.join(unknown)} (expected: {', '.join(names)})"
-            )
+            raise CredentialsError(f"{self.name} credentials: unknown field(s) {', '.join(unknown)} {expected}")
         return {n: str(given[n]).strip() for n in names}
 
-    def validate_settings(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(given) - set(self.settings))
+    @property
+    def all_settings(self) -> Mapping[str, SettingSpec]:
+        """This provider's settings and those every connection has (COMMON_SETTINGS)."""
+        return {**COMMON_SETTINGS, **self.settings}
+
+    def default_settings(self) -> dict[str, Any]:
+        return {key: spec.default for key, spec in self.all_settings.items()}
+
+    def validate_settings(self, given: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``given`` over ``base`` (default: the defaults), each value checked; one line for the first bad one."""
+        specs = self.all_settings
+        unknown = sorted(set(given) - set(specs))
         if unknown:
-            known = ", ".join(sorted(self.settings)) or "none"
+            known = ", ".join(sorted(specs)) or "none"
             raise ConfigurationError(f"{self.name}: unknown setting(s) {', '.join(unknown)} (known: {known})")
-        merged = dict(self.settings)
+        merged = {**self.default_settings(), **(base or {})}
         for key, value in given.items():
-            default = self.settings[key]
-            merged[key] = _coerce(key, value, default)
+            merged[key] = specs[key].coerce(key, value)
         return merged
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool) and isinstance(value, str):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigurationError(f"setting {key} must be true or false: {value!r}")
-    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigurationError(f"setting {key} must be a whole number: {value!r}") from None
-    return value
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -90,7 +155,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("client_name", "the integrator's clientName", secret=False),
                 CredentialField("password", "the integrator's password"),
             ),
-            settings={"iys": False},
+            settings={"iys": SettingSpec(False, "bool", help="push İYS consent fields (Euromsg as İYS integrator)")},
         ),
         ProviderSpec(
             name="postatr",
@@ -110,7 +175,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("username", "Postacell user name or e-mail", secret=False),
                 CredentialField("password", "Postacell password"),
             ),
-            settings={"concurrency": 4, "rate_per_s": 10},
+            settings={
+                "concurrency": SettingSpec(4, "int", minimum=1, help="requests in flight at once"),
+                "rate_per_s": SettingSpec(10, "number", minimum=0, help="requests per second; 0 = no limit"),
+            },
         ),
         ProviderSpec(
             name="mailmasterplus",
@@ -120,7 +188,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("username", "MMP API user name", secret=False),
                 CredentialField("password", "MMP API password"),
             ),
-            settings={"lists": {}},
+            settings={"lists": SettingSpec({}, "mapping", help="a JSON object")},
         ),
         ProviderSpec(
             name="wapcrm",

@@ -290,6 +290,21 @@ class PostacellSandbox:
         """List id -> title of ``account``."""
         return {mail_list.id: mail_list.title for mail_list in self._accounts[account].lists.values()}
 
+    def create_list(self, account: str, title: str) -> str:
+        """Make a list as the tenant would in the panel; returns its id."""
+        now = self.clock()
+        mail_list = _MailList(self._new_id(), title, now, now)
+        self._accounts[account].lists[mail_list.id] = mail_list
+        return mail_list.id
+
+    def delete_list(self, account: str, list_id: str) -> None:
+        """Delete a list as the tenant would in the panel; its subscribers stay."""
+        acc = self._accounts[account]
+        del acc.lists[list_id]
+        for sub in acc.subscribers.values():
+            if list_id in sub.lists:
+                sub.lists.remove(list_id)
+
     def set_status(self, account: str, email: str, status: str) -> None:
         """Change a subscriber's status as the service would (e.g. a web unsubscribe)."""
         if status not in api.SUBSCRIBER_STATUSES:

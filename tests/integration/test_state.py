@@ -103,21 +103,20 @@ def test_heartbeat_renews_the_lease_while_a_run_waits(engine: sa.Engine, connect
     """A run waiting on a slow provider keeps its lease alive; without the heartbeat it would expire."""
     import asyncio
 
-    from sync.engine.runner import _keep_lease
+    from sync.engine.state import LeaseKeeper
 
     sessions = db.session_factory(engine)
-    with sessions() as session:
-        acquire_lease(session, connection_id, "slow-run", 1)
-        first = session.scalar(sa.select(Connection.lease_expires_at))
+    keeper = LeaseKeeper(sessions, connection_id, "slow-run", 1)
+    first = keeper.acquire().expires_at
 
     async def wait_on_provider() -> None:
-        beat = asyncio.create_task(_keep_lease(sessions, connection_id, "slow-run", 1))
+        beat = asyncio.create_task(keeper.heartbeat())
         await asyncio.sleep(1.5)
         beat.cancel()
 
     asyncio.run(wait_on_provider())
     with sessions() as session:
         renewed = session.scalar(sa.select(Connection.lease_expires_at))
-        assert renewed is not None and first is not None and renewed > first + dt.timedelta(seconds=0.5)
+        assert renewed is not None and renewed > first + dt.timedelta(seconds=0.5)
         with pytest.raises(LeaseHeldError):
             acquire_lease(session, connection_id, "other-worker", 60)

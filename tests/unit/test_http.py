@@ -20,8 +20,17 @@ import httpx
 import pytest
 import structlog.testing
 
-from sync.errors import AuthenticationError, ConfigurationError, RetriableError
-from sync.http import Auth, HttpPolicy, ProviderHTTP, TokenBucket, describe, retry_after_seconds, safe_url
+from sync.errors import AnswerLostError, AuthenticationError, ConfigurationError, MalformedAnswerError, RetriableError
+from sync.http import (
+    Auth,
+    HttpPolicy,
+    ProviderHTTP,
+    TokenBucket,
+    describe,
+    json_of,
+    retry_after_seconds,
+    safe_url,
+)
 
 BASE_URL = "https://api.example.test/v1/"
 
@@ -166,7 +175,7 @@ def test_gives_up_after_max_attempts_with_retriable_error() -> None:
     async def scenario() -> None:
         async with provider_http(script, time, max_attempts=3) as http:
             with pytest.raises(RetriableError) as caught:
-                await http.request("POST", "lists", json={"title": "x"})
+                await http.request("PUT", "lists/1", json={"title": "x"})
             assert caught.value.status_code == 503
             assert caught.value.retry_after is None
             assert "failed 3 times" in str(caught.value)
@@ -505,3 +514,118 @@ def test_policy_rejects_impossible_limits() -> None:
 ])
 def test_describe_error_bodies(response: httpx.Response, expected: str) -> None:
     assert describe(response) == expected
+
+
+# --- what is safe to repeat (issue 6, item 14) ------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH"])
+def test_idempotent_methods_are_retried_after_a_lost_answer(method: str) -> None:
+    time = FakeTime()
+    script = Script(time, httpx.RemoteProtocolError("dropped"), 502, httpx.ReadTimeout("slow"), 200)
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            return await http.request(method, "lists/1")
+
+    assert run(scenario).status_code == 200
+    assert len(script.sent) == 4
+
+
+@pytest.mark.parametrize("failure", [httpx.RemoteProtocolError("dropped"), httpx.ReadTimeout("slow"),
+                                     httpx.ReadError("reset"), 500, 502, 503, 504])
+def test_a_post_whose_answer_was_lost_is_not_repeated(failure: Outcome) -> None:
+    """The create may have happened: the caller must look before it posts again."""
+    time = FakeTime()
+    script = Script(time, failure, httpx.Response(201, json={"id": "2"}))
+
+    async def scenario() -> None:
+        async with provider_http(script, time) as http:
+            with pytest.raises(AnswerLostError) as caught:
+                await http.request("POST", "lists", json={"title": "Bülten"})
+            assert isinstance(caught.value, RetriableError)
+            assert "POST api.example.test/v1/lists" in caught.value.message
+            assert "may have been applied" in caught.value.message
+
+    run(scenario)
+    assert len(script.sent) == 1
+
+
+@pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.ConnectTimeout("syn lost"),
+                                     httpx.Response(429, headers={"Retry-After": "1"})])
+def test_a_post_that_never_reached_the_provider_is_retried(failure: Outcome) -> None:
+    time = FakeTime()
+    script = Script(time, failure, httpx.Response(201, json={"id": "2"}))
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            return await http.request("POST", "lists", json={"title": "Bülten"})
+
+    assert run(scenario).status_code == 201
+    assert len(script.sent) == 2
+
+
+def test_a_post_the_caller_declares_idempotent_is_retried() -> None:
+    """A token call or a bulk import that upserts by e-mail is safe to send twice."""
+    time = FakeTime()
+    script = Script(time, httpx.RemoteProtocolError("dropped"), 503, httpx.Response(202, json={"id": 7}))
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            return await http.request("POST", "subscribers/json", json={"subscribers": []}, idempotent=True)
+
+    assert run(scenario).status_code == 202
+    assert len(script.sent) == 3
+
+
+def test_a_put_the_caller_declares_not_idempotent_is_not_repeated() -> None:
+    time = FakeTime()
+    script = Script(time, 502, 200)
+
+    async def scenario() -> None:
+        async with provider_http(script, time) as http:
+            with pytest.raises(AnswerLostError):
+                await http.request("PUT", "counter/increment", idempotent=False)
+
+    run(scenario)
+    assert len(script.sent) == 1
+
+
+# --- malformed answers (issue 6, item 16) ------------------------------------------------------
+
+
+def _answer(status: int, content: bytes, content_type: str = "application/json",
+            method: str = "POST", url: str = BASE_URL + "email/lists/") -> httpx.Response:
+    return httpx.Response(status, content=content, headers={"Content-Type": content_type},
+                          request=httpx.Request(method, url))
+
+
+@pytest.mark.parametrize(("response", "wrong"), [
+    (_answer(200, b"<!DOCTYPE html><html><title>Bakim</title></html>", "text/html"), "an HTML page"),
+    (_answer(200, b""), "an empty body"),
+    (_answer(200, b'{"id": "65a1", "tit'), "truncated or invalid JSON"),
+    (_answer(200, b'{"detail": "Bir hata olustu"}'), "an error envelope: Bir hata olustu"),
+    (_answer(200, b'{"title": "Bulten"}'), "no 'id'"),
+    (_answer(200, b'[{"id": "1"}]'), "a JSON array where an object was expected"),
+])
+def test_json_of_names_the_endpoint_and_what_was_wrong(response: httpx.Response, wrong: str) -> None:
+    with pytest.raises(MalformedAnswerError) as caught:
+        json_of(response, "create list", required=("id",))
+    message = caught.value.message
+    assert isinstance(caught.value, RetriableError)
+    assert message.startswith("create list: POST api.example.test/v1/email/lists/ answered HTTP 200 with ")
+    assert wrong in message
+    assert "\n" not in message and caught.value.status_code == 200
+
+
+def test_json_of_returns_the_body_when_it_has_what_is_required() -> None:
+    assert json_of(_answer(201, b'{"id": "65a1", "title": "B"}'), "create list", required=("id",)) \
+        == {"id": "65a1", "title": "B"}
+    assert json_of(_answer(200, b'[1, 2]'), "ids", shape=list) == [1, 2]
+
+
+def test_json_of_never_echoes_an_answer_body() -> None:
+    """A token answer with a missing field must not put the token it did carry in the message."""
+    with pytest.raises(MalformedAnswerError) as caught:
+        json_of(_answer(200, b'{"access": "eyJ-SECRET"}'), "login", required=("access", "refresh"))
+    assert "SECRET" not in caught.value.message and "no 'refresh'" in caught.value.message

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -27,6 +28,18 @@ FAST = HttpPolicy(backoff_base_s=0.001, backoff_max_s=0.01, max_attempts=8)
 TENANT = "acme"
 
 
+class HookTransport(httpx.AsyncBaseTransport):
+    """Calls ``hook(request)`` before handing the request on: the test's hand inside a run."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, hook: Callable[[httpx.Request], None]) -> None:
+        self.inner = inner
+        self.hook = hook
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.hook(request)
+        return await self.inner.handle_async_request(request)
+
+
 @dataclass
 class World:
     engine: sa.Engine
@@ -34,10 +47,15 @@ class World:
     harness: Harness
     connection_id: int
 
-    def run(self, **options: Any) -> RunResult:
+    def run(self, hook: Callable[[httpx.Request], None] | None = None, **options: Any) -> RunResult:
+        """One run; ``hook`` sees every request before the provider does (to change the provider's
+        state in the middle of a run)."""
+        def transport(_: Any) -> httpx.AsyncBaseTransport:
+            inner = self.harness.transport()
+            return inner if hook is None else HookTransport(inner, hook)
+
         return asyncio.run(run_connection(self.settings, self.engine, self.engine, self.connection_id,
-                                          RunOptions(**options), transport_factory=lambda _: self.harness.transport(),
-                                          http_policy=FAST))
+                                          RunOptions(**options), transport_factory=transport, http_policy=FAST))
 
     def restart_provider(self, faults: FaultPlan | None = None) -> None:
         """Keep the provider's state, change its faults (a new sandbox would forget everything)."""
@@ -68,10 +86,13 @@ class World:
             return conn.execute(sa.select(t).where(t.c.tenant_id == TENANT, t.c.id == member_id)).one()
 
     def lists_of(self, member_id: str) -> list[str]:
-        t = self.crm.memberships
+        """The member's live lists (a membership of a deleted list does not count)."""
+        t, ls = self.crm.memberships, self.crm.lists
+        live_lists = sa.select(ls.c.id).where(ls.c.tenant_id == TENANT, ls.c.deleted_at.is_(None))
         with self.engine.connect() as conn:
             return sorted(conn.scalars(sa.select(t.c.list_id).where(
-                t.c.tenant_id == TENANT, t.c.member_id == member_id, t.c.deleted_at.is_(None))))
+                t.c.tenant_id == TENANT, t.c.member_id == member_id, t.c.deleted_at.is_(None),
+                t.c.list_id.in_(live_lists))))
 
     def list_name(self, list_id: str) -> str:
         t = self.crm.lists
@@ -84,6 +105,30 @@ class World:
             conn.execute(t.update().where(t.c.tenant_id == TENANT, t.c.member_id == member_id,
                                           t.c.list_id == list_id).values(deleted_at=self.now(), updated_at=self.now()))
 
+    def hard_delete_member(self, member_id: str) -> None:
+        """A CRM that deletes rows for real: no deleted_at, no trace."""
+        m, ms = self.crm.members, self.crm.memberships
+        with self.engine.begin() as conn:
+            conn.execute(ms.delete().where(ms.c.tenant_id == TENANT, ms.c.member_id == member_id))
+            conn.execute(m.delete().where(m.c.tenant_id == TENANT, m.c.id == member_id))
+
+    def add_list(self, list_id: str, name: str) -> None:
+        t = self.crm.lists
+        with self.engine.begin() as conn:
+            conn.execute(t.insert().values(tenant_id=TENANT, id=list_id, name=name, updated_at=self.now()))
+
+    def join(self, member_id: str, list_id: str) -> None:
+        t = self.crm.memberships
+        with self.engine.begin() as conn:
+            exists = conn.scalar(sa.select(sa.func.count()).select_from(t).where(
+                t.c.tenant_id == TENANT, t.c.member_id == member_id, t.c.list_id == list_id))
+            if exists:
+                conn.execute(t.update().where(t.c.tenant_id == TENANT, t.c.member_id == member_id,
+                                              t.c.list_id == list_id).values(deleted_at=None, updated_at=self.now()))
+            else:
+                conn.execute(t.insert().values(tenant_id=TENANT, member_id=member_id, list_id=list_id,
+                                               updated_at=self.now(), deleted_at=None))
+
     def update_list(self, list_id: str, **values: Any) -> None:
         t = self.crm.lists
         with self.engine.begin() as conn:
@@ -91,13 +136,15 @@ class World:
                          .values(updated_at=self.now(), **values))
 
     def valid_active_members(self) -> dict[str, Any]:
-        """email -> CRM row of members the provider should hold as active."""
-        m, ms = self.crm.members, self.crm.memberships
+        """email -> CRM row of members the provider should hold as active (in a live list)."""
+        m, ms, ls = self.crm.members, self.crm.memberships, self.crm.lists
+        live_lists = sa.select(ls.c.id).where(ls.c.tenant_id == TENANT, ls.c.deleted_at.is_(None))
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(m).where(m.c.tenant_id == TENANT, m.c.deleted_at.is_(None),
                                                    m.c.consent_status == "ONAY",
                                                    m.c.id.in_(sa.select(ms.c.member_id).where(
-                                                       ms.c.tenant_id == TENANT, ms.c.deleted_at.is_(None)))))
+                                                       ms.c.tenant_id == TENANT, ms.c.deleted_at.is_(None),
+                                                       ms.c.list_id.in_(live_lists)))))
             return {r.email.lower(): r for r in rows if "@" in r.email}
 
     def scalar(self, query: Any) -> Any:

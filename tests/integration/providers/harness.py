@@ -37,6 +37,14 @@ class Harness(Protocol):
     def unsubscribe(self, email: str) -> None: ...
     def complain(self, email: str) -> None: ...
     def used_bulk_import(self) -> bool: ...
+    def soft_bounce(self, email: str) -> None: ...
+    def contact_id(self, email: str) -> str | None: ...
+    def create_list_at_provider(self, name: str) -> None:
+        """A list made by the tenant in the provider's panel."""
+    def delete_list_at_provider(self, name: str) -> None:
+        """The tenant deletes a list in the provider's panel."""
+    def forget_everything(self) -> None:
+        """The provider lost its state (a sandbox restarted empty)."""
     def send_campaign(self) -> dict[str, dict[str, int]]:
         """Send a campaign to every list; return email -> {rule: 1} as the truth of its report."""
 
@@ -76,6 +84,24 @@ class PostacellHarness:
 
     def complain(self, email: str) -> None:
         self.sandbox.set_status(self.credentials["username"], email, "spam_complaint")
+
+    def soft_bounce(self, email: str) -> None:
+        self.sandbox.set_status(self.credentials["username"], email, "soft_bounce")
+
+    def contact_id(self, email: str) -> str | None:
+        row = self.sandbox.find_subscriber(self.credentials["username"], email)
+        return None if row is None else str(row["id"])
+
+    def create_list_at_provider(self, name: str) -> None:
+        self.sandbox.create_list(self.credentials["username"], name)
+
+    def delete_list_at_provider(self, name: str) -> None:
+        lists = self.sandbox.lists(self.credentials["username"])
+        self.sandbox.delete_list(self.credentials["username"], next(i for i, title in lists.items() if title == name))
+
+    def forget_everything(self) -> None:
+        faults = self.sandbox.fault_plan
+        self.start(faults)
 
     def used_bulk_import(self) -> bool:
         return any(method == "POST" and path.endswith("/subscribers/json")

@@ -1,0 +1,313 @@
+"""Regressions of the issue "Engine correctness", run for every provider on every database.
+
+Each test is one numbered case of the issue, written as the adversary tried it: the provider's
+state changes in the middle of a run, the CRM deletes rows for real, the provider forgets a list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import httpx
+import sqlalchemy as sa
+
+from sync.models import ListLink, MemberLink, MemberStatus, Reject
+from tests.integration.providers.conftest import World
+from tests.integration.providers.test_provider_suite import assert_mirrors_crm
+
+
+def _open_rejects(world: World, code: str | None = None) -> list[tuple[str, str, str | None]]:
+    query = sa.select(Reject.crm_member_id, Reject.crm_list_id, Reject.provider_code).where(
+        Reject.resolved_at.is_(None))
+    if code is not None:
+        query = query.where(Reject.provider_code == code)
+    with world.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+
+
+def test_1_an_unsubscribe_made_during_the_run_is_not_overwritten(world: World) -> None:
+    """Members unsubscribe (and one soft-bounces) AFTER the run pulled statuses and before it
+    pushes their CRM edits: none of them is turned back to active."""
+    world.run()
+    crm = world.valid_active_members()
+    targets = sorted(crm)[10:30]
+    bounced = sorted(crm)[31]
+    for email in [*targets, bounced]:
+        world.update_member(crm[email].id, last_name="Değişti")
+    fired: list[str] = []
+
+    def hook(request: httpx.Request) -> None:
+        # The lists phase comes after the status pull and before any member write.
+        path = request.url.path
+        if not fired and request.method == "GET" and "list-filter" in path:
+            fired.append(path)
+            for email in targets:
+                world.harness.unsubscribe(email)
+            world.harness.soft_bounce(bounced)
+
+    world.run(hook=hook)
+    assert fired
+    remote = world.harness.members()
+    assert [email for email in targets if remote[email].status != "unsubscribed"] == []
+    assert remote[bounced].status == "soft_bounce"
+    stored = world.scalar(sa.select(sa.func.count()).select_from(MemberStatus).where(
+        MemberStatus.email.in_(targets), MemberStatus.status == "unsubscribed"))
+    assert stored == len(targets)
+    world.update_member(crm[targets[0]].id, first_name="Yine")
+    world.run()
+    assert world.harness.members()[targets[0]].status == "unsubscribed"
+
+
+def test_2_our_own_unsubscribe_push_is_an_echo_not_a_suppression(world: World) -> None:
+    """İYS RET pushes "unsubscribed"; pulled back it is not the recipient's unsubscribe, so a later
+    consent dated before our push (a paper form) still re-subscribes the member."""
+    world.run()
+    email = sorted(world.valid_active_members())[3]
+    member = world.valid_active_members()[email]
+    world.update_member(member.id, consent_status="RET", consent_date=world.now())
+    world.run()
+    assert world.harness.members()[email].status == "unsubscribed"
+    world.run()                                     # pulls our own push back
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberStatus).where(
+        MemberStatus.email == email)) == 0
+    paper_form = world.now() - dt.timedelta(hours=1)    # signed before our push, entered later
+    world.update_member(member.id, consent_status="ONAY", consent_date=paper_form)
+    world.run()
+    assert world.harness.members()[email].status == "active"
+
+
+def test_3_turkish_dotted_capital_i_is_the_same_address(world: World) -> None:
+    """AYSE.CETİN@GMAİL.COM is ayse.cetin@gmail.com: no delete, no second contact."""
+    world.run()
+    member = world.valid_active_members()[sorted(world.valid_active_members())[0]]
+    world.update_member(member.id, email="ayse.cetin@gmail.com")
+    world.run()
+    before = world.harness.contact_id("ayse.cetin@gmail.com")
+    world.update_member(member.id, email="  AYSE.CETİN@GMAİL.COM ")
+    result = world.run()
+    assert result.counts.get("members_removed", 0) == 0
+    assert world.harness.contact_id("ayse.cetin@gmail.com") == before
+    assert not [email for email in world.harness.members() if "\u0307" in email or "İ" in email]
+
+
+def test_4_two_members_swapping_addresses_converge_in_one_run(world: World) -> None:
+    world.run()
+    crm = world.valid_active_members()
+    first, second = crm[sorted(crm)[1]], crm[sorted(crm)[2]]
+    world.update_member(first.id, email="gecici@ornek.com.tr")
+    world.update_member(second.id, email=first.email, first_name="İkinci")
+    world.update_member(first.id, email=second.email, first_name="Birinci")
+    result = world.run()
+    assert _open_rejects(world, "validation") == [r for r in _open_rejects(world, "validation")
+                                                  if r[0] not in (first.id, second.id)]
+    remote = world.harness.members()
+    assert remote[second.email.lower()].status == "active"
+    assert remote[first.email.lower()].status == "active"
+    assert result.counts.get("members_added", 0) + result.counts.get("members_updated", 0) >= 2
+    assert_mirrors_crm(world)
+
+
+def test_5_statuses_are_found_without_relying_on_an_undocumented_ordering(world: World) -> None:
+    """The first member created (the last one by any update-date order) unsubscribes; a plain
+    incremental run finds it, on a server that ignores ``ordering=-update_date``."""
+    world.run()
+    emails = sorted(world.valid_active_members())
+    world.harness.unsubscribe(emails[0])
+    world.harness.complain(emails[-1])
+    world.run()
+    world.run()
+    with world.engine.connect() as conn:
+        stored = {email: status for email, status in conn.execute(sa.select(MemberStatus.email, MemberStatus.status))}
+    assert stored.get(emails[0]) == "unsubscribed"
+    assert stored.get(emails[-1]) == "complaint"
+
+
+def test_7_a_hard_delete_reaches_the_provider_on_the_scheduled_run(world: World) -> None:
+    world.run()
+    email = sorted(world.valid_active_members())[4]
+    member = world.valid_active_members()[email]
+    world.hard_delete_member(member.id)
+    world.settings = dataclasses.replace(world.settings, vanished_check_seconds=0)
+    result = world.run()
+    assert email not in world.harness.members()
+    assert result.counts.get("members_vanished") == 1
+
+
+def test_8_leaving_the_last_list_is_a_removal(world: World) -> None:
+    world.run()
+    email = next(e for e, row in sorted(world.valid_active_members().items()) if len(world.lists_of(row.id)) == 1)
+    member = world.valid_active_members()[email]
+    world.leave_list(member.id, world.lists_of(member.id)[0])
+    world.run()
+    assert email not in world.harness.members()
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.crm_member_id == member.id)) == 0
+
+
+def test_9_members_of_a_list_that_comes_late_wait_visibly_and_are_pushed_without_a_backfill(world: World) -> None:
+    world.run()
+    world.add_list("L9", "")                        # refused: no name
+    members = sorted(world.valid_active_members().values(), key=lambda r: r.id)[:3]
+    for row in members:
+        world.join(row.id, "L9")
+    first = world.run()
+    assert first.counts.get("lists_rejected") == 1
+    waiting = {r[0] for r in _open_rejects(world, "list_pending") if r[1] == "L9"}
+    assert waiting == {row.id for row in members}
+    world.update_list("L9", name="Geç Gelen Liste")
+    world.run()
+    assert _open_rejects(world, "list_pending") == []
+    remote = world.harness.members()
+    assert all("Geç Gelen Liste" in remote[row.email.lower()].lists for row in members)
+    world.update_list("L9", deleted_at=world.now())     # soft delete, then restore
+    world.run()
+    world.update_list("L9", deleted_at=None)
+    world.run()
+    remote = world.harness.members()
+    assert all("Geç Gelen Liste" in remote[row.email.lower()].lists for row in members)
+
+
+def test_10_a_list_deleted_in_the_panel_is_repaired_and_its_members_come_back(world: World) -> None:
+    world.run()
+    name = world.list_name("L1")
+    world.harness.delete_list_at_provider(name)
+    result = world.run()
+    assert result.status in ("succeeded", "partial"), result.error
+    assert result.counts.get("lists_missing_at_provider") == 1
+    assert_mirrors_crm(world)
+
+
+def test_10_a_provider_that_lost_its_state_is_refilled_without_mass_rejects(world: World) -> None:
+    first = world.run()
+    world.harness.forget_everything()
+    result = world.run()
+    assert result.status == first.status, result.error
+    assert result.counts.get("rejected", 0) == first.counts.get("rejected", 0)
+    assert_mirrors_crm(world)
+
+
+def test_11_a_list_adopted_from_the_panel_is_never_deleted(world: World) -> None:
+    world.harness.create_list_at_provider("Panelden Liste")
+    world.add_list("L8", "Panelden Liste")
+    member = sorted(world.valid_active_members().values(), key=lambda r: r.id)[0]
+    world.join(member.id, "L8")
+    world.run()
+    assert world.scalar(sa.select(ListLink.adopted).where(ListLink.crm_list_id == "L8")) is True
+    world.update_list("L8", deleted_at=world.now())
+    world.run()
+    assert "Panelden Liste" in world.harness.list_names()
+    assert "Panelden Liste" not in world.harness.members()[member.email.lower()].lists
+
+
+def test_11_a_broken_crm_view_stops_the_run_before_anything_is_removed(world: World) -> None:
+    """The members view suddenly returns nothing: the run refuses to delete everyone, says how to
+    go on, and ``--allow-mass-delete`` then does it."""
+    world.run()
+    before = set(world.harness.members())
+    world.settings = dataclasses.replace(world.settings, vanished_check_seconds=0)
+    for member_id in [row.id for row in world.valid_active_members().values()]:
+        world.hard_delete_member(member_id)
+    world.harness.reset_log()
+    refused = world.run()
+    assert refused.status == "failed"
+    assert refused.error is not None and "--allow-mass-delete" in refused.error and "would remove" in refused.error
+    assert world.harness.write_requests() == 0
+    assert set(world.harness.members()) == before
+    allowed = world.run(allow_mass_delete=True)
+    assert allowed.status in ("succeeded", "partial"), allowed.error
+    assert len(world.harness.members()) < len(before) // 10
+
+
+def test_11_a_broken_lists_view_stops_the_run_too(world: World) -> None:
+    world.run()
+    lists_before = world.harness.list_names()
+    for list_id in ("L1", "L2", "L3"):
+        world.update_list(list_id, deleted_at=world.now())
+    refused = world.run()
+    assert refused.status == "failed" and "lists" in (refused.error or "")
+    assert world.harness.list_names() == lists_before
+
+
+def _widen(world: World, table: str, column: str, length: int) -> None:
+    """A CRM whose own columns are wider than the reference schema's (SQLite does not enforce)."""
+    dialect = world.engine.dialect.name
+    statement = {"postgresql": f"ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({length})",
+                 "mysql": f"ALTER TABLE {table} MODIFY {column} varchar({length}) NOT NULL",
+                 "mariadb": f"ALTER TABLE {table} MODIFY {column} varchar({length}) NOT NULL"}.get(dialect)
+    if statement:
+        with world.engine.begin() as conn:
+            conn.execute(sa.text(statement))
+
+
+def test_15_over_long_values_are_rejects_and_the_rest_goes_on(world: World) -> None:
+    for table, column in (("crm_lists", "name"), ("crm_members", "id"), ("crm_list_members", "member_id")):
+        _widen(world, table, column, 520 if column == "name" else 250)
+    world.add_list("L7", "Ç" * 514)
+    long_id = "X" * 200
+    t = world.crm.members
+    with world.engine.begin() as conn:
+        conn.execute(t.insert().values(tenant_id="acme", id=long_id, email="uzun.kimlik@ornek.com.tr",
+                                       consent_status="ONAY", updated_at=world.now()))
+    world.join(long_id, "L1")
+    result = world.run()
+    assert result.status == "partial", result.error
+    assert result.counts.get("lists_rejected") == 1
+    remote = world.harness.members()
+    assert "uzun.kimlik@ornek.com.tr" not in remote
+    assert {e for e in world.valid_active_members() if e != "uzun.kimlik@ornek.com.tr"} <= set(remote)
+    assert (long_id[:128], "", "too_long") in _open_rejects(world)
+    again = world.run()
+    assert again.status == "partial", again.error
+
+
+def test_17_a_deleted_members_reject_is_resolved_and_a_bad_list_is_not_resent(world: World) -> None:
+    world.add_list("L6", "")
+    world.run()
+    rejected = [r[0] for r in _open_rejects(world, "validation") if r[0]]
+    assert rejected
+    world.update_member(rejected[0], deleted_at=world.now())
+    world.harness.reset_log()
+    world.run()
+    assert rejected[0] not in [r[0] for r in _open_rejects(world)]
+    world.harness.reset_log()
+    world.run()
+    assert world.harness.write_requests() == 0
+
+
+def test_18_a_list_deleted_and_another_renamed_leave_nothing_for_the_backfill(world: World) -> None:
+    world.run()
+    world.update_list("L1", name="Yeni Ad")
+    world.update_list("L2", deleted_at=world.now())
+    world.run()
+    assert_mirrors_crm(world)
+    world.harness.reset_log()
+    result = world.run(backfill=True)
+    assert world.harness.write_requests() == 0, result.counts
+
+
+def test_18_the_dry_run_plan_equals_the_run_that_follows_on_a_mixed_change(world: World) -> None:
+    world.run()
+    crm = world.valid_active_members()
+    emails = sorted(crm)
+    world.update_member(crm[emails[0]].id, first_name="Değişen")
+    world.update_member(crm[emails[1]].id, deleted_at=world.now())
+    world.leave_list(crm[emails[2]].id, world.lists_of(crm[emails[2]].id)[0])
+    world.harness.unsubscribe(emails[3])
+    world.update_member(crm[emails[3]].id, last_name="Abonelikten Çıktı")
+    world.update_list("L1", name="Yeniden Adlandırıldı")
+    world.update_list("L2", deleted_at=world.now())
+    world.add_list("L9", "Yepyeni Liste")
+    world.join(crm[emails[4]].id, "L9")
+    world.harness.reset_log()
+    dry = world.run(dry_run=True)
+    assert world.harness.write_requests() == 0
+    plan = dry.plan
+    assert plan is not None
+    real = world.run()
+    assert (len(plan.members_add), len(plan.members_update), len(plan.members_remove)) == (
+        real.counts.get("members_added", 0), real.counts.get("members_updated", 0),
+        real.counts.get("members_removed", 0)), (real.counts, plan)
+    assert (len(plan.lists_create), len(plan.lists_rename), len(plan.lists_delete)) == (
+        real.counts.get("lists_created", 0), real.counts.get("lists_renamed", 0), real.counts.get("lists_deleted", 0))
+    assert emails[3] in plan.blocked_by_suppression
