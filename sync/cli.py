@@ -6,9 +6,10 @@ and a non-zero exit; nothing is changed by a command that fails.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 import sqlalchemy as sa
+import structlog
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,11 +35,29 @@ EXIT_USAGE = 2
 
 @dataclass
 class App:
-    """What a command needs, built lazily from the settings loaded at start."""
+    """What a command needs, built lazily from the settings loaded at start.
 
-    settings: Settings
+    Settings are loaded (and logging configured) when a command that takes the App starts; a
+    command that needs none (``keys generate``, ``sandbox serve``) works whatever they say.
+    """
+
+    config_file: str | None = None
     out: Console = field(default_factory=lambda: Console(highlight=False, width=None if sys.stdout.isatty() else 240))
+    _settings: Settings | None = None
     _engine: sa.Engine | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.load_settings()
+
+    def load_settings(self) -> Settings:
+        """Load and check the settings once, register the master keys as secrets, set up logging."""
+        if self._settings is None:
+            settings = load_settings(config_file=self.config_file)
+            SECRETS.register(*(key.reveal() for key in settings.master_keys))
+            configure_logging(settings.log_level, settings.log_format)
+            self._settings = settings
+        return self._settings
 
     @property
     def engine(self) -> sa.Engine:
@@ -65,7 +85,17 @@ class App:
         return Vault(self.settings.require_master_keys())
 
 
-pass_app = click.make_pass_decorator(App)
+def pass_app(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the command the App with its settings loaded: a bad setting fails before any work."""
+
+    @functools.wraps(command)
+    def with_app(*args: Any, **kwargs: Any) -> Any:
+        app = click.get_current_context().find_object(App)
+        assert app is not None
+        app.load_settings()
+        return command(app, *args, **kwargs)
+
+    return with_app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -80,10 +110,7 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
     Settings come from CRM_ESP_SYNC_* variables (DATABASE_URL, CRM_DATABASE_URL, MASTER_KEY or
     MASTER_KEY_FILE, LOG_FORMAT, LOG_LEVEL, ...) and an optional TOML file; see the README.
     """
-    settings = load_settings(config_file=config_file)
-    SECRETS.register(*(key.reveal() for key in settings.master_keys))
-    configure_logging(settings.log_level, settings.log_format)
-    app = ctx.obj = App(settings)
+    app = ctx.obj = App(config_file)
     ctx.call_on_close(app.close)
 
 
@@ -139,6 +166,42 @@ def crm_init_reference(app: App) -> None:
     engine.dispose()
     c = app.settings.crm
     app.out.print(f"reference CRM tables ready: {c.lists}, {c.members}, {c.memberships}")
+
+
+@crm_group.command("check")
+@click.option("--crm-tenant-id", help="check the rows of this CRM tenant id only (default: every tenant)")
+@pass_app
+def crm_check(app: App, crm_tenant_id: str | None) -> None:
+    """Check the three CRM relations against the contract (README, "The CRM source contract"):
+    relations, columns and their types, unique ids, updated_at set and not in the future,
+    memberships of known lists and members, helpful indexes. One line per problem; exit
+    status 2 if the contract does not hold (hints alone exit 0)."""
+    from sync.crm import check_contract
+
+    engine = db.create_engine(app.settings.crm_url)
+    try:
+        problems = check_contract(engine, app.settings.crm, crm_tenant_id)
+    finally:
+        engine.dispose()
+    for problem in problems:
+        click.echo(f"{problem.severity}: {problem}")
+    errors = sum(p.severity == "error" for p in problems)
+    c = app.settings.crm
+    click.echo(f"{c.lists}, {c.members}, {c.memberships}: "
+               + (f"{errors} problem(s); the daemon will not run until they are fixed" if errors
+                  else "the CRM contract holds"))
+    if errors:
+        sys.exit(EXIT_USAGE)
+
+
+def _require_contract(app: App, crm_engine: sa.Engine) -> None:
+    """What `once` and `run` check at start: the relations, columns and types (a few catalogue
+    queries and a read of a few rows), so a misfit is a few lines here, not an SQL error per run."""
+    from sync.crm import ContractError, check_contract
+
+    errors = [p for p in check_contract(crm_engine, app.settings.crm, data=False) if p.severity == "error"]
+    if errors:
+        raise ContractError(errors)
 
 
 @crm_group.command("seed")
@@ -340,17 +403,22 @@ def connection_rotate(app: App, tenant: str, provider: str, credentials_source: 
 @click.option("--schedule", help="cron expression (5 fields); `default` for the global DEFAULT_SCHEDULE")
 @click.option("--enable/--disable", "enabled", default=None, help="let the daemon run it, or not")
 @click.option("--base-url", help="provider address")
+@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
+              help="provider setting, repeatable; checked as at `add`, the others are kept")
 @pass_app
 def connection_set(app: App, tenant: str, provider: str, schedule: str | None, enabled: bool | None,
-                   base_url: str | None) -> None:
-    """Change TENANT's PROVIDER connection: schedule, enabled, base URL (the daemon picks it up)."""
+                   base_url: str | None, settings: tuple[str, ...]) -> None:
+    """Change TENANT's PROVIDER connection: schedule, enabled, base URL, settings (the daemon picks
+    it up; the sync state is kept)."""
     if schedule and schedule != "default":
         _validate_cron(schedule, app.settings.timezone)
+    parsed = _parse_settings(settings, None)
     with app.transaction() as session:
         connection = registry.update_connection(session, tenant, provider, schedule=schedule, enabled=enabled,
-                                                base_url=base_url)
+                                                base_url=base_url, settings=parsed)
         app.out.print(f"connection {tenant}/{provider}: schedule {connection.schedule or 'default'}, "
-                      f"{'enabled' if connection.enabled else 'disabled'}, {connection.base_url}")
+                      f"{'enabled' if connection.enabled else 'disabled'}, {connection.base_url}, "
+                      f"settings {json.dumps(connection.settings, ensure_ascii=False, sort_keys=True)}")
 
 
 @connection_group.command("remove")
@@ -462,7 +530,8 @@ def _print_plan(app: App, results: list[Any]) -> None:
             app.out.print(f"  {label:28} {sample(items)}")
 
 
-def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, backfill: bool) -> None:
+def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, backfill: bool,
+         allow_mass_delete: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sync.engine.connection_sync import RunOptions
@@ -471,6 +540,7 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
     app.vault()   # a missing or malformed master key fails here, before any run starts
     engine = app.migrated_engine()
     crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
+    _require_contract(app, crm_engine)
     show_progress = backfill and app.out.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=app.out, disable=not show_progress) as progress:
@@ -482,14 +552,16 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
             progress.update(tasks[phase], completed=done, total=total)
 
         results = run_once(app.settings, engine, crm_engine, tenant=tenant, provider=provider,
-                           options=RunOptions(dry_run=dry_run, backfill=backfill), on_progress=on_progress)
+                           options=RunOptions(dry_run=dry_run, backfill=backfill, allow_mass_delete=allow_mass_delete),
+                           on_progress=on_progress)
     if crm_engine is not engine:
         crm_engine.dispose()
     if not results:
         app.out.print("no enabled connection matches")
         return
     (_print_plan if dry_run else _print_results)(app, results)
-    if any(r.status == "failed" for r in results):
+    from sync.engine.runner import FAILING_STATUSES
+    if any(r.status in FAILING_STATUSES for r in results):   # failed, blocked by a live lease, lost_lease
         sys.exit(EXIT_FAILURE)
 
 
@@ -497,7 +569,11 @@ run_filters = [
     click.option("--tenant", help="only this tenant"),
     click.option("--provider", type=PROVIDER_CHOICE, help="only this provider"),
     click.option("--dry-run", is_flag=True, help="print the plan (lists and members to create, update, remove, "
-                 "blocked by suppression) and send nothing"),
+                 "blocked by suppression) and write nothing; it reads the provider (statuses, lists) so that "
+                 "the plan equals the run that follows"),
+    click.option("--allow-mass-delete", is_flag=True,
+                 help="go on although the run would remove more members or lists than the connection's "
+                 "max_delete_members / max_delete_percent settings allow (default 5000 members, 25 %%)"),
 ]
 
 
@@ -510,21 +586,22 @@ def _with_run_filters(command: Any) -> Any:
 @cli.command("once")
 @_with_run_filters
 @pass_app
-def once(app: App, tenant: str | None, provider: str | None, dry_run: bool) -> None:
+def once(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool) -> None:
     """Run every enabled connection now (incremental, from the watermarks), then exit.
 
-    Exit status 1 when a run failed; rejected rows do not fail a run (see the rejects table).
+    Exit status 1 when a run failed, was blocked by another worker's live lease, lost its lease,
+    or stopped before a mass delete; rejected rows do not fail a run (see the rejects table).
     """
-    _run(app, tenant, provider, dry_run, backfill=False)
+    _run(app, tenant, provider, dry_run, backfill=False, allow_mass_delete=allow_mass_delete)
 
 
 @cli.command("backfill")
 @_with_run_filters
 @pass_app
-def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool) -> None:
+def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool) -> None:
     """Full reconcile: compare EVERY CRM member with what was pushed (ignores watermarks,
     finds hard deletes), with progress bars. Safe to repeat: unchanged rows send nothing."""
-    _run(app, tenant, provider, dry_run, backfill=True)
+    _run(app, tenant, provider, dry_run, backfill=True, allow_mass_delete=allow_mass_delete)
 
 
 @cli.command("run")
@@ -540,6 +617,7 @@ def run_daemon(app: App, run_now: bool) -> None:
     app.vault()
     engine = app.migrated_engine()
     crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
+    _require_contract(app, crm_engine)
     SyncDaemon(app.settings, engine, crm_engine).run_forever(run_now=run_now)
 
 
@@ -559,15 +637,21 @@ def sandbox_group() -> None:
               help="a sandbox login (fake credentials), repeatable; default demo:demo-password")
 @click.option("--faults", default="", metavar="SPEC",
               help="deterministic faults, e.g. 'seed=3,error_rate=0.1,rate_limit_every=7,retry_after_s=1,"
-                   "drop_rate=0.02,token_expire_after=50,latency_s=0.05'")
+                   "drop_rate=0.02,apply_then_drop_rate=0.05,token_expire_after=50,latency_s=0.05' "
+                   "(apply_then_drop_rate: a write is applied, then its answer is lost)")
 @click.option("--seed", default=0, show_default=True, help="seed of ids and simulated campaign results")
 def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...], faults: str, seed: int) -> None:
     """Serve PROVIDER's sandbox over HTTP until interrupted; point a connection's --base-url at it."""
     from sync.sandbox import SANDBOXES, FaultPlan, serve
 
-    logins = dict(a.split(":", 1) for a in accounts if ":" in a) or {"demo": "demo-password"}
-    if len(logins) != len(accounts) and accounts:
-        raise ConfigurationError("--account must look like USER:PASSWORD")
+    logins: dict[str, str] = {}
+    for account in accounts:
+        user, sep, password = account.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ConfigurationError(f"--account must look like USER:PASSWORD, e.g. demo:demo-password "
+                                     f"(got {'a value without a colon' if not sep else 'an empty user or password'})")
+        logins[user.strip()] = password
+    logins = logins or {"demo": "demo-password"}
     try:
         plan = FaultPlan.from_spec(faults) if faults else FaultPlan()
     except ValueError as exc:
@@ -593,8 +677,15 @@ def demo(app: App, workdir: str, members: int) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"crm-esp-sync: error: {SECRETS.scrub(message)}", err=True)
+    """One line on stderr per line of ``message`` (a contract check may find several problems)."""
+    for line in SECRETS.scrub(message).splitlines() or [""]:
+        click.echo(f"crm-esp-sync: error: {line}", err=True)
     sys.exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -608,8 +699,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (ConfigurationError, SyncError) as exc:
         _fail(exc.message, EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILURE)
-    except sa.exc.OperationalError as exc:
-        _fail(f"database error: {str(exc.orig).strip().splitlines()[0] if exc.orig else exc}", EXIT_FAILURE)
+    except sa.exc.DBAPIError as exc:    # the driver's first line; never the SQL or its parameters
+        _log_traceback()
+        _fail(f"database error: {_first_line(exc.orig) if exc.orig else type(exc).__name__}", EXIT_FAILURE)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as exc:  # the entry point: a bug is still one line; its traceback is at debug level
+        _log_traceback()
+        _fail(f"internal error: {type(exc).__name__}: {_first_line(exc)} (LOG_LEVEL=debug shows the traceback)",
+              EXIT_FAILURE)
+
+
+def _log_traceback() -> None:
+    """The traceback of the exception being handled, on the log at debug level (if logging is set up)."""
+    if structlog.is_configured():
+        structlog.get_logger(__name__).debug("cli.failed", exc_info=True)
 

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,7 +47,11 @@ def create_engine(url: str, *, check: bool = True) -> sa.Engine:
     """An engine for ``url``; with ``check``, an unreachable server fails here in one line."""
     parsed = normalise_url(url)
     # hide_parameters: e-mails (personal data) never reach an error message or a log line
-    engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    try:
+        engine = sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigurationError(f"no driver for {parsed.drivername} databases ({exc}); use sqlite://, "
+                                 "postgresql:// (psycopg 3), mysql:// or mariadb:// (PyMySQL)") from None
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     if check:
@@ -110,11 +115,26 @@ def alembic_config(engine: sa.Engine) -> Config:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    config = alembic_config(engine)
+    with _known_revision(config, revision):
+        command.upgrade(config, revision)
 
 
 def downgrade(engine: sa.Engine, revision: str = "base") -> None:
-    command.downgrade(alembic_config(engine), revision)
+    config = alembic_config(engine)
+    with _known_revision(config, revision):
+        command.downgrade(config, revision)
+
+
+@contextmanager
+def _known_revision(config: Config, revision: str) -> Iterator[None]:
+    """An unknown or unreachable revision is one line listing the known ones, not alembic's traceback."""
+    try:
+        yield
+    except CommandError as exc:
+        known = ", ".join(s.revision for s in ScriptDirectory.from_config(config).walk_revisions())
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(f"revision {revision!r}: {reason} (known: {known}, head, base)") from None
 
 
 def current_revision(engine: sa.Engine) -> str | None:

@@ -20,7 +20,8 @@ from sync.crm import create_reference_schema, crm_tables
 from sync.crypto import Vault, generate_key
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection, select_connections
-from sync.models import Campaign, CampaignResult, MemberStatus, Reject, utcnow
+from sync.logs import configure_logging
+from sync.models import Campaign, CampaignResult, Connection, MemberLink, MemberStatus, Reject, Tenant, utcnow
 from sync.sample import seed_crm
 from sync.sandbox import PostacellSandbox, serve_in_thread
 
@@ -56,7 +57,18 @@ def _results_table(title: str, results: Sequence[RunResult], writes: int) -> Tab
 
 
 def run_demo(base: Settings, workdir: Path, members: int, out: Console) -> None:
+    """The story on ``out``; the log lines of its runs go to ``workdir/demo.log``, not into the story."""
     settings = demo_settings(base, workdir)
+    log_path = workdir / "demo.log"
+    with log_path.open("w", encoding="utf-8") as log_file:
+        configure_logging(settings.log_level, "json", stream=log_file)
+        try:
+            _story(settings, members, out, log_path)
+        finally:
+            configure_logging(base.log_level, base.log_format)
+
+
+def _story(settings: Settings, members: int, out: Console, log_path: Path) -> None:
     engine = db.create_engine(settings.database_url)
     db.upgrade(engine)
     create_reference_schema(engine, settings.crm)
@@ -91,17 +103,26 @@ def run_demo(base: Settings, workdir: Path, members: int, out: Console) -> None:
         campaign = sandbox.simulate_campaign(account, subject="Kasım indirimi")
         some = sorted(sub["email"] for sub in sandbox.subscribers(account))[:3]
         sandbox.set_status(account, some[0], "unsubscribed")
+        # Edit members the provider holds as active: a member with İYS RET, a mistyped e-mail or a
+        # bounce from the campaign is not pushed, and would make the story and the table disagree.
+        active = {sub["email"] for sub in sandbox.subscribers(account) if sub["status"] == "active"}
+        with engine.connect() as conn:
+            pushed = conn.execute(sa.select(MemberLink.crm_member_id, MemberLink.email).join(Connection).join(Tenant)
+                                  .where(Tenant.slug == "acme", MemberLink.remote_id.is_not(None))
+                                  .order_by(MemberLink.crm_member_id)).all()
+        ids = [member_id for member_id, email in pushed if email in active][:5]
         m = crm_tables(settings.crm).members
         with engine.begin() as conn:
-            ids = list(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == "acme").order_by(m.c.id).limit(6)))
-            conn.execute(m.update().where(m.c.tenant_id == "acme", m.c.id.in_(ids[1:5]))
+            conn.execute(m.update().where(m.c.tenant_id == "acme", m.c.id.in_(ids[:4]))
                          .values(last_name="Yıldız-Öztürk", updated_at=utcnow()))
-            conn.execute(m.update().where(m.c.tenant_id == "acme", m.c.id == ids[5])
+            conn.execute(m.update().where(m.c.tenant_id == "acme", m.c.id == ids[4])
                          .values(deleted_at=utcnow(), updated_at=utcnow()))
         out.print(f"[bold]4. Meanwhile[/bold]: acme sent campaign {campaign} from the panel; {some[0]} unsubscribed "
-                  "via the web; in the CRM 4 members changed their surname and 1 was deleted (KVKK)")
+                  f"via the web; in the CRM {len(ids[:4])} members changed their surname and 1 was deleted (KVKK)")
         run_all("5. Second sync: statuses and campaign reports pulled, changes pushed")
         run_all("6. Third sync, nothing changed")
+        out.print("   (acme's edited members are read again, as 'unchanged': a run re-reads the last "
+                  f"{settings.lookback_seconds} s before its watermark, for rows committed late)")
 
     with engine.connect() as conn:
         rejects = conn.execute(sa.select(Reject.email, Reject.reason).where(Reject.resolved_at.is_(None))
@@ -119,4 +140,5 @@ def run_demo(base: Settings, workdir: Path, members: int, out: Console) -> None:
         out.print(f"   reject: {email}: {reason}")
     hint = "'select kind, status, counts from sync_runs'"
     out.print(f"   explore: sqlite3 {settings.database_url.removeprefix('sqlite:///')} {hint}")
+    out.print(f"   the runs' log lines: {log_path}")
     engine.dispose()

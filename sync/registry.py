@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +15,14 @@ from sync.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from sync.models import Connection, IntegratorCredential, Tenant
 from sync.providers.specs import get_spec, mask
 
+#: A tenant slug: what commands, logs and metrics name the tenant by; safe in a path or a URL.
+TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
 
 def add_tenant(session: Session, slug: str, name: str | None = None, crm_tenant_id: str | None = None) -> Tenant:
-    slug = slug.strip()
-    if not slug or len(slug) > 64:
-        raise InvalidInputError("a tenant slug must be 1 to 64 characters")
+    if not TENANT_SLUG.match(slug):
+        raise InvalidInputError(f"tenant slug {slug!r} is not valid: 1 to 64 lower-case letters a-z, digits, "
+                                "'-' or '_', starting with a letter or digit (e.g. acme-ticaret)")
     crm_id = (crm_tenant_id or slug).strip()
     clash = session.scalar(sa.select(Tenant).where((Tenant.slug == slug) | (Tenant.crm_tenant_id == crm_id)))
     if clash is not None:
@@ -93,9 +97,13 @@ def rotate_connection(session: Session, vault: Vault, tenant_slug: str, provider
 
 
 def update_connection(session: Session, tenant_slug: str, provider: str, *, schedule: str | None = None,
-                      enabled: bool | None = None, base_url: str | None = None) -> Connection:
-    """Change what the daemon does with a connection; ``schedule="default"`` clears it."""
+                      enabled: bool | None = None, base_url: str | None = None,
+                      settings: Mapping[str, Any] | None = None) -> Connection:
+    """Change what the daemon does with a connection; ``schedule="default"`` clears it. ``settings``
+    are merged over the current ones and checked like at ``add``; the sync state is kept."""
     connection = get_connection(session, tenant_slug, provider)
+    if settings:
+        connection.settings = get_spec(provider).validate_settings(settings, base=connection.settings)
     if schedule is not None:
         connection.schedule = None if schedule == "default" else schedule
     if enabled is not None:

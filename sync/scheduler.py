@@ -13,12 +13,14 @@ import asyncio
 import os
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from apscheduler.events import EVENT_SCHEDULER_STARTED  # type: ignore[import-untyped]
 from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
 from apscheduler.schedulers.base import BaseScheduler  # type: ignore[import-untyped]
 from apscheduler.schedulers.blocking import BlockingScheduler  # type: ignore[import-untyped]
@@ -120,15 +122,34 @@ class SyncDaemon:
         if run_now:
             self.run_all_now()
 
+        stopping: list[threading.Thread] = []
+
         def stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("scheduler.stopping", signal=signal.Signals(signum).name)
-            sd_notify("STOPPING=1")
-            self._scheduler.shutdown(wait=True)      # running syncs finish and release their leases
+            # The handler interrupts the main thread anywhere, possibly holding a lock that shutdown()
+            # or a log line needs (the scheduler's wake-up event, the log stream): stop from a thread.
+            if stopping:
+                return
+            if not self._scheduler.running:          # a signal before start(): nothing runs yet
+                raise SystemExit(0)
+            stopping.append(threading.Thread(target=self._stop, args=(signal.Signals(signum).name,),
+                                             name="scheduler-stop"))
+            stopping[0].start()
+
+        def started(_event: Any) -> None:
+            # Said from inside start(), once the scheduler runs: a SIGTERM from here on stops it cleanly.
+            log.info("scheduler.started", timezone=self.settings.timezone, workers=self.settings.workers,
+                     jobs=len(self._scheduler.get_jobs()) - 1)
+            sd_notify("READY=1")
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log.info("scheduler.started", timezone=self.settings.timezone, workers=self.settings.workers,
-                 jobs=len(self._scheduler.get_jobs()) - 1)
-        sd_notify("READY=1")
+        self._scheduler.add_listener(started, EVENT_SCHEDULER_STARTED)
         self._scheduler.start()
+        for thread in stopping:
+            thread.join()                            # running syncs have finished and released their leases
         log.info("scheduler.stopped")
+
+    def _stop(self, signal_name: str) -> None:
+        log.info("scheduler.stopping", signal=signal_name)
+        sd_notify("STOPPING=1")
+        self._scheduler.shutdown(wait=True)          # running syncs finish and release their leases
