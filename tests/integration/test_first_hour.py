@@ -343,11 +343,13 @@ def test_connection_set_fixes_a_setting_and_keeps_the_sync_state(cli: Cli, regis
     fixed = cli("connection", "set", "acme", "postacell", "--setting", "concurrency=8", env=registry_env)
     assert fixed.code == 0, fixed.err
     with engine.connect() as conn:
-        assert conn.scalar(sa.select(Connection.settings)) == {"concurrency": 8, "rate_per_s": 0.5}
+        assert conn.scalar(sa.select(Connection.settings)) == {"concurrency": 8, "rate_per_s": 0.5,
+                                                               "max_delete_members": 5000, "max_delete_percent": 25}
         assert conn.scalar(sa.select(Connection.id)) == connection_id
         assert conn.scalar(sa.select(sa.func.count()).select_from(Watermark)) == 1
     unknown = cli("connection", "set", "acme", "postacell", "--setting", "speed=9", env=registry_env)
-    assert unknown.code == 2 and "known: concurrency, rate_per_s" in one_error_line(unknown)
+    assert unknown.code == 2
+    assert "known: concurrency, max_delete_members, max_delete_percent, rate_per_s" in one_error_line(unknown)
 
 
 @pytest.mark.parametrize("slug", ["bad slug!", "Acme", "-acme", "acme/eu", "a" * 65, ""])
