@@ -22,7 +22,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
@@ -35,12 +35,18 @@ from sync.errors import FatalError, ProviderError, RejectedRow
 from sync.models import EMAIL, ID, Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, utcnow
 from sync.providers.base import (
     SUPPRESSION_RANK,
+    ListPush,
+    MappedLists,
     MemberDelete,
     MemberKey,
+    MemberPush,
     MemberSnapshot,
     MemberUpsert,
     Provider,
+    PushOutcome,
     RemoteStatus,
+    ReportPull,
+    StatusPull,
     payload_hash,
 )
 from sync.providers.specs import COMMON_SETTINGS
@@ -147,7 +153,13 @@ class ConnectionSync:
         self.sessions = sessions
         self.crm = crm
         self.provider = provider
-        self.caps = provider.capabilities
+        self.caps = caps = provider.capabilities
+        # The provider seen through the capability protocols it declares (check_provider verified them).
+        self.list_api = cast(ListPush, provider) if caps.lists == "create" else None
+        self.mapped_api = cast(MappedLists, provider) if caps.lists == "mapped" else None
+        self.member_api = cast(MemberPush, provider) if caps.pushes_members else None
+        self.status_api = cast(StatusPull, provider) if caps.status_pull != "none" else None
+        self.report_api = cast(ReportPull, provider) if caps.has_campaign_reports else None
         self.connection_id = connection_id
         self.tenant_id = tenant_id
         self.run_id = run_id
@@ -195,7 +207,9 @@ class ConnectionSync:
     async def pull_statuses(self) -> None:
         """Unsubscribes, bounces and complaints into member_statuses (see _record_statuses)."""
         since = self._read_since(STATUSES_STREAM)
-        pulled = [status async for status in self.provider.pull_statuses(since)]
+        if self.status_api is None:
+            return
+        pulled = [status async for status in self.status_api.pull_statuses(since)]
         self.counts["statuses_seen"] += len(pulled)
         newest = max((s.occurred_at for s in pulled), default=None)
         if self.options.dry_run:
@@ -334,12 +348,17 @@ class ConnectionSync:
         that lost its state) loses its link and is created or adopted again, and its members are
         planned again. A problem with one list is that list's reject; the other lists go on.
         """
+        if self.caps.lists == "none":
+            return {}
         crm_lists = {item.id: item for item in self.crm.lists() if not item.deleted}
         with self.sessions() as session:
             links = {link.crm_list_id: link for link in session.scalars(
                 sa.select(ListLink).where(ListLink.connection_id == self.connection_id))}
+        if self.mapped_api is not None:
+            return self._sync_mapped_lists(self.mapped_api, crm_lists, links)
+        assert self.list_api is not None
         if links:
-            await self._drop_links_of_missing_lists(links)
+            await self._drop_links_of_missing_lists(self.list_api, links)
         mapping: dict[str, str] = {}
         taken = {link.remote_list_id for link in links.values()}     # incl. lists about to be deleted
         for crm_id, item in sorted(crm_lists.items()):
@@ -356,8 +375,8 @@ class ConnectionSync:
                         mapping[crm_id] = f"(new list {crm_id})"
                         self._requeue_lists.add(crm_id)
                         continue
-                    found = [r for r in await self.provider.find_lists(item.name) if r.remote_id not in taken]
-                    remote = found[0] if found else await self.provider.create_list(item.name)
+                    found = [r for r in await self.list_api.find_lists(item.name) if r.remote_id not in taken]
+                    remote = found[0] if found else await self.list_api.create_list(item.name)
                     with self.sessions.begin() as session:
                         session.add(ListLink(connection_id=self.connection_id, crm_list_id=crm_id,
                                              remote_list_id=remote.remote_id, name_pushed=item.name,
@@ -373,7 +392,7 @@ class ConnectionSync:
                     if link.name_pushed != item.name and self.caps.supports_list_rename:
                         self.plan.lists_rename.append((link.name_pushed, item.name))
                         if not self.options.dry_run:
-                            await self.provider.rename_list(link.remote_list_id, item.name)
+                            await self.list_api.rename_list(link.remote_list_id, item.name)
                             with self.sessions.begin() as session:
                                 session.get_one(ListLink, link.id).name_pushed = item.name
                                 self._resolve_list_reject(session, crm_id)
@@ -401,7 +420,7 @@ class ConnectionSync:
             try:
                 # Only what we created is deleted; an adopted list is emptied of our members at most.
                 if self.caps.supports_list_delete and not link.adopted:
-                    await self.provider.delete_list(link.remote_list_id)
+                    await self.list_api.delete_list(link.remote_list_id)
             except FatalError:
                 raise
             except ProviderError as exc:
@@ -418,8 +437,54 @@ class ConnectionSync:
             self.counts["lists_deleted"] += 1
         return mapping
 
-    async def _drop_links_of_missing_lists(self, links: dict[str, ListLink]) -> None:
-        present = {remote.remote_id for remote in await self.provider.all_lists()}
+    def _sync_mapped_lists(self, api: MappedLists, crm_lists: dict[str, Any], links: dict[str, ListLink]
+                           ) -> dict[str, str]:
+        """Lists made in the provider's panel: the connection maps CRM lists to them. A CRM list
+        without a mapping is that list's reject (its members wait, visibly); a mapping that
+        changed moves the list's members; a remote list is never created, renamed or deleted."""
+        mapped = api.mapped_lists()
+        mapping: dict[str, str] = {}
+        for crm_id, item in sorted(crm_lists.items()):
+            remote, link = mapped.get(crm_id), links.get(crm_id)
+            if remote is None:
+                self._list_reject(crm_id, f"CRM list {crm_id} ({item.name!r}) has no mapping to a provider list; "
+                                  "add it to the connection's `lists` setting", "unmapped")
+                if link is not None:
+                    self._forget_list_link(link)
+                continue
+            mapping[crm_id] = remote.remote_id
+            if link is not None and link.remote_list_id == remote.remote_id:
+                continue
+            self._requeue_lists.add(crm_id)
+            self.counts["lists_mapped"] += 1
+            if self.options.dry_run:
+                continue
+            with self.sessions.begin() as session:
+                if link is not None:
+                    session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+                session.add(ListLink(connection_id=self.connection_id, crm_list_id=crm_id,
+                                     remote_list_id=remote.remote_id, name_pushed=item.name[:LIST_NAME_MAX],
+                                     adopted=True))
+                self._resolve_list_reject(session, crm_id)
+                self._checkpoint(session)
+        for crm_id, link in sorted(links.items()):
+            if crm_id not in crm_lists:
+                self.plan.lists_delete.append(link.name_pushed)
+                self._forget_list_link(link)
+        return mapping
+
+    def _forget_list_link(self, link: ListLink) -> None:
+        """Drop a link without touching the remote list; its members are planned again (they
+        leave that list)."""
+        self._requeue_lists.add(link.crm_list_id)
+        if self.options.dry_run:
+            return
+        with self.sessions.begin() as session:
+            session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+            self._checkpoint(session)
+
+    async def _drop_links_of_missing_lists(self, api: ListPush, links: dict[str, ListLink]) -> None:
+        present = {remote.remote_id for remote in await api.all_lists()}
         for crm_id, link in sorted(links.items()):
             if link.remote_list_id in present:
                 continue
@@ -463,6 +528,8 @@ class ConnectionSync:
     # --- 4/5. members, with a checkpoint per batch ---------------------------------------
 
     async def push_members(self, list_map: dict[str, str]) -> None:
+        if self.member_api is None:
+            return
         changed = self._changed_members()
         vanished_due, vanished = self._vanished_members_due()
         with self.sessions() as session:
@@ -653,7 +720,8 @@ class ConnectionSync:
                 consent_status=member.consent_status, consent_date=member.consent_date,
                 consent_source=member.consent_source, recipient_type=member.recipient_type)
             try:
-                payload = self.provider.build_payload(snapshot)
+                assert self.member_api is not None
+                payload = self.member_api.build_payload(snapshot)
             except RejectedRow as exc:
                 plan.invalid.append((MemberKey(member_id), email, exc.reason, exc.provider_code or VALIDATION))
                 continue
@@ -661,7 +729,7 @@ class ConnectionSync:
             if per_list:
                 for crm_list in wanted:
                     link = links.get(crm_list)
-                    if link is not None and link.email != email:
+                    if link is not None and link.email != email and self.caps.member_key == "email":
                         self._delete(plan, link, "e-mail changed")
                         link = None
                     self._upsert(plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
@@ -671,7 +739,7 @@ class ConnectionSync:
                         self._delete(plan, stale, "left the list")
             else:
                 link = links.get("")
-                if link is not None and link.email != email:
+                if link is not None and link.email != email and self.caps.member_key == "email":
                     self._delete(plan, link, "e-mail changed")
                     link = None
                 if not wanted:
@@ -714,7 +782,8 @@ class ConnectionSync:
             self.counts["members_rehashed"] += 1
             plan.rehash.append({"id": link.id, "remote_lists": list(remote_lists), "payload_hash": digest})
             return
-        known = link is not None and link.email == email
+        # A provider keyed by our member id keeps the contact through an address change (an update).
+        known = link is not None and (link.email == email or self.caps.member_key == "crm_id")
         # Making active again a contact that only OUR push had unsubscribed is not a re-subscribe
         # over the recipient's will: the provider's "unsubscribed" is our own echo.
         resubscribe = resubscribe or (status == "active" and known and link is not None
@@ -730,7 +799,22 @@ class ConnectionSync:
     def _delete(self, plan: _Chunk, link: MemberLink, why: str) -> None:
         self.plan.members_remove.append(f"{link.email} ({why})")
         plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
-                                         link.remote_id, tuple(link.remote_lists)))
+                                         link.remote_id, tuple(link.remote_lists), reason=why))
+
+    async def _remove(self, plan: _Chunk) -> list[PushOutcome]:
+        """Removals, as far as the provider can do them (``capabilities.member_removal``): deleted,
+        or unsubscribed (and anonymised where it allows) by the provider; where it can do neither,
+        each removal stays an open reject saying what a person must do in the provider's panel."""
+        if self.caps.member_removal == "none":
+            return [PushOutcome(item.key, rejected=RejectedRow(
+                f"{self.provider.name} cannot remove members through its API: remove {item.email} "
+                f"({item.reason}) in its panel", provider_code="removal_unsupported")) for item in plan.deletes]
+        assert self.member_api is not None
+        outcomes = await self.member_api.delete_members(plan.deletes)
+        for outcome in outcomes:
+            if outcome.rejected is None and outcome.suppressed is None:
+                self.counts[f"members_{outcome.action}"] += 1
+        return outcomes
 
     async def _refresh_before_updates(self, plan: _Chunk) -> bool:
         """Ask the provider for suppressions that appeared since the pull, in the lists of the
@@ -739,7 +823,9 @@ class ConnectionSync:
                         for remote in (*item.remote_lists, *item.previous_remote_lists)})
         if not lists:
             return False
-        fresh = [status async for status in self.provider.refresh_statuses(lists)]
+        if self.status_api is None:
+            return False
+        fresh = [status async for status in self.status_api.refresh_statuses(lists)]
         if not fresh:
             return False
         with self.sessions.begin() as session:
@@ -760,8 +846,9 @@ class ConnectionSync:
         if self.options.dry_run:
             return
         self._write_provisional_links(plan)
-        deleted = await self.provider.delete_members(plan.deletes) if plan.deletes else []
-        upserted = await self.provider.upsert_members(plan.upserts) if plan.upserts else []
+        assert self.member_api is not None
+        deleted = await self._remove(plan) if plan.deletes else []
+        upserted = await self.member_api.upsert_members(plan.upserts) if plan.upserts else []
         by_key = {item.key: item for item in plan.upserts}
         with self.sessions.begin() as session:
             open_rejects = self._open_rejects(session, plan.ids)
@@ -870,9 +957,9 @@ class ConnectionSync:
     async def pull_reports(self) -> None:
         """Campaigns, and per-recipient results of those not final yet. One campaign's failure
         is logged and retried next run; it does not stop the others."""
-        if not self.caps.has_campaign_reports:
+        if self.report_api is None:
             return
-        async for campaign in self.provider.pull_campaigns():
+        async for campaign in self.report_api.pull_campaigns():
             with self.sessions.begin() as session:
                 row = session.scalar(sa.select(Campaign).where(
                     Campaign.connection_id == self.connection_id, Campaign.remote_id == campaign.remote_id))
@@ -890,7 +977,7 @@ class ConnectionSync:
                 row.sent_at, row.remote_updated_at = campaign.sent_at, campaign.updated_at
                 self.counts["campaigns_pulled"] += 1
             try:
-                results = await self.provider.pull_campaign_results(campaign)
+                results = await self.report_api.pull_campaign_results(campaign)
             except FatalError:
                 raise
             except (ProviderError, ValueError) as exc:

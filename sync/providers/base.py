@@ -1,7 +1,19 @@
-"""The one interface every provider implements, and the neutral types the engine speaks.
+"""The provider interface, cut into small capability protocols, and the neutral types the engine speaks.
 
-The engine reads :class:`Capabilities` and never asks which provider it holds. Providers
-are found through :data:`IMPLEMENTATIONS`, a plain name -> "module:Class" table.
+A provider implements only what it has and declares it in :class:`Capabilities`; the engine
+reads the capabilities and never asks which provider it holds. :func:`check_provider` refuses a
+provider that declares a capability without implementing its protocol. Providers are found
+through :data:`IMPLEMENTATIONS`, a plain name -> "module:Class" table.
+
+| protocol | what | providers (by their documents) |
+| --- | --- | --- |
+| :class:`ListPush` | create, rename, delete lists; list the account's lists | Postacell, Euromsg |
+| :class:`MappedLists` | lists made in the provider's panel, mapped per connection | MailMasterPlus, Postatr |
+| :class:`MemberPush` | upsert and remove members | Postacell, Euromsg, MailMasterPlus, Postatr |
+| :class:`StatusPull` | unsubscribes, bounces, complaints | Postacell (full scan), Euromsg, MailMasterPlus (full scan) |
+| :class:`ConsentPull` | İYS consent states | Euromsg (as the tenant's İYS integrator) |
+| :class:`ReportPull` | campaigns and per-recipient results | Postacell, Euromsg, Postatr |
+| :class:`ActivityPull` | conversations, messages, calls by phone | WapCRM |
 """
 
 from __future__ import annotations
@@ -10,9 +22,9 @@ import datetime as dt
 import hashlib
 import importlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from sync.errors import ConfigurationError, RejectedRow
 
@@ -24,22 +36,49 @@ SUPPRESSION_RANK = {"complaint": 4, "unsubscribed": 3, "hard_bounce": 2, "soft_b
 class Capabilities:
     """What a provider can do and how hard it may be pushed: limits are data."""
 
-    max_batch: int
-    async_bulk_import: bool
-    supports_list_create: bool
-    supports_list_rename: bool
-    supports_list_delete: bool
-    supports_unsubscribe: bool
-    supports_member_delete: bool
-    has_campaign_reports: bool
+    #: Largest batch of members one push takes.
+    max_batch: int = 1000
+    #: Members go through an asynchronous bulk import (post, poll a job, read per-row results).
+    async_bulk_import: bool = False
+    #: "create": the daemon creates, renames and deletes lists (ListPush); "mapped": lists are made
+    #: in the provider's panel and the connection maps each CRM list to one (MappedLists); "none":
+    #: the provider has no lists to push (pull-only).
+    lists: Literal["create", "mapped", "none"] = "create"
+    supports_list_rename: bool = True
+    supports_list_delete: bool = True
+    #: Members are pushed (MemberPush).
+    pushes_members: bool = True
+    #: A contact can be pushed as unsubscribed (a suppression from another provider, İYS RET).
+    supports_unsubscribe: bool = True
+    #: What a removal (KVKK erasure, leaving the last list) becomes at the provider: "delete";
+    #: "unsubscribe" (the provider cannot delete: the contact is unsubscribed, and anonymised where
+    #: the provider allows); "none" (the provider can do neither: recorded locally and reported).
+    member_removal: Literal["delete", "unsubscribe", "none"] = "delete"
+    #: "email": contacts are keyed by address (a changed address is another contact: the old one
+    #: is removed); "crm_id": keyed by our member id (a changed address is an update).
+    member_key: Literal["email", "crm_id"] = "email"
     #: "contact": one contact holding a set of lists; "per_list": one record per (list, member).
-    membership_model: Literal["contact", "per_list"]
+    membership_model: Literal["contact", "per_list"] = "contact"
     concurrency: int = 4
     rate_per_s: float | None = None
     #: "incremental": ``pull_statuses(since)`` returns only changes after ``since``;
     #: "full_scan": the provider cannot list changes since a time, every pull reads every
-    #: suppressed contact (the cost is reported as ``status_pull_requests``).
-    status_pull: Literal["incremental", "full_scan"] = "incremental"
+    #: suppressed contact; "none": no status pull (StatusPull not implemented).
+    status_pull: Literal["incremental", "full_scan", "none"] = "incremental"
+    #: İYS consent states are pulled (ConsentPull).
+    pulls_consents: bool = False
+    #: Campaigns and per-recipient results are pulled (ReportPull).
+    has_campaign_reports: bool = False
+    #: Activity (conversations, messages) is pulled into the CRM's tables (ActivityPull).
+    pulls_activity: bool = False
+
+    @property
+    def supports_list_create(self) -> bool:
+        return self.lists == "create"
+
+    @property
+    def supports_member_delete(self) -> bool:
+        return self.member_removal == "delete"
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,8 @@ class MemberDelete:
     email: str
     remote_id: str | None
     remote_lists: tuple[str, ...] = ()
+    #: Why: "deleted in the CRM" (a KVKK erasure), "left the list", "left every list", "e-mail changed".
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,12 +140,28 @@ class PushOutcome:
     remote_id: str | None = None
     rejected: RejectedRow | None = None
     suppressed: RemoteStatus | None = None
+    #: For a removal: what the provider did ("deleted", "unsubscribed", "anonymised").
+    action: str = "deleted"
 
 
 @dataclass(frozen=True)
 class RemoteList:
     remote_id: str
     name: str
+    #: Provider attributes of a mapped list (MailMasterPlus form ids, Postatr member groups).
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteConsent:
+    """An İYS permission state, as a provider acting as İYS integrator reports it."""
+
+    recipient: str                                   # normalised e-mail (or phone for MESAJ/ARAMA)
+    channel: Literal["EPOSTA", "MESAJ", "ARAMA"]
+    recipient_type: Literal["BIREYSEL", "TACIR"]
+    status: Literal["ONAY", "RET"]
+    consent_date: dt.datetime
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,14 +198,17 @@ class RecipientResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@runtime_checkable
 class Provider(Protocol):
-    """What the engine calls. Every method raises only ``sync.errors`` types."""
+    """What every provider has. Every method of every protocol raises only ``sync.errors`` types."""
 
     name: str
     capabilities: Capabilities
 
-    def build_payload(self, member: MemberSnapshot) -> dict[str, Any]:
-        """The provider-shaped member record (without lists); its hash decides whether to push."""
+
+@runtime_checkable
+class ListPush(Protocol):
+    """Lists the daemon creates, renames and deletes (``capabilities.lists == "create"``)."""
 
     async def find_lists(self, name: str) -> list[RemoteList]:
         """Existing lists with exactly this name (so a crash after create never creates twice)."""
@@ -162,10 +222,35 @@ class Provider(Protocol):
 
     async def delete_list(self, remote_id: str) -> None: ...
 
+
+@runtime_checkable
+class MappedLists(Protocol):
+    """Lists made in the provider's panel (``capabilities.lists == "mapped"``)."""
+
+    def mapped_lists(self) -> Mapping[str, RemoteList]:
+        """CRM list id -> the remote list the connection maps it to, with its provider attributes
+        (validated when the connection is added). A CRM list absent here is reported, not skipped."""
+
+
+@runtime_checkable
+class MemberPush(Protocol):
+    """Members pushed to the provider (``capabilities.pushes_members``)."""
+
+    def build_payload(self, member: MemberSnapshot) -> dict[str, Any]:
+        """The provider-shaped member record (without lists); its hash decides whether to push.
+        May raise RejectedRow for this one member (a value the provider cannot take)."""
+
     async def upsert_members(self, batch: Sequence[MemberUpsert]) -> list[PushOutcome]:
         """Create or update; one outcome per item, rejected items carry the provider's reason."""
 
-    async def delete_members(self, batch: Sequence[MemberDelete]) -> list[PushOutcome]: ...
+    async def delete_members(self, batch: Sequence[MemberDelete]) -> list[PushOutcome]:
+        """Remove, as ``capabilities.member_removal`` says (delete, or unsubscribe/anonymise); the
+        outcome's ``action`` says what was done."""
+
+
+@runtime_checkable
+class StatusPull(Protocol):
+    """Unsubscribes, bounces, complaints (``capabilities.status_pull != "none"``)."""
 
     def pull_statuses(self, since: dt.datetime | None) -> AsyncIterator[RemoteStatus]:
         """Unsubscribes, bounces and complaints changed since ``since`` (all when None); a
@@ -177,9 +262,42 @@ class Provider(Protocol):
         nothing changed). Closes the window in which a recipient's unsubscribe made during a run
         would be overwritten by the run's own update."""
 
+
+@runtime_checkable
+class ConsentPull(Protocol):
+    """İYS consent states (``capabilities.pulls_consents``)."""
+
+    def pull_consents(self, since: dt.datetime | None) -> AsyncIterator[RemoteConsent]: ...
+
+
+@runtime_checkable
+class ReportPull(Protocol):
+    """Campaigns and per-recipient results (``capabilities.has_campaign_reports``)."""
+
     def pull_campaigns(self) -> AsyncIterator[RemoteCampaign]: ...
 
     async def pull_campaign_results(self, campaign: RemoteCampaign) -> list[RecipientResult]: ...
+
+
+#: Each capability and the protocol a provider that declares it must implement.
+CAPABILITY_PROTOCOLS: tuple[tuple[str, Callable[[Capabilities], bool], type], ...] = (
+    ("lists=create", lambda caps: caps.lists == "create", ListPush),
+    ("lists=mapped", lambda caps: caps.lists == "mapped", MappedLists),
+    ("pushes_members", lambda caps: caps.pushes_members, MemberPush),
+    ("status_pull", lambda caps: caps.status_pull != "none", StatusPull),
+    ("pulls_consents", lambda caps: caps.pulls_consents, ConsentPull),
+    ("has_campaign_reports", lambda caps: caps.has_campaign_reports, ReportPull),
+)
+
+
+def check_provider(provider: Provider) -> Provider:
+    """Refuse a provider that declares a capability without implementing its protocol."""
+    missing = [f"{label} ({protocol.__name__})" for label, declared, protocol in CAPABILITY_PROTOCOLS
+               if declared(provider.capabilities) and not isinstance(provider, protocol)]
+    if missing:
+        raise ConfigurationError(f"provider {provider.name!r} declares {', '.join(missing)} "
+                                 "but does not implement it")
+    return provider
 
 
 #: Provider name -> "module:Class". Providers without sync code yet are absent here, and
@@ -204,7 +322,7 @@ def build_provider(name: str, http_factory: Any, credentials: Mapping[str, str],
                    settings: Mapping[str, Any], integrator: Mapping[str, str] | None = None) -> Provider:
     """Instantiate a provider; ``http_factory(capabilities, auth)`` returns its ProviderHTTP."""
     cls = provider_class(name)
-    return cls.create(http_factory, credentials, settings, integrator)  # type: ignore[no-any-return]
+    return check_provider(cls.create(http_factory, credentials, settings, integrator))
 
 
 def payload_hash(payload: Mapping[str, Any], remote_lists: Sequence[str]) -> str:
@@ -215,20 +333,29 @@ def payload_hash(payload: Mapping[str, Any], remote_lists: Sequence[str]) -> str
 
 
 __all__ = [
+    "CAPABILITY_PROTOCOLS",
     "IMPLEMENTATIONS",
     "SUPPRESSION_RANK",
     "Capabilities",
+    "ConsentPull",
+    "ListPush",
+    "MappedLists",
     "MemberDelete",
     "MemberKey",
+    "MemberPush",
     "MemberSnapshot",
     "MemberUpsert",
     "Provider",
     "PushOutcome",
     "RecipientResult",
     "RemoteCampaign",
+    "RemoteConsent",
     "RemoteList",
     "RemoteStatus",
+    "ReportPull",
+    "StatusPull",
     "build_provider",
+    "check_provider",
     "payload_hash",
     "provider_class",
 ]

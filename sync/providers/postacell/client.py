@@ -45,9 +45,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
-    max_batch=api.BULK_MAX_SUBSCRIBERS, async_bulk_import=True, supports_list_create=True,
+    max_batch=api.BULK_MAX_SUBSCRIBERS, async_bulk_import=True, lists="create",
     supports_list_rename=True, supports_list_delete=True, supports_unsubscribe=True,
-    supports_member_delete=True, has_campaign_reports=True, membership_model="contact",
+    member_removal="delete", member_key="email", has_campaign_reports=True, membership_model="contact",
     concurrency=4, rate_per_s=10.0, status_pull="full_scan",
 )
 #: Every API call asks for JSON: two endpoints refuse anything else (api.JSON_ONLY_PATHS).
