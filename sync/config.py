@@ -88,6 +88,11 @@ class Settings:
     misfire_grace_seconds: int = 3600
     #: The daemon re-reads connections (added, disabled, rescheduled) this often.
     refresh_seconds: int = 300
+    #: Each connection's cron fire time is delayed by a fixed offset in [0, this) seconds, derived
+    #: from its id, so hundreds of connections on one schedule do not start in the same second.
+    jitter_seconds: int = 300
+    #: ``HOST:PORT`` of the daemon's HTTP endpoint (/healthz, /metrics, the status page); empty = off.
+    http_address: str = ""
     #: Identity of this worker in leases.
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
@@ -149,11 +154,11 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
 
     kwargs: dict[str, Any] = {}
     for name in ("database_url", "crm_database_url", "log_format", "log_level", "default_schedule", "worker_id",
-                 "timezone"):
+                 "timezone", "http_address"):
         if name in values:
             kwargs[name] = str(values[name]).strip()
     for name in ("lookback_seconds", "lease_seconds", "report_refresh_seconds", "workers", "misfire_grace_seconds",
-                 "refresh_seconds", "vanished_check_seconds"):
+                 "refresh_seconds", "vanished_check_seconds", "jitter_seconds"):
         if name in values:
             try:
                 kwargs[name] = int(values[name])
@@ -198,6 +203,8 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         CronTrigger.from_crontab(settings.default_schedule, timezone=settings.timezone)
     except ValueError as exc:
         raise ConfigurationError(f"default_schedule is not a cron expression: {exc}") from None
+    if settings.http_address:
+        parse_http_address(settings.http_address)
     for url_name in ("database_url", "crm_database_url"):
         url = getattr(settings, url_name)
         if url is not None:
@@ -223,3 +230,18 @@ def _check_database_url(name: str, url: str) -> None:
         raise ConfigurationError(f"{name} is not a valid database URL (supported: {supported})") from None
     if backend not in DATABASE_SCHEMES:
         raise ConfigurationError(f"{name}: {backend!r} databases are not supported (supported: {supported})")
+
+
+def parse_http_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9108`` for IPv6; a bare ``PORT`` means loopback) of the HTTP endpoint."""
+    host, sep, port_text = address.strip().rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", address.strip()
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigurationError(f"http_address must look like 127.0.0.1:9108: {address!r}") from None
+    if not 0 <= port < 65536:          # 0: any free port (the tests use it)
+        raise ConfigurationError(f"http_address: port {port} is out of range")
+    return host, port

@@ -180,7 +180,8 @@ class SyncRun(Base):
     run_uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
     connection_id: Mapped[int | None] = mapped_column(sa.ForeignKey("connections.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(sa.String(16))      # sync | backfill | dry-run
-    status: Mapped[str] = mapped_column(sa.String(16))    # running | succeeded | partial | failed
+    #: running, or one of sync.engine.runner.RUN_STATUSES (``succeeded_with_rejects`` needs 22)
+    status: Mapped[str] = mapped_column(sa.String(32))
     worker: Mapped[str] = mapped_column(sa.String(128))
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -209,6 +210,11 @@ class Reject(Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[dt.datetime | None]
+    #: An operator dismissed it (``rejects dismiss``): who, when and why. Dismissal also sets
+    #: ``resolved_at``, so the engine stops retrying it.
+    dismissed_at: Mapped[dt.datetime | None]
+    dismissed_by: Mapped[str | None] = mapped_column(sa.String(128))
+    dismiss_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class MemberStatus(Base):
@@ -218,11 +224,14 @@ class MemberStatus(Base):
     """
 
     __tablename__ = "member_statuses"
-    __table_args__ = (sa.UniqueConstraint("connection_id", "email"), sa.Index(None, "tenant_id", "email"))
+    __table_args__ = (sa.UniqueConstraint("connection_id", "email", "remote_list_id"),
+                      sa.Index(None, "tenant_id", "email"))
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(Key(EMAIL))
+    #: "" = the whole provider account; else the one remote list a per-list provider reported it for.
+    remote_list_id: Mapped[str] = mapped_column(Key(ID), default="", server_default="")
     remote_id: Mapped[str | None] = mapped_column(Key(ID))
     status: Mapped[str] = mapped_column(sa.String(16))   # unsubscribed | hard_bounce | soft_bounce | complaint
     occurred_at: Mapped[dt.datetime]
@@ -233,7 +242,8 @@ class IysConsent(Base):
     """An İYS permission state pulled from a provider acting as the tenant's İYS integrator."""
 
     __tablename__ = "iys_consents"
-    __table_args__ = (sa.UniqueConstraint("connection_id", "recipient", "consent_type", "recipient_type"),)
+    __table_args__ = (sa.UniqueConstraint("connection_id", "recipient", "consent_type", "recipient_type"),
+                      sa.Index(None, "tenant_id", "recipient"))
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))

@@ -32,9 +32,21 @@ from sync.crm import CrmMember, CrmReader
 from sync.emails import normalize_email, valid_email
 from sync.engine.state import renew_lease, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
-from sync.models import EMAIL, ID, Campaign, CampaignResult, ListLink, MemberLink, MemberStatus, Reject, utcnow
+from sync.models import (
+    EMAIL,
+    ID,
+    Campaign,
+    CampaignResult,
+    IysConsent,
+    ListLink,
+    MemberLink,
+    MemberStatus,
+    Reject,
+    utcnow,
+)
 from sync.providers.base import (
     SUPPRESSION_RANK,
+    ConsentPull,
     ListPush,
     MappedLists,
     MemberDelete,
@@ -57,8 +69,15 @@ MEMBERS_STREAM = "members"
 STATUSES_STREAM = "statuses"
 #: When the CRM was last searched for member ids deleted without a trace.
 VANISHED_STREAM = "vanished_check"
+CONSENTS_STREAM = "consents"
+#: Up to when this connection has re-planned members whose suppressions (from any provider of the
+#: tenant) or İYS states changed; read with a margin for the clocks of other workers.
+SUPPRESSIONS_SEEN_STREAM = "suppressions_seen"
+SUPPRESSIONS_SEEN_MARGIN = dt.timedelta(minutes=5)
 #: Statuses that stop a member from being pushed as active; a soft bounce is only information.
 BLOCKING = frozenset({"unsubscribed", "complaint", "hard_bounce"})
+#: An İYS RET pulled from the tenant's İYS integrator (iys_consents), as a suppression.
+IYS_RET = "iys_ret"
 #: A row the PROVIDER refused is retried after 1 h, 2 h, 4 h ... at most a day (unless it changes).
 REJECT_BACKOFF_MAX = dt.timedelta(hours=24)
 #: Reject codes of our own: re-checked on every run (the others back off).
@@ -115,6 +134,8 @@ class _Suppression:
     connection_id: int
     status: str
     occurred_at: dt.datetime
+    #: "" for the whole account (and so every provider of the tenant); else one remote list only.
+    remote_list: str = ""
 
 
 @dataclass
@@ -160,6 +181,9 @@ class ConnectionSync:
         self.member_api = cast(MemberPush, provider) if caps.pushes_members else None
         self.status_api = cast(StatusPull, provider) if caps.status_pull != "none" else None
         self.report_api = cast(ReportPull, provider) if caps.has_campaign_reports else None
+        self.consent_api = cast(ConsentPull, provider) if caps.pulls_consents else None
+        #: This run's start by the worker's clock (the clock that stamps member_statuses.pulled_at).
+        self.started_at = utcnow()
         self.connection_id = connection_id
         self.tenant_id = tenant_id
         self.run_id = run_id
@@ -186,7 +210,7 @@ class ConnectionSync:
         #: when their hash is unchanged (the provider may have lost them, or reuse the list id).
         self._lost_remote: set[str] = set()
         #: Dry run only: the statuses a real run would store, and the e-mails whose hash it would clear.
-        self._dry_statuses: dict[str, _Suppression] = {}
+        self._dry_statuses: dict[tuple[str, str], _Suppression] = {}
         self._dry_cleared: set[str] = set()
 
     # --- helpers --------------------------------------------------------------------------
@@ -220,8 +244,8 @@ class ConnectionSync:
                 for part in _chunks(sorted(changed)):
                     for row in session.scalars(sa.select(MemberStatus).where(
                             MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))):
-                        self._dry_statuses[row.email] = _Suppression(self.connection_id, row.status,
-                                                                     row.occurred_at)
+                        self._dry_statuses[(row.email, row.remote_list_id)] = _Suppression(
+                            self.connection_id, row.status, row.occurred_at, row.remote_list_id)
                 self._dry_cleared.update(changed)
                 session.rollback()
             return
@@ -243,34 +267,44 @@ class ConnectionSync:
         every pull; the unchanged ones must not be pushed again).
         """
         emails = sorted({s.email for s in pulled})
-        existing: dict[str, MemberStatus] = {}
+        existing: dict[tuple[str, str], MemberStatus] = {}
         echoes: set[str] = set()
         for part in _chunks(emails):
-            existing.update((row.email, row) for row in session.scalars(sa.select(MemberStatus).where(
-                MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))))
+            existing.update(((row.email, row.remote_list_id), row) for row in session.scalars(
+                sa.select(MemberStatus).where(MemberStatus.connection_id == self.connection_id,
+                                              MemberStatus.email.in_(part))))
             echoes.update(session.scalars(sa.select(MemberLink.email).where(
                 MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part),
                 MemberLink.status_pushed == "unsubscribed")))
         changed: set[str] = set()
         for status in pulled:
-            if status.status == "unsubscribed" and status.email in echoes and status.email not in existing:
+            # Only an unsubscribe can be one list's; a complaint or a hard bounce blocks everything.
+            scope = status.remote_list[:ID] if status.status == "unsubscribed" else ""
+            key = (status.email, scope)
+            if status.status == "unsubscribed" and status.email in echoes and key not in existing:
                 self.counts["status_echoes_ignored"] += 1
                 continue
-            row = existing.get(status.email)
+            row = existing.get(key)
             if row is None:
-                existing[status.email] = row = MemberStatus(
+                existing[key] = row = MemberStatus(
                     tenant_id=self.tenant_id, connection_id=self.connection_id, email=status.email,
-                    remote_id=status.remote_id, status=status.status, occurred_at=status.occurred_at)
+                    remote_list_id=scope, remote_id=status.remote_id, status=status.status,
+                    occurred_at=status.occurred_at)
                 session.add(row)
-                changed.add(status.email)
+                if status.status in BLOCKING:     # a soft bounce is stored as information only
+                    changed.add(status.email)
                 continue
             stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row.status]
             later = status.occurred_at > row.occurred_at
             if stronger or later:
                 row.status = status.status if stronger else row.status
                 row.occurred_at = max(row.occurred_at, status.occurred_at)
-                row.pulled_at = utcnow()
-                changed.add(status.email)
+                # A soft bounce seen again with a later time is no news (our own update of the
+                # contact moves the provider's update date); only a blocking status's time matters
+                # (it is compared with the CRM's consent date).
+                if stronger or row.status in BLOCKING:
+                    row.pulled_at = utcnow()
+                    changed.add(status.email)
         self.counts["statuses_pulled"] += len(changed)
         session.flush()
         for part in _chunks(sorted(changed)):
@@ -278,6 +312,63 @@ class ConnectionSync:
                 MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))
                 .values(payload_hash="").execution_options(synchronize_session=False))
         return changed
+
+    # --- 2b. İYS consents -----------------------------------------------------------------
+
+    async def pull_consents(self) -> None:
+        """İYS states from a provider that is the tenant's İYS integrator, into iys_consents. A
+        state only moves to a newer consent date; a RET blocks the e-mail channel at every provider
+        of the tenant until the CRM records a newer ONAY (see _load_suppressions)."""
+        if self.consent_api is None:
+            return
+        pulled = [consent async for consent in self.consent_api.pull_consents(self._read_since(CONSENTS_STREAM))]
+        self.counts["consents_seen"] += len(pulled)
+        if self.options.dry_run or not pulled:
+            return
+        with self.sessions.begin() as session:
+            existing: dict[tuple[str, str, str], IysConsent] = {}
+            for part in _chunks(sorted({c.recipient for c in pulled})):
+                for found in session.scalars(sa.select(IysConsent).where(
+                        IysConsent.connection_id == self.connection_id, IysConsent.recipient.in_(part))):
+                    existing[(found.recipient, found.consent_type, found.recipient_type)] = found
+            for consent in pulled:
+                key = (consent.recipient[:EMAIL], consent.channel, consent.recipient_type)
+                row = existing.get(key)
+                if row is None:
+                    existing[key] = IysConsent(
+                        tenant_id=self.tenant_id, connection_id=self.connection_id, recipient=key[0],
+                        consent_type=consent.channel, recipient_type=consent.recipient_type, status=consent.status,
+                        consent_date=consent.consent_date, source=consent.source)
+                    session.add(existing[key])
+                elif consent.consent_date > row.consent_date:
+                    row.status, row.consent_date, row.source = consent.status, consent.consent_date, consent.source
+                    row.pulled_at = utcnow()
+                else:
+                    continue
+                self.counts["consents_pulled"] += 1
+            newest = max(c.consent_date for c in pulled)
+            previous = watermark_for(session, self.connection_id, CONSENTS_STREAM)
+            set_watermark(session, self.connection_id, CONSENTS_STREAM, max(newest, previous or newest))
+            self._checkpoint(session)
+
+    def _members_with_new_suppressions(self, session: Session) -> list[str]:
+        """Linked members of this connection whose address got a suppression or an İYS state at
+        ANY provider of the tenant since this connection last looked: they are planned again, so
+        an unsubscribe at one provider reaches the others without waiting for a CRM change."""
+        mark = watermark_for(session, self.connection_id, SUPPRESSIONS_SEEN_STREAM)
+        if mark is None:
+            return []
+        since = mark - SUPPRESSIONS_SEEN_MARGIN
+        emails = set(session.scalars(sa.select(MemberStatus.email).where(
+            MemberStatus.tenant_id == self.tenant_id, MemberStatus.pulled_at > since,
+            MemberStatus.status.in_(sorted(BLOCKING)))))
+        emails.update(session.scalars(sa.select(IysConsent.recipient).where(
+            IysConsent.tenant_id == self.tenant_id, IysConsent.pulled_at > since)))
+        found: set[str] = set()
+        for part in _chunks(sorted(emails)):
+            found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
+                MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))))
+        return sorted(found)
 
     # --- the mass-delete guard ------------------------------------------------------------
 
@@ -537,11 +628,13 @@ class ConnectionSync:
             linked = list(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
                 MemberLink.connection_id == self.connection_id))) if self.options.backfill else []
             requeued = self._requeued_members(session)
+            suppressed = self._members_with_new_suppressions(session)
         changed_at = {member_id: at for at, member_id in changed}
         # Changed members first, oldest change first: each chunk's watermark then covers every
         # change before it. Retries, re-planned list members, vanished ids and (backfill) linked
         # members come after the changes.
-        ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *vanished, *sorted(linked)]))
+        ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *suppressed, *vanished,
+                                      *sorted(linked)]))
         self.counts["members_considered"] = len(ordered)
         self.counts["members_vanished"] = len(vanished)
         done = 0
@@ -559,6 +652,9 @@ class ConnectionSync:
                 if vanished_due or self.options.backfill:
                     current = watermark_for(session, self.connection_id, VANISHED_STREAM)
                     set_watermark(session, self.connection_id, VANISHED_STREAM, max(self.until, current or self.until))
+                current = watermark_for(session, self.connection_id, SUPPRESSIONS_SEEN_STREAM)
+                set_watermark(session, self.connection_id, SUPPRESSIONS_SEEN_STREAM,
+                              max(self.started_at, current or self.started_at))
                 self._checkpoint(session)
 
     def _vanished_check_due(self, session: Session) -> bool:
@@ -608,14 +704,23 @@ class ConnectionSync:
         found: dict[str, list[_Suppression]] = defaultdict(list)
         for part in _chunks(sorted(set(emails))):
             for row in session.execute(sa.select(MemberStatus.email, MemberStatus.connection_id, MemberStatus.status,
-                                                 MemberStatus.occurred_at).where(
+                                                 MemberStatus.occurred_at, MemberStatus.remote_list_id).where(
                     MemberStatus.tenant_id == self.tenant_id, MemberStatus.email.in_(part))):
                 if row.status in BLOCKING and not (row.connection_id == self.connection_id
-                                                   and row.email in self._dry_statuses):
-                    found[row.email].append(_Suppression(row.connection_id, row.status, row.occurred_at))
-        for email in set(emails) & set(self._dry_statuses):
-            if self._dry_statuses[email].status in BLOCKING:
-                found[email].append(self._dry_statuses[email])
+                                                   and (row.email, row.remote_list_id) in self._dry_statuses):
+                    found[row.email].append(_Suppression(row.connection_id, row.status, row.occurred_at,
+                                                         row.remote_list_id))
+            # İYS RET pulled from the tenant's İYS integrator: the e-mail channel is refused at
+            # every provider of the tenant until the CRM records a newer ONAY.
+            for recipient, connection_id, consent_date in session.execute(
+                    sa.select(IysConsent.recipient, IysConsent.connection_id, IysConsent.consent_date).where(
+                        IysConsent.tenant_id == self.tenant_id, IysConsent.recipient.in_(part),
+                        IysConsent.consent_type == "EPOSTA", IysConsent.status == "RET")):
+                found[recipient].append(_Suppression(connection_id, IYS_RET, consent_date))
+        wanted = set(emails)
+        for (email, _), suppression in self._dry_statuses.items():
+            if email in wanted and suppression.status in BLOCKING:
+                found[email].append(suppression)
         return found
 
     def _status_for(self, member: CrmMember, suppressions: Sequence[_Suppression]) -> tuple[str, str | None, bool]:
@@ -623,14 +728,22 @@ class ConnectionSync:
         unless the CRM holds a consent dated after it; one that no longer stands at THIS provider
         means the push deliberately makes the contact active again."""
         refused = (member.consent_status or "").upper() == "RET"
-        standing = [s for s in suppressions if member.consent_date is None or member.consent_date <= s.occurred_at]
+        onay = (member.consent_status or "").upper() == "ONAY"
+        standing = [s for s in suppressions if not s.remote_list and (
+            member.consent_date is None or member.consent_date <= s.occurred_at or (s.status == IYS_RET and not onay))]
         if any(s.connection_id == self.connection_id for s in standing):
             return "unsubscribed", "suppressed at this provider", False
         if standing and not self.caps.supports_unsubscribe:
             return "unsubscribed", "suppressed at another provider; this one cannot unsubscribe", False
         status = "unsubscribed" if refused or standing else "active"
-        superseded = any(s.connection_id == self.connection_id for s in suppressions)
+        superseded = any(s.connection_id == self.connection_id and not s.remote_list for s in suppressions)
         return status, None, status == "active" and superseded
+
+    def _blocked_lists(self, member: CrmMember, suppressions: Sequence[_Suppression]) -> set[str]:
+        """Remote lists of this provider the member unsubscribed from (a per-list unsubscribe):
+        they block that list only, until a newer CRM consent."""
+        return {s.remote_list for s in suppressions if s.remote_list and s.connection_id == self.connection_id
+                and (member.consent_date is None or member.consent_date <= s.occurred_at)}
 
     def _link_owners(self, session: Session, emails: Iterable[str]) -> dict[str, set[str]]:
         """Which CRM members hold these e-mails in their links at this provider."""
@@ -700,8 +813,8 @@ class ConnectionSync:
                                      "the provider keeps one contact per e-mail", VALIDATION))
                 continue
             previous_emails = {link.email for link in links.values()}
-            status, blocked, resubscribe = self._status_for(
-                member, [s for e in {email, *previous_emails} for s in suppressions.get(e, ())])
+            own = [s for e in {email, *previous_emails} for s in suppressions.get(e, ())]
+            status, blocked, resubscribe = self._status_for(member, own)
             if blocked is not None:
                 if member.list_ids:
                     self.plan.blocked_by_suppression.append(email)
@@ -727,8 +840,12 @@ class ConnectionSync:
                 continue
             wanted = sorted(crm_list for crm_list in member.list_ids if crm_list in list_map)
             if per_list:
+                unsubscribed_from = self._blocked_lists(member, own)
                 for crm_list in wanted:
                     link = links.get(crm_list)
+                    if list_map[crm_list] in unsubscribed_from:   # left alone: not re-subscribed, not removed
+                        self.plan.blocked_by_suppression.append(f"{email} ({crm_list})")
+                        continue
                     if link is not None and link.email != email and self.caps.member_key == "email":
                         self._delete(plan, link, "e-mail changed")
                         link = None

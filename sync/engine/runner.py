@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
 from sync import db, registry
 from sync.config import Settings
@@ -32,7 +33,7 @@ from sync.engine.state import LeaseKeeper, close_orphaned_runs
 from sync.errors import LeaseHeldError, LeaseLostError, SyncError
 from sync.http import Auth, HttpPolicy, ProviderHTTP
 from sync.logs import SECRETS, bind_context, clear_context
-from sync.models import Connection, SyncRun, Tenant, utcnow
+from sync.models import Connection, Reject, SyncRun, Tenant, utcnow
 from sync.providers.base import IMPLEMENTATIONS, Capabilities, build_provider
 from sync.providers.specs import get_spec
 
@@ -41,9 +42,17 @@ log = structlog.get_logger(__name__)
 TransportFactory = Callable[[Connection], httpx.AsyncBaseTransport | None]
 ProgressCallback = Callable[[str, int, int], None]
 DEFAULT_OPTIONS = RunOptions()
-#: Outcomes that make ``once``/``backfill`` exit non-zero: the run did not do its work.
+#: Outcomes that make ``once``/``backfill`` exit 1: the run did not do its work.
 #: ``blocked``: another worker's live lease; ``lost_lease``: taken over (or not confirmable) mid-run.
 FAILING_STATUSES = frozenset({"failed", "blocked", "lost_lease"})
+#: The run did its work, but rows were rejected that were not open before it (new, or resolved
+#: once and failing again): someone should look. ``once``/``backfill`` exit 3.
+NEW_REJECTS_STATUS = "partial"
+#: The run did its work; ``succeeded_with_rejects``: only rows already open before it are still
+#: rejected (a known typo does not page anyone every night).
+SUCCESS_STATUSES = frozenset({"succeeded", "succeeded_with_rejects", "skipped"})
+#: Every outcome a finished run can have (``crashed``: closed when its lease was taken over).
+RUN_STATUSES = (*sorted(SUCCESS_STATUSES), NEW_REJECTS_STATUS, *sorted(FAILING_STATUSES), "crashed")
 
 
 @dataclass
@@ -52,7 +61,7 @@ class RunResult:
     tenant: str
     provider: str
     run_uid: str
-    status: str                       # succeeded | partial | failed | skipped | blocked | lost_lease
+    status: str                       # one of RUN_STATUSES
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -143,13 +152,17 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             vanished_check=dt.timedelta(seconds=settings.vanished_check_seconds),
             mass_delete_limits=(int(connection.settings.get("max_delete_members", MAX_DELETE_MEMBERS)),
                                 float(connection.settings.get("max_delete_percent", MAX_DELETE_PERCENT))))
+        open_before = open_reject_ids(sessions, connection_id)
         await _timed(result, "pull_statuses", sync.pull_statuses())     # a dry run stores nothing
+        await _timed(result, "pull_consents", sync.pull_consents())
         sync.check_mass_delete()
         list_map = await _timed(result, "lists", sync.sync_lists())
         await _timed(result, "members", sync.push_members(list_map))
         if not options.dry_run:
             await _timed(result, "reports", sync.pull_reports())
-        result.status = "partial" if sync.counts["rejected"] else "succeeded"
+        sync.counts["rejects_new"], sync.counts["rejects_open"] = rejects_of_run(
+            sessions, connection_id, run_id, open_before)
+        result.status = outcome_of(sync.counts["rejects_new"], sync.counts["rejects_open"])
     except LeaseLostError as exc:
         result.status, result.error = "lost_lease", exc.message
     except LeaseHeldError as exc:
@@ -178,6 +191,38 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                  http_requests=result.http_requests, error=result.error)
         clear_context(["run_id", "tenant", "provider"])
     return result
+
+
+def open_reject_ids(sessions: sessionmaker[Session], connection_id: int) -> set[int]:
+    """The connection's open rejects before a run: what is already known to be bad."""
+    with sessions() as session:
+        return set(session.scalars(sa.select(Reject.id).where(
+            Reject.connection_id == connection_id, Reject.resolved_at.is_(None))))
+
+
+def rejects_of_run(sessions: sessionmaker[Session], connection_id: int, run_id: int,
+                   open_before: set[int]) -> tuple[int, int]:
+    """(new, open) rejects after a run, read from the database rather than from the engine's
+    counter (which counts every reject written, old ones too).
+
+    New: open, last written by this run, and not open before it; that includes a row resolved
+    earlier that fails again. A row an operator dismissed and the engine met again (the member
+    changed, a backfill) is open again but not new: someone already decided about it.
+    """
+    with sessions() as session:
+        touched = session.execute(sa.select(Reject.id, Reject.dismissed_at).where(
+            Reject.connection_id == connection_id, Reject.run_id == run_id, Reject.resolved_at.is_(None))).all()
+        still_open = session.scalar(sa.select(sa.func.count()).select_from(Reject).where(
+            Reject.connection_id == connection_id, Reject.resolved_at.is_(None)))
+    new = sum(1 for reject_id, dismissed_at in touched if reject_id not in open_before and dismissed_at is None)
+    return new, int(still_open or 0)
+
+
+def outcome_of(new_rejects: int, open_rejects: int) -> str:
+    """The outcome of a run that did its work, by its rejects."""
+    if new_rejects:
+        return NEW_REJECTS_STATUS
+    return "succeeded_with_rejects" if open_rejects else "succeeded"
 
 
 def crm_now(crm_engine: sa.Engine) -> dt.datetime:

@@ -166,10 +166,15 @@ class RemoteConsent:
 
 @dataclass(frozen=True)
 class RemoteStatus:
+    """A suppression as the provider reports it. ``remote_list``: a provider that unsubscribes per
+    list (MailMasterPlus) says which list; such an unsubscribe blocks that list only. A complaint
+    or a hard bounce blocks every list and every provider of the tenant, whatever the list."""
+
     email: str
     status: Literal["unsubscribed", "hard_bounce", "soft_bounce", "complaint"]
     occurred_at: dt.datetime
     remote_id: str | None = None
+    remote_list: str = ""
 
 
 @dataclass(frozen=True)

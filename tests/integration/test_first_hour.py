@@ -397,7 +397,7 @@ def test_logs_go_to_stderr_and_results_to_stdout(cli: Cli, registry_env: dict[st
     cli("connection", "add", "acme", "postacell", "--base-url", base_url, "--setting", "rate_per_s=0",
         "--credentials", "-", env=registry_env, stdin=json.dumps({"username": "acme-api", "password": PASSWORD}))
     result = cli("once", env=registry_env)
-    assert result.code == 0, result.err
+    assert result.code == 3, result.err                     # success, with the seeded typo as a new reject
     assert "acme" in result.out and not any(line.lstrip().startswith("{") for line in result.out.splitlines())
     events = [json.loads(line)["event"] for line in result.err.splitlines()]
     assert events == ["run.started", "run.finished"]

@@ -76,7 +76,9 @@ def test_using_it_runs_line_by_line_as_written(db_url: str, tmp_path: Path,
         else:
             result = subprocess.run(["/bin/bash", "-c", line], env=env, cwd=tmp_path, capture_output=True, text=True,
                                     timeout=300, check=False)
-            assert result.returncode == 0, f"{line}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+            # 3 = `once`/`backfill` did their work and rejected rows for the first time (the seeded typo)
+            allowed = (0, 3) if words[1:2] in (["once"], ["backfill"]) else (0,)
+            assert result.returncode in allowed, f"{line}\nstdout: {result.stdout}\nstderr: {result.stderr}"
             assert "Traceback" not in result.stdout + result.stderr, line
         ran.append(words[1] if words[0] == "crm-esp-sync" else words[0])
         if words[:3] == ["crm-esp-sync", "crm", "init-reference"]:

@@ -1,0 +1,214 @@
+"""The daemon's opt-in HTTP endpoint (``HTTP_ADDRESS``, loopback by default): ``/healthz`` and
+``/metrics`` in Prometheus text format.
+
+Served by a small threaded ``http.server`` beside the scheduler. It only reads: the scheduler's
+state (last tick of its loop, running syncs) and the daemon's tables. What every replica sees
+alike (runs by outcome, last success, open rejects, lease takeovers) is read from the database
+at scrape time, so any replica answers for all; what one process did (rows, HTTP requests)
+is counted in that process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sync.config import parse_http_address
+from sync.errors import SyncError
+from sync.logs import SECRETS
+from sync.models import Connection, Reject, SyncRun, Tenant
+
+if TYPE_CHECKING:
+    from sync.engine.runner import RunResult
+    from sync.scheduler import DaemonState
+
+log = structlog.get_logger(__name__)
+#: /healthz fails when the scheduler's loop has not ticked for this long (it ticks every 15 s at most).
+STALE_TICK_SECONDS = 60.0
+#: Counts of a run that are rows pushed to, or pulled from, the provider.
+PUSHED = ("members_added", "members_updated", "members_removed", "lists_created", "lists_renamed", "lists_deleted")
+PULLED = ("statuses_pulled", "campaigns_pulled", "campaign_results")
+
+
+class _DatabaseCollector(Collector):
+    """Metrics every replica reads alike from the daemon's tables, at scrape time."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("crm_esp_sync_database_up", "1 if the daemon's database answered this scrape")
+        try:
+            metrics = self._read()
+        except (sa.exc.SQLAlchemyError, SyncError) as exc:
+            log.warning("metrics.database_unreachable", error=SECRETS.scrub(type(exc).__name__))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _read(self) -> list[Metric]:
+        runs = CounterMetricFamily("crm_esp_sync_runs", "Finished runs by provider and outcome (all workers)",
+                                   labels=["provider", "status"])
+        takeovers = CounterMetricFamily("crm_esp_sync_lease_takeovers",
+                                        "Runs closed as crashed because another worker took their lease over")
+        last_success = GaugeMetricFamily("crm_esp_sync_last_success_timestamp_seconds",
+                                         "End of the connection's last run that did its work (Unix time)",
+                                         labels=["tenant", "provider"])
+        open_rejects = GaugeMetricFamily("crm_esp_sync_open_rejects", "Open rejects of the connection",
+                                         labels=["tenant", "provider"])
+        with self.engine.connect() as conn:
+            crashed = 0
+            for provider, status, count in conn.execute(
+                    sa.select(Connection.provider, SyncRun.status, sa.func.count())
+                    .join(Connection, Connection.id == SyncRun.connection_id)
+                    .where(SyncRun.status != "running", SyncRun.kind != "dry-run")
+                    .group_by(Connection.provider, SyncRun.status)):
+                runs.add_metric([provider, status], int(count))
+                crashed += int(count) if status == "crashed" else 0
+            takeovers.add_metric([], crashed)
+            successes = (sa.select(SyncRun.connection_id, sa.func.max(SyncRun.finished_at).label("at"))
+                         .where(SyncRun.kind != "dry-run",
+                                SyncRun.status.in_(("succeeded", "succeeded_with_rejects", "partial")))
+                         .group_by(SyncRun.connection_id).subquery())
+            from sync.models import UTCDateTime
+
+            at = sa.type_coerce(successes.c.at, UTCDateTime())
+            for tenant, provider, when in conn.execute(
+                    sa.select(Tenant.slug, Connection.provider, at).join(Connection, Connection.tenant_id == Tenant.id)
+                    .join(successes, successes.c.connection_id == Connection.id)):
+                if when is not None:
+                    last_success.add_metric([tenant, provider], when.timestamp())
+            for tenant, provider, count in conn.execute(
+                    sa.select(Tenant.slug, Connection.provider, sa.func.count(Reject.id))
+                    .join(Connection, Connection.tenant_id == Tenant.id)
+                    .outerjoin(Reject, sa.and_(Reject.connection_id == Connection.id, Reject.resolved_at.is_(None)))
+                    .group_by(Tenant.slug, Connection.provider)):
+                open_rejects.add_metric([tenant, provider], int(count))
+        return [runs, takeovers, last_success, open_rejects]
+
+
+class _DaemonCollector(Collector):
+    """The scheduler of this process: is its loop turning, how many syncs run."""
+
+    def __init__(self, state: DaemonState | None) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        if self.state is None:
+            return
+        age = self.state.tick_age()
+        tick = GaugeMetricFamily("crm_esp_sync_scheduler_tick_age_seconds",
+                                 "Seconds since the scheduler's loop last ticked (-1: not yet)")
+        tick.add_metric([], -1 if age is None else age)
+        yield tick
+        with self.state.lock:
+            running = len(self.state.running)
+        syncs = GaugeMetricFamily("crm_esp_sync_running_syncs", "Syncs this process runs now")
+        syncs.add_metric([], running)
+        yield syncs
+
+
+class Metrics:
+    """The registry behind ``/metrics``; ``observe`` counts a finished run of this process."""
+
+    def __init__(self, engine: sa.Engine, state: DaemonState | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.rows = Counter("crm_esp_sync_rows", "Rows this process pushed, pulled or had rejected",
+                            ["provider", "direction"], registry=self.registry)
+        self.requests = Counter("crm_esp_sync_http_requests", "HTTP requests this process sent to providers",
+                                ["provider"], registry=self.registry)
+        self.process_runs = Counter("crm_esp_sync_process_runs", "Runs this process finished, by outcome",
+                                    ["provider", "status"], registry=self.registry)
+        self.registry.register(_DatabaseCollector(engine))
+        self.registry.register(_DaemonCollector(state))
+
+    def observe(self, result: RunResult) -> None:
+        counts = result.counts
+        self.process_runs.labels(result.provider, result.status).inc()
+        self.rows.labels(result.provider, "pushed").inc(sum(counts.get(k, 0) for k in PUSHED))
+        self.rows.labels(result.provider, "pulled").inc(sum(counts.get(k, 0) for k in PULLED))
+        self.rows.labels(result.provider, "rejected").inc(counts.get("rejected", 0))
+        self.requests.labels(result.provider).inc(result.http_requests)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def health(engine: sa.Engine, state: DaemonState | None, scheduler_running: Callable[[], bool]) -> dict[str, Any]:
+    """``/healthz``: the scheduler runs, its loop ticked lately, the database answers."""
+    age = state.tick_age() if state is not None else None
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        database = "ok"
+    except SyncError as exc:                  # sync.db says why it cannot connect (no password in it)
+        database = SECRETS.scrub(f"error: {exc.message.splitlines()[0]}")
+    except sa.exc.SQLAlchemyError as exc:
+        database = SECRETS.scrub(f"error: {type(exc).__name__}")
+    running = scheduler_running()
+    healthy = running and database == "ok" and age is not None and age <= STALE_TICK_SECONDS
+    return {"status": "ok" if healthy else "unhealthy", "scheduler_running": running,
+            "last_tick_age_seconds": None if age is None else round(age, 3), "database": database}
+
+
+class HttpEndpoint:
+    """``/healthz`` and ``/metrics`` on ``address``, served from a thread until ``close``."""
+
+    def __init__(self, address: str, engine: sa.Engine, state: DaemonState | None,
+                 scheduler_running: Callable[[], bool], metrics: Metrics | None = None) -> None:
+        self.engine, self.state, self.scheduler_running = engine, state, scheduler_running
+        self.metrics = metrics or Metrics(engine, state)
+        host, port = parse_http_address(address)
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    report = health(endpoint.engine, endpoint.state, endpoint.scheduler_running)
+                    self._answer(200 if report["status"] == "ok" else 503, "application/json",
+                                 json.dumps(report, sort_keys=True).encode())
+                elif path == "/metrics":
+                    self._answer(200, CONTENT_TYPE_LATEST, endpoint.metrics.render())
+                else:
+                    self._answer(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
+
+            def _answer(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("http.request", line=format % args)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="http-endpoint", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server.server_address[0]), int(self.server.server_address[1])
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+    def start(self) -> HttpEndpoint:
+        self.thread.start()
+        log.info("http.listening", url=self.url)
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
