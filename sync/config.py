@@ -54,6 +54,11 @@ class CrmSource:
     lists: str = "crm_lists"
     members: str = "crm_members"
     memberships: str = "crm_list_members"
+    #: PostgreSQL only: a bigint column of members and memberships holding the id of the
+    #: transaction that last wrote the row (``pg_current_xact_id()``, e.g. set by a trigger).
+    #: When set, changes are found by transaction id against the snapshot's oldest running
+    #: transaction, which does not depend on commit timing (see the README, "Late commits").
+    change_xid: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
             values[key[len(ENV_PREFIX):].lower()] = value
 
     known = {f.name for f in dataclasses.fields(Settings)} - {"crm", "master_keys"} | {
-        "master_key", "master_key_file", "crm_lists", "crm_members", "crm_memberships",
+        "master_key", "master_key_file", "crm_lists", "crm_members", "crm_memberships", "crm_change_xid",
     }
     unknown = sorted(set(values) - known)
     if unknown:
@@ -182,10 +187,13 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: str | P
         except OSError as exc:
             raise ConfigurationError(f"cannot read master key file {key_path}: {exc.strerror}") from None
 
-    crm = {k[len("crm_"):]: str(v) for k, v in values.items() if k in ("crm_lists", "crm_members", "crm_memberships")}
-    for relation in crm.values():
-        if not _IDENTIFIER.match(relation):
+    crm = {k[len("crm_"):]: str(v).strip() for k, v in values.items()
+           if k in ("crm_lists", "crm_members", "crm_memberships", "crm_change_xid")}
+    for key, relation in crm.items():
+        if key != "change_xid" and not _IDENTIFIER.match(relation):
             raise ConfigurationError(f"CRM relation name must be an identifier (schema.name allowed): {relation!r}")
+    if crm.get("change_xid") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", crm["change_xid"]):
+        raise ConfigurationError(f"crm_change_xid must be a column name: {crm['change_xid']!r}")
     kwargs["crm"] = CrmSource(**crm)
 
     settings = Settings(**kwargs)

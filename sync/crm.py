@@ -121,6 +121,7 @@ def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None) -> CrmTables:
         sa.Column("recipient_type", sa.String(8)),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("deleted_at", UTCDateTime()),
+        *([sa.Column(source.change_xid, sa.BigInteger)] if source.change_xid else []),
         sa.Index(f"ix_{name}_tenant_updated", "tenant_id", "updated_at"),
         schema=schema,
     )
@@ -132,6 +133,7 @@ def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None) -> CrmTables:
         sa.Column("member_id", id_type("memberships", "member_id"), primary_key=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("deleted_at", UTCDateTime()),
+        *([sa.Column(source.change_xid, sa.BigInteger)] if source.change_xid else []),
         sa.Index(f"ix_{name}_tenant_updated", "tenant_id", "updated_at"),
         sa.Index(f"ix_{name}_tenant_member", "tenant_id", "member_id"),
         schema=schema,
@@ -213,6 +215,19 @@ class CrmReader:
                     f"{relation_names(source)[key]}.tenant_id is an integer column, but this tenant's CRM "
                     f"tenant id is {tenant_id!r}: set it with `tenant add SLUG --crm-tenant-id NUMBER`")
         self.tenant_id = tenant_id
+        self.change_xid = source.change_xid
+        if self.change_xid and engine.dialect.name != "postgresql":
+            raise ConfigurationError(f"crm_change_xid ({self.change_xid}) needs a PostgreSQL CRM "
+                                     f"(pg_current_xact_id); this CRM is {engine.dialect.name}")
+
+    def change_xid_mark(self) -> int | None:
+        """The oldest transaction still running, by the CRM's own snapshot (``change_xid`` mode
+        only): every row not visible to a read made after this was written by a transaction with
+        an id at or above it, however long that transaction ran."""
+        if not self.change_xid:
+            return None
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")))
 
     def lists(self) -> list[CrmList]:
         t = self.tables.lists
@@ -220,17 +235,25 @@ class CrmReader:
         with self.engine.connect() as conn:
             return [CrmList(r.id, r.name, r.updated_at, r.deleted_at is not None) for r in conn.execute(query)]
 
-    def changed_member_ids(self, since: dt.datetime | None, until: dt.datetime) -> list[tuple[dt.datetime, str]]:
+    def changed_member_ids(self, since: dt.datetime | None, until: dt.datetime,
+                           since_xid: int | None = None) -> list[tuple[dt.datetime, str]]:
         """(change time, member id) of members whose row or memberships changed in (since, until],
-        oldest first. ``since=None`` means every member."""
+        oldest first. ``since=None`` means every member. With ``since_xid`` (``change_xid`` mode)
+        a change is a row written by a transaction at or above that id, whatever its time."""
         m, ms = self.tables.members, self.tables.memberships
         member_q = sa.select(m.c.updated_at.label("at"), m.c.id.label("member_id")).where(
-            m.c.tenant_id == self.tenant_id, m.c.updated_at <= until)
+            m.c.tenant_id == self.tenant_id)
         link_q = sa.select(ms.c.updated_at.label("at"), ms.c.member_id.label("member_id")).where(
-            ms.c.tenant_id == self.tenant_id, ms.c.updated_at <= until)
-        if since is not None:
-            member_q = member_q.where(m.c.updated_at > since)
-            link_q = link_q.where(ms.c.updated_at > since)
+            ms.c.tenant_id == self.tenant_id)
+        if since_xid is not None and self.change_xid:
+            member_q = member_q.where(m.c[self.change_xid] >= since_xid)
+            link_q = link_q.where(ms.c[self.change_xid] >= since_xid)
+        else:
+            member_q = member_q.where(m.c.updated_at <= until)
+            link_q = link_q.where(ms.c.updated_at <= until)
+            if since is not None:
+                member_q = member_q.where(m.c.updated_at > since)
+                link_q = link_q.where(ms.c.updated_at > since)
         union = sa.union_all(member_q, link_q).subquery()
         query = (sa.select(sa.func.max(union.c.at).label("at"), union.c.member_id)
                  .group_by(union.c.member_id).order_by(sa.text("at"), union.c.member_id))

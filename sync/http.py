@@ -344,6 +344,9 @@ class ProviderHTTP:
                 if status == 401:
                     raise AuthenticationError(f"{self.provider}: {method} {shown} was refused (HTTP 401)",
                                               status_code=401)
+                # One fresh login per run of 401s: a token that expires again while this request
+                # waits out a 5xx gets a login of its own; a 401 right after a login is final.
+                relogged = False
                 if status not in RETRY_STATUSES:
                     return response
                 failure = _Failure(f"HTTP {status}", status=status, retry_after=(

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sync.crm import CrmMember, CrmReader
 from sync.emails import normalize_email, valid_email
-from sync.engine.state import renew_lease, set_watermark, watermark_for
+from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
 from sync.models import (
     EMAIL,
@@ -70,6 +70,8 @@ STATUSES_STREAM = "statuses"
 #: When the CRM was last searched for member ids deleted without a trace.
 VANISHED_STREAM = "vanished_check"
 CONSENTS_STREAM = "consents"
+#: ``crm_change_xid`` mode: the CRM transaction id from which the next run reads changes.
+MEMBERS_XID_STREAM = "members_xid"
 #: Up to when this connection has re-planned members whose suppressions (from any provider of the
 #: tenant) or İYS states changed; read with a margin for the clocks of other workers.
 SUPPRESSIONS_SEEN_STREAM = "suppressions_seen"
@@ -87,6 +89,8 @@ LIST_PENDING = "list_pending"
 #: A CRM value longer than our tables hold: reported once, retried when the row changes.
 TOO_LONG = "too_long"
 EVERY_RUN = frozenset({VALIDATION, LIST_PENDING})
+#: The reason of a removal because the member is in no list any more.
+LEFT_EVERY_LIST = "left every list"
 #: Longest list name the daemon stores and sends.
 LIST_NAME_MAX = 255
 IN_CHUNK = 500
@@ -198,6 +202,7 @@ class ConnectionSync:
         self.on_progress = on_progress
         #: The CRM reads of the members phase, made once (the mass-delete guard reads them first).
         self._changed: list[tuple[dt.datetime, str]] | None = None
+        self._xid_mark: int | None = None
         self._vanished: tuple[bool, list[str]] | None = None
         self.counts: Counter[str] = Counter()
         self.plan = Plan()
@@ -212,6 +217,8 @@ class ConnectionSync:
         #: Dry run only: the statuses a real run would store, and the e-mails whose hash it would clear.
         self._dry_statuses: dict[tuple[str, str], _Suppression] = {}
         self._dry_cleared: set[str] = set()
+        #: The CRM's live lists (set by sync_lists): a membership of a deleted list waits for nothing.
+        self._crm_lists: set[str] | None = None
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -363,7 +370,7 @@ class ConnectionSync:
             MemberStatus.tenant_id == self.tenant_id, MemberStatus.pulled_at > since,
             MemberStatus.status.in_(sorted(BLOCKING)))))
         emails.update(session.scalars(sa.select(IysConsent.recipient).where(
-            IysConsent.tenant_id == self.tenant_id, IysConsent.pulled_at > since)))
+            IysConsent.tenant_id == self.tenant_id, IysConsent.pulled_at > since, IysConsent.status == "RET")))
         found: set[str] = set()
         for part in _chunks(sorted(emails)):
             found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
@@ -374,7 +381,12 @@ class ConnectionSync:
 
     def _changed_members(self) -> list[tuple[dt.datetime, str]]:
         if self._changed is None:
-            self._changed = self.crm.changed_member_ids(self._read_since(MEMBERS_STREAM), self.until)
+            since_xid = None
+            if self.crm.change_xid and not self.options.backfill:
+                with self.sessions() as session:
+                    since_xid = position_for(session, self.connection_id, MEMBERS_XID_STREAM)
+            self._xid_mark = self.crm.change_xid_mark()     # before the read: see CrmReader
+            self._changed = self.crm.changed_member_ids(self._read_since(MEMBERS_STREAM), self.until, since_xid)
         return self._changed
 
     def _vanished_members_due(self) -> tuple[bool, list[str]]:
@@ -442,6 +454,7 @@ class ConnectionSync:
         if self.caps.lists == "none":
             return {}
         crm_lists = {item.id: item for item in self.crm.lists() if not item.deleted}
+        self._crm_lists = set(crm_lists)
         with self.sessions() as session:
             links = {link.crm_list_id: link for link in session.scalars(
                 sa.select(ListLink).where(ListLink.connection_id == self.connection_id))}
@@ -559,8 +572,7 @@ class ConnectionSync:
                 self._resolve_list_reject(session, crm_id)
                 self._checkpoint(session)
         for crm_id, link in sorted(links.items()):
-            if crm_id not in crm_lists:
-                self.plan.lists_delete.append(link.name_pushed)
+            if crm_id not in crm_lists:      # only unlinked: a mapped list is never deleted
                 self._forget_list_link(link)
         return mapping
 
@@ -652,6 +664,8 @@ class ConnectionSync:
                 if vanished_due or self.options.backfill:
                     current = watermark_for(session, self.connection_id, VANISHED_STREAM)
                     set_watermark(session, self.connection_id, VANISHED_STREAM, max(self.until, current or self.until))
+                if self._xid_mark is not None:
+                    set_position(session, self.connection_id, MEMBERS_XID_STREAM, self._xid_mark)
                 current = watermark_for(session, self.connection_id, SUPPRESSIONS_SEEN_STREAM)
                 set_watermark(session, self.connection_id, SUPPRESSIONS_SEEN_STREAM,
                               max(self.started_at, current or self.started_at))
@@ -712,10 +726,20 @@ class ConnectionSync:
                                                          row.remote_list_id))
             # İYS RET pulled from the tenant's İYS integrator: the e-mail channel is refused at
             # every provider of the tenant until the CRM records a newer ONAY.
+            # A RET that is not newer than our own "unsubscribed" push to that provider is the echo
+            # of the CRM's own earlier RET (we push the CRM's consent fields), not the recipient's.
+            pushed_unsubscribed = {(row.connection_id, row.email): row.pushed_at for row in session.execute(
+                sa.select(MemberLink.connection_id, MemberLink.email, MemberLink.pushed_at).where(
+                    MemberLink.email.in_(part), MemberLink.status_pushed == "unsubscribed",
+                    MemberLink.connection_id.in_(sa.select(IysConsent.connection_id).where(
+                        IysConsent.tenant_id == self.tenant_id).scalar_subquery())))}
             for recipient, connection_id, consent_date in session.execute(
                     sa.select(IysConsent.recipient, IysConsent.connection_id, IysConsent.consent_date).where(
                         IysConsent.tenant_id == self.tenant_id, IysConsent.recipient.in_(part),
                         IysConsent.consent_type == "EPOSTA", IysConsent.status == "RET")):
+                echo_until = pushed_unsubscribed.get((connection_id, recipient))
+                if echo_until is not None and consent_date <= echo_until:
+                    continue
                 found[recipient].append(_Suppression(connection_id, IYS_RET, consent_date))
         wanted = set(emails)
         for (email, _), suppression in self._dry_statuses.items():
@@ -820,7 +844,7 @@ class ConnectionSync:
                     self.plan.blocked_by_suppression.append(email)
                 continue
             for crm_list in sorted(member.list_ids):
-                if crm_list in list_map:
+                if crm_list in list_map or (self._crm_lists is not None and crm_list not in self._crm_lists):
                     plan.unpend.append(MemberKey(member_id, crm_list))
                 else:
                     plan.pending.append((MemberKey(member_id, crm_list), email,
@@ -841,16 +865,21 @@ class ConnectionSync:
             wanted = sorted(crm_list for crm_list in member.list_ids if crm_list in list_map)
             if per_list:
                 unsubscribed_from = self._blocked_lists(member, own)
+                superseded_lists = {s.remote_list for s in own if s.remote_list
+                                    and s.connection_id == self.connection_id} - unsubscribed_from
                 for crm_list in wanted:
                     link = links.get(crm_list)
                     if list_map[crm_list] in unsubscribed_from:   # left alone: not re-subscribed, not removed
-                        self.plan.blocked_by_suppression.append(f"{email} ({crm_list})")
+                        self.plan.blocked_by_suppression.append(email)
                         continue
                     if link is not None and link.email != email and self.caps.member_key == "email":
                         self._delete(plan, link, "e-mail changed")
                         link = None
+                    if status == "unsubscribed" and link is None:
+                        continue    # never create a record for someone who refused or unsubscribed
                     self._upsert(plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
-                                 link, status, resubscribe)
+                                 link, status, resubscribe or (status == "active"
+                                                               and list_map[crm_list] in superseded_lists))
                 for crm_list, stale in links.items():
                     if crm_list not in wanted:
                         self._delete(plan, stale, "left the list")
@@ -860,8 +889,10 @@ class ConnectionSync:
                     self._delete(plan, link, "e-mail changed")
                     link = None
                 if not wanted:
-                    if link is not None:    # leaving the last list is a removal, as never having been in one
-                        self._delete(plan, link, "left every list")
+                    # Leaving the last list is a removal, as never having been in one (once: a link
+                    # kept as "unsubscribed, no lists" is that removal already done).
+                    if link is not None and not (link.status_pushed == "unsubscribed" and not link.remote_lists):
+                        self._delete(plan, link, LEFT_EVERY_LIST)
                     continue
                 self._upsert(plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
                              status, resubscribe)
@@ -972,7 +1003,17 @@ class ConnectionSync:
             resolved: list[int] = []
             removed = [o.key for o in deleted if o.rejected is None]
             self.counts["members_removed"] += len(removed)
-            removed = [key for key in removed if key not in by_key]   # an e-mail change re-points the link
+            # A member who left every list at a provider that can only unsubscribe keeps its link,
+            # marked as our "unsubscribed" push with no lists: the status pulled back is then our
+            # echo, and rejoining a list makes the contact active again.
+            reasons = {item.key: item.reason for item in plan.deletes}
+            kept = [o.key for o in deleted if o.rejected is None and o.action == "unsubscribed"
+                    and reasons.get(o.key) == LEFT_EVERY_LIST and o.key not in by_key]
+            if kept:
+                session.execute(sa.update(MemberLink), [
+                    {"id": plan.links[key].id, "remote_lists": [], "payload_hash": "",
+                     "status_pushed": "unsubscribed", "pushed_at": utcnow()} for key in kept])
+            removed = [key for key in removed if key not in by_key and key not in kept]  # an e-mail change re-points
             for part in _chunks(removed):
                 session.execute(sa.delete(MemberLink).where(
                     MemberLink.connection_id == self.connection_id,
@@ -994,6 +1035,10 @@ class ConnectionSync:
                     continue
                 if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
                     resolved.append(open_rejects[outcome.key].id)
+                member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
+                if outcome.key != member_wide and member_wide in open_rejects \
+                        and open_rejects[member_wide].provider_code != TOO_LONG:
+                    resolved.append(open_rejects[member_wide].id)
                 if item is None:
                     continue
                 link = plan.links[item.key]
@@ -1065,7 +1110,8 @@ class ConnectionSync:
                                         provider_code=error.provider_code, reason=reason)
             session.add(row)
             return
-        row.attempts = row.attempts + 1 if row.resolved_at is None else 1
+        # (attempts is None on a row added earlier in this transaction: one key rejected twice)
+        row.attempts = (row.attempts or 0) + 1 if row.resolved_at is None else 1
         row.run_id, row.email, row.provider_code, row.reason = self.run_id, email, error.provider_code, reason
         row.last_seen_at, row.resolved_at = utcnow(), None
 

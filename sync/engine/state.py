@@ -94,6 +94,22 @@ def _shown(when: dt.datetime | None) -> str:
     return "an unknown time" if when is None else f"{when:%Y-%m-%d %H:%M:%S} UTC"
 
 
+def position_for(session: Session, connection_id: int, stream: str) -> int | None:
+    """A stream position that is a number (a CRM transaction id), not a time."""
+    value = session.scalar(sa.select(Watermark.value).where(
+        Watermark.connection_id == connection_id, Watermark.stream == stream))
+    return None if value is None else int(value)
+
+
+def set_position(session: Session, connection_id: int, stream: str, value: int) -> None:
+    """Advance a numeric position in the caller's transaction; it never goes backwards."""
+    row = session.get(Watermark, (connection_id, stream))
+    if row is None:
+        session.add(Watermark(connection_id=connection_id, stream=stream, value=str(value)))
+    elif value > int(row.value):
+        row.value = str(value)
+
+
 def acquire_lease(session: Session, connection_id: int, owner: str, seconds: int) -> LeaseGrant:
     """Take (or renew) the connection's lease, or raise LeaseHeldError naming the holder and
     the expiry; commits at once."""

@@ -309,6 +309,8 @@ def check_provider(provider: Provider) -> Provider:
 #: the runner says so instead of pretending.
 IMPLEMENTATIONS: dict[str, str] = {
     "postacell": "sync.providers.postacell.client:PostacellProvider",
+    "mailmasterplus": "sync.providers.mailmasterplus.client:MailMasterPlusProvider",
+    "euromsg": "sync.providers.euromsg.client:EuromsgProvider",
 }
 
 

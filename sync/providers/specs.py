@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sync.errors import ConfigurationError, CredentialsError
+from sync.providers.mailmasterplus.api import parse_list_mapping
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,17 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"setting {key} must be a JSON object: {value!r}")
     return dict(value)
+
+
+@dataclass(frozen=True)
+class CheckedMappingSpec(SettingSpec):
+    """A mapping setting whose entries the provider checks (MailMasterPlus's list mapping)."""
+
+    check: Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
+
+    def coerce(self, key: str, value: Any) -> Any:
+        mapping = super().coerce(key, value)
+        return self.check(key, mapping) if self.check is not None else mapping
 
 
 #: Settings of every connection, whatever its provider: the mass-delete guard (a run that would
@@ -188,7 +200,9 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("username", "MMP API user name", secret=False),
                 CredentialField("password", "MMP API password"),
             ),
-            settings={"lists": SettingSpec({}, "mapping", help="a JSON object")},
+            settings={"lists": CheckedMappingSpec(
+                {}, "mapping", check=parse_list_mapping,
+                help='CRM list id -> {"nl_id", "subscribe_form", "update_form", "name"?, "fields"?}')},
         ),
         ProviderSpec(
             name="wapcrm",

@@ -6,18 +6,23 @@
 
 from __future__ import annotations
 
+from sync.sandbox.euromsg import EuromsgSandbox
 from sync.sandbox.faults import FaultInjector, FaultPlan
+from sync.sandbox.mailmasterplus import MailMasterPlusSandbox
 from sync.sandbox.postacell import PostacellSandbox
 from sync.sandbox.transport import SandboxApp, SandboxDrop, sandbox_transport, serve, serve_in_thread
 
 SANDBOXES: dict[str, type] = {
     "postacell": PostacellSandbox,
+    "mailmasterplus": MailMasterPlusSandbox,
+    "euromsg": EuromsgSandbox,
 }
 
 __all__ = [
     "SANDBOXES",
     "FaultInjector",
     "FaultPlan",
+    "MailMasterPlusSandbox",
     "PostacellSandbox",
     "SandboxApp",
     "SandboxDrop",

@@ -65,3 +65,13 @@ def test_bad_timezone_and_schedule_fail_at_start() -> None:
         load_settings({"CRM_ESP_SYNC_TIMEZONE": "Europe/Ankara"})
     with pytest.raises(ConfigurationError, match="default_schedule"):
         load_settings({"CRM_ESP_SYNC_DEFAULT_SCHEDULE": "every night"})
+
+
+def test_the_commit_ordered_change_column_is_a_setting_and_must_be_a_column_name(tmp_path: Path) -> None:
+    path = tmp_path / "sync.toml"
+    path.write_text('[crm]\nchange_xid = "change_xid"\n', encoding="utf-8")
+    assert load_settings({}, path).crm.change_xid == "change_xid"
+    assert load_settings({"CRM_ESP_SYNC_CRM_CHANGE_XID": "xid_col"}).crm.change_xid == "xid_col"
+    assert load_settings({}).crm.change_xid == ""
+    with pytest.raises(ConfigurationError, match="crm_change_xid must be a column name"):
+        load_settings({"CRM_ESP_SYNC_CRM_CHANGE_XID": "x; DROP TABLE y"})

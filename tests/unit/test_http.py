@@ -629,3 +629,28 @@ def test_json_of_never_echoes_an_answer_body() -> None:
     with pytest.raises(MalformedAnswerError) as caught:
         json_of(_answer(200, b'{"access": "eyJ-SECRET"}'), "login", required=("access", "refresh"))
     assert "SECRET" not in caught.value.message and "no 'refresh'" in caught.value.message
+
+
+def test_a_token_that_expires_again_during_retries_gets_another_login() -> None:
+    """401, login, 503, 401 (expired again while waiting), login, 200: not an AuthenticationError."""
+    answers = iter([401, 503, 401, 200])
+    logins: list[int] = []
+
+    class CountingAuth(Auth):
+        async def headers(self, http: ProviderHTTP) -> dict[str, str]:
+            return {"Authorization": f"Bearer t{len(logins)}"}
+
+        def invalidate(self) -> None:
+            logins.append(1)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers))
+
+    async def scenario() -> int:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            http = ProviderHTTP(client, provider="p", base_url="http://p.test/", auth=CountingAuth(),
+                                policy=HttpPolicy(backoff_base_s=0.0001, backoff_max_s=0.0001, max_attempts=5))
+            return (await http.request("GET", "things")).status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert len(logins) == 2

@@ -153,8 +153,11 @@ class World:
 
 
 @pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
-def harness(request: pytest.FixtureRequest) -> Harness:
+def harness(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Harness:
     instance: Harness = request.param()
+    register = getattr(instance, "register", None)
+    if register is not None:        # a provider known only to the tests (the contract fake)
+        register(monkeypatch)
     instance.start()
     return instance
 
@@ -169,4 +172,7 @@ def world(engine: sa.Engine, harness: Harness) -> Iterator[World]:
         connection = registry.add_connection(session, Vault(settings.master_keys), TENANT, harness.name,
                                              harness.credentials, settings=harness.settings,
                                              base_url=harness.base_url)
+        integrator = getattr(harness, "integrator_credentials", None)   # Euromsg: the integrator's own login
+        if integrator:
+            registry.set_integrator_credentials(session, Vault(settings.master_keys), harness.name, integrator)
     yield World(engine, settings, harness, connection.id)

@@ -1,7 +1,14 @@
 """What the shared provider suite needs from each provider's sandbox: one small class each.
 
 A provider joins the suite by adding its harness to HARNESSES; the tests never branch on
-its name.
+its name, only on the provider's capabilities.
+
+Optional, for a harness that has them (the suite skips, naming the missing piece, when it does
+not): ``register(monkeypatch)`` (make a provider known for one test: the contract fake),
+``unsubscribe_from_list(email, list_name)`` (a per-list unsubscribe), ``list_statuses(email)``
+(per-list shapes: list name -> status of the address's record there), ``record_consent(email,
+status, when)`` (an İYS state the provider reports). ``complain`` and ``soft_bounce`` may raise
+NotImplementedError where the provider documents no such thing.
 """
 
 from __future__ import annotations
@@ -133,4 +140,22 @@ def _extra_harnesses() -> list[type[Harness]]:
     return found
 
 
+def _contract_fake_harnesses() -> list[type[Harness]]:
+    """The contract fake in each push shape (tests/integration/providers/contract_fake.py)."""
+    from tests.integration.providers.contract_fake import PUSH_HARNESSES
+
+    return list(PUSH_HARNESSES)  # type: ignore[arg-type]
+
+
+def _provider_harnesses() -> list[type[Harness]]:
+    """The harnesses of the other real providers, each in its own module (imported late: they
+    import this module's protocol)."""
+    from tests.integration.providers.harness_euromsg import EuromsgHarness
+    from tests.integration.providers.harness_mailmasterplus import MailMasterPlusHarness
+
+    return [EuromsgHarness, MailMasterPlusHarness]  # type: ignore[list-item]
+
+
+HARNESSES += _provider_harnesses()
+HARNESSES += _contract_fake_harnesses()
 HARNESSES += _extra_harnesses()

@@ -1,0 +1,414 @@
+"""In-memory simulator of the MailMasterPlus REST API, for tests and the demo.
+
+It follows ``shared/esp-docs/mailmasterplus.txt`` and, where the document is silent, the ASSUMED
+choices in ``sync.providers.mailmasterplus.api`` (the one wire contract shared with the client).
+Each username/password is an account with lists made "in the panel" (:meth:`add_list`): a list
+has its own field names, subscribe forms and update forms, and may take each e-mail only once
+(``unique``). Record ids start at 1 within each list, so a list's first records have the ids
+that also are the subscribe answer's codes. The codes come in the document's dialect (1/2/0) or
+the public clients' (-1/-2/0): ``dialect="document"|"negative"``.
+
+Only what the document offers is accepted: HTTP basic auth on every call (401 otherwise), the
+documented paths and methods (404 unknown path, 405 wrong method), and 406 for parameters the
+document does not allow (api.STATUS_BAD_PARAMETERS). The order, VCC, global-variable and product
+calls are documented but not simulated (404): the daemon does not use them.
+
+Faults from a ``FaultPlan`` apply to every call (there is no token endpoint); ``GET unsubscribe``
+counts as a write, because it is one. ``token_expire_after`` does not apply (no tokens).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import json
+import re
+import time
+import zoneinfo
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync.emails import normalize_email
+from sync.providers.mailmasterplus import api
+from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
+from sync.sandbox.transport import SandboxApp, SandboxDrop
+
+#: The field names a list has unless :meth:`MailMasterPlusSandbox.add_list` says otherwise.
+DEFAULT_LIST_FIELDS = tuple(api.DEFAULT_FIELDS.values())
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
+_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+_TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
+_ERROR_PAGES = {
+    500: "<html><body><h1>500 Internal Server Error</h1></body></html>",
+    502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+    503: "<html><head><title>503 Service Unavailable</title></head>"
+         "<body><h1>503 Service Unavailable</h1></body></html>",
+}
+
+
+class _BadParameters(Exception):
+    """Answered 406 ("hibás paraméterek")."""
+
+
+class _Unauthorized(Exception):
+    """Answered 401."""
+
+
+@dataclass
+class _Record:
+    id: int
+    email: str
+    active: bool
+    fields: dict[str, str]
+    subscribed_at: float
+    updated_at: float
+    status_changed_at: float
+
+
+@dataclass
+class _List:
+    nl_id: str
+    name: str
+    unique: bool
+    fields: tuple[str, ...]
+    subscribe_forms: frozenset[str]
+    update_forms: frozenset[str]
+    records: dict[int, _Record] = field(default_factory=dict)
+    next_id: int = 1
+
+    def by_email(self, email: str) -> list[_Record]:
+        wanted = normalize_email(email)
+        return [record for _, record in sorted(self.records.items()) if normalize_email(record.email) == wanted]
+
+
+@dataclass
+class _Account:
+    username: str
+    password: str
+    lists: dict[str, _List] = field(default_factory=dict)
+
+
+Handler = Callable[[Request, _Account], Awaitable[Response]]
+
+
+def _number(value: int) -> Response:
+    return Response(str(value), 200, headers={"content-type": api.NUMBER_CONTENT_TYPE})
+
+
+def _empty() -> Response:
+    return Response(b"", 200, headers={"content-type": api.NUMBER_CONTENT_TYPE})
+
+
+class MailMasterPlusSandbox:
+    """A stateful, in-memory MailMasterPlus; ``.app`` is the Starlette app to mount or serve."""
+
+    def __init__(self, accounts: Mapping[str, str] | None = None, *, dialect: str = "document",
+                 faults: FaultPlan | None = None, clock: Callable[[], float] = time.time) -> None:
+        if dialect not in api.DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(api.DIALECTS)}")
+        self.codes = api.DIALECTS[dialect]
+        self.dialect = dialect
+        self.clock = clock
+        self.fault_plan = faults or FaultPlan()
+        self.request_log: list[tuple[str, str, int]] = []   # (method, path, status); 0 = dropped
+        self._faults = FaultInjector(self.fault_plan)
+        self._accounts: dict[str, _Account] = {}
+        #: Addresses every subscribe refuses with "0" (a failure the service does not explain).
+        self.refused: set[str] = set()
+        for username, password in (accounts or {}).items():
+            self.add_account(username, password)
+        self.app = SandboxApp(routes=self._routes(), front=self._front)
+
+    # --- public helpers for tests and the demo ------------------------------------------
+
+    def add_account(self, username: str, password: str) -> None:
+        self._accounts[username] = _Account(username, password)
+
+    def add_list(self, account: str, nl_id: str | int, name: str, *, subscribe_form: str | int,
+                 update_form: str | int, fields: Iterable[str] = DEFAULT_LIST_FIELDS, unique: bool = True) -> None:
+        """A list made in the panel, with its fields, one subscribe form and one update form."""
+        self._accounts[account].lists[str(nl_id)] = _List(
+            str(nl_id), name, unique, tuple(fields), frozenset({str(subscribe_form)}), frozenset({str(update_form)}))
+
+    def delete_list(self, account: str, nl_id: str | int) -> None:
+        """The tenant deletes a list in the panel (its records go with it)."""
+        del self._accounts[account].lists[str(nl_id)]
+
+    def lists(self, account: str) -> dict[str, str]:
+        """nl_id -> list name."""
+        return {nl_id: item.name for nl_id, item in self._accounts[account].lists.items()}
+
+    def records(self, account: str, nl_id: str | int) -> list[dict[str, Any]]:
+        """Every record of a list, as ``GET list/<nl_id>`` shows it."""
+        mail_list = self._accounts[account].lists[str(nl_id)]
+        return [self._render(mail_list, record) for _, record in sorted(mail_list.records.items())]
+
+    def find(self, account: str, nl_id: str | int, email: str) -> dict[str, Any] | None:
+        """The oldest record of ``email`` in the list, or None."""
+        mail_list = self._accounts[account].lists[str(nl_id)]
+        found = mail_list.by_email(email)
+        return self._render(mail_list, found[0]) if found else None
+
+    def unsubscribe(self, account: str, nl_id: str | int, email: str) -> None:
+        """A recipient unsubscribes (the link in a mail, or the panel): the record stays, inactive."""
+        mail_list = self._accounts[account].lists[str(nl_id)]
+        found = mail_list.by_email(email)
+        if not found:
+            raise KeyError(email)
+        for record in found:
+            self._set_active(record, False)
+
+    def write_requests(self) -> int:
+        """Requests that change something: POST/PUT/DELETE and the GET unsubscribe."""
+        return sum(1 for method, path, _ in self.request_log if self._is_write(method, path))
+
+    def reset_log(self) -> None:
+        self.request_log.clear()
+
+    # --- the ASGI front ------------------------------------------------------------------
+
+    @staticmethod
+    def _is_write(method: str, path: str) -> bool:
+        return method in _WRITE_METHODS or path.startswith("/unsubscribe/")
+
+    async def _front(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """Log the request and inject this call's fault, before Starlette's middleware."""
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        status = 0
+
+        async def logged_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            fault = await self._faults.before_api_call(write=self._is_write(scope["method"], scope["path"]))
+            if fault is None:
+                await app(scope, receive, logged_send)
+            elif fault.kind == "drop":
+                raise SandboxDrop(f"{scope['method']} {scope['path']}")
+            elif fault.kind == "apply_then_drop":   # the write happens; its answer never leaves
+                async def swallow(message: Message) -> None:
+                    pass
+
+                await app(scope, receive, swallow)
+                raise SandboxDrop(f"{scope['method']} {scope['path']} (applied)")
+            else:
+                await _fault_response(fault)(scope, receive, logged_send)
+        finally:
+            self.request_log.append((scope["method"], scope["path"], status))
+
+    def _routes(self) -> list[Route]:
+        table: list[tuple[str, str, Handler]] = [
+            (api.SUBSCRIBE_PATH, "POST", self._subscribe),
+            (api.UPDATE_RECORD_PATH, "PUT", self._update_record),
+            (api.UPDATE_FIELD_PATH, "PUT", self._update_by_field),
+            (api.LIST_PATH, "GET", self._list_all),
+            (api.LIST_RECORD_PATH, "GET", self._list_record),
+            (api.LIST_FIELD_PATH, "GET", self._list_by_field),
+            (api.UNSUBSCRIBE_RECORD_PATH, "GET", self._unsubscribe_record),
+            (api.UNSUBSCRIBE_EMAIL_PATH, "GET", self._unsubscribe_email),
+            (api.DELETE_RECORD_PATH, "DELETE", self._delete_record),
+        ]
+        # A url-encoded value may hold a "/" once decoded: the last parameter takes the rest.
+        return [Route("/" + path.replace("{value}", "{value:path}").replace("{email}", "{email:path}"),
+                      self._authenticated(handler), methods=[method]) for path, method, handler in table]
+
+    def _authenticated(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request, self._authenticate(request))
+            except _Unauthorized:
+                return Response("Unauthorized", 401, headers={"WWW-Authenticate": 'Basic realm="MailMaster API"'},
+                                media_type="text/plain")
+            except _BadParameters as exc:
+                return Response(str(exc), api.STATUS_BAD_PARAMETERS, media_type="text/plain")
+        return endpoint
+
+    def _authenticate(self, request: Request) -> _Account:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            raise _Unauthorized
+        try:
+            username, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _Unauthorized from None
+        acc = self._accounts.get(username)
+        if not sep or acc is None or not hmac.compare_digest(acc.password.encode(), password.encode()):
+            raise _Unauthorized
+        return acc
+
+    # --- state helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _list_of(request: Request, acc: _Account) -> _List:
+        mail_list = acc.lists.get(request.path_params["nl_id"])
+        if mail_list is None:
+            raise _BadParameters("unknown nl_id")
+        return mail_list
+
+    @staticmethod
+    def _form(request: Request, forms: frozenset[str]) -> None:
+        if request.path_params["ns_id"] not in forms:
+            raise _BadParameters("unknown ns_id")
+
+    @staticmethod
+    def _record_of(request: Request, mail_list: _List) -> _Record | None:
+        raw = request.path_params["id"]
+        if not _ID.match(raw):
+            raise _BadParameters("bad record id")
+        return mail_list.records.get(int(raw))
+
+    @staticmethod
+    async def _body(request: Request, mail_list: _List, *, subscribe: bool) -> dict[str, str]:
+        """The JSON object of a subscribe or update (whatever the Content-Type: the PHP examples
+        send JSON as the raw body); only fields the list has, plus ``email``."""
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _BadParameters("body is not JSON") from None
+        if not isinstance(data, dict):
+            raise _BadParameters("body is not a JSON object")
+        if subscribe and not isinstance(data.get(api.EMAIL_FIELD), str):
+            raise _BadParameters("email is required")
+        unknown = sorted(set(data) - {api.EMAIL_FIELD, *mail_list.fields})
+        if unknown:
+            raise _BadParameters(f"unknown field(s) {', '.join(unknown)}")
+        if any(isinstance(value, dict | list) for value in data.values()):
+            raise _BadParameters("field values must be scalars")
+        return {key: "" if value is None else str(value) for key, value in data.items()}
+
+    def _stamp(self, ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, _TZ).strftime(api.DATE_FORMAT)
+
+    def _render(self, mail_list: _List, record: _Record) -> dict[str, Any]:
+        return {api.RECORD_ID_FIELD: str(record.id), api.EMAIL_FIELD: record.email,
+                api.ACTIVE_FIELD: "1" if record.active else "0",
+                api.SUBSCRIBED_AT_FIELD: self._stamp(record.subscribed_at),
+                api.UPDATED_AT_FIELD: self._stamp(record.updated_at),
+                api.STATUS_CHANGED_FIELD: self._stamp(record.status_changed_at),
+                api.SIGNUP_STATUS_FIELD: "1",
+                **{name: record.fields.get(name, "") for name in mail_list.fields}}
+
+    def _set_active(self, record: _Record, active: bool) -> None:
+        if record.active != active:
+            now = self.clock()
+            record.active, record.status_changed_at, record.updated_at = active, now, now
+
+    def _matching(self, request: Request, mail_list: _List) -> list[_Record]:
+        """Records whose ``field_name`` has the (url-decoded) ``field_value``; 406 for a field the
+        list does not have. E-mails compare normalised."""
+        name, value = request.path_params["field"], request.path_params["value"]
+        if name == api.EMAIL_FIELD:
+            return mail_list.by_email(value)
+        if name not in mail_list.fields:
+            raise _BadParameters(f"unknown field {name}")
+        return [record for _, record in sorted(mail_list.records.items()) if record.fields.get(name, "") == value]
+
+    # --- handlers ------------------------------------------------------------------------
+
+    async def _subscribe(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        self._form(request, mail_list.subscribe_forms)
+        body = await self._body(request, mail_list, subscribe=True)
+        email = body.pop(api.EMAIL_FIELD).strip()
+        if not _EMAIL_SHAPE.match(email):
+            return _number(self.codes["malformed"])
+        if normalize_email(email) in self.refused:
+            return _number(self.codes["failed"])
+        if mail_list.unique and mail_list.by_email(email):
+            return _number(self.codes["exists"])
+        now = self.clock()
+        record = _Record(mail_list.next_id, email, True, body, now, now, now)
+        mail_list.records[record.id] = record
+        mail_list.next_id += 1
+        return _number(record.id)
+
+    def _apply_update(self, mail_list: _List, records: list[_Record], body: dict[str, str]) -> Response:
+        if not records:
+            return _empty()
+        new_email = body.pop(api.EMAIL_FIELD, None)
+        if new_email is not None:
+            if not _EMAIL_SHAPE.match(new_email.strip()):
+                return _empty()
+            taken = {record.id for record in mail_list.by_email(new_email)}
+            if mail_list.unique and (len(records) > 1 or taken - {records[0].id}):
+                return _empty()
+        now = self.clock()
+        for record in records:
+            record.fields.update(body)
+            if new_email is not None:
+                record.email = new_email.strip()
+            record.updated_at = now
+        return _number(len(records))
+
+    async def _update_record(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        self._form(request, mail_list.update_forms)
+        record = self._record_of(request, mail_list)
+        body = await self._body(request, mail_list, subscribe=False)
+        return self._apply_update(mail_list, [record] if record else [], body)
+
+    async def _update_by_field(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        self._form(request, mail_list.update_forms)
+        records = self._matching(request, mail_list)
+        body = await self._body(request, mail_list, subscribe=False)
+        return self._apply_update(mail_list, records, body)
+
+    async def _list_all(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        return JSONResponse([self._render(mail_list, record) for _, record in sorted(mail_list.records.items())])
+
+    async def _list_record(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        record = self._record_of(request, mail_list)
+        return JSONResponse(self._render(mail_list, record)) if record else _empty()
+
+    async def _list_by_field(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        records = self._matching(request, mail_list)
+        return JSONResponse(self._render(mail_list, records[0])) if records else _empty()
+
+    async def _unsubscribe_record(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        record = self._record_of(request, mail_list)
+        if record is None:
+            return _number(api.FAILURE)
+        self._set_active(record, False)
+        return _number(api.SUCCESS)
+
+    async def _unsubscribe_email(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        records = mail_list.by_email(request.path_params["email"])
+        for record in records:
+            self._set_active(record, False)
+        return _number(api.SUCCESS if records else api.FAILURE)
+
+    async def _delete_record(self, request: Request, acc: _Account) -> Response:
+        mail_list = self._list_of(request, acc)
+        record = self._record_of(request, mail_list)
+        if record is None:
+            return _number(api.FAILURE)
+        del mail_list.records[record.id]
+        return _number(api.SUCCESS)
+
+
+def _fault_response(fault: Fault) -> Response:
+    """A 429 with Retry-After, or a 5xx page as the web server in front would give it."""
+    if fault.kind == "rate_limit":
+        wait = f"{fault.retry_after_s:g}"
+        return Response("Too Many Requests", 429, headers={"Retry-After": wait}, media_type="text/plain")
+    return Response(_ERROR_PAGES[fault.status], fault.status, media_type="text/html")
