@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.emails import normalize_email
 from sync.providers.euromsg import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
-from sync.sandbox.transport import SandboxApp, SandboxDrop
+from sync.sandbox.transport import SandboxApp, answer
 
 #: Campaign simulation rates: a fraction of recipients, except ``click`` (of openers) and
 #: ``hard_bounce_share`` (of bounces).
@@ -342,33 +342,9 @@ class EuromsgSandbox:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        status = 0
-
-        async def logged_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            path = scope["path"]
-            is_api_call = path.strip("/") not in _EXEMPT_PATHS
-            fault = await self._faults.before_api_call(write=scope["method"] in _WRITE_METHODS) \
-                if is_api_call else None
-            if fault is None:
-                await app(scope, receive, logged_send)
-            elif fault.kind == "drop":
-                raise SandboxDrop(f"{scope['method']} {path}")
-            elif fault.kind == "apply_then_drop":   # the write happens; its answer never leaves
-                async def swallow(message: Message) -> None:
-                    pass
-
-                await app(scope, receive, swallow)
-                raise SandboxDrop(f"{scope['method']} {path} (applied)")
-            else:
-                await _fault_response(fault)(scope, receive, logged_send)
-        finally:
-            self.request_log.append((scope["method"], scope["path"], status))
+        is_api_call = scope["path"].strip("/") not in _EXEMPT_PATHS
+        fault = await self._faults.before_api_call(write=scope["method"] in _WRITE_METHODS) if is_api_call else None
+        await answer(scope, receive, send, app, fault, _fault_response, self.request_log)
 
     def _routes(self) -> list[BaseRoute]:
         table: list[tuple[str, str, Handler]] = [

@@ -34,12 +34,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.emails import normalize_email
 from sync.providers.mailmasterplus import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
-from sync.sandbox.transport import SandboxApp, SandboxDrop
+from sync.sandbox.transport import SandboxApp, answer
 
 #: The field names a list has unless :meth:`MailMasterPlusSandbox.add_list` says otherwise.
 DEFAULT_LIST_FIELDS = tuple(api.DEFAULT_FIELDS.values())
@@ -185,30 +185,8 @@ class MailMasterPlusSandbox:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        status = 0
-
-        async def logged_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            fault = await self._faults.before_api_call(write=self._is_write(scope["method"], scope["path"]))
-            if fault is None:
-                await app(scope, receive, logged_send)
-            elif fault.kind == "drop":
-                raise SandboxDrop(f"{scope['method']} {scope['path']}")
-            elif fault.kind == "apply_then_drop":   # the write happens; its answer never leaves
-                async def swallow(message: Message) -> None:
-                    pass
-
-                await app(scope, receive, swallow)
-                raise SandboxDrop(f"{scope['method']} {scope['path']} (applied)")
-            else:
-                await _fault_response(fault)(scope, receive, logged_send)
-        finally:
-            self.request_log.append((scope["method"], scope["path"], status))
+        fault = await self._faults.before_api_call(write=self._is_write(scope["method"], scope["path"]))
+        await answer(scope, receive, send, app, fault, _fault_response, self.request_log)
 
     def _routes(self) -> list[Route]:
         table: list[tuple[str, str, Handler]] = [

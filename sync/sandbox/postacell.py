@@ -35,12 +35,12 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.emails import normalize_email
 from sync.providers.postacell import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
-from sync.sandbox.transport import SandboxApp, SandboxDrop
+from sync.sandbox.transport import SandboxApp, answer
 
 #: Where the API is mounted: the path of the documented base URL ("/api/v1").
 API_PREFIX = urlsplit(api.DEFAULT_BASE_URL).path.rstrip("/")
@@ -359,33 +359,10 @@ class PostacellSandbox:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        status = 0
-
-        async def logged_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            path = scope["path"]
-            is_api_call = path.startswith(API_PREFIX + "/") and self._api_relative(path) not in _TOKEN_PATHS
-            write = scope["method"] in _WRITE_METHODS
-            fault = await self._faults.before_api_call(write=write) if is_api_call else None
-            if fault is None:
-                await app(scope, receive, logged_send)
-            elif fault.kind == "drop":
-                raise SandboxDrop(f"{scope['method']} {path}")
-            elif fault.kind == "apply_then_drop":   # the write happens; its answer never leaves
-                async def swallow(message: Message) -> None:
-                    pass
-
-                await app(scope, receive, swallow)
-                raise SandboxDrop(f"{scope['method']} {path} (applied)")
-            else:
-                await _fault_response(fault)(scope, receive, logged_send)
-        finally:
-            self.request_log.append((scope["method"], scope["path"], status))
+        path = scope["path"]
+        is_api_call = path.startswith(API_PREFIX + "/") and self._api_relative(path) not in _TOKEN_PATHS
+        fault = await self._faults.before_api_call(write=scope["method"] in _WRITE_METHODS) if is_api_call else None
+        await answer(scope, receive, send, app, fault, _fault_response, self.request_log)
 
     @staticmethod
     def _api_relative(path: str) -> str:

@@ -18,8 +18,10 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from sync.sandbox.faults import Fault
 
 #: What httpx says when a server closes the connection before answering.
 DROP_MESSAGE = "Server disconnected without sending a response."
@@ -31,6 +33,41 @@ class SandboxDrop(Exception):
 
 #: A sandbox's front door: (scope, receive, send, the Starlette app behind it).
 Front = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+
+
+async def answer(scope: Scope, receive: Receive, send: Send, app: ASGIApp, fault: Fault | None,
+                 fault_response: Callable[[Fault], ASGIApp], request_log: list[tuple[str, str, int]]) -> None:
+    """What every sandbox's front door does with one request: serve ``app`` or this call's fault,
+    and log (method, path, status) whatever happens (status 0: no answer left).
+
+    A "drop" fault drops the connection unanswered; "apply_then_drop" lets the app apply the
+    request and drops its answer (a lost answer to a write); a 429 or 5xx fault is answered by
+    ``fault_response``, the provider's own shape of such an answer.
+    """
+    status = 0
+
+    async def logged_send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        await send(message)
+
+    async def swallow(message: Message) -> None:
+        pass
+
+    method, path = scope["method"], scope["path"]
+    try:
+        if fault is None:
+            await app(scope, receive, logged_send)
+        elif fault.kind == "drop":
+            raise SandboxDrop(f"{method} {path}")
+        elif fault.kind == "apply_then_drop":
+            await app(scope, receive, swallow)
+            raise SandboxDrop(f"{method} {path} (applied)")
+        else:
+            await fault_response(fault)(scope, receive, logged_send)
+    finally:
+        request_log.append((method, path, status))
 
 
 class SandboxApp(Starlette):

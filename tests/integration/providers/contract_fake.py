@@ -40,7 +40,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync.emails import normalize_email
 from sync.errors import AnswerLostError, AuthenticationError, FatalError, ProviderError, RejectedRow
@@ -59,8 +59,9 @@ from sync.providers.base import (
     RemoteStatus,
 )
 from sync.sample import LIST_NAMES
-from sync.sandbox import FaultPlan, SandboxApp, SandboxDrop, sandbox_transport
-from sync.sandbox.faults import FaultInjector
+from sync.sandbox import FaultPlan, SandboxApp, sandbox_transport
+from sync.sandbox.faults import Fault, FaultInjector
+from sync.sandbox.transport import answer
 
 if TYPE_CHECKING:
     from tests.integration.providers.harness import RemoteMember
@@ -147,6 +148,12 @@ class _Campaign:
 _IDS = itertools.count(1)
 
 
+def _fault_answer(fault: Fault) -> ASGIApp:
+    """A 429 with Retry-After, or a bare 5xx."""
+    headers = {"Retry-After": f"{fault.retry_after_s:g}"} if fault.kind == "rate_limit" else {}
+    return Response("fault", status_code=fault.status, headers=headers)
+
+
 def _error(code: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=code)
 
@@ -198,39 +205,17 @@ class ContractService:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        status = 0
-
-        async def logged_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
         path, method = scope["path"], scope["method"]
-        try:
-            if path == AUTH_PATH or not path.startswith(API + "/"):
-                await app(scope, receive, logged_send)
-                return
-            token = dict(scope["headers"]).get(b"authorization", b"").decode().removeprefix("Bearer ")
-            if token not in self._tokens or not self._faults.use_token(token):
-                await _error(401, "token missing or expired")(scope, receive, logged_send)
-                return
-            fault = await self._faults.before_api_call(write=method in WRITE_METHODS)
-            if fault is None:
-                await app(scope, receive, logged_send)
-            elif fault.kind == "drop":
-                raise SandboxDrop(f"{method} {path}")
-            elif fault.kind == "apply_then_drop":
-                async def swallow(message: Message) -> None:
-                    pass
-
-                await app(scope, receive, swallow)
-                raise SandboxDrop(f"{method} {path} (applied)")
-            else:
-                headers = {"Retry-After": f"{fault.retry_after_s:g}"} if fault.kind == "rate_limit" else {}
-                await Response("fault", status_code=fault.status, headers=headers)(scope, receive, logged_send)
-        finally:
-            self.request_log.append((method, path, status))
+        if path == AUTH_PATH or not path.startswith(API + "/"):
+            await answer(scope, receive, send, app, None, _fault_answer, self.request_log)
+            return
+        token = dict(scope["headers"]).get(b"authorization", b"").decode().removeprefix("Bearer ")
+        if token not in self._tokens or not self._faults.use_token(token):
+            await answer(scope, receive, send, _error(401, "token missing or expired"), None, _fault_answer,
+                         self.request_log)
+            return
+        fault = await self._faults.before_api_call(write=method in WRITE_METHODS)
+        await answer(scope, receive, send, app, fault, _fault_answer, self.request_log)
 
     async def _auth(self, request: Request) -> Response:
         body = await request.json()
