@@ -395,10 +395,12 @@ class PostacellSandbox:
         endpoints = [(api.TOKEN_PATH, "POST", _catching(self._token)),
                      (api.TOKEN_REFRESH_PATH, "POST", _catching(self._token_refresh))]
         endpoints += [(path, method, self._authenticated(handler)) for path, method, handler in table]
-        # Both spellings of each path answer, so that a trailing slash never means a redirect.
+        # Only the spellings the document shows answer (api.BOTH_SPELLINGS): a client that adds or
+        # drops a trailing slash elsewhere gets the 404 the real service would give.
         return [Route(variant, endpoint, methods=[method])
                 for path, method, endpoint in endpoints
-                for variant in ("/" + path.strip("/"), "/" + path.strip("/") + "/")]
+                for variant in ("/" + path.strip("/"), *(("/" + path.strip("/") + "/",)
+                                                        if path.strip("/") in api.BOTH_SPELLINGS else ()))]
 
     def _authenticated(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def call(request: Request) -> Response:

@@ -36,6 +36,12 @@ AUTH_SCHEME: Final = "Bearer"
 #: ``page``. The document shows 50 rows a page for transactional lists; we assume 50 everywhere.
 PAGE_SIZE: Final = 50
 
+# --- path spelling (documented) ---------------------------------------------------------
+#: The document writes the two filter endpoints both with and without a trailing slash
+#: (``GET email/list-filter`` and ``GET v1/email/list-filter/?ordering=...``); every other path
+#: only without one. The sandbox answers exactly these spellings.
+BOTH_SPELLINGS: Final = frozenset({"email/list-filter", "email/subscribers-filter"})
+
 # --- lists (documented) ------------------------------------------------------------------
 LIST_FILTER_PATH: Final = "email/list-filter/"     # GET ?ordering=title|-title|create_date&title=
 LIST_PATH: Final = "email/list"                    # POST {"title"} -> 201
@@ -53,6 +59,11 @@ SUBSCRIBER_ITEM_PATH: Final = "email/subscribers/{id}"  # GET, PATCH, DELETE -> 
 SUBSCRIBER_ORDERINGS: Final = ("email", "-email", "create_date", "-create_date")
 #: Documented filters of ``subscribers-filter``: email (contains), status (=), lists (=).
 SUBSCRIBER_FILTERS: Final = ("email", "status", "lists", "ordering", "page")
+#: Documented query parameters of ``list-filter`` and ``cmp-filter``; of ``reports-export-filter``
+#: (ASSUMED: the export listing is filtered by campaign, newest first).
+LIST_FILTERS: Final = ("ordering", "page")
+CAMPAIGN_FILTERS: Final = ("ordering", "page")
+REPORT_EXPORT_FILTERS: Final = ("cmp_id", "ordering", "page")
 #: ASSUMED: PATCH ``lists`` REPLACES the subscriber's list set (that is how one leaves a list);
 #: the POST upsert and the bulk import ADD the given lists to the ones the subscriber has.
 SUBSCRIBER_STATUSES: Final = ("active", "unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
