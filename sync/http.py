@@ -66,6 +66,15 @@ Clock: TypeAlias = Callable[[], float]
 #: Called before every attempt of a request that may change something at the provider; raises to
 #: stop it (the runner's lease check: a run that lost its lease sends no further write).
 WriteGuard: TypeAlias = Callable[[], Awaitable[None]]
+#: Observers of every attempt: (provider, "attempt" | "retry", status or error name, seconds). The
+#: daemon's /metrics registers one (request latency, retries, 429s); nothing else pays for it.
+AttemptObserver: TypeAlias = Callable[[str, str, int | str, float], None]
+ATTEMPT_OBSERVERS: list[AttemptObserver] = []
+
+
+def _tell_observers(provider: str, kind: str, outcome: int | str, seconds: float) -> None:
+    for observer in ATTEMPT_OBSERVERS:
+        observer(provider, kind, outcome, seconds)
 
 
 def _default_timeout() -> httpx.Timeout:
@@ -381,6 +390,8 @@ class ProviderHTTP:
         self.stats.retries += 1
         log.warning("http.retry", provider=self.provider, method=method, url=shown, reason=reason,
                     attempt=attempt, delay_s=round(delay, 3))
+        if ATTEMPT_OBSERVERS:
+            _tell_observers(self.provider, "retry", reason, delay)
 
     async def _send(self, request: httpx.Request, shown: str, attempt: int) -> httpx.Response:
         """One attempt: take a slot, wait for our turn, send, and log the outcome."""
@@ -397,9 +408,11 @@ class ProviderHTTP:
                 outcome = type(exc).__name__
                 raise
             finally:
+                elapsed = self._clock() - started
                 log.debug("http.attempt", provider=self.provider, method=request.method, url=shown,
-                          status=outcome, elapsed_ms=round((self._clock() - started) * 1000, 1),
-                          attempt=attempt)
+                          status=outcome, elapsed_ms=round(elapsed * 1000, 1), attempt=attempt)
+                if ATTEMPT_OBSERVERS:
+                    _tell_observers(self.provider, "attempt", outcome, elapsed)
             return response
 
     async def _wait_turn(self, method: str, shown: str) -> None:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sync import http
 from sync.config import parse_http_address
 from sync.errors import SyncError
 from sync.logs import SECRETS
@@ -131,8 +132,31 @@ class Metrics:
                                 ["provider"], registry=self.registry)
         self.process_runs = Counter("crm_esp_sync_process_runs", "Runs this process finished, by outcome",
                                     ["provider", "status"], registry=self.registry)
+        self.latency = Histogram("crm_esp_sync_http_request_seconds",
+                                 "Provider request latency of this process, by provider and status class",
+                                 ["provider", "status_class"], registry=self.registry)
+        self.retries = Counter("crm_esp_sync_http_retries", "Provider requests this process retried",
+                               ["provider"], registry=self.registry)
+        self.throttled = Counter("crm_esp_sync_http_throttled", "HTTP 429 answers this process got",
+                                 ["provider"], registry=self.registry)
         self.registry.register(_DatabaseCollector(engine))
         self.registry.register(_DaemonCollector(state))
+        http.ATTEMPT_OBSERVERS.append(self._on_attempt)
+
+    def _on_attempt(self, provider: str, kind: str, outcome: int | str, seconds: float) -> None:
+        """One provider request attempt (sync.http): latency, retries, 429s."""
+        if kind == "retry":
+            self.retries.labels(provider).inc()
+            return
+        status_class = f"{outcome // 100}xx" if isinstance(outcome, int) else "error"
+        self.latency.labels(provider, status_class).observe(seconds)
+        if outcome == 429:
+            self.throttled.labels(provider).inc()
+
+    def close(self) -> None:
+        """Stop observing requests (the endpoint closed)."""
+        if self._on_attempt in http.ATTEMPT_OBSERVERS:
+            http.ATTEMPT_OBSERVERS.remove(self._on_attempt)
 
     def observe(self, result: RunResult) -> None:
         counts = result.counts
@@ -212,3 +236,4 @@ class HttpEndpoint:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.metrics.close()

@@ -1,0 +1,37 @@
+"""/metrics sees every provider request of the process: latency by status class, retries, 429s."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import sqlalchemy as sa
+
+from sync.http import ATTEMPT_OBSERVERS, HttpPolicy, ProviderHTTP
+from sync.web import Metrics
+
+
+def _send_twice() -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200)])
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: next(answers))) as client:
+            http = ProviderHTTP(client, provider="postacell", base_url="http://p.test/",
+                                policy=HttpPolicy(backoff_base_s=0.0001, backoff_max_s=0.0001))
+            assert (await http.request("GET", "things")).status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_request_latency_retries_and_429s_are_counted_until_the_endpoint_closes() -> None:
+    metrics = Metrics(sa.create_engine("sqlite://"))
+    try:
+        _send_twice()
+        text = metrics.render().decode()
+        assert 'crm_esp_sync_http_throttled_total{provider="postacell"} 1.0' in text
+        assert 'crm_esp_sync_http_retries_total{provider="postacell"} 1.0' in text
+        assert 'crm_esp_sync_http_request_seconds_count{provider="postacell",status_class="2xx"} 1.0' in text
+        assert 'crm_esp_sync_http_request_seconds_count{provider="postacell",status_class="4xx"} 1.0' in text
+    finally:
+        metrics.close()
+    assert metrics._on_attempt not in ATTEMPT_OBSERVERS
