@@ -244,3 +244,25 @@ def integrator_set(app: App, provider: str, credentials_source: str | None) -> N
     app.out.print(f"integrator credentials for {provider} stored")
 
 
+
+
+@connection_group.command("test")
+@click.argument("tenant")
+@click.argument("provider", type=PROVIDER_CHOICE)
+@pass_app
+def connection_test(app: App, tenant: str, provider: str) -> None:
+    """Log in to PROVIDER as TENANT and make one read-only call per capability: one line per check,
+    exit status 0 when all pass, 1 otherwise. Nothing is written."""
+    from sync.ops.connection_test import run_test
+
+    outcome = run_test(app.settings, app.migrated_engine(), tenant, provider,
+                       transport_factory=CONNECTION_TEST_TRANSPORT)
+    click.echo(f"connection {tenant}/{provider} at {outcome.base_url}:")
+    for check in outcome.checks:
+        click.echo(f"  {check.line()}")
+    if not outcome.ok:
+        sys.exit(1)
+
+
+#: Tests point ``connection test`` at an in-process sandbox by setting this (None: real HTTP).
+CONNECTION_TEST_TRANSPORT: Any = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,35 +24,131 @@ def sandbox_group() -> None:
 
 
 @sandbox_group.command("serve")
-@click.argument("provider", type=click.Choice(["postacell"]))
+@click.argument("provider", type=click.Choice(["euromsg", "mailmasterplus", "postacell"]))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
-@click.option("--account", "accounts", multiple=True, metavar="USER:PASSWORD",
-              help="a sandbox login (fake credentials), repeatable; default demo:demo-password")
+@click.option("--account", "accounts", multiple=True, metavar="USER:PASSWORD | API_KEY",
+              help="a sandbox login (fake credentials), repeatable: USER:PASSWORD for postacell and "
+                   "mailmasterplus (default demo:demo-password), a tenant's API_KEY for euromsg "
+                   "(default demo-api-key)")
+@click.option("--integrator", "integrators", multiple=True, metavar="CLIENT:PASSWORD",
+              help="euromsg: the integrator login (clientName:password), repeatable; default demo:demo-password")
+@click.option("--iys", is_flag=True, help="euromsg: every account is an İYS account (İYS fields enforced)")
+@click.option("--list", "list_names", multiple=True, metavar="[CRM_LIST_ID=]NAME",
+              help="mailmasterplus: a list made 'in the panel' of every account, with a subscribe and an "
+                   "update form, repeatable; the `lists` setting to map them is printed at start "
+                   "(default: L1=Müşteri Listesi)")
+@click.option("--dialect", type=click.Choice(["document", "negative"]), default="document", show_default=True,
+              help="mailmasterplus: subscribe answers 1/2/0 (the document) or -1/-2/0 (public clients)")
 @click.option("--faults", default="", metavar="SPEC",
               help="deterministic faults, e.g. 'seed=3,error_rate=0.1,rate_limit_every=7,retry_after_s=1,"
                    "drop_rate=0.02,apply_then_drop_rate=0.05,token_expire_after=50,latency_s=0.05' "
                    "(apply_then_drop_rate: a write is applied, then its answer is lost)")
 @click.option("--seed", default=0, show_default=True, help="seed of ids and simulated campaign results")
-def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...], faults: str, seed: int) -> None:
+def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...], integrators: tuple[str, ...],
+                  iys: bool, list_names: tuple[str, ...], dialect: str, faults: str, seed: int) -> None:
     """Serve PROVIDER's sandbox over HTTP until interrupted; point a connection's --base-url at it."""
-    from sync.sandbox import SANDBOXES, FaultPlan, serve
+    from sync.sandbox import serve
 
-    logins: dict[str, str] = {}
-    for account in accounts:
-        user, sep, password = account.partition(":")
+    sandbox, base_url, lines = build_sandbox(provider, host, port, accounts=accounts, integrators=integrators,
+                                             iys=iys, list_names=list_names, dialect=dialect, faults=faults,
+                                             seed=seed)
+    for line in lines:
+        click.echo(line)
+    click.echo(f"{provider} sandbox on {base_url} (--base-url {base_url}); Ctrl-C stops")
+    serve(sandbox.app, host, port)
+
+
+#: Where each sandbox's API lives under its served address (the path of the documented base URL).
+SANDBOX_PATHS = {"postacell": "/api/v1/", "euromsg": "/", "mailmasterplus": "/"}
+
+
+def _pairs(option: str, values: tuple[str, ...], example: str) -> dict[str, str]:
+    """``NAME:PASSWORD`` values as a mapping; one line on the first bad one."""
+    shape = "USER:PASSWORD" if option == "--account" else "CLIENT:PASSWORD"
+    pairs: dict[str, str] = {}
+    for value in values:
+        user, sep, password = value.partition(":")
         if not sep or not user.strip() or not password:
-            raise ConfigurationError(f"--account must look like USER:PASSWORD, e.g. demo:demo-password "
-                                     f"(got {'a value without a colon' if not sep else 'an empty user or password'})")
-        logins[user.strip()] = password
-    logins = logins or {"demo": "demo-password"}
+            raise ConfigurationError(f"{option} must look like {shape}, e.g. {example} "
+                                     f"(got {'a value without a colon' if not sep else 'an empty name or password'})")
+        pairs[user.strip()] = password
+    return pairs
+
+
+def _only_for(provider: str, wanted: str, option: str, given: object) -> None:
+    if given and provider != wanted:
+        raise ConfigurationError(f"{option} is an option of the {wanted} sandbox only, not of {provider}")
+
+
+def mmp_panel_lists(list_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--list [CRM_LIST_ID=]NAME`` values as panel lists with ids (nl_id 101, forms 201/301, ...)."""
+    lists: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, value in enumerate(list_names or ("L1=Müşteri Listesi",)):
+        crm_list, sep, name = value.partition("=")
+        if not sep:
+            crm_list, name = f"L{number + 1}", value
+        crm_list, name = crm_list.strip(), name.strip()
+        if not crm_list or not name:
+            raise ConfigurationError(f"--list must look like [CRM_LIST_ID=]NAME, e.g. L1=Bülten (got {value!r})")
+        if crm_list in seen:
+            raise ConfigurationError(f"--list: CRM list id {crm_list!r} is given twice")
+        seen.add(crm_list)
+        lists.append({"crm_list": crm_list, "nl_id": 101 + number, "subscribe_form": 201 + number,
+                      "update_form": 301 + number, "name": name})
+    return lists
+
+
+def build_sandbox(provider: str, host: str, port: int, *, accounts: tuple[str, ...] = (),
+                  integrators: tuple[str, ...] = (), iys: bool = False, list_names: tuple[str, ...] = (),
+                  dialect: str = "document", faults: str = "", seed: int = 0) -> tuple[Any, str, list[str]]:
+    """The sandbox ``sandbox serve`` serves, its base URL and the lines it prints at start (no secret)."""
+    from sync.sandbox import EuromsgSandbox, FaultPlan, MailMasterPlusSandbox, PostacellSandbox
+
+    _only_for(provider, "euromsg", "--integrator", integrators)
+    _only_for(provider, "euromsg", "--iys", iys)
+    _only_for(provider, "mailmasterplus", "--list", list_names)
+    _only_for(provider, "mailmasterplus", "--dialect", dialect != "document")
     try:
         plan = FaultPlan.from_spec(faults) if faults else FaultPlan()
     except ValueError as exc:
         raise ConfigurationError(f"--faults: {exc}") from None
-    sandbox = SANDBOXES[provider](logins, faults=plan, seed=seed)
-    click.echo(f"{provider} sandbox on http://{host}:{port}/api/v1/ (accounts: {', '.join(logins)}); Ctrl-C stops")
-    serve(sandbox.app, host, port)
+    base_url = f"http://{host}:{port}{SANDBOX_PATHS[provider]}"
+    lines: list[str] = []
+    sandbox: Any
+    if provider == "euromsg":
+        keys = [key.strip() for key in accounts]
+        if any(not key or ":" in key or any(c.isspace() for c in key) for key in keys):
+            raise ConfigurationError("--account for euromsg is a tenant's API key, without spaces or colons, "
+                                     "e.g. acme-key-1 (the integrator login is --integrator CLIENT:PASSWORD)")
+        logins = _pairs("--integrator", integrators, "demo:demo-password") or {"demo": "demo-password"}
+        keys = keys or ["demo-api-key"]
+        sandbox = EuromsgSandbox(logins, {key: f"account-{n + 1}" for n, key in enumerate(keys)},
+                                 iys_accounts=keys if iys else (), faults=plan, seed=seed)
+        lines.append(f"integrators: {', '.join(logins)}; {len(keys)} account(s) by API key"
+                     f"{', İYS on (İYS fields enforced)' if iys else ''}")
+    elif provider == "mailmasterplus":
+        logins = _pairs("--account", accounts, "demo:demo-password") or {"demo": "demo-password"}
+        panel = mmp_panel_lists(list_names)
+        sandbox = MailMasterPlusSandbox(logins, dialect=dialect, faults=plan)
+        for user in logins:
+            for item in panel:
+                sandbox.add_list(user, item["nl_id"], item["name"], subscribe_form=item["subscribe_form"],
+                                 update_form=item["update_form"])
+        mapping = {item["crm_list"]: {key: item[key] for key in ("nl_id", "subscribe_form", "update_form", "name")}
+                   for item in panel}
+        lines.append(f"accounts: {', '.join(logins)}; each has the lists "
+                     + ", ".join(f"{item['nl_id']} {item['name']!r} (subscribe form {item['subscribe_form']}, "
+                                 f"update form {item['update_form']})" for item in panel)
+                     + f"; answers in the {dialect!r} dialect")
+        lines.append("map them on the connection (edit the CRM list ids on the left): "
+                     f"--setting 'lists={json.dumps(mapping, ensure_ascii=False)}'")
+    else:
+        logins = _pairs("--account", accounts, "demo:demo-password") or {"demo": "demo-password"}
+        sandbox = PostacellSandbox(logins, faults=plan, seed=seed)
+        lines.append(f"accounts: {', '.join(logins)}")
+    return sandbox, base_url, lines
 
 
 @cli.command("demo")
@@ -59,7 +157,8 @@ def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...]
 @click.option("--members", default=2000, show_default=True, help="sample members per tenant")
 @pass_app
 def demo(app: App, workdir: str, members: int) -> None:
-    """A full round trip: sample CRM on SQLite -> Postacell sandbox served on localhost -> back."""
+    """A full round trip: sample CRM on SQLite -> Postacell, Euromsg and MailMasterPlus sandboxes served on
+    localhost -> back."""
     from sync.demo import run_demo
 
     run_demo(app.settings, Path(workdir), members, app.out)

@@ -20,6 +20,7 @@ SANDBOXES: dict[str, type] = {
 
 __all__ = [
     "SANDBOXES",
+    "EuromsgSandbox",
     "FaultInjector",
     "FaultPlan",
     "MailMasterPlusSandbox",

@@ -411,11 +411,52 @@ def test_the_demo_story_agrees_with_its_numbers_and_keeps_logs_out(cli: Cli, tmp
     assert '"run.finished"' in (workdir / "demo.log").read_text(encoding="utf-8")
     told = re.search(r"(\d+) members changed their surname and (\d+) was deleted", result.out)
     assert told is not None, result.out
-    second = result.out[result.out.index("5. Second sync"):result.out.index("6. Third sync")]
-    acme = next(line for line in second.splitlines() if "│ acme " in line)
-    cells = [cell.strip() for cell in acme.strip("│ ").split("│")]
-    added, updated, removed = (int(cells[i]) for i in (3, 4, 5))
+    first = _rows(result.out[result.out.index("3. First sync"):result.out.index("4. Meanwhile")])
+    second = _rows(result.out[result.out.index("5. Second sync"):result.out.index("6. Third sync")])
+    third_part = result.out[result.out.index("6. Third sync"):result.out.index("7. What is")]
+    third = _rows(third_part)
+    acme = second["acme"]
+    added, updated, removed = (int(acme[column]) for column in ("added", "updated", "removed"))
     assert (added, updated, removed) == (0, int(told[1]), int(told[2]))
+    # Every provider has a tenant; each run of each succeeded; nothing to write the third time, anywhere.
+    assert {row["provider"] for row in first.values()} == {"postacell", "euromsg", "mailmasterplus"}
+    assert all(row["status"] in ("succeeded", "succeeded_with_rejects", "partial")
+               for rows in (first, second, third) for row in rows.values())
+    assert "provider write requests: 0 (postacell 0, euromsg 0, mailmasterplus 0)" in third_part
+    assert all(int(row["added"]) + int(row["updated"]) + int(row["removed"]) == 0 for row in third.values())
+    # Euromsg with İYS on: each row the story says is wrong is rejected, and shown with its reason.
+    from sync.demo import EUROMSG_TENANT, IYS_MISTAKES, MMP_TENANT
+
+    flat = " ".join(result.out.split())       # the story's lines, wrapped at the console's width
+    assert first[EUROMSG_TENANT]["provider"] == "euromsg" and int(first[EUROMSG_TENANT]["added"]) > 0
+    assert f"{len(IYS_MISTAKES)} of {EUROMSG_TENANT}'s members have İYS data the registry refuses" in flat
+    iys_lines = [line for line in result.out.splitlines() if f"reject ({EUROMSG_TENANT}/euromsg, İYS)" in line]
+    assert [line.split()[3] for line in iys_lines] == [member_id for member_id, _ in IYS_MISTAKES]
+    assert "'HS_INTERNET' is not an İYS source" in iys_lines[0]
+    assert "before 2015-05-01 00:00:00" in iys_lines[1] and "HS_2015 needs the date" in iys_lines[2]
+    assert int(first[EUROMSG_TENANT]["rejected"]) >= len(IYS_MISTAKES)
+    # MailMasterPlus: the CRM lists are mapped to panel lists (none created), members pushed,
+    # and the recipient's unsubscribe at MMP pulled back.
+    mmp = first[MMP_TENANT]
+    assert mmp["provider"] == "mailmasterplus" and mmp["lists+"] == "0" and int(mmp["added"]) > 0
+    assert f"{MMP_TENANT}: CRM lists mapped to panel lists L1->101" in flat
+    assert f"unsubscribed from {MMP_TENANT}'s MMP list 101" in flat
+    assert int(second[MMP_TENANT]["statuses pulled"]) >= 1
+    assert "mailmasterplus unsubscribed=1" in flat
+    assert "Şifre" not in result.out and "Şifre" not in (workdir / "demo.log").read_text(encoding="utf-8")
+
+
+def _rows(table: str) -> dict[str, dict[str, str]]:
+    """A results table of the demo: tenant -> column -> cell."""
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    columns = [cell.strip() for cell in header.strip("┃ ").split("┃")]
+    rows = {}
+    for line in lines:
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+            rows[cells[0]] = dict(zip(columns, cells, strict=True))
+    return rows
 
 
 def test_pyproject_license_is_an_spdx_expression() -> None:

@@ -1,0 +1,200 @@
+"""`crm-esp-sync connection test TENANT PROVIDER`: log in and make one read-only call per
+capability the provider has; one line per check, never a secret.
+
+The provider is built as a run builds it (``sync.engine.runner``): credentials from the vault,
+the integrator's credentials where the provider has them, the connection's ``base_url`` and
+settings. Nothing is written at the provider and no lease is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from sync import db, registry
+from sync.config import Settings
+from sync.crypto import Vault
+from sync.engine.runner import TransportFactory
+from sync.errors import AuthenticationError, ConfigurationError, SyncError
+from sync.http import Auth, HttpPolicy, ProviderHTTP
+from sync.logs import SECRETS
+from sync.providers.base import IMPLEMENTATIONS, Capabilities, build_provider
+from sync.providers.specs import get_spec
+
+#: A connection test answers quickly: few retries, short waits (a run retries much longer).
+TEST_POLICY = HttpPolicy(max_attempts=3, backoff_base_s=0.2, backoff_max_s=2.0, max_retry_after_s=10.0)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return SECRETS.scrub(f"{self.name}: {'ok' if self.ok else 'FAILED'}" + (
+            f" ({self.detail})" if self.ok and self.detail else f": {self.detail}" if self.detail else ""))
+
+
+@dataclass
+class ConnectionTest:
+    tenant: str
+    provider: str
+    base_url: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, SyncError):
+        return " ".join(exc.message.split())
+    if isinstance(exc, httpx.HTTPError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+async def _first(items: Any) -> Any:
+    """The first item of an async iterator (or None), closing it: one page read, not a full scan."""
+    try:
+        async for item in items:
+            return item
+        return None
+    finally:
+        await items.aclose()
+
+
+async def check_connection(settings: Settings, engine: sa.Engine, tenant: str, provider_name: str, *,
+                          transport_factory: TransportFactory | None = None,
+                          http_policy: HttpPolicy = TEST_POLICY) -> ConnectionTest:
+    """The checks of TENANT's PROVIDER connection, in order; a failed login skips the rest."""
+    get_spec(provider_name)
+    vault = Vault(settings.require_master_keys())
+    with db.session_factory(engine)() as session:
+        connection = registry.get_connection(session, tenant, provider_name)
+        session.expunge(connection)
+        credentials = vault.decrypt(connection.credentials_encrypted)
+        integrator = registry.integrator_credentials(session, vault, provider_name) \
+            if get_spec(provider_name).integrator_credentials else None
+    result = ConnectionTest(tenant, provider_name, connection.base_url, [])
+    if provider_name not in IMPLEMENTATIONS:
+        result.checks.append(Check("provider", False, f"{provider_name} has no sync implementation in this version"))
+        return result
+    client = httpx.AsyncClient(transport=transport_factory(connection) if transport_factory else None,
+                               timeout=http_policy.timeout, follow_redirects=True)
+    auths: list[Auth | None] = []
+    https: list[ProviderHTTP] = []
+
+    def http_factory(caps: Capabilities, auth: Auth | None) -> ProviderHTTP:
+        auths.append(auth)
+        http = ProviderHTTP(client, provider=provider_name, base_url=connection.base_url,
+                            policy=replace(http_policy, concurrency=caps.concurrency, rate_per_s=caps.rate_per_s),
+                            auth=auth)
+        https.append(http)
+        return http
+
+    async def check(name: str, probe: Callable[[], Awaitable[str]]) -> bool:
+        try:
+            detail = await probe()
+        except Exception as exc:  # a check reports what went wrong; it never stops the others with a traceback
+            result.checks.append(Check(name, False, _reason(exc)))
+            return False
+        result.checks.append(Check(name, True, detail))
+        return True
+
+    try:
+        try:
+            provider: Any = build_provider(provider_name, http_factory, credentials, connection.settings, integrator)
+        except SyncError as exc:
+            result.checks.append(Check("settings", False, _reason(exc)))
+            return result
+        caps: Capabilities = provider.capabilities
+        if hasattr(provider, "health_check"):
+            async def health() -> str:
+                if not await provider.health_check():
+                    raise ConfigurationError(f"{connection.base_url} does not answer its health check as healthy")
+                return f"{connection.base_url} is healthy"
+            await check("health check", health)
+        if caps.lists == "mapped":   # no login call: the reads of the mapped lists prove the credentials
+            logged_in = await _mapped_lists(provider, result)
+        else:
+            logged_in = await check("login", lambda: _login(provider, auths, https, integrator is not None))
+        if not logged_in:
+            result.checks.append(Check("the other checks", False, "skipped: the login failed"))
+            return result
+        if caps.lists == "create":
+            async def lists() -> str:
+                found = await provider.all_lists()
+                return f"list index read: {len(found)} list(s)"
+            await check("lists", lists)
+        if caps.has_campaign_reports:
+            async def campaigns() -> str:
+                first = await _first(provider.pull_campaigns())
+                return "campaign index read" + ("" if first else ": no campaign yet")
+            await check("campaigns", campaigns)
+        if caps.pulls_consents:
+            result.checks.append(Check("İYS", True, "on: pushed members carry İYS fields, checked before sending"))
+    finally:
+        await client.aclose()
+    return result
+
+
+async def _login(provider: Any, auths: list[Auth | None], https: list[ProviderHTTP],
+                 has_integrator: bool) -> str:
+    """Log in (a token provider gets its token; an account read where the provider has one)."""
+    if hasattr(provider, "account"):
+        account = await provider.account()
+        if account.get("packageActive") is False:
+            raise ConfigurationError(f"account {account.get('name')!r}: no active sending package, so members "
+                                     "cannot be pushed until the tenant renews it")
+        credits = account.get("remainingCredits")
+        return (f"token issued{' with the integrator login' if has_integrator else ''}, API key identified, "
+                f"account {account.get('name')!r}, sending package active"
+                + (f", {credits} credit(s) left" if credits is not None else ""))
+    auth, http = auths[-1], https[-1]
+    if auth is None:
+        return "no login needed"
+    await auth.headers(http)
+    return "token issued"
+
+
+async def _mapped_lists(provider: Any, result: ConnectionTest) -> bool:
+    """Login and each mapped list read back (``check_lists``); False when the login failed.
+    An empty mapping is a failure, not a pass."""
+    mapped = provider.mapped_lists()
+    if not mapped:
+        result.checks.append(Check("lists", False, "no CRM list is mapped: set the connection's `lists` "
+                                   "setting (`connection set ... --setting lists=...`)"))
+        return True
+    try:
+        problems = await provider.check_lists()
+    except AuthenticationError as exc:
+        result.checks.append(Check("login", False, _reason(exc)))
+        return False
+    except Exception as exc:  # reported as the lists check
+        result.checks.append(Check("lists", False, _reason(exc)))
+        return True
+    result.checks.append(Check("login", True, "HTTP basic auth accepted"))
+    for crm_list, remote in sorted(mapped.items()):
+        wrong = [p for p in problems if p.startswith(f"CRM list {crm_list} -> ")]
+        name = f"list {crm_list} -> {remote.remote_id}"
+        result.checks.append(Check(name, not wrong, wrong[0].split(": ", 1)[-1] if wrong else
+                                   f"{remote.name!r} readable (its forms are only checked by a write)"))
+    return True
+
+
+def run_test(settings: Settings, engine: sa.Engine, tenant: str, provider: str, *,
+             transport_factory: TransportFactory | None = None) -> ConnectionTest:
+    """The synchronous entry point the CLI calls."""
+    import asyncio
+
+    return asyncio.run(check_connection(settings, engine, tenant, provider, transport_factory=transport_factory))
+
+
+__all__ = ["TEST_POLICY", "Check", "ConnectionTest", "check_connection", "run_test"]
