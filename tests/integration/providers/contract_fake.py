@@ -59,9 +59,10 @@ from sync.providers.base import (
     RemoteStatus,
 )
 from sync.sample import LIST_NAMES
-from sync.sandbox import FaultPlan, SandboxApp, sandbox_transport
+from sync.sandbox import FaultPlan, SandboxApp
 from sync.sandbox.faults import Fault, FaultInjector
 from sync.sandbox.transport import answer
+from tests.integration.providers.harness import SandboxHarness
 
 if TYPE_CHECKING:
     from tests.integration.providers.harness import RemoteMember
@@ -388,6 +389,9 @@ class ContractService:
 
     def write_requests(self) -> int:
         return sum(1 for method, path, _ in self.request_log if method in WRITE_METHODS and path != AUTH_PATH)
+
+    def reset_log(self) -> None:
+        self.request_log.clear()
 
     def of_email(self, email: str) -> list[_Record]:
         wanted = normalize_email(email)
@@ -739,7 +743,7 @@ def register(monkeypatch: pytest.MonkeyPatch, shape: Shape) -> None:
 PANEL_LISTS: dict[str, str] = {f"L{n}": f"p{100 + n}" for n in range(1, 6)}
 
 
-class ContractHarness:
+class ContractHarness(SandboxHarness):
     """The shared suite's view of the contract fake in one shape."""
 
     shape: ClassVar[Shape]
@@ -763,18 +767,6 @@ class ContractHarness:
         if self.shape.capabilities.lists == "mapped":
             for n, (_, remote) in enumerate(sorted(PANEL_LISTS.items())):
                 self.sandbox.add_list(remote, LIST_NAMES[n])
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return sandbox_transport(self.sandbox.app)
-
-    def write_requests(self) -> int:
-        return self.sandbox.write_requests()
-
-    def requests(self) -> int:
-        return len(self.sandbox.request_log)
-
-    def reset_log(self) -> None:
-        self.sandbox.request_log.clear()
 
     def members(self) -> dict[str, RemoteMember]:
         """Per-list: an address's records together, active only if every record is."""

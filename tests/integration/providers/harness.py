@@ -56,7 +56,25 @@ class Harness(Protocol):
         """Send a campaign to every list; return email -> {rule: 1} as the truth of its report."""
 
 
-class PostacellHarness:
+class SandboxHarness:
+    """What every harness over a sandbox (an ASGI app with a request log) shares."""
+
+    sandbox: Any
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return sandbox_transport(self.sandbox.app)
+
+    def write_requests(self) -> int:
+        return int(self.sandbox.write_requests())
+
+    def requests(self) -> int:
+        return len(self.sandbox.request_log)
+
+    def reset_log(self) -> None:
+        self.sandbox.reset_log()
+
+
+class PostacellHarness(SandboxHarness):
     name = "postacell"
     credentials: ClassVar[dict[str, str]] = {"username": "acme-api", "password": "Postacell-şifre-123"}
     settings: ClassVar[dict[str, Any]] = {"rate_per_s": 0}
@@ -66,18 +84,6 @@ class PostacellHarness:
         extra = {"clock": clock} if clock else {}
         self.sandbox = PostacellSandbox({self.credentials["username"]: self.credentials["password"]},
                                         faults=faults, seed=3, **extra)
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return sandbox_transport(self.sandbox.app)
-
-    def write_requests(self) -> int:
-        return self.sandbox.write_requests()
-
-    def requests(self) -> int:
-        return len(self.sandbox.request_log)
-
-    def reset_log(self) -> None:
-        self.sandbox.reset_log()
 
     def members(self) -> dict[str, RemoteMember]:
         return {row["email"]: RemoteMember(row["email"], row["status"], frozenset(lst["title"] for lst in row["lists"]))

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
-
-from sync.sandbox import FaultPlan, sandbox_transport
+from sync.sandbox import FaultPlan
 from sync.sandbox.euromsg import EuromsgSandbox
-from tests.integration.providers.harness import RemoteMember
+from tests.integration.providers.harness import RemoteMember, SandboxHarness
 
 #: The card's status in the suite's words (Postacell's, which the suite's assertions use).
 SUITE_STATUSES = {"Active": "active", "Unsubscribed": "unsubscribed", "SoftBounced": "soft_bounce",
                   "HardBounced": "hard_bounce", "Spam": "spam_complaint"}
 
 
-class EuromsgHarness:
+class EuromsgHarness(SandboxHarness):
     name = "euromsg"
     credentials: ClassVar[dict[str, str]] = {"api_key": "acme-euromsg-anahtar-0001"}
     integrator_credentials: ClassVar[dict[str, str]] = {"client_name": "crm-entegrator",
@@ -37,18 +35,6 @@ class EuromsgHarness:
     @property
     def _key(self) -> str:
         return self.credentials["api_key"]
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return sandbox_transport(self.sandbox.app)
-
-    def write_requests(self) -> int:
-        return self.sandbox.write_requests()
-
-    def requests(self) -> int:
-        return len(self.sandbox.request_log)
-
-    def reset_log(self) -> None:
-        self.sandbox.reset_log()
 
     def members(self) -> dict[str, RemoteMember]:
         names = self.sandbox.lists(self._key)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
-
 from sync.sample import LIST_NAMES
-from sync.sandbox import FaultPlan, MailMasterPlusSandbox, sandbox_transport
-from tests.integration.providers.harness import RemoteMember
+from sync.sandbox import FaultPlan, MailMasterPlusSandbox
+from tests.integration.providers.harness import RemoteMember, SandboxHarness
 
 #: CRM list -> (nl_id, subscribe form, update form); the seeded CRM has L1..L3, sometimes L4, L5.
 LISTS: dict[str, tuple[int, int, int]] = {f"L{n}": (100 + n, 200 + n, 300 + n) for n in range(1, 6)}
 
 
-class MailMasterPlusHarness:
+class MailMasterPlusHarness(SandboxHarness):
     name = "mailmasterplus"
     credentials: ClassVar[dict[str, str]] = {"username": "acme-mmp", "password": "MMP-jelszó-123"}
     settings: ClassVar[dict[str, Any]] = {"lists": {
@@ -41,18 +39,6 @@ class MailMasterPlusHarness:
     @property
     def _account(self) -> str:
         return self.credentials["username"]
-
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return sandbox_transport(self.sandbox.app)
-
-    def write_requests(self) -> int:
-        return self.sandbox.write_requests()
-
-    def requests(self) -> int:
-        return len(self.sandbox.request_log)
-
-    def reset_log(self) -> None:
-        self.sandbox.reset_log()
 
     def _records(self) -> list[tuple[str, dict[str, Any]]]:
         return [(name, row) for nl_id, name in self.sandbox.lists(self._account).items()
