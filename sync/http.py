@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import httpx
 import structlog
@@ -33,12 +33,13 @@ from sync.errors import (
     AnswerLostError,
     AuthenticationError,
     ConfigurationError,
+    FatalError,
     MalformedAnswerError,
     RetriableError,
 )
 
-__all__ = ["Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket", "WriteGuard", "describe",
-           "json_of", "retry_after_seconds", "safe_url"]
+__all__ = ["AnswerClassifier", "Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket", "Verdict",
+           "WriteGuard", "describe", "json_of", "retry_after_seconds", "safe_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,32 @@ WriteGuard: TypeAlias = Callable[[], Awaitable[None]]
 #: daemon's /metrics registers one (request latency, retries, 429s); nothing else pays for it.
 AttemptObserver: TypeAlias = Callable[[str, str, int | str, float], None]
 ATTEMPT_OBSERVERS: list[AttemptObserver] = []
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an answer that came with a success status really says (a provider that puts its
+    errors inside HTTP 200: Postatr's ErrorCode, MailMasterPlus's bare numbers, WapCRM's
+    ``status: false`` envelope).
+
+    - ``relogin``: the token is no longer valid; log in again and send once more (like a 401).
+    - ``retry``: a transient fault; backed off and sent again like a 5xx (``maybe_applied``: the
+      provider may have acted on it, so only a request safe to repeat is sent again).
+    - ``auth``: the credentials are refused (``AuthenticationError``).
+    - ``fatal``: refused in a way retrying cannot fix (``FatalError``).
+
+    Row-level errors are not the HTTP layer's business: a classifier returns None for them and the
+    client turns them into rejects.
+    """
+
+    kind: Literal["relogin", "retry", "fatal", "auth"]
+    reason: str  # one readable line, never a secret
+    provider_code: str | None = None
+    maybe_applied: bool = False
+
+
+#: A provider's reading of an answer: None when it is what it looks like.
+AnswerClassifier: TypeAlias = Callable[[httpx.Response], Verdict | None]
 
 
 def _tell_observers(provider: str, kind: str, outcome: int | str, seconds: float) -> None:
@@ -279,6 +306,7 @@ class _Failure:
     retry_after: float | None = None
     cause: httpx.TransportError | None = None
     maybe_applied: bool = True  # False when the provider cannot have acted on the request
+    provider_code: str | None = None
 
 
 class ProviderHTTP:
@@ -301,6 +329,8 @@ class ProviderHTTP:
         self._bucket = (TokenBucket(policy.rate_per_s, policy.burst, clock)
                         if policy.rate_per_s is not None else None)
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
+        #: The provider's reading of answers with a success status (errors inside HTTP 200).
+        self.classifier: AnswerClassifier | None = None
 
     def url_for(self, path_or_url: str) -> httpx.URL:
         """``path_or_url`` joined onto ``base_url``; an absolute URL (a next-page link) is kept."""
@@ -345,26 +375,42 @@ class ProviderHTTP:
                 failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=not isinstance(exc, NOT_SENT_ERRORS))
             else:
                 status = response.status_code
-                if status == 401 and auth is not None and not relogged:
+                verdict = (self.classifier(response) if self.classifier is not None
+                           and status not in RETRY_STATUSES and status != 401 else None)
+                if verdict is not None and verdict.kind == "auth":
+                    raise AuthenticationError(f"{self.provider}: {method} {shown}: {verdict.reason}",
+                                              status_code=status, provider_code=verdict.provider_code)
+                if verdict is not None and verdict.kind == "fatal":
+                    raise FatalError(f"{self.provider}: {method} {shown}: {verdict.reason}",
+                                     status_code=status, provider_code=verdict.provider_code)
+                expired = status == 401 or (verdict is not None and verdict.kind == "relogin")
+                what = f"HTTP {status}" if verdict is None else verdict.reason
+                if expired and auth is not None and not relogged:
                     auth.invalidate()
                     relogged = True
-                    self._note_retry(method, shown, "HTTP 401, logging in again", failures + 1, 0.0)
+                    self._note_retry(method, shown, f"{what}, logging in again", failures + 1, 0.0)
                     continue
-                if status == 401:
-                    raise AuthenticationError(f"{self.provider}: {method} {shown} was refused (HTTP 401)",
-                                              status_code=401)
+                if expired:
+                    raise AuthenticationError(f"{self.provider}: {method} {shown} was refused ({what})",
+                                              status_code=status,
+                                              provider_code=None if verdict is None else verdict.provider_code)
                 # One fresh login per run of 401s: a token that expires again while this request
                 # waits out a 5xx gets a login of its own; a 401 right after a login is final.
                 relogged = False
-                if status not in RETRY_STATUSES:
+                if verdict is not None:  # "retry"
+                    failure = _Failure(verdict.reason, status=status, maybe_applied=verdict.maybe_applied,
+                                       provider_code=verdict.provider_code)
+                elif status not in RETRY_STATUSES:
                     return response
-                failure = _Failure(f"HTTP {status}", status=status, retry_after=(
-                    retry_after_seconds(response) if status in RETRY_AFTER_STATUSES else None),
-                    maybe_applied=status not in NOT_PROCESSED_STATUSES)
+                else:
+                    failure = _Failure(f"HTTP {status}", status=status, retry_after=(
+                        retry_after_seconds(response) if status in RETRY_AFTER_STATUSES else None),
+                        maybe_applied=status not in NOT_PROCESSED_STATUSES)
             if failure.maybe_applied and not repeatable:
                 raise AnswerLostError(
                     f"{self.provider}: {method} {shown} got no usable answer ({failure.reason}) and may have "
-                    "been applied; not sent again", status_code=failure.status) from failure.cause
+                    "been applied; not sent again", status_code=failure.status,
+                    provider_code=failure.provider_code) from failure.cause
             failures += 1
             await self._back_off(method, shown, failures, failure)
 
@@ -377,7 +423,8 @@ class ProviderHTTP:
         if failures >= self.policy.max_attempts:
             raise RetriableError(
                 f"{self.provider}: {method} {shown} failed {failures} times, last: {failure.reason}",
-                status_code=failure.status, retry_after=retry_after) from failure.cause
+                status_code=failure.status, provider_code=failure.provider_code,
+                retry_after=retry_after) from failure.cause
         cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (failures - 1))
         delay = self._rng.uniform(0, cap)  # full jitter
         if retry_after is not None:

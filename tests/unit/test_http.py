@@ -20,12 +20,20 @@ import httpx
 import pytest
 import structlog.testing
 
-from sync.errors import AnswerLostError, AuthenticationError, ConfigurationError, MalformedAnswerError, RetriableError
+from sync.errors import (
+    AnswerLostError,
+    AuthenticationError,
+    ConfigurationError,
+    FatalError,
+    MalformedAnswerError,
+    RetriableError,
+)
 from sync.http import (
     Auth,
     HttpPolicy,
     ProviderHTTP,
     TokenBucket,
+    Verdict,
     describe,
     json_of,
     retry_after_seconds,
@@ -654,3 +662,106 @@ def test_a_token_that_expires_again_during_retries_gets_another_login() -> None:
 
     assert asyncio.run(scenario()) == 200
     assert len(logins) == 2
+
+
+# --- errors inside HTTP 200: the provider's answer classifier --------------------------------
+
+
+def _envelope_classifier(response: httpx.Response) -> Verdict | None:
+    """A provider that answers every error with 200 and {"error": code}."""
+    code = response.json().get("error") if response.content else None
+    kinds = {1: "relogin", 2: "retry", 3: "auth", 4: "fatal"}
+    if code not in kinds:
+        return None
+    return Verdict(kinds[code], f"error {code}", provider_code=str(code), maybe_applied=code == 2)  # type: ignore[arg-type]
+
+
+def _ok(**body: Any) -> httpx.Response:
+    return httpx.Response(200, json=body)
+
+
+def test_a_classified_expired_token_logs_in_again_once() -> None:
+    time, auth = FakeTime(), TokenAuth()
+    logins = iter(["t1", "t2", "t3"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login"):
+            return _ok(token=next(logins))
+        return _ok(error=1) if request.headers["Authorization"] == "Bearer t1" else _ok(data="fine")
+
+    async def scenario() -> httpx.Response:
+        async with provider_http(handler, time, auth=auth) as http:
+            http.classifier = _envelope_classifier
+            return await http.request("POST", "members", json={})
+
+    assert run(scenario).json() == {"data": "fine"}
+    assert (auth.logins, auth.invalidations) == (2, 1)
+
+
+def test_a_classified_expired_token_right_after_a_login_is_an_authentication_error() -> None:
+    time, auth = FakeTime(), TokenAuth()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _ok(token="t") if request.url.path.endswith("/login") else _ok(error=1)
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, auth=auth) as http:
+            http.classifier = _envelope_classifier
+            await http.request("GET", "lists")
+
+    with pytest.raises(AuthenticationError, match="error 1") as caught:
+        run(scenario)
+    assert caught.value.provider_code == "1"
+    assert auth.logins == 2
+
+
+@pytest.mark.parametrize(("code", "error"), [(3, AuthenticationError), (4, FatalError)])
+def test_classified_fatal_answers_raise_at_once(code: int, error: type[Exception]) -> None:
+    time = FakeTime()
+    script = Script(time, _ok(error=code))
+
+    async def scenario() -> None:
+        async with provider_http(script, time) as http:
+            http.classifier = _envelope_classifier
+            await http.request("GET", "lists")
+
+    with pytest.raises(error, match=f"error {code}"):
+        run(scenario)
+    assert len(script.sent) == 1
+
+
+def test_a_classified_transient_error_is_retried_when_safe_and_not_when_it_may_have_applied() -> None:
+    time = FakeTime()
+    script = Script(time, _ok(error=2), _ok(error=2), _ok(data="fine"))
+
+    async def get() -> httpx.Response:
+        async with provider_http(script, time) as http:
+            http.classifier = _envelope_classifier
+            return await http.request("GET", "lists")
+
+    assert run(get).json() == {"data": "fine"}
+    assert len(script.sent) == 3
+
+    post_script = Script(time, _ok(error=2), _ok(data="fine"))
+
+    async def post() -> None:
+        async with provider_http(post_script, time) as http:
+            http.classifier = _envelope_classifier
+            await http.request("POST", "members", json={})
+
+    with pytest.raises(AnswerLostError, match="error 2") as caught:  # maybe_applied: look before sending again
+        run(post)
+    assert caught.value.provider_code == "2"
+    assert len(post_script.sent) == 1
+
+
+def test_answers_the_classifier_passes_and_client_errors_reach_the_caller() -> None:
+    time = FakeTime()
+    script = Script(time, _ok(error=99), 404)
+
+    async def scenario() -> list[int]:
+        async with provider_http(script, time) as http:
+            http.classifier = _envelope_classifier
+            return [(await http.request("GET", "a")).status_code, (await http.request("GET", "b")).status_code]
+
+    assert run(scenario) == [200, 404]
