@@ -30,13 +30,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sync.crm import CrmMember, CrmReader
 from sync.emails import normalize_email, valid_email
+from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
 from sync.models import (
     EMAIL,
     ID,
-    Campaign,
-    CampaignResult,
     IysConsent,
     ListLink,
     MemberLink,
@@ -1115,62 +1114,10 @@ class ConnectionSync:
         row.run_id, row.email, row.provider_code, row.reason = self.run_id, email, error.provider_code, reason
         row.last_seen_at, row.resolved_at = utcnow(), None
 
-    # --- 6. reports -----------------------------------------------------------------------
+    # --- 6. reports (sync/engine/reports.py) ---------------------------------------------
 
     async def pull_reports(self) -> None:
-        """Campaigns, and per-recipient results of those not final yet. One campaign's failure
-        is logged and retried next run; it does not stop the others."""
         if self.report_api is None:
             return
-        async for campaign in self.report_api.pull_campaigns():
-            with self.sessions.begin() as session:
-                row = session.scalar(sa.select(Campaign).where(
-                    Campaign.connection_id == self.connection_id, Campaign.remote_id == campaign.remote_id))
-                if row is None:
-                    row = Campaign(connection_id=self.connection_id, remote_id=campaign.remote_id,
-                                   name=campaign.name[:512], status=campaign.status)
-                    session.add(row)
-                if row.final:
-                    continue
-                fresh = (row.results_pulled_at is not None and row.remote_updated_at == campaign.updated_at
-                         and self.until - row.results_pulled_at < self.report_refresh and not campaign.final)
-                if fresh:       # asked recently and unchanged since: spare the provider an export
-                    continue
-                row.name, row.status = campaign.name[:512], campaign.status
-                row.sent_at, row.remote_updated_at = campaign.sent_at, campaign.updated_at
-                self.counts["campaigns_pulled"] += 1
-            try:
-                results = await self.report_api.pull_campaign_results(campaign)
-            except FatalError:
-                raise
-            except (ProviderError, ValueError) as exc:
-                self.counts["campaigns_failed"] += 1
-                log.warning("campaign.report_failed", campaign=campaign.remote_id, reason=str(exc))
-                continue
-            with self.sessions.begin() as session:
-                row = session.scalar(sa.select(Campaign).where(
-                    Campaign.connection_id == self.connection_id, Campaign.remote_id == campaign.remote_id))
-                if row is None:     # removed by `connection remove` while we fetched
-                    return
-                existing = {r.email: r for r in session.scalars(
-                    sa.select(CampaignResult).where(CampaignResult.campaign_id == row.id))}
-                for result in results:
-                    target = existing.get(result.email[:EMAIL])
-                    if target is None:
-                        existing[result.email[:EMAIL]] = target = CampaignResult(campaign_id=row.id,
-                                                                                 email=result.email[:EMAIL])
-                        session.add(target)
-                    for name in ("sent_at", "opened_at", "clicked_at", "unsubscribed_at", "complained_at",
-                                 "bounce_type"):
-                        value = getattr(result, name)
-                        if value is not None:
-                            setattr(target, name, value)
-                    if result.bounce_reason:
-                        target.bounce_reason = result.bounce_reason[:1024]
-                    if result.clicked_link:
-                        target.clicked_link = result.clicked_link[:1024]
-                    target.open_count = max(target.open_count or 0, result.open_count)
-                self.counts["campaign_results"] += len(results)
-                row.results_pulled_at = utcnow()
-                row.final = campaign.final
-                self._checkpoint(session)
+        await pull_reports(self.report_api, self.sessions, self.connection_id, until=self.until,
+                           refresh=self.report_refresh, counts=self.counts, checkpoint=self._checkpoint)

@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -191,6 +191,8 @@ class RemoteCampaign:
 @dataclass
 class RecipientResult:
     email: str
+    #: Our member id, where the provider reports by it (Postatr's Memberid).
+    crm_member_id: str | None = None
     sent_at: dt.datetime | None = None
     opened_at: dt.datetime | None = None
     open_count: int = 0
@@ -275,13 +277,27 @@ class ConsentPull(Protocol):
     def pull_consents(self, since: dt.datetime | None) -> AsyncIterator[RemoteConsent]: ...
 
 
+@dataclass(frozen=True)
+class ReportContext:
+    """What a result pull may need from our side, given lazily: a provider that reports by member id
+    (Postatr's ReportMembers takes a capped number of them) asks for them in chunks."""
+
+    #: CRM member ids linked on this connection, in chunks of at most ``size``, streamed from the
+    #: database (never all of them in memory).
+    member_ids: Callable[[int], Iterator[list[str]]]
+
+
 @runtime_checkable
 class ReportPull(Protocol):
     """Campaigns and per-recipient results (``capabilities.has_campaign_reports``)."""
 
     def pull_campaigns(self) -> AsyncIterator[RemoteCampaign]: ...
 
-    async def pull_campaign_results(self, campaign: RemoteCampaign) -> list[RecipientResult]: ...
+    def pull_campaign_results(self, campaign: RemoteCampaign,
+                              context: ReportContext) -> AsyncIterator[list[RecipientResult]]:
+        """Per-recipient results, page by page: the engine stores each page before it asks for the
+        next, so a campaign is never held in memory whole (where the provider allows it). A page may
+        repeat a recipient of an earlier page; the engine merges by e-mail."""
 
 
 #: Each capability and the protocol a provider that declares it must implement.
@@ -359,6 +375,7 @@ __all__ = [
     "RemoteConsent",
     "RemoteList",
     "RemoteStatus",
+    "ReportContext",
     "ReportPull",
     "StatusPull",
     "build_provider",

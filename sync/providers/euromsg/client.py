@@ -43,10 +43,13 @@ from sync.providers.base import (
     RemoteConsent,
     RemoteList,
     RemoteStatus,
+    ReportContext,
 )
 from sync.providers.euromsg import api
 
 log = structlog.get_logger(__name__)
+#: Recipient results given to the engine per page.
+RESULT_PAGE = 1000
 
 CAPABILITIES = Capabilities(
     max_batch=api.MAX_BATCH, async_bulk_import=False, lists="create", supports_list_rename=True,
@@ -581,17 +584,22 @@ class EuromsgProvider:
             raise MalformedAnswerError(f"report of campaign {campaign_id}: the answer is not a list")
         return data
 
-    async def pull_campaign_results(self, campaign: RemoteCampaign) -> list[RecipientResult]:
-        """campaign-report-detail, every recipient (no filter), page by page."""
+    async def pull_campaign_results(self, campaign: RemoteCampaign,
+                                    context: ReportContext) -> AsyncIterator[list[RecipientResult]]:
+        """campaign-report-detail, every recipient (no filter), given page by page as it comes."""
         if campaign.status not in api.CAMPAIGN_WITH_RESULTS:
-            return []
-        results: dict[str, RecipientResult] = {}
+            return
+        page: dict[str, RecipientResult] = {}
         async for row in self._pages(api.CAMPAIGN_REPORT_DETAIL_PATH, {"campaignId": campaign.remote_id},
                                      f"detailed report of campaign {campaign.remote_id}"):
             email = normalize_email(str(row.get("email") or ""))
             if email:
-                results[email] = recipient_result(email, row)
-        return list(results.values())
+                page[email] = recipient_result(email, row)
+            if len(page) >= RESULT_PAGE:
+                yield list(page.values())
+                page = {}
+        if page:
+            yield list(page.values())
 
 
 def recipient_result(email: str, row: Mapping[str, Any]) -> RecipientResult:

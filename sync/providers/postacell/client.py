@@ -38,10 +38,13 @@ from sync.providers.base import (
     RemoteCampaign,
     RemoteList,
     RemoteStatus,
+    ReportContext,
 )
 from sync.providers.postacell import api
 
 log = structlog.get_logger(__name__)
+#: Recipient results given to the engine per page.
+RESULT_PAGE = 1000
 T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
@@ -544,10 +547,18 @@ class PostacellProvider:
                 final=sent and updated is not None and updated < settle,
             )
 
-    async def pull_campaign_results(self, campaign: RemoteCampaign) -> list[RecipientResult]:
-        """Request one export per rule, wait for the new files, download and merge them."""
+    async def pull_campaign_results(self, campaign: RemoteCampaign,
+                                    context: ReportContext) -> AsyncIterator[list[RecipientResult]]:
+        """Request one export per rule, wait for the new files, download and merge them. The
+        document gives one file per rule, so a recipient's row is complete only once every file is
+        read: the merged campaign is held (one small record per recipient), then given in pages."""
         if campaign.status not in (api.CAMPAIGN_SENT_STATUS, "sending", "pause"):
-            return []
+            return
+        merged = await self._merged_results(campaign)
+        for start in range(0, len(merged), RESULT_PAGE):
+            yield merged[start:start + RESULT_PAGE]
+
+    async def _merged_results(self, campaign: RemoteCampaign) -> list[RecipientResult]:
         seen = {row["file"] async for row in self._exports(campaign.remote_id)}
         for rule in api.REPORT_RULES:
             response = await self._api("POST", api.REPORT_EXPORT_PATH, idempotent=True,  # a second export is

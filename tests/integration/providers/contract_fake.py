@@ -57,6 +57,7 @@ from sync.providers.base import (
     RemoteConsent,
     RemoteList,
     RemoteStatus,
+    ReportContext,
 )
 from sync.sample import LIST_NAMES
 from sync.sandbox import FaultPlan, SandboxApp
@@ -688,9 +689,10 @@ class ReportPullMixin(FakeProvider):
             sent = _parse(row["sent_at"])
             yield RemoteCampaign(str(row["id"]), row["name"], "sent", sent, sent, final=False)
 
-    async def pull_campaign_results(self, campaign: RemoteCampaign) -> list[RecipientResult]:
+    async def pull_campaign_results(self, campaign: RemoteCampaign,
+                                    context: ReportContext) -> AsyncIterator[list[RecipientResult]]:
         rows = await self._results(f"campaigns/{campaign.remote_id}/results", "campaign results")
-        return [RecipientResult(row["email"], sent_at=_parse(row.get("sent_at")),
+        yield [RecipientResult(row["email"], sent_at=_parse(row.get("sent_at")),
                                 opened_at=_parse(row.get("opened_at")), open_count=1 if row.get("opened_at") else 0,
                                 clicked_at=_parse(row.get("clicked_at")), clicked_link=row.get("link"),
                                 bounce_type=row.get("bounce")) for row in rows]
