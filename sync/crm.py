@@ -84,7 +84,8 @@ class CrmId(sa.TypeDecorator[str]):
         return None if value is None else str(value)
 
 
-def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None) -> CrmTables:
+def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None,
+               extra_member_columns: Sequence[str] = ()) -> CrmTables:
     """Table objects for the configured relation names (declared, not reflected: views work).
 
     Without ``id_kinds`` these are the reference tables (text ids); with them, what the reader
@@ -122,6 +123,8 @@ def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None) -> CrmTables:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("deleted_at", UTCDateTime()),
         *([sa.Column(source.change_xid, sa.BigInteger)] if source.change_xid else []),
+        # custom fields (sync/fields.py): read as the CRM stores them, typed by the mapping
+        *(sa.Column(column, sa.types.NullType()) for column in extra_member_columns),
         sa.Index(f"ix_{name}_tenant_updated", "tenant_id", "updated_at"),
         schema=schema,
     )
@@ -200,15 +203,27 @@ class CrmMember:
     updated_at: dt.datetime
     deleted: bool
     list_ids: frozenset[str] = field(default_factory=frozenset)
+    #: Values of the extra columns the connection maps to custom fields (sync/fields.py).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class CrmReader:
     """Reads one tenant's lists and members from the CRM relations."""
 
-    def __init__(self, engine: sa.Engine, source: CrmSource, tenant_id: str) -> None:
+    def __init__(self, engine: sa.Engine, source: CrmSource, tenant_id: str,
+                 extra_columns: Sequence[str] = ()) -> None:
         self.engine = engine
         kinds = reflect_id_kinds(engine, source)
-        self.tables = crm_tables(source, kinds)
+        if extra_columns:
+            schema, name = _split(source.members)
+            present = {c["name"] for c in sa.inspect(engine).get_columns(name, schema=schema)}
+            missing = [c for c in extra_columns if c not in present]
+            if missing:
+                raise ConfigurationError(
+                    f"setting fields maps column(s) {', '.join(missing)} that {source.members} does not have "
+                    f"(add them to the view, or fix the connection's fields setting)")
+        self.extra_columns = tuple(extra_columns)
+        self.tables = crm_tables(source, kinds, self.extra_columns)
         for (key, column), kind in kinds.items():
             if column == "tenant_id" and kind == "integer" and not _is_whole_number(tenant_id):
                 raise ConfigurationError(
@@ -304,6 +319,7 @@ class CrmReader:
                 city=r.city, consent_status=r.consent_status, consent_date=r.consent_date,
                 consent_source=r.consent_source, recipient_type=r.recipient_type, updated_at=r.updated_at,
                 deleted=r.deleted_at is not None, list_ids=frozenset(lists_of[r.id]),
+                extra={column: r._mapping[column] for column in self.extra_columns},
             )
             for r in rows
         ]

@@ -33,6 +33,7 @@ from sync.emails import normalize_email, valid_email
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
+from sync.fields import FieldMap, convert
 from sync.models import (
     EMAIL,
     ID,
@@ -173,8 +174,10 @@ class ConnectionSync:
                  report_refresh: dt.timedelta = dt.timedelta(hours=6),
                  vanished_check: dt.timedelta | None = dt.timedelta(hours=20),
                  mass_delete_limits: tuple[int, float] = (MAX_DELETE_MEMBERS, MAX_DELETE_PERCENT),
+                 fields: tuple[FieldMap, ...] = (),
                  on_progress: Callable[[str, int, int], None] | None = None) -> None:
         self.sessions = sessions
+        self.fields = fields
         self.crm = crm
         self.provider = provider
         self.caps = caps = provider.capabilities
@@ -850,12 +853,13 @@ class ConnectionSync:
                                          f"waits for list {crm_list}, which does not exist at the provider yet"))
             if status == "unsubscribed" and not links:
                 continue    # never create a contact for someone who refused or unsubscribed
-            snapshot = MemberSnapshot(
-                email=email, first_name=member.first_name, last_name=member.last_name, phone=member.phone,
-                city=member.city, status=status,  # type: ignore[arg-type]
-                consent_status=member.consent_status, consent_date=member.consent_date,
-                consent_source=member.consent_source, recipient_type=member.recipient_type)
             try:
+                snapshot = MemberSnapshot(
+                    email=email, first_name=member.first_name, last_name=member.last_name, phone=member.phone,
+                    city=member.city, status=status,  # type: ignore[arg-type]
+                    consent_status=member.consent_status, consent_date=member.consent_date,
+                    consent_source=member.consent_source, recipient_type=member.recipient_type,
+                    fields=convert(self.fields, member.extra) if self.fields else {})
                 assert self.member_api is not None
                 payload = self.member_api.build_payload(snapshot)
             except RejectedRow as exc:

@@ -30,7 +30,8 @@ from sync.engine.connection_sync import (
     RunOptions,
 )
 from sync.engine.state import LeaseKeeper, close_orphaned_runs
-from sync.errors import LeaseHeldError, LeaseLostError, SyncError
+from sync.errors import ConfigurationError, LeaseHeldError, LeaseLostError, SyncError
+from sync.fields import field_maps
 from sync.http import Auth, HttpPolicy, ProviderHTTP
 from sync.logs import SECRETS, bind_context, clear_context
 from sync.models import Connection, Reject, SyncRun, Tenant, utcnow
@@ -143,8 +144,13 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             if closed or grant.taken_from:
                 log.warning("lease.taken_over", previous_owner=grant.taken_from, crashed_runs_closed=closed)
         provider = build_provider(connection.provider, http_factory, credentials, connection.settings, integrator)
+        fields = field_maps(connection.settings)
+        if fields and not provider.capabilities.custom_fields:
+            raise ConfigurationError(f"{connection.provider} has no custom fields: remove the connection's "
+                                     "fields setting")
+        crm = CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id, [f.column for f in fields])
         sync = ConnectionSync(
-            sessions=sessions, crm=CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id), provider=provider,
+            sessions=sessions, crm=crm, provider=provider, fields=fields,
             connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, lease_owner=owner,
             lease_seconds=settings.lease_seconds, lookback=dt.timedelta(seconds=settings.lookback_seconds),
             until=crm_now(crm_engine), options=options, on_progress=on_progress,

@@ -71,6 +71,9 @@ class Capabilities:
     has_campaign_reports: bool = False
     #: Activity (conversations, messages) is pulled into the CRM's tables (ActivityPull).
     pulls_activity: bool = False
+    #: Members carry custom fields (``MemberSnapshot.fields``, from the connection's ``fields``
+    #: mapping of extra CRM columns); a mapping on a provider without them is refused.
+    custom_fields: bool = False
 
     @property
     def supports_list_create(self) -> bool:
@@ -101,6 +104,8 @@ class MemberSnapshot:
     consent_date: dt.datetime | None = None
     consent_source: str | None = None
     recipient_type: str | None = None
+    #: Custom fields: provider field -> typed value (sync/fields.py), from the connection's mapping.
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

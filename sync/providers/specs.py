@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.errors import ConfigurationError, CredentialsError
+from sync.fields import check_field_mapping
 from sync.providers.mailmasterplus.api import parse_list_mapping
 
 
@@ -100,6 +101,8 @@ class CheckedMappingSpec(SettingSpec):
 COMMON_SETTINGS: Mapping[str, SettingSpec] = {
     "max_delete_members": SettingSpec(5000, "int", minimum=0, help="most members one run may remove"),
     "max_delete_percent": SettingSpec(25, "number", minimum=0, help="most members/lists (in %) one run may remove"),
+    "fields": CheckedMappingSpec({}, "mapping", check=check_field_mapping,
+                                 help="extra CRM member columns -> provider custom fields (README, Custom fields)"),
 }
 
 

@@ -290,6 +290,20 @@ class PostacellSandbox:
         """List id -> title of ``account``."""
         return {mail_list.id: mail_list.title for mail_list in self._accounts[account].lists.values()}
 
+    def create_field(self, account: str, title: str, field_type: str = "text") -> str:
+        """Make a custom field as the tenant would in the panel; returns its id."""
+        assert field_type in FIELD_TYPES
+        acc = self._accounts[account]
+        custom_field = _Field(self._new_id(), title, field_type, f"field_{len(acc.fields) + 1}")
+        acc.fields[custom_field.id] = custom_field
+        return custom_field.id
+
+    def field_values(self, account: str, email: str) -> dict[str, str]:
+        """A subscriber's custom field values by field title."""
+        acc = self._accounts[account]
+        sub = acc.subscriber_by_email(email)
+        return {} if sub is None else {acc.fields[fid].title: value for fid, value in sub.fields.items()}
+
     def create_list(self, account: str, title: str) -> str:
         """Make a list as the tenant would in the panel; returns its id."""
         now = self.clock()

@@ -54,7 +54,7 @@ CAPABILITIES = Capabilities(
     max_batch=200, async_bulk_import=False, lists="mapped", supports_list_rename=False,
     supports_list_delete=False, pushes_members=True, supports_unsubscribe=True, member_removal="delete",
     member_key="email", membership_model="per_list", concurrency=4, rate_per_s=None,
-    status_pull="full_scan", pulls_consents=False, has_campaign_reports=False,
+    status_pull="full_scan", pulls_consents=False, has_campaign_reports=False, custom_fields=True,
 )
 _TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
 
@@ -269,12 +269,15 @@ class MailMasterPlusProvider:
         values = {column: getattr(member, column) for column in columns}
         payload: dict[str, Any] = {column: value.isoformat() if isinstance(value, dt.datetime) else value
                                    for column, value in values.items()}
+        if member.fields:     # the connection's custom fields: list field name -> value, sent to every list
+            payload["custom_fields"] = {name: _custom_text(value) for name, value in sorted(member.fields.items())}
         return payload | {"email": normalize_email(member.email),
                           "status": "active" if member.status == "active" else "unsubscribed"}
 
     @staticmethod
     def _fields_for(mapped: MappedList, payload: Mapping[str, Any]) -> dict[str, str]:
-        return {field_name: _text(payload.get(column)) for column, field_name in mapped.fields.items()}
+        return {field_name: _text(payload.get(column)) for column, field_name in mapped.fields.items()} | dict(
+            payload.get("custom_fields") or {})
 
     async def upsert_members(self, batch: Sequence[MemberUpsert]) -> list[PushOutcome]:
         return list(await asyncio.gather(*(self._upsert_one(item) for item in batch)))
@@ -483,3 +486,10 @@ class MailMasterPlusProvider:
 
 def _sort_id(value: str) -> tuple[int, str]:
     return (int(value), "") if value.isdigit() else (1 << 62, value)
+
+
+def _custom_text(value: Any) -> str:
+    """A custom field's value as list field text (the document: values are UTF-8 text)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

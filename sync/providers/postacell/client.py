@@ -51,7 +51,7 @@ CAPABILITIES = Capabilities(
     max_batch=api.BULK_MAX_SUBSCRIBERS, async_bulk_import=True, lists="create",
     supports_list_rename=True, supports_list_delete=True, supports_unsubscribe=True,
     member_removal="delete", member_key="email", has_campaign_reports=True, membership_model="contact",
-    concurrency=4, rate_per_s=10.0, status_pull="full_scan",
+    concurrency=4, rate_per_s=10.0, status_pull="full_scan", custom_fields=True,
 )
 #: Every API call asks for JSON: two endpoints refuse anything else (api.JSON_ONLY_PATHS).
 ACCEPT_JSON: Mapping[str, str] = {"Accept": "application/json"}
@@ -252,13 +252,17 @@ class PostacellProvider:
     # --- members --------------------------------------------------------------------------
 
     def build_payload(self, member: MemberSnapshot) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "email": normalize_email(member.email),
             "first_name": member.first_name or "",
             "last_name": member.last_name or "",
             "phone": member.phone or "",
             "status": "active" if member.status == "active" else "unsubscribed",
         }
+        if member.fields:   # custom fields by id (GET email/fields), values as the document shows them: text
+            payload["fields"] = [{"value": _field_text(value), "field": field_id}
+                                 for field_id, value in sorted(member.fields.items())]
+        return payload
 
     async def upsert_members(self, batch: Sequence[MemberUpsert]) -> list[PushOutcome]:
         """Create or update; never turn a contact the service holds as unsubscribed, bounced or
@@ -586,6 +590,12 @@ class PostacellProvider:
             return files if set(files) == wanted else None
 
         return await self._poll(probe, f"report exports of campaign {campaign_id}")
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def merge_report_csv(results: dict[str, RecipientResult], rule: str, content: bytes) -> int:
