@@ -16,6 +16,7 @@ key everywhere. The rule:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -38,3 +39,9 @@ def normalize_email(value: str | None) -> str:
 def valid_email(value: str | None) -> bool:
     """A normalised address of a plausible shape (local@domain.tld) that fits every table."""
     return bool(value) and len(value or "") <= MAX_EMAIL_LENGTH and _SHAPE.match(value or "") is not None
+
+
+def email_digest(value: str | None) -> str:
+    """SHA-256 (hex) of the normalised address: proves which address an audit row is about without
+    keeping the address (the erasure audit)."""
+    return hashlib.sha256(normalize_email(value).encode("utf-8")).hexdigest()

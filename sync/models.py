@@ -217,6 +217,31 @@ class Reject(Base):
     dismiss_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class Erasure(Base):
+    """One KVKK erasure sent to one provider: what was asked, what the provider did, when. The
+    address is kept only as its SHA-256 (of the normalised e-mail): the audit proves which address
+    was erased without keeping it. Printed by ``crm-esp-sync erasure report``."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (sa.Index(None, "tenant_id", "sent_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    #: Kept when the connection is removed later (the provider's name stays in ``provider``).
+    connection_id: Mapped[int | None] = mapped_column(sa.ForeignKey("connections.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    provider: Mapped[str] = mapped_column(sa.String(32))
+    crm_member_id: Mapped[str] = mapped_column(Key(ID))
+    crm_list_id: Mapped[str] = mapped_column(Key(ID), default="")
+    email_sha256: Mapped[str] = mapped_column(sa.String(64))
+    remote_id: Mapped[str | None] = mapped_column(Key(ID))
+    #: deleted | unsubscribed | anonymised (done by the provider); not_supported (the provider can do
+    #: none of these: an open reject asks a person to act in its panel); failed (the provider
+    #: refused: retried by the next run, which records another row).
+    action: Mapped[str] = mapped_column(sa.String(16))
+    answer: Mapped[str] = mapped_column(sa.Text, default="")
+    sent_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class MemberStatus(Base):
     """A suppression pulled from a provider: unsubscribed, bounced or complained.
 
@@ -293,34 +318,104 @@ class CampaignResult(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class WapcrmConversation(Base):
-    """A WapCRM conversation (call or chat) report row."""
+PHONE = 16   # a normalised Turkish number is 12 digits (905XXXXXXXXX)
 
-    __tablename__ = "wapcrm_conversations"
+
+class WapcrmUser(Base):
+    """A WapCRM user (an agent), refreshed each run; conversations name them by ``userName``."""
+
+    __tablename__ = "wapcrm_users"
     __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
     remote_id: Mapped[str] = mapped_column(Key(ID))
-    phone: Mapped[str | None] = mapped_column(sa.String(32))
-    instance_id: Mapped[str | None] = mapped_column(sa.String(ID))
-    user_id: Mapped[str | None] = mapped_column(sa.String(ID))
-    started_at: Mapped[dt.datetime | None]
-    ended_at: Mapped[dt.datetime | None]
-    result: Mapped[str | None] = mapped_column(sa.String(255))
+    name: Mapped[str] = mapped_column(sa.String(255))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WapcrmInstance(Base):
+    """A WapCRM instance ("Hesap"): a channel (WhatsApp line, PBX line) and its number."""
+
+    __tablename__ = "wapcrm_instances"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(Key(ID))
+    name: Mapped[str] = mapped_column(sa.String(255))
+    phone: Mapped[str | None] = mapped_column(sa.String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WapcrmCallResult(Base):
+    """A selectable call result: a top result (``parent_remote_id`` None) or one of its sub-results."""
+
+    __tablename__ = "wapcrm_call_results"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(Key(ID))
+    parent_remote_id: Mapped[str | None] = mapped_column(Key(ID))
+    name: Mapped[str] = mapped_column(sa.String(255))
+    refreshed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WapcrmMemberPhone(Base):
+    """A CRM member's normalised phone, as the activity step last read it: how conversations and
+    messages are linked to members. ``messages_due``: the member's message list is to be read
+    (a new or changed number, or activity seen in a conversation)."""
+
+    __tablename__ = "wapcrm_member_phones"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "crm_member_id"), sa.Index(None, "connection_id", "phone"),
+                      sa.Index(None, "connection_id", "messages_due"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    crm_member_id: Mapped[str] = mapped_column(Key(ID))
+    phone: Mapped[str] = mapped_column(Key(PHONE))
+    messages_due: Mapped[bool] = mapped_column(default=True)
+    messages_pulled_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WapcrmConversation(Base):
+    """A WapCRM conversation (call) report row, de-duplicated by its id. ``phone`` is normalised
+    (None when WapCRM's number is not a usable Turkish number: the raw one is in ``details``)."""
+
+    __tablename__ = "wapcrm_conversations"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"), sa.Index(None, "connection_id", "phone"),
+                      sa.Index(None, "connection_id", "occurred_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(Key(ID))
+    occurred_at: Mapped[dt.datetime | None]
+    phone: Mapped[str | None] = mapped_column(Key(PHONE))
+    #: conversationResultDirection: 1 outgoing, 2 incoming, 3 incoming missed, 4 outgoing not reached.
+    direction: Mapped[int | None]
+    ring_seconds: Mapped[int | None]
+    call_seconds: Mapped[int | None]
+    transferred: Mapped[bool] = mapped_column(default=False)
+    transferred_to: Mapped[str | None] = mapped_column(sa.String(255))
+    result: Mapped[str | None] = mapped_column(sa.String(255))
+    sub_result: Mapped[str | None] = mapped_column(sa.String(255))
+    user_name: Mapped[str | None] = mapped_column(sa.String(255))
+    list_name: Mapped[str | None] = mapped_column(sa.String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pulled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class WapcrmMessage(Base):
-    """A WapCRM message exchanged with one phone number."""
+    """A WapCRM message exchanged with one phone. WapCRM gives no message id: ``remote_id`` is the
+    hash of the message's fields (sync.providers.wapcrm.client.message_key)."""
 
     __tablename__ = "wapcrm_messages"
     __table_args__ = (sa.UniqueConstraint("connection_id", "remote_id"), sa.Index(None, "connection_id", "phone"))
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"))
-    remote_id: Mapped[str] = mapped_column(Key(ID))
-    phone: Mapped[str] = mapped_column(sa.String(32))
-    direction: Mapped[str | None] = mapped_column(sa.String(8))   # in | out
-    message_type: Mapped[str | None] = mapped_column(sa.String(16))
+    remote_id: Mapped[str] = mapped_column(Key(64))
+    phone: Mapped[str] = mapped_column(Key(PHONE))
+    channel: Mapped[str | None] = mapped_column(sa.String(32))
+    direction: Mapped[str] = mapped_column(sa.String(8))   # ME (the agent) | CUSTOMER
     text: Mapped[str | None] = mapped_column(sa.Text)
     sent_at: Mapped[dt.datetime | None]
-    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pulled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

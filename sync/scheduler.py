@@ -44,6 +44,7 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 
 from sync import db
 from sync.config import Settings
+from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.errors import ConfigurationError
 from sync.models import Connection
@@ -54,9 +55,33 @@ JOB_PREFIX = "connection-"
 TICK_SECONDS = 15.0
 
 
+#: Job id -> the fire time it was submitted for (TickExecutor); read by the job itself.
+_SCHEDULED_FOR: dict[str, dt.datetime] = {}
+_SCHEDULED_LOCK = threading.Lock()
+
+
+class TickExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """The thread pool, telling each connection job which tick (fire time) it runs for.
+
+    Every replica computes the same fire times (the same cron, timezone and jitter offset), so the
+    tick names one scheduled run across replicas: the first to take the lease records it and the
+    others skip it, even one that wakes after the winner's run is over (a busy thread pool, a
+    paused VM). ``max_instances=1`` means a job is never submitted again while it runs, so its
+    entry stays its own until it reads it. (``_do_submit_job`` is where APScheduler 3.x hands a
+    job and its run times to the pool; a test covers it.)"""
+
+    def _do_submit_job(self, job: Any, run_times: list[dt.datetime]) -> None:
+        if job.id.startswith(JOB_PREFIX) and run_times:
+            with _SCHEDULED_LOCK:
+                _SCHEDULED_FOR[job.id] = max(run_times)
+        super()._do_submit_job(job, run_times)
+
+
 def run_connection_job(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, connection_id: int) -> RunResult:
     """What a scheduled job does: one run of one connection, in this worker thread."""
-    return asyncio.run(run_connection(settings, engine, crm_engine, connection_id))
+    with _SCHEDULED_LOCK:
+        tick = _SCHEDULED_FOR.pop(f"{JOB_PREFIX}{connection_id}", None)
+    return asyncio.run(run_connection(settings, engine, crm_engine, connection_id, RunOptions(tick=tick)))
 
 
 def cron_trigger(expression: str, timezone: str) -> Any:
@@ -166,7 +191,7 @@ class SyncDaemon:
             self.watchdog_seconds = watchdog_interval()
             self.scheduler = TickingScheduler(
                 timezone=self.settings.timezone,
-                executors={"default": ThreadPoolExecutor(max_workers=self.settings.workers)},
+                executors={"default": TickExecutor(max_workers=self.settings.workers)},
                 tick_seconds=min(TICK_SECONDS, self.watchdog_seconds or TICK_SECONDS), on_tick=self.tick)
         self._scheduler.add_listener(self._job_event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
 
@@ -287,7 +312,7 @@ class SyncDaemon:
         metrics = Metrics(self.engine, self.state)
         self.on_result = metrics.observe
         return HttpEndpoint(self.settings.http_address, self.engine, self.state,
-                            lambda: bool(self._scheduler.running), metrics).start()
+                            lambda: bool(self._scheduler.running), metrics, timezone=self.settings.timezone).start()
 
     def _stop(self, signal_name: str) -> None:
         log.info("scheduler.stopping", signal=signal_name)

@@ -1,5 +1,9 @@
-"""The daemon's opt-in HTTP endpoint (``HTTP_ADDRESS``, loopback by default): ``/healthz`` and
-``/metrics`` in Prometheus text format.
+"""The daemon's opt-in HTTP endpoint (``HTTP_ADDRESS``, loopback by default): ``/healthz``,
+``/metrics`` in Prometheus text format, and ``/``, a read-only status page.
+
+The page is rendered on the server (Jinja2 with autoescaping: tenant names, reject reasons and
+run errors are user or provider input) from the same ``sync.ops.status`` functions as
+``crm-esp-sync status``; it needs no JavaScript, and its Content-Security-Policy forbids any.
 
 Served by a small threaded ``http.server`` beside the scheduler. It only reads: the scheduler's
 state (last tick of its loop, running syncs) and the daemon's tables. What every replica sees
@@ -10,23 +14,35 @@ is counted in that process.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 import sqlalchemy as sa
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sync import http
+from sync import db, http
 from sync.config import parse_http_address
 from sync.errors import SyncError
 from sync.logs import SECRETS
 from sync.models import Connection, Reject, SyncRun, Tenant
+from sync.ops.status import (
+    HEALTHS,
+    PULLED,
+    PUSHED,
+    age_text,
+    connection_statuses,
+    nightly_totals,
+    runs_with_errors,
+    tenant_names,
+)
 
 if TYPE_CHECKING:
     from sync.engine.runner import RunResult
@@ -35,9 +51,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 #: /healthz fails when the scheduler's loop has not ticked for this long (it ticks every 15 s at most).
 STALE_TICK_SECONDS = 60.0
-#: Counts of a run that are rows pushed to, or pulled from, the provider.
-PUSHED = ("members_added", "members_updated", "members_removed", "lists_created", "lists_renamed", "lists_deleted")
-PULLED = ("statuses_pulled", "campaigns_pulled", "campaign_results")
+#: Nights in the status page's chart, and at most this many open rejects and failed runs listed.
+CHART_NIGHTS, PAGE_REJECTS, PAGE_ERRORS = 30, 100, 20
+#: The page runs no script, and may load nothing but its own inline style.
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'none'"
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("sync", "templates"), autoescape=True,
+                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 class _DatabaseCollector(Collector):
@@ -187,12 +206,79 @@ def health(engine: sa.Engine, state: DaemonState | None, scheduler_running: Call
             "last_tick_age_seconds": None if age is None else round(age, 3), "database": database}
 
 
+def nightly_chart(nights: list[dict[str, Any]], timezone: str) -> dict[str, Any]:
+    """Geometry of the inline SVG bar chart: per night, one bar each for pushed, pulled and
+    rejected, on one scale (the page's template draws it)."""
+    series = ("pushed", "pulled", "rejected")
+    left, top, base, bar, gap = 48, 26, 206, 6, 6
+    step = len(series) * bar + gap
+    maximum = max((night[name] for night in nights for name in series), default=0)
+    scale = (base - top) / maximum if maximum else 0.0
+    bars, labels = [], []
+    for index, night in enumerate(nights):
+        x0 = left + gap + index * step
+        for offset, name in enumerate(series):
+            height = round(night[name] * scale, 1)
+            if night[name] and height < 1:
+                height = 1.0                  # a night with a few rows still shows a bar
+            bars.append({"series": name, "night": night["night"], "value": night[name], "x": x0 + offset * bar,
+                         "y": round(base - height, 1), "width": bar, "height": height})
+        if index % 5 == 0 or index == len(nights) - 1:
+            labels.append({"x": x0 + len(series) * bar / 2, "text": night["night"][5:]})
+    width = left + gap + len(nights) * step + 10
+    legend = [{"series": name, "x": left + 10 + i * 130, "total": sum(night[name] for night in nights)}
+              for i, name in enumerate(series)]
+    return {"nights": nights, "timezone": timezone, "bars": bars, "labels": labels, "legend": legend,
+            "maximum": maximum, "left": left, "top": top, "base": base, "width": width, "height": base + 22}
+
+
+def status_page(engine: sa.Engine, *, timezone: str = "UTC", now: dt.datetime | None = None) -> str:
+    """The status page's HTML: every connection's health at a glance, rows per night, open
+    rejects with their reasons, and the latest runs that failed."""
+    from sync.models import utcnow
+    from sync.ops.rejects import RejectFilter, find_rejects
+
+    now = now or utcnow()
+    with db.session_factory(engine)() as session:
+        document = connection_statuses(session, runs=1, now=now)
+        names = tenant_names(session)
+        nights = nightly_totals(session, CHART_NIGHTS, now=now, timezone=timezone)
+        rejects = find_rejects(session, RejectFilter(), limit=PAGE_REJECTS)
+        errors = runs_with_errors(session, PAGE_ERRORS)
+    connections = []
+    for c in document["connections"]:
+        run = c["last_run"] or {}
+        counts = run.get("counts", {})
+        when = run.get("finished_at") or run.get("started_at")
+        connections.append({
+            "tenant": c["tenant"], "tenant_name": names.get(c["tenant"], c["tenant"]), "provider": c["provider"],
+            "health": c["health"], "last_status": run.get("status", "-"), "last_run_at": when or "",
+            "last_run_age": age_text(None if when is None else int((now - dt.datetime.fromisoformat(when))
+                                                                   .total_seconds())),
+            "last_success_at": c["last_success_at"], "last_success_age": age_text(c["last_success_age_seconds"]),
+            "pushed": sum(counts.get(k, 0) for k in PUSHED), "pulled": sum(counts.get(k, 0) for k in PULLED),
+            "rejected": counts.get("rejected", 0),
+            "requests": "-" if run.get("http_requests") is None else run["http_requests"],
+            "open_rejects": c["rejects"]["open"], "lease_live": c["lease"]["live"],
+            "lease_holder": c["lease"]["holder"], "lease_expires_at": c["lease"]["expires_at"]})
+    healths = [c["health"] for c in document["connections"]]
+    return _TEMPLATES.get_template("status.html").render(
+        generated_at=document["generated_at"], connections=connections,
+        tenant_count=len({c["tenant"] for c in connections}),
+        health_counts=[(h, healths.count(h)) for h in HEALTHS if h in healths],
+        open_reject_total=sum(c["rejects"]["open"] for c in document["connections"]),
+        chart=nightly_chart(nights, timezone), rejects=rejects, errors=errors)
+
+
 class HttpEndpoint:
-    """``/healthz`` and ``/metrics`` on ``address``, served from a thread until ``close``."""
+    """``/``, ``/healthz`` and ``/metrics`` on ``address``, served from a thread until ``close``.
+    ``timezone`` is the one the status page's nights are counted in (the schedules' one)."""
 
     def __init__(self, address: str, engine: sa.Engine, state: DaemonState | None,
-                 scheduler_running: Callable[[], bool], metrics: Metrics | None = None) -> None:
+                 scheduler_running: Callable[[], bool], metrics: Metrics | None = None, *,
+                 timezone: str = "UTC") -> None:
         self.engine, self.state, self.scheduler_running = engine, state, scheduler_running
+        self.timezone = timezone
         self.metrics = metrics or Metrics(engine, state)
         host, port = parse_http_address(address)
         endpoint = self
@@ -206,13 +292,30 @@ class HttpEndpoint:
                                  json.dumps(report, sort_keys=True).encode())
                 elif path == "/metrics":
                     self._answer(200, CONTENT_TYPE_LATEST, endpoint.metrics.render())
+                elif path in ("/", "/index.html"):
+                    self._status_page()
                 else:
-                    self._answer(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
+                    self._answer(404, "text/plain; charset=utf-8", b"not found: try /, /healthz or /metrics\n")
 
-            def _answer(self, code: int, content_type: str, body: bytes) -> None:
+            def _status_page(self) -> None:
+                try:
+                    page = status_page(endpoint.engine, timezone=endpoint.timezone)
+                except (sa.exc.SQLAlchemyError, SyncError) as exc:
+                    log.warning("status_page.database_unreachable", error=SECRETS.scrub(type(exc).__name__))
+                    self._answer(503, "text/plain; charset=utf-8",
+                                 b"the daemon's database does not answer; see /healthz\n")
+                    return
+                self._answer(200, "text/html; charset=utf-8", page.encode(),
+                             {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
+                              "Cache-Control": "no-store"})
+
+            def _answer(self, code: int, content_type: str, body: bytes,
+                        headers: dict[str, str] | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -24,13 +24,13 @@ def sandbox_group() -> None:
 
 
 @sandbox_group.command("serve")
-@click.argument("provider", type=click.Choice(["euromsg", "mailmasterplus", "postacell"]))
+@click.argument("provider", type=click.Choice(["euromsg", "mailmasterplus", "postacell", "postatr", "wapcrm"]))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--account", "accounts", multiple=True, metavar="USER:PASSWORD | API_KEY",
               help="a sandbox login (fake credentials), repeatable: USER:PASSWORD for postacell and "
                    "mailmasterplus (default demo:demo-password), a tenant's API_KEY for euromsg "
-                   "(default demo-api-key)")
+                   "(default demo-api-key), a tenant's secret key for wapcrm (default demo-secret-key)")
 @click.option("--integrator", "integrators", multiple=True, metavar="CLIENT:PASSWORD",
               help="euromsg: the integrator login (clientName:password), repeatable; default demo:demo-password")
 @click.option("--iys", is_flag=True, help="euromsg: every account is an İYS account (İYS fields enforced)")
@@ -45,14 +45,17 @@ def sandbox_group() -> None:
                    "drop_rate=0.02,apply_then_drop_rate=0.05,token_expire_after=50,latency_s=0.05' "
                    "(apply_then_drop_rate: a write is applied, then its answer is lost)")
 @click.option("--seed", default=0, show_default=True, help="seed of ids and simulated campaign results")
+@click.option("--phone", "phones", multiple=True, metavar="NUMBER",
+              help="wapcrm: a customer number (905XXXXXXXXX) with a conversation and messages, repeatable")
 def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...], integrators: tuple[str, ...],
-                  iys: bool, list_names: tuple[str, ...], dialect: str, faults: str, seed: int) -> None:
+                  iys: bool, list_names: tuple[str, ...], dialect: str, faults: str, seed: int,
+                  phones: tuple[str, ...]) -> None:
     """Serve PROVIDER's sandbox over HTTP until interrupted; point a connection's --base-url at it."""
     from sync.sandbox import serve
 
     sandbox, base_url, lines = build_sandbox(provider, host, port, accounts=accounts, integrators=integrators,
                                              iys=iys, list_names=list_names, dialect=dialect, faults=faults,
-                                             seed=seed)
+                                             seed=seed, phones=phones)
     for line in lines:
         click.echo(line)
     click.echo(f"{provider} sandbox on {base_url} (--base-url {base_url}); Ctrl-C stops")
@@ -60,7 +63,8 @@ def sandbox_serve(provider: str, host: str, port: int, accounts: tuple[str, ...]
 
 
 #: Where each sandbox's API lives under its served address (the path of the documented base URL).
-SANDBOX_PATHS = {"postacell": "/api/v1/", "euromsg": "/", "mailmasterplus": "/"}
+SANDBOX_PATHS = {"postacell": "/api/v1/", "euromsg": "/", "mailmasterplus": "/", "postatr": "/api.asmx/",
+                 "wapcrm": "/api/"}
 
 
 def _pairs(option: str, values: tuple[str, ...], example: str) -> dict[str, str]:
@@ -102,7 +106,8 @@ def mmp_panel_lists(list_names: tuple[str, ...]) -> list[dict[str, Any]]:
 
 def build_sandbox(provider: str, host: str, port: int, *, accounts: tuple[str, ...] = (),
                   integrators: tuple[str, ...] = (), iys: bool = False, list_names: tuple[str, ...] = (),
-                  dialect: str = "document", faults: str = "", seed: int = 0) -> tuple[Any, str, list[str]]:
+                  dialect: str = "document", faults: str = "", seed: int = 0,
+                  phones: tuple[str, ...] = ()) -> tuple[Any, str, list[str]]:
     """The sandbox ``sandbox serve`` serves, its base URL and the lines it prints at start (no secret)."""
     from sync.sandbox import EuromsgSandbox, FaultPlan, MailMasterPlusSandbox, PostacellSandbox
 
@@ -110,6 +115,7 @@ def build_sandbox(provider: str, host: str, port: int, *, accounts: tuple[str, .
     _only_for(provider, "euromsg", "--iys", iys)
     _only_for(provider, "mailmasterplus", "--list", list_names)
     _only_for(provider, "mailmasterplus", "--dialect", dialect != "document")
+    _only_for(provider, "wapcrm", "--phone", phones)
     try:
         plan = FaultPlan.from_spec(faults) if faults else FaultPlan()
     except ValueError as exc:
@@ -144,6 +150,33 @@ def build_sandbox(provider: str, host: str, port: int, *, accounts: tuple[str, .
                      + f"; answers in the {dialect!r} dialect")
         lines.append("map them on the connection (edit the CRM list ids on the left): "
                      f"--setting 'lists={json.dumps(mapping, ensure_ascii=False)}'")
+    elif provider == "postatr":
+        from sync.sandbox import PostatrSandbox
+
+        logins = _pairs("--account", accounts, "demo:demo-password:DEMO-ENCRYPTED-ID") or {
+            "demo": "demo-password:DEMO-ENCRYPTED-ID"}
+        if any(":" not in rest or not rest.rpartition(":")[2] for rest in logins.values()):
+            raise ConfigurationError("--account for postatr must look like USER:PASSWORD:ENCRYPTED_ID")
+        sandbox = PostatrSandbox({user: (rest.rpartition(":")[0], rest.rpartition(":")[2])
+                                  for user, rest in logins.items()}, faults=plan, seed=seed)
+        lines.append(f"accounts: {', '.join(logins)} (log in with Username, Password and EncryptedId; tokens "
+                     "last 10 minutes)")
+    elif provider == "wapcrm":
+        from sync.phones import UnusablePhone, normalize_phone
+        from sync.sandbox import WapcrmSandbox
+
+        keys = [key.strip() for key in accounts] or ["demo-secret-key"]
+        if any(not key or any(c.isspace() for c in key) for key in keys):
+            raise ConfigurationError("--account for wapcrm is a tenant's secret key (X-CIB-SecretKey), without spaces")
+        try:
+            numbers = [normalize_phone(phone) for phone in phones]
+        except UnusablePhone as exc:
+            raise ConfigurationError(f"--phone: {exc.reason}") from None
+        sandbox = WapcrmSandbox({key: f"account-{n + 1}" for n, key in enumerate(keys)}, faults=plan, seed=seed)
+        for key in keys:
+            sandbox.seed_activity(key, numbers)
+        lines.append(f"{len(keys)} account(s) by secret key (header X-CIB-SecretKey); activity for "
+                     f"{len(numbers)} phone(s): {', '.join(numbers) or 'none (use --phone)'}")
     else:
         logins = _pairs("--account", accounts, "demo:demo-password") or {"demo": "demo-password"}
         sandbox = PostacellSandbox(logins, faults=plan, seed=seed)

@@ -12,15 +12,6 @@ from rich.table import Table
 from sync.cli.app import PROVIDER_CHOICE, App, cli, pass_app
 
 
-def _age(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
 @cli.command("status")
 @click.option("--tenant", help="only this tenant")
 @click.option("--provider", type=PROVIDER_CHOICE, help="only this provider")
@@ -28,7 +19,7 @@ def _age(seconds: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document (schema in the README)")
 @pass_app
 def status(app: App, tenant: str | None, provider: str | None, runs: int, as_json: bool) -> None:
-    """Per connection: health, the last runs (outcome, counts, timings), watermarks and their age,
+    """Per connection: health, the last runs (outcome, counts, timings, HTTP requests), watermarks and their age,
     open rejects by code, lists the provider does not have, members waiting for a list,
     suppressions by kind, and who holds the lease until when.
 
@@ -47,7 +38,8 @@ def status(app: App, tenant: str | None, provider: str | None, runs: int, as_jso
         app.out.print("no connection matches")
         return
     table = Table("tenant", "provider", "health", "last run", "when", "added", "updated", "removed",
-                  "new rejects", "open rejects", "lists unmapped", "waiting for a list", "suppressions", "lease")
+                  "new rejects", "requests", "open rejects", "lists unmapped", "waiting for a list", "suppressions",
+                  "lease")
     for c in document["connections"]:
         run = c["last_run"] or {}
         counts = run.get("counts", {})
@@ -57,6 +49,7 @@ def status(app: App, tenant: str | None, provider: str | None, runs: int, as_jso
             escape(c["tenant"]), c["provider"], c["health"], run.get("status", "-"),
             run.get("finished_at") or run.get("started_at") or "-",
             *(str(counts.get(k, 0)) for k in ("members_added", "members_updated", "members_removed", "rejects_new")),
+            "-" if run.get("http_requests") is None else str(run["http_requests"]),
             str(rejects["open"]), str(len(rejects["lists_without_mapping"])), str(rejects["members_waiting_for_list"]),
             ", ".join(f"{k}={v}" for k, v in c["suppressions"].items()) or "-",
             f"{escape(lease['holder'])} until {lease['expires_at']}" if lease["live"] else "free")
@@ -66,6 +59,8 @@ def status(app: App, tenant: str | None, provider: str | None, runs: int, as_jso
 
 
 def _print_details(app: App, c: dict[str, Any]) -> None:
+    from sync.ops.status import age_text as _age
+
     lines = []
     for w in c["watermarks"]:
         lines.append(f"watermark {w['stream']}: {w['value']} (updated {_age(w['age_seconds'])})")

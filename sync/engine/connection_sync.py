@@ -29,7 +29,8 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.crm import CrmMember, CrmReader
-from sync.emails import normalize_email, valid_email
+from sync.emails import email_digest, normalize_email, valid_email
+from sync.engine.activity import pull_activity
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
@@ -37,6 +38,7 @@ from sync.fields import FieldMap, convert
 from sync.models import (
     EMAIL,
     ID,
+    Erasure,
     IysConsent,
     ListLink,
     MemberLink,
@@ -91,6 +93,10 @@ TOO_LONG = "too_long"
 EVERY_RUN = frozenset({VALIDATION, LIST_PENDING})
 #: The reason of a removal because the member is in no list any more.
 LEFT_EVERY_LIST = "left every list"
+#: A member deleted in the CRM (soft or hard delete): a KVKK erasure, audited (``erasures``).
+ERASED = "deleted in the CRM"
+#: The reject of a removal the provider cannot make (``member_removal == "none"``).
+REMOVAL_UNSUPPORTED = "removal_unsupported"
 #: Longest list name the daemon stores and sends.
 LIST_NAME_MAX = 255
 IN_CHUNK = 500
@@ -103,6 +109,9 @@ class RunOptions:
     backfill: bool = False
     #: Go on although the run would remove more than the connection's mass-delete limits.
     allow_mass_delete: bool = False
+    #: The scheduled fire time this run is for (the daemon's jobs): a tick another replica has
+    #: already run is skipped (runner.claim_tick).
+    tick: dt.datetime | None = None
 
 
 #: Default limits of the mass-delete guard (connection settings ``max_delete_members`` and
@@ -820,7 +829,7 @@ class ConnectionSync:
             links = links_of.get(member_id, {})
             if member is None or member.deleted:
                 for gone in links.values():
-                    self._delete(plan, gone, "deleted in the CRM")
+                    self._delete(plan, gone, ERASED)
                 plan.gone.append(member_id)
                 continue
             if len(member_id) > ID:
@@ -959,7 +968,7 @@ class ConnectionSync:
         if self.caps.member_removal == "none":
             return [PushOutcome(item.key, rejected=RejectedRow(
                 f"{self.provider.name} cannot remove members through its API: remove {item.email} "
-                f"({item.reason}) in its panel", provider_code="removal_unsupported")) for item in plan.deletes]
+                f"({item.reason}) in its panel", provider_code=REMOVAL_UNSUPPORTED)) for item in plan.deletes]
         assert self.member_api is not None
         outcomes = await self.member_api.delete_members(plan.deletes)
         for outcome in outcomes:
@@ -1005,6 +1014,7 @@ class ConnectionSync:
             open_rejects = self._open_rejects(session, plan.ids)
             resolved: list[int] = []
             removed = [o.key for o in deleted if o.rejected is None]
+            self._audit_erasures(session, plan.deletes, deleted, open_rejects)
             self.counts["members_removed"] += len(removed)
             # A member who left every list at a provider that can only unsubscribe keeps its link,
             # marked as our "unsubscribed" push with no lists: the status pulled back is then our
@@ -1063,7 +1073,10 @@ class ConnectionSync:
             resolved += [open_rejects[key].id for key in plan.unpend
                          if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
             gone = set(plan.gone)
-            resolved += [row.id for key, row in open_rejects.items() if key.crm_member_id in gone]
+            # A removal the provider cannot make stays open until a person removes the member in
+            # its panel and dismisses the reject; the member's other rejects are moot now.
+            resolved += [row.id for key, row in open_rejects.items() if key.crm_member_id in gone
+                         and row.provider_code != REMOVAL_UNSUPPORTED]
             for part in _chunks(sorted(set(resolved))):
                 session.execute(sa.update(Reject).where(Reject.id.in_(part), Reject.resolved_at.is_(None))
                                 .values(resolved_at=utcnow()).execution_options(synchronize_session=False))
@@ -1118,9 +1131,38 @@ class ConnectionSync:
         row.run_id, row.email, row.provider_code, row.reason = self.run_id, email, error.provider_code, reason
         row.last_seen_at, row.resolved_at = utcnow(), None
 
+    def _audit_erasures(self, session: Session, deletes: Sequence[MemberDelete], outcomes: Sequence[PushOutcome],
+                        open_rejects: dict[MemberKey, Reject]) -> None:
+        """One ``erasures`` row per KVKK erasure sent (or found impossible) at this provider, in the
+        transaction that records its outcome. An erasure the provider cannot do is recorded once,
+        not again on every run while its reject stays open."""
+        asked = {item.key: item for item in deletes if item.reason == ERASED}
+        for outcome in outcomes:
+            item = asked.get(outcome.key)
+            if item is None or outcome.suppressed is not None:
+                continue
+            rejected = outcome.rejected
+            if rejected is not None and rejected.provider_code == REMOVAL_UNSUPPORTED:
+                known = open_rejects.get(outcome.key)
+                if known is not None and known.resolved_at is None and known.provider_code == REMOVAL_UNSUPPORTED:
+                    continue
+                action = "not_supported"
+            else:
+                action = outcome.action if rejected is None else "failed"
+            session.add(Erasure(tenant_id=self.tenant_id, connection_id=self.connection_id, run_id=self.run_id,
+                                provider=self.provider.name, crm_member_id=item.key.crm_member_id,
+                                crm_list_id=item.key.crm_list_id, email_sha256=email_digest(item.email),
+                                remote_id=item.remote_id, action=action[:16],
+                                answer="" if rejected is None else rejected.reason[:2000]))
+            self.counts["erasures_recorded"] += 1
+
     # --- 6. reports (sync/engine/reports.py) ---------------------------------------------
 
     async def pull_reports(self) -> None:
+        if self.caps.pulls_activity:     # conversations and messages by phone (sync/engine/activity.py)
+            await pull_activity(self.provider, sessions=self.sessions, crm=self.crm, connection_id=self.connection_id,
+                                run_id=self.run_id, until=self.until, lookback=self.lookback,
+                                backfill=self.options.backfill, counts=self.counts, checkpoint=self._checkpoint)
         if self.report_api is None:
             return
         await pull_reports(self.report_api, self.sessions, self.connection_id, until=self.until,

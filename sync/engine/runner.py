@@ -29,7 +29,7 @@ from sync.engine.connection_sync import (
     Plan,
     RunOptions,
 )
-from sync.engine.state import LeaseKeeper, close_orphaned_runs
+from sync.engine.state import LeaseKeeper, close_orphaned_runs, set_watermark, watermark_for
 from sync.errors import ConfigurationError, LeaseHeldError, LeaseLostError, SyncError
 from sync.fields import field_maps
 from sync.http import Auth, HttpPolicy, ProviderHTTP
@@ -143,6 +143,10 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                 closed = close_orphaned_runs(session, connection_id, run_id, owner)
             if closed or grant.taken_from:
                 log.warning("lease.taken_over", previous_owner=grant.taken_from, crashed_runs_closed=closed)
+            if options.tick is not None and not claim_tick(sessions, connection_id, options.tick):
+                result.status = "skipped"
+                result.error = f"the scheduled run of {iso_tick(options.tick)} was made by another worker"
+                return result
         provider = build_provider(connection.provider, http_factory, credentials, connection.settings, integrator)
         fields = field_maps(connection.settings)
         if fields and not provider.capabilities.custom_fields:
@@ -188,6 +192,7 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             result.counts = dict(sync.counts)
             result.plan = sync.plan
         result.http_requests = sum(h.stats.requests for h in https)
+        result.counts["http_requests"] = result.http_requests     # `status` shows it per run
         result.timings["total"] = round(time.monotonic() - started, 3)
         with sessions.begin() as session:
             run = session.get_one(SyncRun, run_id)
@@ -197,6 +202,25 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                  http_requests=result.http_requests, error=result.error)
         clear_context(["run_id", "tenant", "provider"])
     return result
+
+
+#: The last scheduled fire time a worker ran (claimed under the connection's lease).
+TICK_STREAM = "scheduled_tick"
+
+
+def claim_tick(sessions: sessionmaker[Session], connection_id: int, tick: dt.datetime) -> bool:
+    """Claim a scheduled fire time for this run, under the lease (so two replicas cannot both claim
+    it): False when some worker already ran this tick or a later one."""
+    with sessions.begin() as session:
+        last = watermark_for(session, connection_id, TICK_STREAM)
+        if last is not None and last >= tick:
+            return False
+        set_watermark(session, connection_id, TICK_STREAM, tick)
+    return True
+
+
+def iso_tick(tick: dt.datetime) -> str:
+    return tick.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def open_reject_ids(sessions: sessionmaker[Session], connection_id: int) -> set[int]:

@@ -8,9 +8,12 @@ settings. Nothing is written at the provider and no lease is taken.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import sqlalchemy as sa
@@ -123,6 +126,8 @@ async def check_connection(settings: Settings, engine: sa.Engine, tenant: str, p
             await check("health check", health)
         if caps.lists == "mapped":   # no login call: the reads of the mapped lists prove the credentials
             logged_in = await _mapped_lists(provider, result)
+        elif caps.pulls_activity and not caps.pushes_members:   # pull-only: its reference data proves the key
+            logged_in = await check("login", lambda: _reference(provider))
         else:
             logged_in = await check("login", lambda: _login(provider, auths, https, integrator is not None))
         if not logged_in:
@@ -140,6 +145,12 @@ async def check_connection(settings: Settings, engine: sa.Engine, tenant: str, p
             await check("campaigns", campaigns)
         if caps.pulls_consents:
             result.checks.append(Check("İYS", True, "on: pushed members carry İYS fields, checked before sending"))
+        if caps.pulls_activity:
+            async def activity() -> str:
+                today = dt.datetime.now(ZoneInfo(provider.activity_window.time_zone)).date()
+                found = await provider.pull_conversations(today)
+                return f"conversations of {today.isoformat()} read: {len(found)}"
+            await check("activity", activity)
     finally:
         await client.aclose()
     return result
@@ -164,11 +175,20 @@ async def _login(provider: Any, auths: list[Auth | None], https: list[ProviderHT
     return "token issued"
 
 
+async def _reference(provider: Any) -> str:
+    """A pull-only provider's reference data (users, instances, call results): read with the key."""
+    items = await provider.pull_reference()
+    kinds = Counter(item.kind for item in items)
+    return "key accepted, reference data read: " + (", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+                                                     or "none yet")
+
+
 async def _mapped_lists(provider: Any, result: ConnectionTest) -> bool:
     """Login and each mapped list read back (``check_lists``); False when the login failed.
-    An empty mapping is a failure, not a pass."""
+    An empty mapping is a failure, not a pass, where the provider needs one (``requires_list_mapping``:
+    a provider whose list ids the sender chooses, like Postatr, maps every CRM list by itself)."""
     mapped = provider.mapped_lists()
-    if not mapped:
+    if not mapped and getattr(provider, "requires_list_mapping", True):
         result.checks.append(Check("lists", False, "no CRM list is mapped: set the connection's `lists` "
                                    "setting (`connection set ... --setting lists=...`)"))
         return True
@@ -180,12 +200,15 @@ async def _mapped_lists(provider: Any, result: ConnectionTest) -> bool:
     except Exception as exc:  # reported as the lists check
         result.checks.append(Check("lists", False, _reason(exc)))
         return True
-    result.checks.append(Check("login", True, "HTTP basic auth accepted"))
+    result.checks.append(Check("login", True, getattr(provider, "login_detail", "credentials accepted")))
+    list_detail = getattr(provider, "list_detail", "readable")
     for crm_list, remote in sorted(mapped.items()):
         wrong = [p for p in problems if p.startswith(f"CRM list {crm_list} -> ")]
         name = f"list {crm_list} -> {remote.remote_id}"
         result.checks.append(Check(name, not wrong, wrong[0].split(": ", 1)[-1] if wrong else
-                                   f"{remote.name!r} readable (its forms are only checked by a write)"))
+                                   f"{remote.name!r} {list_detail}"))
+    if not mapped:
+        result.checks.append(Check("lists", True, getattr(provider, "unmapped_detail", "every CRM list maps itself")))
     return True
 
 

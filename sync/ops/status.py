@@ -20,10 +20,20 @@ from sync.engine.runner import FAILING_STATUSES, NEW_REJECTS_STATUS
 from sync.models import Connection, MemberStatus, Reject, SyncRun, Tenant, Watermark, utcnow
 from sync.providers.specs import get_spec
 
+#: Outcome of a run that found another worker's live lease (it did nothing).
+BLOCKED = "blocked"
+#: Outcome of a run that had nothing to do: a scheduled tick another replica already ran, or a
+#: provider without sync code.
+SKIPPED = "skipped"
+#: Runs that say nothing about how the connection is doing.
+IDLE_STATUSES = (BLOCKED, SKIPPED)
 #: Bumped only when a field changes meaning or disappears; new fields may be added at any time.
 STATUS_SCHEMA_VERSION = 1
 #: How a connection is doing, from its last finished run (worst first).
 HEALTHS = ("failing", "new_rejects", "never_run", "ok", "disabled")
+#: Counts of a run that are rows pushed to, or pulled from, the provider (``/metrics``, the status page).
+PUSHED = ("members_added", "members_updated", "members_removed", "lists_created", "lists_renamed", "lists_deleted")
+PULLED = ("statuses_pulled", "campaigns_pulled", "campaign_results")
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -35,6 +45,16 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def age_seconds(value: dt.datetime | None, now: dt.datetime) -> int | None:
     return None if value is None else max(0, int((now - value).total_seconds()))
+
+
+def age_text(seconds: int | None) -> str:
+    """``3h ago`` for people (the CLI's table and the status page); ``-`` for None."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def health_of(enabled: bool, last_status: str | None) -> str:
@@ -71,7 +91,7 @@ def run_view(run: SyncRun) -> dict[str, Any]:
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "seconds": seconds, "counts": dict(sorted((run.counts or {}).items())),
         "timings": dict(sorted((run.timings or {}).items())),
-        "http_requests": (run.counts or {}).get("http_requests"),   # stored only by runs that count them
+        "http_requests": (run.counts or {}).get("http_requests"),   # null for runs recorded before it was stored
         "error": run.error,
     }
 
@@ -89,11 +109,9 @@ def connection_statuses(session: Session, tenant: str | None = None, provider: s
     for connection, slug in connections:
         recent = list(session.scalars(sa.select(SyncRun).where(SyncRun.connection_id == connection.id)
                                       .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(runs)))
-        finished = next((r for r in recent if r.status != "running"), None)
+        finished = next((r for r in recent if r.status not in ("running", BLOCKED)), None)
         if finished is None:
-            finished = session.scalar(sa.select(SyncRun).where(
-                SyncRun.connection_id == connection.id, SyncRun.status != "running")
-                .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(1))
+            finished = last_finished_run(session, connection.id)
         last_success = session.scalar(sa.select(sa.func.max(SyncRun.finished_at)).where(
             SyncRun.connection_id == connection.id, SyncRun.kind != "dry-run",
             SyncRun.status.in_(("succeeded", "succeeded_with_rejects", NEW_REJECTS_STATUS))))
@@ -118,6 +136,16 @@ def connection_statuses(session: Session, tenant: str | None = None, provider: s
                       "last_holder": connection.lease_owner, "live": lease_live},
         })
     return {"schema_version": STATUS_SCHEMA_VERSION, "generated_at": iso(now), "connections": items}
+
+
+def last_finished_run(session: Session, connection_id: int) -> SyncRun | None:
+    """The connection's last finished run that tried the work. A ``blocked`` run (another worker
+    held the lease, as replicas do to each other on every tick) or a ``skipped`` one (the tick was
+    run by another replica) says nothing about the connection, so it counts only when there is
+    nothing else."""
+    newest = (sa.select(SyncRun).where(SyncRun.connection_id == connection_id, SyncRun.status != "running")
+              .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(1))
+    return session.scalar(newest.where(SyncRun.status.not_in(IDLE_STATUSES))) or session.scalar(newest)
 
 
 def _empty_rejects() -> dict[str, Any]:
@@ -174,3 +202,47 @@ def _database_now(session: Session) -> dt.datetime | None:
     from sync.engine.state import db_now
 
     return db_now(session)
+
+
+def nightly_totals(session: Session, nights: int = 30, *, now: dt.datetime | None = None,
+                   timezone: str = "UTC") -> list[dict[str, Any]]:
+    """Rows pushed, pulled and rejected per night (the local date a run started, in ``timezone``)
+    over the last ``nights`` nights, oldest first; a night without runs has zeros. Dry runs
+    and running runs are left out."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    today = (now or utcnow()).astimezone(zone).date()
+    first = today - dt.timedelta(days=nights - 1)
+    totals = {first + dt.timedelta(days=n): {"pushed": 0, "pulled": 0, "rejected": 0, "runs": 0}
+              for n in range(nights)}
+    since = dt.datetime.combine(first, dt.time(), zone).astimezone(dt.UTC)
+    for started_at, stored in session.execute(
+            sa.select(SyncRun.started_at, SyncRun.counts)
+            .where(SyncRun.started_at >= since, SyncRun.kind != "dry-run", SyncRun.status != "running")):
+        night = totals.get(started_at.astimezone(zone).date())
+        if night is None:
+            continue                       # started "tomorrow" by a clock ahead of ours
+        counts = stored or {}
+        night["pushed"] += sum(int(counts.get(k, 0)) for k in PUSHED)
+        night["pulled"] += sum(int(counts.get(k, 0)) for k in PULLED)
+        night["rejected"] += int(counts.get("rejected", 0))
+        night["runs"] += 1
+    return [{"night": night.isoformat(), **values} for night, values in totals.items()]
+
+
+def runs_with_errors(session: Session, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest finished runs that did not do their work or left an error, newest first,
+    each with its tenant and provider. ``blocked`` runs are left out: replicas block each other
+    on every tick, and the run that held the lease has its own row."""
+    query = (sa.select(SyncRun, Tenant.slug, Connection.provider)
+             .join(Connection, Connection.id == SyncRun.connection_id).join(Tenant, Tenant.id == Connection.tenant_id)
+             .where(SyncRun.status.not_in(("running", *IDLE_STATUSES)),
+                    sa.or_(SyncRun.error.is_not(None), SyncRun.status.in_((*FAILING_STATUSES, "crashed"))))
+             .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(limit))
+    return [{"tenant": slug, "provider": provider, **run_view(run)} for run, slug, provider in session.execute(query)]
+
+
+def tenant_names(session: Session) -> dict[str, str]:
+    """Tenant slug -> display name (user input: whoever shows it escapes it)."""
+    return {slug: name for slug, name in session.execute(sa.select(Tenant.slug, Tenant.name))}

@@ -305,6 +305,79 @@ class ReportPull(Protocol):
         repeat a recipient of an earlier page; the engine merges by e-mail."""
 
 
+@dataclass(frozen=True)
+class ReferenceItem:
+    """One row of an activity provider's reference data: a user (agent), an instance (a channel
+    and its number) or a call result (a two-level tree: ``parent_id`` is the top result)."""
+
+    kind: Literal["user", "instance", "call_result"]
+    remote_id: str
+    name: str
+    parent_id: str | None = None
+    phone: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteConversation:
+    """A call (or conversation) report row; ``phone`` normalised (None when unusable)."""
+
+    remote_id: str
+    occurred_at: dt.datetime | None
+    phone: str | None
+    direction: int | None
+    ring_seconds: int | None = None
+    call_seconds: int | None = None
+    transferred: bool = False
+    transferred_to: str | None = None
+    result: str | None = None
+    sub_result: str | None = None
+    user_name: str | None = None
+    list_name: str | None = None
+    #: Everything else the provider said (raw number, note, customer name, call id, queue, ...).
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteMessage:
+    """A message exchanged with a phone; ``key`` identifies it when the provider gives no id."""
+
+    key: str
+    phone: str
+    direction: str                       # the provider's own term (WapCRM: ME | CUSTOMER)
+    text: str | None
+    sent_at: dt.datetime | None
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class ActivityWindow:
+    """How an activity provider's conversations are read: whole days in ``time_zone``, the first
+    run ``first_days`` back, later runs re-reading ``lookback_days`` before the watermark; and how
+    many message lists of members without news are refreshed per run (``refresh_per_run``)."""
+
+    time_zone: str
+    first_days: int
+    lookback_days: int
+    refresh_per_run: int
+
+
+@runtime_checkable
+class ActivityPull(Protocol):
+    """Conversations, messages and their reference data, by phone (``capabilities.pulls_activity``)."""
+
+    activity_window: ActivityWindow
+
+    async def pull_reference(self) -> list[ReferenceItem]:
+        """Every user, instance and call result the account has (refreshed each run)."""
+
+    async def pull_conversations(self, day: dt.date) -> list[RemoteConversation]:
+        """The conversations of one day (in ``activity_window.time_zone``)."""
+
+    async def pull_messages(self, phone: str) -> list[RemoteMessage]:
+        """Every message exchanged with a normalised phone; raises RejectedRow for that phone only."""
+
+
 #: Each capability and the protocol a provider that declares it must implement.
 CAPABILITY_PROTOCOLS: tuple[tuple[str, Callable[[Capabilities], bool], type], ...] = (
     ("lists=create", lambda caps: caps.lists == "create", ListPush),
@@ -313,6 +386,7 @@ CAPABILITY_PROTOCOLS: tuple[tuple[str, Callable[[Capabilities], bool], type], ..
     ("status_pull", lambda caps: caps.status_pull != "none", StatusPull),
     ("pulls_consents", lambda caps: caps.pulls_consents, ConsentPull),
     ("has_campaign_reports", lambda caps: caps.has_campaign_reports, ReportPull),
+    ("pulls_activity", lambda caps: caps.pulls_activity, ActivityPull),
 )
 
 
@@ -332,6 +406,8 @@ IMPLEMENTATIONS: dict[str, str] = {
     "postacell": "sync.providers.postacell.client:PostacellProvider",
     "mailmasterplus": "sync.providers.mailmasterplus.client:MailMasterPlusProvider",
     "euromsg": "sync.providers.euromsg.client:EuromsgProvider",
+    "postatr": "sync.providers.postatr.client:PostatrProvider",
+    "wapcrm": "sync.providers.wapcrm.client:WapcrmProvider",
 }
 
 
@@ -364,6 +440,8 @@ __all__ = [
     "CAPABILITY_PROTOCOLS",
     "IMPLEMENTATIONS",
     "SUPPRESSION_RANK",
+    "ActivityPull",
+    "ActivityWindow",
     "Capabilities",
     "ConsentPull",
     "ListPush",
@@ -376,9 +454,12 @@ __all__ = [
     "Provider",
     "PushOutcome",
     "RecipientResult",
+    "ReferenceItem",
     "RemoteCampaign",
     "RemoteConsent",
+    "RemoteConversation",
     "RemoteList",
+    "RemoteMessage",
     "RemoteStatus",
     "ReportContext",
     "ReportPull",

@@ -16,6 +16,8 @@ from typing import Any
 from sync.errors import ConfigurationError, CredentialsError
 from sync.fields import check_field_mapping
 from sync.providers.mailmasterplus.api import parse_list_mapping
+from sync.providers.postatr.api import parse_list_settings
+from sync.providers.wapcrm import api as wapcrm_api
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,16 @@ class CheckedMappingSpec(SettingSpec):
     def coerce(self, key: str, value: Any) -> Any:
         mapping = super().coerce(key, value)
         return self.check(key, mapping) if self.check is not None else mapping
+
+
+@dataclass(frozen=True)
+class CheckedTextSpec(SettingSpec):
+    """A text setting the provider checks (WapCRM's secret header name)."""
+
+    check: Callable[[str, Any], str] | None = None
+
+    def coerce(self, key: str, value: Any) -> Any:
+        return self.check(key, value) if self.check is not None else str(value)
 
 
 #: Settings of every connection, whatever its provider: the mass-delete guard (a run that would
@@ -181,6 +193,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("password", "Postatr password"),
                 CredentialField("encrypted_id", "EncryptedId: the encrypted account number"),
             ),
+            settings={"lists": CheckedMappingSpec(
+                {}, "mapping", check=parse_list_settings,
+                help='optional, CRM list id -> {"list_id"?: GUID, "member_groups"?: "1354,1359"}; '
+                     "other lists get a ListId derived from the account and the list")},
         ),
         ProviderSpec(
             name="postacell",
@@ -212,6 +228,16 @@ PROVIDERS: dict[str, ProviderSpec] = {
             title="WapCRM (WhatsApp / call centre CRM)",
             default_base_url="https://cxapi.wapcrm.net/api/",
             credentials=(CredentialField("secret_key", "X-CIB-SecretKey (Ayarlar > Api)"),),
+            settings={
+                "secret_header": CheckedTextSpec(wapcrm_api.SECRET_HEADER, "text", check=wapcrm_api.parse_header_name,
+                                                 help="the header carrying the secret key (help pages: "
+                                                      "X-WapCrm-SecretKey)"),
+                "instance_id": SettingSpec(0, "int", minimum=0, help="read messages of this instance only; 0 = all"),
+                "first_days": SettingSpec(30, "int", minimum=1, help="days of conversations the first run reads"),
+                "lookback_days": SettingSpec(2, "int", minimum=0, help="days re-read before the watermark"),
+                "messages_refresh_per_run": SettingSpec(
+                    100, "int", minimum=0, help="message lists of members without news refreshed per run"),
+            },
         ),
     )
 }

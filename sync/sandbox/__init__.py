@@ -10,12 +10,16 @@ from sync.sandbox.euromsg import EuromsgSandbox
 from sync.sandbox.faults import FaultInjector, FaultPlan
 from sync.sandbox.mailmasterplus import MailMasterPlusSandbox
 from sync.sandbox.postacell import PostacellSandbox
+from sync.sandbox.postatr import PostatrSandbox
 from sync.sandbox.transport import SandboxApp, SandboxDrop, sandbox_transport, serve, serve_in_thread
+from sync.sandbox.wapcrm import WapcrmSandbox
 
 SANDBOXES: dict[str, type] = {
     "postacell": PostacellSandbox,
     "mailmasterplus": MailMasterPlusSandbox,
     "euromsg": EuromsgSandbox,
+    "postatr": PostatrSandbox,
+    "wapcrm": WapcrmSandbox,
 }
 
 __all__ = [
@@ -25,8 +29,10 @@ __all__ = [
     "FaultPlan",
     "MailMasterPlusSandbox",
     "PostacellSandbox",
+    "PostatrSandbox",
     "SandboxApp",
     "SandboxDrop",
+    "WapcrmSandbox",
     "sandbox_transport",
     "serve",
     "serve_in_thread",

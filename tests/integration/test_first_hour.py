@@ -344,12 +344,13 @@ def test_connection_set_fixes_a_setting_and_keeps_the_sync_state(cli: Cli, regis
     assert fixed.code == 0, fixed.err
     with engine.connect() as conn:
         assert conn.scalar(sa.select(Connection.settings)) == {"concurrency": 8, "rate_per_s": 0.5,
-                                                               "max_delete_members": 5000, "max_delete_percent": 25}
+                                                               "max_delete_members": 5000, "max_delete_percent": 25,
+                                                               "fields": {}}
         assert conn.scalar(sa.select(Connection.id)) == connection_id
         assert conn.scalar(sa.select(sa.func.count()).select_from(Watermark)) == 1
     unknown = cli("connection", "set", "acme", "postacell", "--setting", "speed=9", env=registry_env)
     assert unknown.code == 2
-    assert "known: concurrency, max_delete_members, max_delete_percent, rate_per_s" in one_error_line(unknown)
+    assert "known: concurrency, fields, max_delete_members, max_delete_percent, rate_per_s" in one_error_line(unknown)
 
 
 @pytest.mark.parametrize("slug", ["bad slug!", "Acme", "-acme", "acme/eu", "a" * 65, ""])
@@ -419,10 +420,11 @@ def test_the_demo_story_agrees_with_its_numbers_and_keeps_logs_out(cli: Cli, tmp
     added, updated, removed = (int(acme[column]) for column in ("added", "updated", "removed"))
     assert (added, updated, removed) == (0, int(told[1]), int(told[2]))
     # Every provider has a tenant; each run of each succeeded; nothing to write the third time, anywhere.
-    assert {row["provider"] for row in first.values()} == {"postacell", "euromsg", "mailmasterplus"}
+    assert {row["provider"] for row in first.values()} == {"postacell", "euromsg", "mailmasterplus", "postatr",
+                                                           "wapcrm"}
     assert all(row["status"] in ("succeeded", "succeeded_with_rejects", "partial")
                for rows in (first, second, third) for row in rows.values())
-    assert "provider write requests: 0 (postacell 0, euromsg 0, mailmasterplus 0)" in third_part
+    assert "provider write requests: 0 (postacell 0, euromsg 0, mailmasterplus 0, wapcrm 0, postatr 0)" in third_part
     assert all(int(row["added"]) + int(row["updated"]) + int(row["removed"]) == 0 for row in third.values())
     # Euromsg with İYS on: each row the story says is wrong is rejected, and shown with its reason.
     from sync.demo import EUROMSG_TENANT, IYS_MISTAKES, MMP_TENANT

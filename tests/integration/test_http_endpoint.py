@@ -107,8 +107,8 @@ def _free_port() -> int:
 
 
 def test_daemon_serves_health_and_metrics_and_pings_the_watchdog(tmp_path: Path) -> None:
-    """`run` with HTTP_ADDRESS and a systemd watchdog: a sync, then /healthz 200, /metrics with
-    the run, WATCHDOG=1 and STATUS= on the notify socket, and SIGTERM still exits 0."""
+    """`run` with HTTP_ADDRESS and a systemd watchdog: a sync, then /healthz 200, the status page,
+    /metrics with the run, WATCHDOG=1 and STATUS= on the notify socket, and SIGTERM still exits 0."""
     database = f"sqlite:///{tmp_path / 'daemon.db'}"
     settings = Settings(database_url=database, master_keys=(Secret(generate_key()),))
     engine = db.create_engine(database)
@@ -150,6 +150,8 @@ def test_daemon_serves_health_and_metrics_and_pings_the_watchdog(tmp_path: Path)
                 messages.append(notify.recv(4096).decode())
             code, body = _get(f"http://127.0.0.1:{port}/healthz")
             assert code == 200, body
+            code, page = _get(f"http://127.0.0.1:{port}/")              # the status page, same server
+            assert code == 200 and 'id="nightly-chart"' in page and "<strong>acme</strong>" in page
             deadline = time.monotonic() + 60
             while True:       # the job's result event may come a moment after its row is written
                 code, metrics = _get(f"http://127.0.0.1:{port}/metrics")
@@ -167,8 +169,11 @@ def test_daemon_serves_health_and_metrics_and_pings_the_watchdog(tmp_path: Path)
             if process.poll() is None:
                 process.kill()
                 process.communicate()
+    with engine.connect() as conn:
+        counts = conn.scalar(sa.select(SyncRun.counts).where(SyncRun.finished_at.is_not(None)).limit(1))
     engine.dispose()
     assert process.returncode == 0, err
+    assert counts["http_requests"] > 0                                   # stored with the run, for `status`
     status_lines = [line for m in messages for line in m.splitlines() if line.startswith("STATUS=")]
     assert any("scheduled" in line for line in status_lines), messages
     assert "pw-123456" not in err

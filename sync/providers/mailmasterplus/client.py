@@ -172,6 +172,9 @@ class MailMasterPlusProvider:
     """The MailMasterPlus side of a connection."""
 
     name: ClassVar[str] = "mailmasterplus"
+    #: What `connection test` says of a passing login and list (sync/ops/connection_test.py).
+    login_detail: ClassVar[str] = "HTTP basic auth accepted"
+    list_detail: ClassVar[str] = "readable (its forms are only checked by a write)"
 
     def __init__(self, http: ProviderHTTP, lists: Mapping[str, Mapping[str, Any]],
                  capabilities: Capabilities = CAPABILITIES) -> None:

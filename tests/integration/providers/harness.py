@@ -158,8 +158,9 @@ def _provider_harnesses() -> list[type[Harness]]:
     import this module's protocol)."""
     from tests.integration.providers.harness_euromsg import EuromsgHarness
     from tests.integration.providers.harness_mailmasterplus import MailMasterPlusHarness
+    from tests.integration.providers.harness_postatr import PostatrHarness
 
-    return [EuromsgHarness, MailMasterPlusHarness]  # type: ignore[list-item]
+    return [EuromsgHarness, MailMasterPlusHarness, PostatrHarness]  # type: ignore[list-item]
 
 
 HARNESSES += _provider_harnesses()

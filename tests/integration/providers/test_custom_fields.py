@@ -11,6 +11,7 @@ from sync.models import Reject
 from tests.integration.providers.conftest import TENANT, World
 from tests.integration.providers.harness import PostacellHarness
 from tests.integration.providers.harness_euromsg import EuromsgHarness
+from tests.integration.providers.harness_postatr import PostatrHarness
 
 COLUMN = "loyalty_points"
 
@@ -93,3 +94,17 @@ def test_a_mapping_on_a_provider_without_custom_fields_is_refused(world: World) 
     assert result.status == "failed"
     assert "has no custom fields" in (result.error or "")
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_mapped_column_reaches_postatr_as_my_columns(world: World) -> None:
+    good = sorted(world.valid_active_members().values(), key=lambda r: r.id)[:2]
+    _add_column(world, {good[0].id: "evet", good[1].id: None})
+    _map(world, "postatr", {COLUMN: {"field": "uyekodu", "type": "boolean"}})
+
+    assert world.run().status == "partial"
+
+    account = world.harness.credentials["username"]
+    sandbox = world.harness.sandbox  # type: ignore[attr-defined]
+    assert sandbox.member(account, good[0].id)["MyColumns"] == {"uyekodu": "1"}
+    assert sandbox.member(account, good[1].id)["MyColumns"] == {}     # empty and not required: left out

@@ -1,0 +1,1 @@
+"""Postatr (api.asmx, JSON): members through StartProcess (DataOnly only), campaign reports."""

@@ -1,0 +1,1 @@
+"""WapCRM: WhatsApp and call-centre activity pulled into the CRM's tables (read only)."""
