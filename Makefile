@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-1m clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-## demo: set up, then a full sync of a sample CRM (SQLite) into the provider sandboxes and back
+## demo: set up, then a full sync of a sample CRM (SQLite) into the provider sandboxes and back, ending with
+##       the daemon serving its status page for a few seconds and `status`'s table
 demo: $(VENV)/.installed
 	$(BIN)/crm-esp-sync demo --workdir demo
 
@@ -31,6 +32,11 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/sync_throughput.py
+
+## bench-1m: 100,000 and 1,000,000 members on PostgreSQL (BENCH_POSTGRES_URL), with the growth exponent; long
+BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+bench-1m: $(VENV)/.installed
+	$(BIN)/python bench/sync_throughput.py --members 100000,1000000 --backfill --database-url $(BENCH_POSTGRES_URL)
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -25,15 +25,19 @@ import cProfile
 import datetime as dt
 import io
 import json
+import math
+import multiprocessing
 import os
 import platform
 import pstats
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +50,14 @@ from sync import db, registry
 from sync.config import CrmSource, Secret, Settings
 from sync.crm import create_reference_schema, crm_tables
 from sync.crypto import Vault, generate_key
+from sync.engine.bulk import analyze
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.http import HttpPolicy
 from sync.logs import configure_logging
 from sync.sample import seed_crm
 from sync.sandbox import PostacellSandbox, sandbox_transport
+from sync.sandbox.transport import serve_in_thread
 
 TENANT = "bench"
 PROVIDER = "postacell"
@@ -77,11 +83,25 @@ class World:
     sandbox: PostacellSandbox
     connection_id: int
     backend: str
+    #: The sandbox served on localhost: each run then goes in a process of its own (peak RSS of
+    #: the sync alone); None: in this process, through the ASGI transport.
+    served: str | None = None
+    master_key: str = ""
+    #: The daemon's log level in the spawned runs (--log-level).
+    log_level: str = "warning"
 
     def run(self, options: RunOptions = SYNC) -> RunResult:
         return asyncio.run(run_connection(
             self.settings, self.engine, self.engine, self.connection_id, options,
             transport_factory=lambda _: sandbox_transport(self.sandbox.app), http_policy=POLICY))
+
+    def run_isolated(self, options: RunOptions, pool: ProcessPoolExecutor) -> dict[str, Any]:
+        """One run in a fresh process (spawned, so it shares no pages with this one)."""
+        spec = {"url": self.settings.database_url, "master_key": self.master_key,
+                "connection_id": self.connection_id, "backfill": options.backfill,
+                "log_level": self.log_level}
+        return pool.submit(isolated_run, spec).result()
+
 
     def change_members(self, fraction: float, total: int) -> int:
         """What the CRM application does: a new first_name and updated_at=now, on ``fraction`` of the
@@ -96,6 +116,40 @@ class World:
                                                     members.c.id.in_(ids[start:start + 500]))
                              .values(first_name="Değişmiş", updated_at=now))
         return len(ids)
+
+
+def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """The body of a spawned run: what it did, its wall time and its peak RSS (the sandbox runs
+    in the parent, served on localhost, so the figure is the sync's own memory)."""
+    configure_logging(spec["log_level"], "console", sys.stderr)
+    settings = Settings(database_url=spec["url"], master_keys=(Secret(spec["master_key"]),),
+                        lookback_seconds=300, worker_id="bench-worker")
+    engine = db.create_engine(spec["url"])
+    before = peak_rss_mb()
+    started = time.perf_counter()
+    try:
+        result = asyncio.run(run_connection(settings, engine, engine, spec["connection_id"],
+                                            BACKFILL if spec["backfill"] else SYNC, http_policy=POLICY))
+    finally:
+        engine.dispose()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "status": result.status, "counts": dict(result.counts),
+            "timings": dict(result.timings), "http_requests": result.http_requests, "error": result.error,
+            "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set, MB. Linux's VmHWM belongs to the address space, so it
+    starts afresh at exec; ru_maxrss is inherited from the parent at fork and kept across exec, so
+    a spawned child would report the parent's (the sandbox's) memory."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextmanager
@@ -126,21 +180,30 @@ def server_version(engine: sa.Engine) -> str:
     return f"{name} {'.'.join(str(part) for part in info if isinstance(part, int))}".strip()
 
 
-def build_world(url: str, backend: str, members: int, seed: int) -> World:
+def build_world(url: str, backend: str, members: int, seed: int, sandbox: PostacellSandbox,
+                served: str | None = None) -> World:
     engine = db.create_engine(url)
     db.upgrade(engine)
     create_reference_schema(engine, CrmSource())
-    settings = Settings(database_url=url, master_keys=(Secret(generate_key()),), lookback_seconds=300,
+    master_key = generate_key()
+    settings = Settings(database_url=url, master_keys=(Secret(master_key),), lookback_seconds=300,
                         worker_id="bench-worker")
     seed_crm(engine, CrmSource(), [TENANT], members, seed=seed)
+    # A CRM in service has planner statistics (autovacuum, or its DBA); a table bulk-loaded a moment
+    # ago on a server with autovacuum off has none, and PostgreSQL then reads a whole tenant per
+    # batch of ids. The daemon analyzes only its own tables: the CRM is not its to maintain.
+    with db.session_factory(engine)() as session:
+        analyze(session, crm_tables(CrmSource()).metadata.sorted_tables, reason="bench: CRM seeded", rows=members)
     with db.transaction(db.session_factory(engine)) as session:
         registry.add_tenant(session, TENANT)
         connection = registry.add_connection(session, Vault(settings.master_keys), TENANT, PROVIDER,
                                              {"username": USERNAME, "password": PASSWORD},
-                                             settings=CONNECTION_SETTINGS, base_url=BASE_URL)
+                                             settings=CONNECTION_SETTINGS,
+                                             base_url=f"{served}/api/v1/" if served else BASE_URL)
         connection_id = connection.id
-    sandbox = PostacellSandbox({USERNAME: PASSWORD}, seed=3)
-    return World(engine, settings, sandbox, connection_id, backend)
+    if served:
+        engine.dispose()        # the runs connect from their own processes
+    return World(engine, settings, sandbox, connection_id, backend, served, master_key)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -160,6 +223,13 @@ class Figure:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     note: str = ""
+    #: Peak RSS of the process that ran the sync (MB), and its RSS before the run (imports done).
+    peak_rss_mb: float | None = None
+    rss_before_mb: float | None = None
+
+    @property
+    def rows_written(self) -> int:
+        return self.counts.get("link_and_status_rows_written", 0)
 
     @property
     def members_per_s(self) -> float:
@@ -170,12 +240,21 @@ class Figure:
                 "members_considered": self.considered, "members_pushed": self.pushed,
                 "members_per_s": round(self.members_per_s, 1), "http_requests": self.http_requests,
                 "sandbox_requests": self.sandbox_requests, "sandbox_write_requests": self.sandbox_writes,
+                "db_rows_written": self.rows_written, "peak_rss_mb": self.peak_rss_mb,
+                "rss_before_mb": self.rss_before_mb,
                 "timings": self.timings, "counts": self.counts, "error": self.error, "note": self.note}
 
 
 def measure(world: World, name: str, options: RunOptions = SYNC,
-            profiler: cProfile.Profile | None = None) -> Figure:
+            profiler: cProfile.Profile | None = None, pool: ProcessPoolExecutor | None = None) -> Figure:
     world.sandbox.reset_log()
+    if pool is not None:
+        done = world.run_isolated(options, pool)
+        counts = done["counts"]
+        return Figure(name, done["seconds"], done["status"], counts.get("members_considered", 0),
+                      counts.get("members_added", 0) + counts.get("members_updated", 0), done["http_requests"],
+                      len(world.sandbox.request_log), world.sandbox.write_requests(), done["timings"], counts,
+                      done["error"], "", round(done["peak_rss_mb"], 1), round(done["rss_before_mb"], 1))
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -208,7 +287,9 @@ def hotspots(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
 
 
 def header(meta: dict[str, Any]) -> str:
-    return (f"crm-esp-sync throughput: {meta['members']} members, one tenant, Postacell sandbox in process; "
+    where = ("served on localhost by this process, each run in a process of its own"
+             if meta.get("isolated") else "in process")
+    return (f"crm-esp-sync throughput: {meta['members']} members, one tenant, Postacell sandbox {where}; "
             f"database {meta['database']}. No rate limit (rate_per_s=0), retries back off in ms "
             "(HttpPolicy backoff_base_s=0.001, backoff_max_s=0.01): the figures measure our code and the "
             "sandbox's CPU, not the provider's rate policy or network.")
@@ -221,11 +302,13 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
                   f"changed for the incremental run: {meta['changed_members']} members")
     table = Table(title="Runs", title_justify="left")
     for name in ("run", "wall s", "status", "considered", "pushed", "members/s", "HTTP req",
-                 "sandbox writes"):
+                 "sandbox writes", "DB rows written", "peak RSS MB"):
         table.add_column(name, justify="left" if name in ("run", "status") else "right")
     for fig in figures:
+        rss = "-" if fig.peak_rss_mb is None else f"{fig.peak_rss_mb:,.0f} (idle {fig.rss_before_mb:,.0f})"
         table.add_row(fig.run, f"{fig.seconds:.2f}", fig.status, str(fig.considered), str(fig.pushed),
-                      f"{fig.members_per_s:,.0f}", str(fig.http_requests), str(fig.sandbox_writes))
+                      f"{fig.members_per_s:,.0f}", str(fig.http_requests), str(fig.sandbox_writes),
+                      str(fig.rows_written), rss)
     console.print(table)
     phases = Table(title="Phase timings (RunResult.timings, s)", title_justify="left")
     phases.add_column("run")
@@ -258,13 +341,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "a first full sync, a run with no CRM change, an incremental run, optionally a backfill. "
                     "The connection has no rate limit (rate_per_s=0) and retries back off in milliseconds, "
                     "so the figures measure our code, not the sandbox's policy. Asserts nothing.")
-    parser.add_argument("--members", type=int, default=20000, metavar="N",
-                        help="CRM members of the one tenant, about 1.9 list memberships each (default: %(default)s)")
-    parser.add_argument("--database-url", metavar="URL",
+    parser.add_argument("--members", type=_sizes, default=[20000], metavar="N[,N...]",
+                        help="CRM members of the one tenant, about 1.9 list memberships each; with two or more "
+                             "sizes (e.g. 100000,1000000) each is measured and the growth exponent of every run "
+                             "between the smallest and the largest is printed (default: 20000)")
+    parser.add_argument("--database-url", metavar="URL", action="append", dest="database_urls",
                         help="admin URL of a PostgreSQL or MariaDB/MySQL server, e.g. "
                              "postgresql://postgres@127.0.0.1:5432/test or mysql://root@127.0.0.1:3306/test; "
-                             "a fresh database bench_<random> is created there and dropped at the end "
-                             "(default: a SQLite file in a fresh temporary directory, removed at the end)")
+                             "a fresh database bench_<random> is created there and dropped at the end; "
+                             "`sqlite` is a SQLite file in a fresh temporary directory. Repeat it to measure "
+                             "several databases in one go (default: sqlite)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the syncs in this process with the sandbox behind the ASGI transport, as "
+                             "before (no peak RSS figure); by default the sandbox is served on localhost and "
+                             "each run goes in a spawned process of its own, whose peak RSS is printed")
     parser.add_argument("--changed", type=float, default=0.01, metavar="FRACTION",
                         help="fraction of the members (evenly spread) whose first_name changes, with "
                              "updated_at=now, before the incremental run (default: %(default)s)")
@@ -286,8 +376,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="level of the daemon's own log lines, written to stderr; the daemon's default is "
                              "info, which adds two lines per run (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.members < 1:
-        parser.error("--members must be at least 1")
+    args.database_urls = args.database_urls or ["sqlite"]
+    if args.profile and not args.in_process:
+        args.in_process = True      # cProfile sees only this process
     if not 0 <= args.changed <= 1:
         parser.error("--changed must be between 0 and 1")
     if args.top < 1:
@@ -295,49 +386,106 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: whole numbers separated by commas, e.g. 100000,1000000") \
+            from None
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("at least one size, each at least 1")
+    return sizes
+
+
+def growth_exponents(small: tuple[int, list[Figure]], large: tuple[int, list[Figure]]) -> dict[str, float]:
+    """Per run: k in time ~ N^k between two sizes (1 = linear, 0 = flat)."""
+    (n1, figs1), (n2, figs2) = small, large
+    found = {}
+    for a in figs1:
+        b = next((f for f in figs2 if f.run == a.run), None)
+        if b is not None and a.seconds > 0 and b.seconds > 0 and n2 > n1:
+            found[a.run] = round(math.log(b.seconds / a.seconds) / math.log(n2 / n1), 2)
+    return found
+
+
+def measure_world(args: argparse.Namespace, url_option: str, members: int, err: Console,
+                  profiler: cProfile.Profile | None) -> tuple[dict[str, Any], list[Figure]]:
+    """The four runs at one size on one database."""
+    meta: dict[str, Any] = {"members": members, "isolated": not args.in_process}
+    figures: list[Figure] = []
+    sandbox = PostacellSandbox({USERNAME: PASSWORD}, seed=3)
+    with ExitStack() as stack:
+        url, backend = stack.enter_context(database(None if url_option == "sqlite" else url_option))
+        served = None
+        pool = None
+        if not args.in_process:
+            served = stack.enter_context(serve_in_thread(sandbox.app))
+            pool = stack.enter_context(ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1))
+        meta["backend"] = backend
+        err.print(f"[bench] {backend}: migrating and seeding {members} members ...")
+        started = time.perf_counter()
+        world = build_world(url, backend, members, args.seed, sandbox, served)
+        world.log_level = args.log_level
+        meta["setup_s"] = round(time.perf_counter() - started, 2)
+        meta["database"] = server_version(world.engine)
+        try:
+            err.print("[bench] 1/4 first full sync ...")
+            figures.append(measure(world, "first sync", profiler=profiler, pool=pool))
+            err.print("[bench] 2/4 second run, no CRM change ...")
+            figures.append(measure(world, "no change", pool=pool))
+            meta["changed_members"] = world.change_members(args.changed, members)
+            err.print(f"[bench] 3/4 incremental run after changing {meta['changed_members']} members ...")
+            figures.append(measure(world, "incremental", pool=pool))
+            if args.backfill:
+                err.print("[bench] 4/4 backfill over the unchanged state ...")
+                figures.append(measure(world, "backfill", BACKFILL, pool=pool))
+        finally:
+            world.engine.dispose()
+    return meta, figures
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, "console", sys.stderr)
-    console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 140)
+    console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
     err = Console(stderr=True, highlight=False, markup=False)
-    meta: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "members": args.members,
+    common: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
         "sqlalchemy": sa.__version__, "http_policy": {"backoff_base_s": POLICY.backoff_base_s,
                                                       "backoff_max_s": POLICY.backoff_max_s},
         "connection_settings": CONNECTION_SETTINGS,
     }
     profiler = cProfile.Profile() if args.profile else None
-    figures: list[Figure] = []
-    with database(args.database_url) as (url, backend):
-        meta["backend"] = backend
-        err.print(f"[bench] {backend}: migrating and seeding {args.members} members ...")
-        started = time.perf_counter()
-        world = build_world(url, backend, args.members, args.seed)
-        meta["setup_s"] = round(time.perf_counter() - started, 2)
-        meta["database"] = server_version(world.engine)
-        try:
-            err.print("[bench] 1/4 first full sync ...")
-            figures.append(measure(world, "first sync", profiler=profiler))
-            err.print("[bench] 2/4 second run, no CRM change ...")
-            figures.append(measure(world, "no change"))
-            meta["changed_members"] = world.change_members(args.changed, args.members)
-            err.print(f"[bench] 3/4 incremental run after changing {meta['changed_members']} members ...")
-            figures.append(measure(world, "incremental"))
-            if args.backfill:
-                err.print("[bench] 4/4 backfill over the unchanged state ...")
-                figures.append(measure(world, "backfill", BACKFILL))
-        finally:
-            world.engine.dispose()
+    measured: list[dict[str, Any]] = []
+    for url_option in args.database_urls:
+        by_size: list[tuple[int, list[Figure]]] = []
+        for members in args.members:
+            meta, figures = measure_world(args, url_option, members, err, profiler if not by_size else None)
+            meta.update(common)
+            by_size.append((members, figures))
+            measured.append({"meta": meta, "runs": figures})
+            if not args.json:
+                print_tables(console, meta, figures, None)
+        if len(by_size) > 1:
+            exponents = growth_exponents(by_size[0], by_size[-1])
+            measured[-1]["growth_exponents"] = exponents
+            if not args.json:
+                console.print(f"growth exponent k (time ~ N^k) from {by_size[0][0]} to {by_size[-1][0]} members "
+                              f"on {measured[-1]['meta']['database']}: "
+                              + ", ".join(f"{run} {k:.2f}" for run, k in exponents.items()))
     profile = None
     if profiler is not None:
         profiler.dump_stats(args.profile)
         profile = hotspots(profiler, args.top)
+        if not args.json:
+            print_tables(console, measured[0]["meta"], [], profile)
     if args.json:
-        print(json.dumps({"meta": meta, "runs": [fig.as_json() for fig in figures],
+        print(json.dumps({"measurements": [{"meta": m["meta"], "runs": [f.as_json() for f in m["runs"]],
+                                            **({"growth_exponents": m["growth_exponents"]}
+                                               if "growth_exponents" in m else {})} for m in measured],
                           **({"profile": profile} if profile is not None else {})}, ensure_ascii=False, indent=2))
-    else:
-        print_tables(console, meta, figures, profile)
     return 0
 
 

@@ -207,6 +207,10 @@ class CrmMember:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: Ids per IN (...) list: one query per batch of the largest providers (1,000 members).
+IN_CHUNK = 1000
+
+
 class CrmReader:
     """Reads one tenant's lists and members from the CRM relations."""
 
@@ -280,10 +284,18 @@ class CrmReader:
         m = self.tables.members
         found: list[str] = []
         with self.engine.connect() as conn:
-            for chunk in _chunks(member_ids, 500):
+            for chunk in _chunks(member_ids, IN_CHUNK):
                 found += conn.scalars(sa.select(m.c.id).where(
                     m.c.tenant_id == self.tenant_id, m.c.id.in_(list(chunk)), m.c.deleted_at.is_not(None)))
         return found
+
+    def soft_deleted_member_ids(self) -> list[str]:
+        """Every member of the tenant whose row is soft-deleted: one read (a backfill's mass-delete
+        guard, where every member counts as changed)."""
+        m = self.tables.members
+        with self.engine.connect() as conn:
+            return list(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id,
+                                                             m.c.deleted_at.is_not(None))))
 
     def member_ids_in_lists(self, list_ids: Sequence[str]) -> list[str]:
         """Members with a live membership in any of these lists (a list created, re-created or
@@ -308,7 +320,7 @@ class CrmReader:
         lists_of: dict[str, set[str]] = defaultdict(set)
         rows: list[sa.Row[Any]] = []
         with self.engine.connect() as conn:
-            for chunk in _chunks(member_ids, 500):
+            for chunk in _chunks(member_ids, IN_CHUNK):
                 rows.extend(conn.execute(sa.select(m).where(m.c.tenant_id == self.tenant_id, m.c.id.in_(chunk))))
                 for link in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
                         ms.c.tenant_id == self.tenant_id, ms.c.member_id.in_(chunk), ms.c.deleted_at.is_(None))):

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync.crm import CrmMember, CrmReader
 from sync.emails import email_digest, normalize_email, valid_email
 from sync.engine.activity import pull_activity
+from sync.engine.bulk import analyze, update_by_key, upsert
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
@@ -99,7 +100,22 @@ ERASED = "deleted in the CRM"
 REMOVAL_UNSUPPORTED = "removal_unsupported"
 #: Longest list name the daemon stores and sends.
 LIST_NAME_MAX = 255
-IN_CHUNK = 500
+#: Values per IN (...) list: one query per batch of the largest providers (1,000).
+IN_CHUNK = 1000
+MEMBER_LINKS = cast(sa.Table, MemberLink.__table__)
+MEMBER_STATUSES = cast(sa.Table, MemberStatus.__table__)
+#: Our tables whose planner statistics a large load makes stale (sync.engine.bulk.analyze).
+LOADED_TABLES = (MEMBER_LINKS, MEMBER_STATUSES, cast(sa.Table, Reject.__table__))
+#: Statistics are refreshed once this many rows were written since the last refresh, and (in the
+#: middle of a run) the rows written since then at least equal all those written before it: a
+#: first sync of N members analyzes O(log N) times, a small run never.
+ANALYZE_MIN_ROWS = 10_000
+#: The unique key of a link, and the part of it that varies within a connection.
+LINK_KEY = ("connection_id", "crm_member_id", "crm_list_id")
+LINK_MATCH = ("crm_member_id", "crm_list_id")
+#: A member_links row as planning reads it: plain columns (id, email, remote_id, remote_lists,
+#: payload_hash, status_pushed, ...), no ORM object per row.
+LinkRow = sa.Row[Any]
 
 
 @dataclass(frozen=True)
@@ -157,7 +173,7 @@ class _Chunk:
     upserts: list[MemberUpsert] = field(default_factory=list)
     deletes: list[MemberDelete] = field(default_factory=list)
     invalid: list[tuple[MemberKey, str | None, str, str]] = field(default_factory=list)  # key, email, reason, code
-    links: dict[MemberKey, MemberLink] = field(default_factory=dict)
+    links: dict[MemberKey, LinkRow] = field(default_factory=dict)
     hashes: dict[MemberKey, str] = field(default_factory=dict)
     statuses: dict[MemberKey, str] = field(default_factory=dict)
     #: Links whose lists changed only because a list went away at the provider: fixed locally.
@@ -230,12 +246,27 @@ class ConnectionSync:
         self._dry_cleared: set[str] = set()
         #: The CRM's live lists (set by sync_lists): a membership of a deleted list waits for nothing.
         self._crm_lists: set[str] | None = None
+        #: Rows written to our own link and status tables since their statistics were last refreshed.
+        self._rows_written = 0
+        self._rows_at_analyze = 0
 
     # --- helpers --------------------------------------------------------------------------
 
     def _checkpoint(self, session: Session) -> None:
         if not self.options.dry_run:
             renew_lease(session, self.connection_id, self.lease_owner, self.lease_seconds)
+
+    def _refresh_statistics(self, *, final: bool) -> None:
+        """ANALYZE our tables after a large load, so that the next lookups (this run's next
+        chunks, the next run) do not plan a scan on a table the planner still thinks is small:
+        a server behind on autovacuum, or with it off, keeps stale statistics indefinitely."""
+        fresh = self._rows_written - self._rows_at_analyze
+        if self.options.dry_run or fresh < ANALYZE_MIN_ROWS or (not final and fresh < self._rows_at_analyze):
+            return
+        with self.sessions() as session:
+            analyze(session, LOADED_TABLES, reason="end of run" if final else "large load", rows=fresh)
+        self._rows_at_analyze = self._rows_written
+        self.counts["statistics_refreshed"] += 1
 
     def _read_since(self, stream: str) -> dt.datetime | None:
         if self.options.backfill:
@@ -273,6 +304,7 @@ class ConnectionSync:
                 previous = watermark_for(session, self.connection_id, STATUSES_STREAM)
                 set_watermark(session, self.connection_id, STATUSES_STREAM, max(newest, previous or newest))
             self._checkpoint(session)
+        self._refresh_statistics(final=True)
 
     def _record_statuses(self, session: Session, pulled: Sequence[RemoteStatus]) -> set[str]:
         """Store pulled statuses; return the e-mails whose status was new or changed.
@@ -285,16 +317,21 @@ class ConnectionSync:
         every pull; the unchanged ones must not be pushed again).
         """
         emails = sorted({s.email for s in pulled})
-        existing: dict[tuple[str, str], MemberStatus] = {}
+        # (email, scope) -> the stored row's columns, as plain dicts: a full-scan pull sees every
+        # suppressed contact of the account, and no ORM object is built per row.
+        existing: dict[tuple[str, str], dict[str, Any]] = {}
         echoes: set[str] = set()
+        columns = ("email", "remote_list_id", "remote_id", "status", "occurred_at", "pulled_at")
         for part in _chunks(emails):
-            existing.update(((row.email, row.remote_list_id), row) for row in session.scalars(
-                sa.select(MemberStatus).where(MemberStatus.connection_id == self.connection_id,
-                                              MemberStatus.email.in_(part))))
+            existing.update(((row.email, row.remote_list_id), dict(row._mapping)) for row in session.execute(
+                sa.select(*(MEMBER_STATUSES.c[name] for name in columns)).where(
+                    MEMBER_STATUSES.c.connection_id == self.connection_id, MEMBER_STATUSES.c.email.in_(part))))
             echoes.update(session.scalars(sa.select(MemberLink.email).where(
                 MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part),
                 MemberLink.status_pushed == "unsubscribed")))
         changed: set[str] = set()
+        writes: dict[tuple[str, str], dict[str, Any]] = {}
+        now = utcnow()
         for status in pulled:
             # Only an unsubscribe can be one list's; a complaint or a hard bounce blocks everything.
             scope = status.remote_list[:ID] if status.status == "unsubscribed" else ""
@@ -304,27 +341,29 @@ class ConnectionSync:
                 continue
             row = existing.get(key)
             if row is None:
-                existing[key] = row = MemberStatus(
-                    tenant_id=self.tenant_id, connection_id=self.connection_id, email=status.email,
-                    remote_list_id=scope, remote_id=status.remote_id, status=status.status,
-                    occurred_at=status.occurred_at)
-                session.add(row)
+                existing[key] = writes[key] = {
+                    "email": status.email, "remote_list_id": scope, "remote_id": status.remote_id,
+                    "status": status.status, "occurred_at": status.occurred_at, "pulled_at": now}
                 if status.status in BLOCKING:     # a soft bounce is stored as information only
                     changed.add(status.email)
                 continue
-            stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row.status]
-            later = status.occurred_at > row.occurred_at
+            stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row["status"]]
+            later = status.occurred_at > row["occurred_at"]
             if stronger or later:
-                row.status = status.status if stronger else row.status
-                row.occurred_at = max(row.occurred_at, status.occurred_at)
+                row["status"] = status.status if stronger else row["status"]
+                row["occurred_at"] = max(row["occurred_at"], status.occurred_at)
                 # A soft bounce seen again with a later time is no news (our own update of the
                 # contact moves the provider's update date); only a blocking status's time matters
                 # (it is compared with the CRM's consent date).
-                if stronger or row.status in BLOCKING:
-                    row.pulled_at = utcnow()
+                if stronger or row["status"] in BLOCKING:
+                    row["pulled_at"] = now
                     changed.add(status.email)
+                writes[key] = row
+        upsert(session, MEMBER_STATUSES, [{"tenant_id": self.tenant_id, "connection_id": self.connection_id, **row}
+                                          for row in writes.values()],
+               key=("connection_id", "email", "remote_list_id"), update=("status", "occurred_at", "pulled_at"))
+        self._rows_written += len(writes)
         self.counts["statuses_pulled"] += len(changed)
-        session.flush()
         for part in _chunks(sorted(changed)):
             session.execute(sa.update(MemberLink).where(
                 MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))
@@ -417,20 +456,30 @@ class ConnectionSync:
         the limits, and how to go on)."""
         limit, percent = self.mass_delete_limits
         with self.sessions() as session:
-            linked = session.scalar(sa.select(sa.func.count(sa.distinct(MemberLink.crm_member_id))).where(
-                MemberLink.connection_id == self.connection_id)) or 0
+            # Whether anything is linked: one indexed row, not a count of every link (O(N) on a run
+            # that changes nothing); the count is made only when there is something to remove.
+            any_linked = session.scalar(sa.select(MemberLink.id).where(
+                MemberLink.connection_id == self.connection_id).limit(1)) is not None
             linked_lists = set(session.scalars(sa.select(ListLink.crm_list_id).where(
                 ListLink.connection_id == self.connection_id)))
-            with_links = [m for _, m in self._changed_members()]
-        if not linked and not linked_lists:
+            with_links = [] if self.options.backfill else [m for _, m in self._changed_members()]
+        if not any_linked and not linked_lists:
             return
         vanished = self._vanished_members_due()[1]
         with self.sessions() as session:
-            deleted = self.crm.deleted_member_ids(self._linked_among(session, with_links))
+            if self.options.backfill:    # every member changed: one read of the soft-deleted ones instead
+                deleted = self._linked_among(session, self.crm.soft_deleted_member_ids())
+            else:
+                deleted = self.crm.deleted_member_ids(self._linked_among(session, with_links))
         removals = len(set(vanished) | set(deleted))
         live_lists = {item.id for item in self.crm.lists() if not item.deleted}
         lists_gone = len(linked_lists - live_lists)
         self.counts["members_to_remove"] = removals
+        linked = 0
+        if removals or lists_gone:
+            with self.sessions() as session:
+                linked = session.scalar(sa.select(sa.func.count(sa.distinct(MemberLink.crm_member_id))).where(
+                    MemberLink.connection_id == self.connection_id)) or 0
         too_many = removals > limit or (linked >= MASS_DELETE_MIN_BASE and 100.0 * removals / linked > percent)
         too_many_lists = lists_gone > 1 and 100.0 * lists_gone / max(len(linked_lists), 1) > percent
         if not (too_many or too_many_lists) or self.options.allow_mass_delete:
@@ -665,6 +714,7 @@ class ConnectionSync:
             await self._push_chunk(chunk_ids, list_map,
                                    max((changed_at[m] for m in chunk_ids if m in changed_at), default=None))
             done += len(chunk_ids)
+            self._refresh_statistics(final=False)
             if self.on_progress:
                 self.on_progress("members", done, len(ordered))
         if not self.options.dry_run:
@@ -681,6 +731,8 @@ class ConnectionSync:
                 set_watermark(session, self.connection_id, SUPPRESSIONS_SEEN_STREAM,
                               max(self.started_at, current or self.started_at))
                 self._checkpoint(session)
+            self._refresh_statistics(final=True)
+        self.counts["link_and_status_rows_written"] = self._rows_written
 
     def _vanished_check_due(self, session: Session) -> bool:
         if self.options.backfill or self.vanished_check is None:
@@ -780,34 +832,32 @@ class ConnectionSync:
         return {s.remote_list for s in suppressions if s.remote_list and s.connection_id == self.connection_id
                 and (member.consent_date is None or member.consent_date <= s.occurred_at)}
 
-    def _link_owners(self, session: Session, emails: Iterable[str]) -> dict[str, set[str]]:
+    def _link_holders(self, session: Session, emails: Iterable[str]) -> set[str]:
         """Which CRM members hold these e-mails in their links at this provider."""
-        owners: dict[str, set[str]] = defaultdict(set)
+        found: set[str] = set()
         for part in _chunks(sorted(set(emails))):
-            for email, member_id in session.execute(sa.select(MemberLink.email, MemberLink.crm_member_id).where(
-                    MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))):
-                owners[email].add(member_id)
-        return owners
+            found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
+                MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))))
+        return found
 
     def _load_chunk(self, session: Session, chunk_ids: Sequence[str]
-                    ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, MemberLink]]]:
+                    ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, LinkRow]]]:
         """The chunk's CRM rows and links, plus every member whose link holds an address one of
         them now has (e-mail swaps and moves converge in one run because both sides are planned
         together, from the CRM's current state)."""
         ids = list(dict.fromkeys(chunk_ids))
         members: dict[str, CrmMember] = {}
-        links_of: dict[str, dict[str, MemberLink]] = defaultdict(dict)
+        links_of: dict[str, dict[str, LinkRow]] = defaultdict(dict)
         fresh = ids
         for _ in range(4):
             members.update((m.id, m) for m in self.crm.members(fresh))
             for part in _chunks(fresh):
-                for found in session.scalars(sa.select(MemberLink).where(
-                        MemberLink.connection_id == self.connection_id, MemberLink.crm_member_id.in_(part))):
+                for found in session.execute(sa.select(MEMBER_LINKS).where(
+                        MEMBER_LINKS.c.connection_id == self.connection_id, MEMBER_LINKS.c.crm_member_id.in_(part))):
                     links_of[found.crm_member_id][found.crm_list_id] = found
             emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
             known = set(ids)
-            fresh = sorted({owner for owners in self._link_owners(session, emails).values() for owner in owners}
-                           - known)
+            fresh = sorted(self._link_holders(session, emails) - known)
             if not fresh:
                 break
             ids += fresh
@@ -912,7 +962,7 @@ class ConnectionSync:
 
     @staticmethod
     def _owners(ids: Sequence[str], members: dict[str, CrmMember], emails: dict[str, str],
-                links_of: dict[str, dict[str, MemberLink]]) -> dict[str, str]:
+                links_of: dict[str, dict[str, LinkRow]]) -> dict[str, str]:
         """e-mail -> the one CRM member it belongs to, from the CRM's CURRENT state: among the live
         members that now have it, the one whose link already holds it, else the first by id."""
         claims: dict[str, list[str]] = defaultdict(list)
@@ -927,7 +977,7 @@ class ConnectionSync:
         return owner
 
     def _upsert(self, plan: _Chunk, key: MemberKey, email: str, payload: dict[str, Any],
-                remote_lists: tuple[str, ...], link: MemberLink | None, status: str, resubscribe: bool) -> None:
+                remote_lists: tuple[str, ...], link: LinkRow | None, status: str, resubscribe: bool) -> None:
         digest = payload_hash(payload, remote_lists)
         lost = link is not None and bool(self._lost_remote.intersection(link.remote_lists))
         if link is not None and link.email == email and link.payload_hash == digest and not lost \
@@ -956,7 +1006,7 @@ class ConnectionSync:
                                          if known and link else (),
                                          link.remote_id if known and link else None, resubscribe=resubscribe))
 
-    def _delete(self, plan: _Chunk, link: MemberLink, why: str) -> None:
+    def _delete(self, plan: _Chunk, link: LinkRow, why: str) -> None:
         self.plan.members_remove.append(f"{link.email} ({why})")
         plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
                                          link.remote_id, tuple(link.remote_lists), reason=why))
@@ -1033,7 +1083,9 @@ class ConnectionSync:
                     sa.tuple_(MemberLink.crm_member_id, MemberLink.crm_list_id).in_(
                         [(k.crm_member_id, k.crm_list_id) for k in part])).execution_options(
                     synchronize_session=False))
-            updates = []
+            updates: list[dict[str, Any]] = []
+            remote_ids: list[dict[str, Any]] = []
+            now = utcnow()
             suppressed: list[RemoteStatus] = []
             for outcome in deleted + upserted:
                 item = by_key.get(outcome.key)
@@ -1043,8 +1095,10 @@ class ConnectionSync:
                 if outcome.suppressed is not None:    # nothing was written: the provider holds it suppressed
                     suppressed.append(outcome.suppressed)
                     self.counts["members_suppressed_at_provider"] += 1
-                    if item is not None and outcome.remote_id and not plan.links[item.key].remote_id:
-                        updates.append({"id": plan.links[item.key].id, "remote_id": outcome.remote_id})
+                    known = plan.links.get(item.key) if item is not None else None
+                    if item is not None and outcome.remote_id and (known is None or not known.remote_id):
+                        remote_ids.append({"crm_member_id": item.key.crm_member_id,
+                                           "crm_list_id": item.key.crm_list_id, "remote_id": outcome.remote_id})
                     continue
                 if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
                     resolved.append(open_rejects[outcome.key].id)
@@ -1054,14 +1108,19 @@ class ConnectionSync:
                     resolved.append(open_rejects[member_wide].id)
                 if item is None:
                     continue
-                link = plan.links[item.key]
-                self.counts["members_added" if link.remote_id is None else "members_updated"] += 1
-                updates.append({"id": link.id, "email": item.email, "payload_hash": plan.hashes[item.key],
-                                "remote_id": outcome.remote_id or link.remote_id,
-                                "remote_lists": list(item.remote_lists), "pushed_at": utcnow(),
+                # (no link loaded: its provisional row was written just before the push)
+                link = plan.links.get(item.key)
+                known_remote = link.remote_id if link is not None else None
+                self.counts["members_added" if known_remote is None else "members_updated"] += 1
+                updates.append({"crm_member_id": item.key.crm_member_id, "crm_list_id": item.key.crm_list_id,
+                                "email": item.email, "payload_hash": plan.hashes[item.key],
+                                "remote_id": outcome.remote_id or known_remote,
+                                "remote_lists": list(item.remote_lists), "pushed_at": now,
                                 "status_pushed": plan.statuses[item.key]})
-            if updates:
-                session.execute(sa.update(MemberLink), updates)
+            by_link_key = {"connection_id": self.connection_id}
+            update_by_key(session, MEMBER_LINKS, remote_ids, key=by_link_key, match=LINK_MATCH)
+            update_by_key(session, MEMBER_LINKS, updates, key=by_link_key, match=LINK_MATCH)
+            self._rows_written += len(updates)
             if plan.rehash:
                 session.execute(sa.update(MemberLink), plan.rehash)
             if suppressed:
@@ -1088,19 +1147,24 @@ class ConnectionSync:
 
     def _write_provisional_links(self, plan: _Chunk) -> None:
         """Record, BEFORE the provider sees them, every member it may create, so that a crash
-        after its answer and before our commit still leaves a link to update or delete."""
+        after its answer and before our commit still leaves a link to update or delete.
+
+        That is the one write of a new link before the push; the one after it (``update_by_key``
+        in ``_push_chunk``) records the provider's answer (remote id, hash) and cannot be folded
+        into this one without losing the crash guarantee."""
         fresh = [item for item in plan.upserts if item.key not in plan.links]
         if not fresh:
             return
+        now = utcnow()
+        rows: list[dict[str, Any]] = [{"connection_id": self.connection_id, "crm_member_id": item.key.crm_member_id,
+                 "crm_list_id": item.key.crm_list_id, "email": item.email, "remote_id": None,
+                 "remote_lists": [], "payload_hash": "", "pushed_at": now, "status_pushed": None}
+                for item in fresh]
         with self.sessions.begin() as session:
-            rows = [MemberLink(connection_id=self.connection_id, crm_member_id=item.key.crm_member_id,
-                               crm_list_id=item.key.crm_list_id, email=item.email, remote_id=None,
-                               remote_lists=[], payload_hash="") for item in fresh]
-            session.add_all(rows)
-            session.flush()
-            for row in rows:
-                plan.links[MemberKey(row.crm_member_id, row.crm_list_id)] = row
+            # One multi-row statement; the rows are found again by their unique key afterwards.
+            upsert(session, MEMBER_LINKS, rows, key=LINK_KEY, update=("email",))
             self._checkpoint(session)
+        self._rows_written += len(rows)
 
     def _open_rejects(self, session: Session, member_ids: Sequence[str],
                       lists: Sequence[str] | None = None) -> dict[MemberKey, Reject]:

@@ -1,0 +1,94 @@
+"""Set-based writes for the engine's hot paths, one small helper per idea, on all three dialects.
+
+Where rows are many (a first sync writes a link per member, a full-scan status pull stores
+every suppressed contact), the engine writes them with one core statement per batch instead of
+one ORM object per row: ``INSERT ... ON CONFLICT DO UPDATE`` on SQLite and PostgreSQL,
+``INSERT ... ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL (the drivers send a list of rows as one
+multi-row statement or a pipeline). ``analyze`` refreshes the planner's statistics after such a
+load, so that the lookups of the next chunk or run do not choose a scan on a table the planner
+still believes to be empty (a server behind on autovacuum, or with it off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.orm import Session
+
+log = structlog.get_logger(__name__)
+
+#: Rows per statement: well below every driver's parameter limit (SQLite's is 32,766).
+BULK_ROWS = 1000
+
+
+def upsert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, key: Sequence[str],
+           update: Sequence[str]) -> None:
+    """Insert ``rows`` into ``table``; a row whose ``key`` (a unique constraint's columns) exists
+    already gets the ``update`` columns from the new row. Every row carries the same columns."""
+    if not rows:
+        return
+    if not update:
+        raise ValueError("upsert needs at least one column to update on a conflict")
+    dialect = session.get_bind().dialect.name
+    for start in range(0, len(rows), BULK_ROWS):
+        part = [dict(row) for row in rows[start:start + BULK_ROWS]]
+        session.execute(_upsert_statement(dialect, table, key, update), part)
+
+
+def _upsert_statement(dialect: str, table: sa.Table, key: Sequence[str], update: Sequence[str]) -> Any:
+    if dialect in ("mysql", "mariadb"):
+        on_mysql = mysql.insert(table)
+        return on_mysql.on_duplicate_key_update({name: on_mysql.inserted[name] for name in update})
+    if dialect == "postgresql":
+        on_postgresql = postgresql.insert(table)
+        return on_postgresql.on_conflict_do_update(
+            index_elements=list(key), set_={name: on_postgresql.excluded[name] for name in update})
+    if dialect == "sqlite":
+        on_sqlite = sqlite.insert(table)
+        return on_sqlite.on_conflict_do_update(
+            index_elements=list(key), set_={name: on_sqlite.excluded[name] for name in update})
+    raise NotImplementedError(f"no upsert for the {dialect} dialect (SQLite, PostgreSQL, MariaDB/MySQL)")
+
+
+def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A plain multi-row INSERT (rows known to be new), in statements of ``BULK_ROWS`` rows."""
+    for start in range(0, len(rows), BULK_ROWS):
+        session.execute(sa.insert(table), [dict(row) for row in rows[start:start + BULK_ROWS]])
+
+
+def update_by_key(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,
+                  key: Mapping[str, Any], match: Sequence[str]) -> None:
+    """UPDATE one row per entry of ``rows``, found by the fixed ``key`` values plus the ``match``
+    columns of the entry (a unique key); every other column of the entry is written."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name not in match]
+    statement = sa.update(table).where(
+        *(table.c[name] == value for name, value in key.items()),
+        *(table.c[name] == sa.bindparam(f"match_{name}") for name in match),
+    ).values({name: sa.bindparam(f"set_{name}") for name in columns})
+    for start in range(0, len(rows), BULK_ROWS):
+        params = [{**{f"match_{name}": row[name] for name in match},
+                   **{f"set_{name}": row[name] for name in columns}} for row in rows[start:start + BULK_ROWS]]
+        session.connection().execute(statement, params)
+
+
+def analyze(session: Session, tables: Sequence[sa.Table], *, reason: str, rows: int) -> None:
+    """Refresh the planner's statistics of our own ``tables`` and commit (MariaDB's ANALYZE TABLE
+    commits implicitly, so the caller's session must hold no pending work). Logged, with why."""
+    dialect = session.get_bind().dialect.name
+    preparer = session.get_bind().dialect.identifier_preparer
+    names = [preparer.format_table(table) for table in tables]
+    if dialect in ("mysql", "mariadb"):
+        session.execute(sa.text(f"ANALYZE TABLE {', '.join(names)}")).all()
+    elif dialect == "postgresql":
+        session.execute(sa.text(f"ANALYZE {', '.join(names)}"))
+    else:
+        for name in names:
+            session.execute(sa.text(f"ANALYZE {name}"))
+    session.commit()
+    log.info("db.analyzed", tables=[table.name for table in tables], reason=reason, rows_written=rows)
