@@ -25,8 +25,8 @@ from sync.providers.base import (
 )
 from sync.providers.euromsg import api
 from sync.providers.euromsg.client import EuromsgAuth, EuromsgProvider, check, iys_fields
+from sync.providers.euromsg.sandbox import EuromsgSandbox
 from sync.sandbox import sandbox_transport
-from sync.sandbox.euromsg import EuromsgSandbox
 
 BASE = "http://sandbox/"
 INTEGRATOR = {"client_name": "crm-firma", "password": "entegrator-sifre-9"}

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from sync.providers.euromsg import api
+from sync.providers.euromsg.sandbox import EuromsgSandbox
 from sync.sandbox import SANDBOXES, FaultPlan, sandbox_transport
-from sync.sandbox.euromsg import EuromsgSandbox
 
 BASE = "http://sandbox/"
 CLIENT, PASSWORD = "crm-firma", "entegrator-sifre"

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from sync.providers.postacell import api
+from sync.providers.postacell.sandbox import CAMPAIGN_LINKS
 from sync.sandbox import SANDBOXES, FaultPlan, PostacellSandbox, sandbox_transport, serve_in_thread
-from sync.sandbox.postacell import CAMPAIGN_LINKS
 
 BASE_URL = "http://sandbox/api/v1/"
 

@@ -2,7 +2,7 @@
 what it does not.
 
 This is the ONE place where the Euromsg client (``sync.providers.euromsg.client``) and the
-Euromsg sandbox (``sync.sandbox.euromsg``) agree on paths, shapes, lifetimes and error codes.
+Euromsg sandbox (``sync.providers.euromsg.sandbox``) agree on paths, shapes, lifetimes and error codes.
 The document (``shared/esp-docs/euromsg-express.txt``) gives the host, the token call and its
 answer, the identification call, the operations on lists, members and campaigns in prose, the
 campaign statuses and the detail-report filters. It gives no other path, no field name, no paging

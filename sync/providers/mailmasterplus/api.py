@@ -1,7 +1,7 @@
 """MailMasterPlus's wire contract: what the document says and, marked ASSUMED, what it does not.
 
 This is the ONE place where the MailMasterPlus client (``sync.providers.mailmasterplus.client``)
-and its sandbox (``sync.sandbox.mailmasterplus``) agree on paths, answers and shapes, and where
+and its sandbox (``sync.providers.mailmasterplus.sandbox``) agree on paths, answers and shapes, and where
 the shape of a connection's ``lists`` setting is checked. The document
 (``shared/esp-docs/mailmasterplus.txt``, Hungarian) gives the paths, HTTP basic auth, UTF-8, the
 bare-number answers and the HTTP statuses 200/401/404/405/406. It does not show a record, say

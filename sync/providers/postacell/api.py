@@ -1,7 +1,7 @@
 """Postacell's wire contract: what the document says and, marked ASSUMED, what it does not.
 
 This is the ONE place where the Postacell client and the Postacell sandbox
-(``sync.sandbox.postacell``) agree on paths, shapes and lifetimes. The document
+(``sync.providers.postacell.sandbox``) agree on paths, shapes and lifetimes. The document
 (``shared/esp-docs/postacell.txt``) covers lists, subscribers, fields, segments,
 campaigns and report exports; it says nothing about the token call, the page size,
 how to follow a bulk import job, or the columns of the exported CSV files. The choices

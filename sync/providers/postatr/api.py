@@ -1,7 +1,7 @@
 """Postatr's wire contract: what the document says and, marked ASSUMED, what it leaves open.
 
 This is the ONE place where the Postatr client (``sync.providers.postatr.client``) and its sandbox
-(``sync.sandbox.postatr``) agree on methods, bodies, answers, limits and error codes, and where the
+(``sync.providers.postatr.sandbox``) agree on methods, bodies, answers, limits and error codes, and where the
 connection's ``lists`` setting is checked. The document (``shared/esp-docs/postatr.txt``, Turkish)
 gives the service address, four methods (Authenticate, ReportCampaign, ReportMembers,
 StartProcess), their parameters, the names of the answers' fields, the token's 10 minutes, the

@@ -1,7 +1,7 @@
 """WapCRM's wire contract: what the document says and, marked ASSUMED, what it does not.
 
 This is the ONE place where the WapCRM client (``sync.providers.wapcrm.client``) and its sandbox
-(``sync.sandbox.wapcrm``) agree on paths, parameters, answers and shapes. The document
+(``sync.providers.wapcrm.sandbox``) agree on paths, parameters, answers and shapes. The document
 (``shared/esp-docs/wapcrm.txt``, Turkish) gives the base address, the secret header, the
 envelope, the paths, the request models and the fields of messages, conversations and call
 results. It does not give the fields of users and instances, how a GET carries its request model,

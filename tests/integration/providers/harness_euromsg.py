@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from sync.providers.euromsg.sandbox import EuromsgSandbox
 from sync.sandbox import FaultPlan
-from sync.sandbox.euromsg import EuromsgSandbox
 from tests.integration.providers.harness import RemoteMember, SandboxHarness
 
 #: The card's status in the suite's words (Postacell's, which the suite's assertions use).
