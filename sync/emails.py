@@ -31,6 +31,8 @@ def normalize_email(value: str | None) -> str:
     """The comparable form of an address ("" for None); see the module docstring for the rule."""
     if not value:
         return ""
+    if value.isascii():     # the common case, and exact: NFC and the Turkish fold leave ASCII alone
+        return value.strip().lower()
     text = unicodedata.normalize("NFC", value.strip())
     text = _COMBINING_DOT_AFTER_I.sub("", text.translate(_TURKISH_FOLD))
     return unicodedata.normalize("NFC", text.lower())

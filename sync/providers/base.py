@@ -38,6 +38,11 @@ class Capabilities:
 
     #: Largest batch of members one push takes.
     max_batch: int = 1000
+    #: Members the engine plans and hands to ONE ``upsert_members`` call, between two checkpoints
+    #: (None: ``max_batch``). A client that splits a push into its own requests of at most
+    #: ``max_batch`` members and groups them (Postacell: one request per exact list set) sends
+    #: fewer, fuller requests from a larger window.
+    push_window: int | None = None
     #: Members go through an asynchronous bulk import (post, poll a job, read per-row results).
     async_bulk_import: bool = False
     #: "create": the daemon creates, renames and deletes lists (ListPush); "mapped": lists are made

@@ -244,11 +244,11 @@ def test_retry_skips_the_provider_backoff_and_now_runs_it(ops: Cli, engine: sa.E
             provider_code="E1042", reason="provider: temporarily refused", attempts=4,
             first_seen_at=dt.datetime.now(dt.UTC), last_seen_at=dt.datetime.now(dt.UTC)))
     assert ops("once").code == 0
-    assert _last_counts(engine)["members_considered"] == 1              # the typo only: E1042 backs off
+    assert _last_counts(engine)["members_considered"] == 0              # both back off: the typo and E1042
     retried = ops("rejects", "retry", "--code", "E1042", "--now")
     assert retried.code == 0, retried.err
     assert "1 reject(s) queued" in retried.out and "succeeded_with_rejects" in retried.out
-    assert _last_counts(engine)["members_considered"] == 2              # tried at once
+    assert _last_counts(engine)["members_considered"] == 1              # E1042 tried at once
     assert _statuses(engine)[-1] == "succeeded_with_rejects"            # known before: not new
     assert ops("rejects", "retry").code == 2                             # no selection: refused
 

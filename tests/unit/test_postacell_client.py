@@ -121,3 +121,32 @@ def test_bulk_import_sends_one_request_per_list_and_every_member_gets_its_whole_
     for n, wanted in enumerate(expected):
         row = sandbox.find_subscriber("acme", f"uye{n}@ornek.com.tr")
         assert row is not None and str(sorted(item["id"] for item in row["lists"])) == wanted
+
+
+def test_a_large_batch_goes_by_exact_list_set_in_fewer_fuller_requests() -> None:
+    """2,100 members in lists {A, B} and 300 in {A}: by list set 3 + 1 requests (each member in
+    one request with all its lists), where one request per list would take 3 (A: 2,400) + 3 (B)."""
+    from sync.providers.base import MemberKey, MemberUpsert
+    from sync.providers.postacell.client import PostacellProvider
+
+    sandbox = PostacellSandbox({"acme": "pw-123456"}, job_polls_until_done=1)
+
+    async def scenario() -> dict[str, tuple[str, ...]]:
+        async with httpx.AsyncClient(transport=sandbox_transport(sandbox.app)) as client:
+            http = ProviderHTTP(client, provider="postacell", base_url=BASE, policy=HttpPolicy(),
+                                auth=PostacellAuth("acme", "pw-123456"))
+            provider = PostacellProvider(http)
+            a, b = [(await provider.create_list(name)).remote_id for name in ("A", "B")]
+            wanted = {f"uye{n}@ornek.com.tr": (a, b) if n < 2100 else (a,) for n in range(2400)}
+            batch = [MemberUpsert(MemberKey(f"M{n}"), email, {"email": email, "status": "active"}, lists)
+                     for n, (email, lists) in enumerate(wanted.items())]
+            outcomes = await provider.upsert_members(batch)
+            assert len(outcomes) == 2400 and all(o.rejected is None and o.remote_id for o in outcomes)
+            return wanted
+
+    wanted = asyncio.run(scenario())
+    bulk_posts = [p for m, p, _ in sandbox.request_log if m == "POST" and p.endswith("/subscribers/json")]
+    assert len(bulk_posts) == 4
+    for email, lists in wanted.items():
+        row = sandbox.find_subscriber("acme", email)
+        assert row is not None and sorted(item["id"] for item in row["lists"]) == sorted(lists)

@@ -15,7 +15,7 @@ import io
 import itertools
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
@@ -52,6 +52,10 @@ CAPABILITIES = Capabilities(
     supports_list_rename=True, supports_list_delete=True, supports_unsubscribe=True,
     member_removal="delete", member_key="email", has_campaign_reports=True, membership_model="contact",
     concurrency=4, rate_per_s=10.0, status_pull="full_scan", custom_fields=True,
+    # 50 requests' worth of members between two checkpoints: grouped by exact list set, a first
+    # sync then sends about 1.2 x the documented minimum of bulk imports (one per 1,000 members),
+    # where batches of 1,000 took one request per list each (about 1.9 x, with 4 lists).
+    push_window=50 * api.BULK_MAX_SUBSCRIBERS,
 )
 #: Every API call asks for JSON: two endpoints refuse anything else (api.JSON_ONLY_PATHS).
 ACCEPT_JSON: Mapping[str, str] = {"Accept": "application/json"}
@@ -279,9 +283,11 @@ class PostacellProvider:
           Grown or unchanged list sets go through the bulk import (it ADDS lists); a shrunk set
           needs a PATCH (it REPLACES them).
 
-        One bulk request per LIST, not per distinct list set: with n lists that is at most n
-        requests per batch instead of up to 2^n - 1; a member counts as pushed only when every
-        request carrying it accepted it.
+        Requests are grouped whichever way needs fewer of them (``_run_bulk``): by exact list set
+        (each member in ONE request carrying all its lists; the requests run concurrently, their
+        jobs are polled concurrently) or, when a small batch has many distinct sets, one request
+        per LIST (at most n requests for n lists instead of up to 2^n - 1; a member counts as
+        pushed only when every request carrying it accepted it).
         """
         outcomes: list[PushOutcome] = []
         bulk: list[tuple[MemberUpsert, list[str]]] = []
@@ -310,14 +316,55 @@ class PostacellProvider:
 
     async def _run_bulk(self, creates: Sequence[MemberUpsert], updates: Sequence[tuple[MemberUpsert, list[str]]],
                         outcomes: list[PushOutcome]) -> list[tuple[MemberUpsert, str]]:
-        """One bulk request per list, lists in order. A create rides in its first list's request
-        with ``"update": false``; once that created it, it rides in its other lists' requests with
-        ``"update": true``, beside the updates. Returns the creates that found an existing contact."""
-        first = {item.key: sorted(item.remote_lists)[0] for item in creates if item.remote_lists}
+        """The batch's bulk requests, grouped by exact list set or by list (whichever takes fewer
+        requests); returns the creates that found an existing contact."""
         for item in creates:
             if not item.remote_lists:
                 outcomes.append(PushOutcome(item.key, rejected=RejectedRow(
                     "a Postacell import needs at least one list", provider_code="no_list")))
+        creates = [item for item in creates if item.remote_lists]
+        by_set: dict[tuple[str, ...], list[tuple[MemberUpsert, bool]]] = defaultdict(list)
+        for item in creates:
+            by_set[tuple(sorted(item.remote_lists))].append((item, False))
+        for item, lists in updates:
+            by_set[tuple(sorted(lists))].append((item, True))
+        per_list: Counter[str] = Counter()
+        for key, rows in by_set.items():
+            for remote_list in key:
+                per_list[remote_list] += len(rows)
+        size = api.BULK_MAX_SUBSCRIBERS
+        if sum(-(-len(rows) // size) for rows in by_set.values()) > sum(-(-n // size) for n in per_list.values()):
+            return await self._run_bulk_per_list(creates, updates, outcomes)
+        requests = [(list(key), rows[start:start + size]) for key, rows in sorted(by_set.items())
+                    for start in range(0, len(rows), size)]
+        # Concurrent, and each job polled while the others run; the connection's concurrency cap
+        # and rate limit (sync/http.py) pace the requests, and this gate keeps the bodies being
+        # built to as many as may be in flight (a window of 50 requests is 50,000 rows).
+        gate = asyncio.Semaphore(self.capabilities.concurrency)
+
+        async def one(lists: list[str], rows: Sequence[tuple[MemberUpsert, bool]]) -> list[tuple[PushOutcome, str]]:
+            async with gate:
+                return await self._bulk_import(lists, rows)
+
+        answers = await asyncio.gather(*(one(lists, rows) for lists, rows in requests))
+        existing: list[tuple[MemberUpsert, str]] = []
+        for (_, rows), answer in zip(requests, answers, strict=True):
+            for (item, update), (outcome, result) in zip(rows, answer, strict=True):
+                if not update and outcome.rejected is None and result == "exists":
+                    existing.append((item, str(outcome.remote_id)))
+                elif outcome.rejected is not None:
+                    outcomes.append(outcome)
+                else:
+                    outcomes.append(PushOutcome(item.key, remote_id=outcome.remote_id or item.remote_id))
+        return existing
+
+    async def _run_bulk_per_list(self, creates: Sequence[MemberUpsert],
+                                 updates: Sequence[tuple[MemberUpsert, list[str]]],
+                                 outcomes: list[PushOutcome]) -> list[tuple[MemberUpsert, str]]:
+        """One bulk request per list, lists in order. A create rides in its first list's request
+        with ``"update": false``; once that created it, it rides in its other lists' requests with
+        ``"update": true``, beside the updates. Returns the creates that found an existing contact."""
+        first = {item.key: sorted(item.remote_lists)[0] for item in creates if item.remote_lists}
         results: dict[MemberKey, list[PushOutcome]] = defaultdict(list)
         created: dict[MemberKey, MemberUpsert] = {}
         existing: list[tuple[MemberUpsert, str]] = []

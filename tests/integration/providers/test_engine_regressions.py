@@ -127,6 +127,24 @@ def test_4_two_members_swapping_addresses_converge_in_one_run(world: World) -> N
     assert_mirrors_crm(world)
 
 
+def test_4_an_address_released_reaches_the_member_waiting_for_it_in_the_same_run(world: World) -> None:
+    """B takes A's address and is refused (one contact per address); when A moves to another
+    address, B is planned with A and pushed in that run, although B's row did not change (an
+    unchanged refused row otherwise waits for its backoff)."""
+    world.run()
+    crm = world.valid_active_members()
+    holder, waiting = crm[sorted(crm)[5]], crm[sorted(crm)[6]]
+    world.update_member(waiting.id, email=holder.email)
+    world.run()
+    assert [r[0] for r in _open_rejects(world, "validation")].count(waiting.id) == 1
+    world.update_member(holder.id, email="yeni.adres@ornek.com.tr")
+    world.run()
+    assert waiting.id not in [r[0] for r in _open_rejects(world, "validation")]
+    remote = world.harness.members()
+    assert remote[holder.email.lower()].status == "active" and "yeni.adres@ornek.com.tr" in remote
+    assert_mirrors_crm(world)
+
+
 def test_5_statuses_are_found_without_relying_on_an_undocumented_ordering(world: World) -> None:
     """The first member created (the last one by any update-date order) unsubscribes; a plain
     incremental run finds it, on a server that ignores ``ordering=-update_date``."""

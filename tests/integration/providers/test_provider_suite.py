@@ -245,6 +245,12 @@ def test_rejects_are_kept_with_reasons_and_retried(world: World) -> None:
     assert reject is not None and rows
     member_id, reason, attempts = rows[0]
     assert "e-mail" in reason and attempts == 1
+    world.run()       # the row did not change: it would be refused the same way, so it waits (backoff)
+    assert world.scalar(sa.select(Reject.attempts).where(Reject.crm_member_id == member_id)) == 1
+    assert world.scalar(sa.select(Reject.resolved_at).where(Reject.crm_member_id == member_id)) is None
+    with world.engine.begin() as conn:       # an hour and more later
+        conn.execute(sa.update(Reject).where(Reject.crm_member_id == member_id).values(
+            last_seen_at=world.now() - dt.timedelta(hours=2)))
     world.run()
     attempts = world.scalar(sa.select(Reject.attempts).where(Reject.crm_member_id == member_id))
     assert attempts == 2                      # retried, still refused, still explained
