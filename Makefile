@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-1m clean
+.PHONY: demo test lint bench bench-1m bench-pull clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: $(VENV)/.installed
 BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 bench-1m: $(VENV)/.installed
 	$(BIN)/python bench/sync_throughput.py --members 100000,1000000 --backfill --database-url $(BENCH_POSTGRES_URL)
+
+## bench-pull: the daemon's status pull of 100,000 suppressed subscribers against dlt's rest_api source (dlt goes
+##             into bench/.dlt-venv on first use; it is not a dependency of the project)
+bench-pull: $(VENV)/.installed
+	$(BIN)/python bench/pull_vs_dlt.py
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from sync.config import CrmSource
 from sync.errors import ConfigurationError
@@ -239,6 +240,18 @@ class CrmReader:
             raise ConfigurationError(f"crm_change_xid ({self.change_xid}) needs a PostgreSQL CRM "
                                      f"(pg_current_xact_id); this CRM is {engine.dialect.name}")
 
+    def _one_of(self, column: Any, ids: Sequence[str]) -> Any:
+        """``column IN (ids)``; on PostgreSQL ``column = ANY(:array)`` in the column's own type: one
+        parameter, so the driver parses the statement once, not a new 1,000-placeholder one each time."""
+        if self.engine.dialect.name != "postgresql":
+            return column.in_(list(ids))
+        native = getattr(column.type, "native", "text")
+        if native == "integer":
+            return column == sa.any_(sa.bindparam(None, [int(i) for i in ids], type_=postgresql.ARRAY(sa.BigInteger())))
+        if native == "uuid":
+            return column == sa.any_(sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.Uuid(as_uuid=False))))
+        return column == sa.any_(sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.String())))
+
     def change_xid_mark(self) -> int | None:
         """The oldest transaction still running, by the CRM's own snapshot (``change_xid`` mode
         only): every row not visible to a read made after this was written by a transaction with
@@ -307,6 +320,40 @@ class CrmReader:
             return sorted(set(conn.scalars(sa.select(ms.c.member_id).where(
                 ms.c.tenant_id == self.tenant_id, ms.c.list_id.in_(list(list_ids)), ms.c.deleted_at.is_(None)))))
 
+    def member_id_pages(self, size: int = 10_000) -> Iterator[list[str]]:
+        """Every member id of the tenant (soft-deleted rows too), in the CRM's order, ``size`` at a
+        time by keyset (``id > last``): a backfill reads the whole tenant with flat memory."""
+        m = self.tables.members
+        last: str | None = None
+        while True:
+            query = sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id)
+            if last is not None:
+                query = query.where(m.c.id > last)
+            with self.engine.connect() as conn:
+                page = list(conn.scalars(query.order_by(m.c.id).limit(size)))
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            last = page[-1]
+
+    def member_count(self) -> int:
+        m = self.tables.members
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).select_from(m).where(
+                m.c.tenant_id == self.tenant_id)) or 0)
+
+    def existing_member_ids(self, member_ids: Sequence[str]) -> set[str]:
+        """Those of the given ids that still have a row (soft-deleted or not): the others were
+        deleted without a trace."""
+        m = self.tables.members
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(member_ids, IN_CHUNK):
+                found.update(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id,
+                                                                  self._one_of(m.c.id, chunk))))
+        return found
+
     def all_member_ids(self) -> list[str]:
         m = self.tables.members
         with self.engine.connect() as conn:
@@ -321,9 +368,11 @@ class CrmReader:
         rows: list[sa.Row[Any]] = []
         with self.engine.connect() as conn:
             for chunk in _chunks(member_ids, IN_CHUNK):
-                rows.extend(conn.execute(sa.select(m).where(m.c.tenant_id == self.tenant_id, m.c.id.in_(chunk))))
+                rows.extend(conn.execute(sa.select(m).where(m.c.tenant_id == self.tenant_id,
+                                                            self._one_of(m.c.id, chunk))))
                 for link in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
-                        ms.c.tenant_id == self.tenant_id, ms.c.member_id.in_(chunk), ms.c.deleted_at.is_(None))):
+                        ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, chunk),
+                        ms.c.deleted_at.is_(None))):
                     lists_of[link.member_id].add(link.list_id)
         return [
             CrmMember(

@@ -77,6 +77,15 @@ def update_by_key(session: Session, table: sa.Table, rows: Sequence[Mapping[str,
         session.connection().execute(statement, params)
 
 
+def one_of(dialect: str, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter whatever the
+    count: the statement's text is the same for every batch, so psycopg parses it once instead of
+    splitting a new 1,000-placeholder query for every lookup (8 % of a first sync's CPU)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.String())))
+    return column.in_(list(values))
+
+
 def analyze(session: Session, tables: Sequence[sa.Table], *, reason: str, rows: int) -> None:
     """Refresh the planner's statistics of our own ``tables`` and commit (MariaDB's ANALYZE TABLE
     commits implicitly, so the caller's session must hold no pending work). Logged, with why."""

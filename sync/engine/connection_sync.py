@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync.crm import CrmMember, CrmReader
 from sync.emails import email_digest, normalize_email, valid_email
 from sync.engine.activity import pull_activity
-from sync.engine.bulk import analyze, update_by_key, upsert
+from sync.engine.bulk import analyze, one_of, update_by_key, upsert
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
@@ -105,6 +105,8 @@ ERASED = "deleted in the CRM"
 REMOVAL_UNSUPPORTED = "removal_unsupported"
 #: Longest list name the daemon stores and sends.
 LIST_NAME_MAX = 255
+#: Pulled statuses stored per transaction while a pull streams in.
+STATUS_CHUNK = 5000
 #: Values per IN (...) list: one query per batch of the largest providers (1,000).
 IN_CHUNK = 1000
 MEMBER_LINKS = cast(sa.Table, MemberLink.__table__)
@@ -118,6 +120,8 @@ ANALYZE_MIN_ROWS = 10_000
 #: The unique key of a link, and the part of it that varies within a connection.
 LINK_KEY = ("connection_id", "crm_member_id", "crm_list_id")
 LINK_MATCH = ("crm_member_id", "crm_list_id")
+#: What the provider's answer writes into a link.
+ANSWER_COLUMNS = ("email", "payload_hash", "remote_id", "remote_lists", "pushed_at", "status_pushed")
 #: A member_links row as planning reads it: plain columns (id, email, remote_id, remote_lists,
 #: payload_hash, status_pushed, ...), no ORM object per row.
 LinkRow = sa.Row[Any]
@@ -315,8 +319,16 @@ class ConnectionSync:
         #: Rows written to our own link and status tables since their statistics were last refreshed.
         self._rows_written = 0
         self._rows_at_analyze = 0
+        #: Our database's dialect: lookups by many keys are written for it (sync.engine.bulk.one_of).
+        bind = sessions.kw.get("bind")
+        self._dialect = bind.dialect.name if bind is not None else ""
+        #: Address -> members with an open validation reject on it (see _waiting_for).
+        self._waiting: dict[str, set[str]] | None = None
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _in(self, column: Any, values: Sequence[Any]) -> Any:
+        return one_of(self._dialect, column, values)
 
     def _checkpoint(self, session: Session) -> None:
         if not self.options.dry_run:
@@ -348,28 +360,46 @@ class ConnectionSync:
         since = self._read_since(STATUSES_STREAM)
         if self.status_api is None:
             return
+        if not self.options.dry_run:
+            await self._store_pulled_statuses(self.status_api.pull_statuses(since))
+            return
         pulled = [status async for status in self.status_api.pull_statuses(since)]
         self.counts["statuses_seen"] += len(pulled)
-        newest = max((s.occurred_at for s in pulled), default=None)
-        if self.options.dry_run:
-            # Plan with what the real run would store, and store nothing: the plan then equals
-            # the run that follows.
-            with self.sessions() as session:
-                changed = self._record_statuses(session, pulled)
-                for part in _chunks(sorted(changed)):
-                    for row in session.scalars(sa.select(MemberStatus).where(
-                            MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))):
-                        self._dry_statuses[(row.email, row.remote_list_id)] = _Suppression(
-                            self.connection_id, row.status, row.occurred_at, row.remote_list_id)
-                self._dry_cleared.update(changed)
-                session.rollback()
-            return
-        with self.sessions.begin() as session:
-            self._record_statuses(session, pulled)
-            if newest is not None:
-                previous = watermark_for(session, self.connection_id, STATUSES_STREAM)
-                set_watermark(session, self.connection_id, STATUSES_STREAM, max(newest, previous or newest))
-            self._checkpoint(session)
+        # Plan with what the real run would store, and store nothing: the plan then equals
+        # the run that follows.
+        with self.sessions() as session:
+            changed = self._record_statuses(session, pulled)
+            for part in _chunks(sorted(changed)):
+                for row in session.scalars(sa.select(MemberStatus).where(
+                        MemberStatus.connection_id == self.connection_id, MemberStatus.email.in_(part))):
+                    self._dry_statuses[(row.email, row.remote_list_id)] = _Suppression(
+                        self.connection_id, row.status, row.occurred_at, row.remote_list_id)
+            self._dry_cleared.update(changed)
+            session.rollback()
+
+    async def _store_pulled_statuses(self, pulled: AsyncIterator[RemoteStatus]) -> None:
+        """Store a pull as it streams in, ``STATUS_CHUNK`` statuses per transaction (memory flat in
+        the size of a full scan); the watermark moves in the last transaction, after all of them
+        (storing a status again is a no-op, so a crash in between only repeats work)."""
+        newest: dt.datetime | None = None
+        chunk: list[RemoteStatus] = []
+
+        def store(rows: list[RemoteStatus], *, last: bool) -> None:
+            with self.sessions.begin() as session:
+                self._record_statuses(session, rows)
+                if last and newest is not None:
+                    previous = watermark_for(session, self.connection_id, STATUSES_STREAM)
+                    set_watermark(session, self.connection_id, STATUSES_STREAM, max(newest, previous or newest))
+                self._checkpoint(session)
+
+        async for status in pulled:
+            self.counts["statuses_seen"] += 1
+            newest = status.occurred_at if newest is None else max(newest, status.occurred_at)
+            chunk.append(status)
+            if len(chunk) >= STATUS_CHUNK:
+                store(chunk, last=False)
+                chunk = []
+        store(chunk, last=True)
         self._refresh_statistics(final=True)
 
     def _record_statuses(self, session: Session, pulled: Sequence[RemoteStatus]) -> set[str]:
@@ -391,9 +421,9 @@ class ConnectionSync:
         for part in _chunks(emails):
             existing.update(((row.email, row.remote_list_id), dict(row._mapping)) for row in session.execute(
                 sa.select(*(MEMBER_STATUSES.c[name] for name in columns)).where(
-                    MEMBER_STATUSES.c.connection_id == self.connection_id, MEMBER_STATUSES.c.email.in_(part))))
+                    MEMBER_STATUSES.c.connection_id == self.connection_id, self._in(MEMBER_STATUSES.c.email, part))))
             echoes.update(session.scalars(sa.select(MemberLink.email).where(
-                MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part),
+                MemberLink.connection_id == self.connection_id, self._in(MemberLink.email, part),
                 MemberLink.status_pushed == "unsubscribed")))
         changed: set[str] = set()
         writes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -508,7 +538,8 @@ class ConnectionSync:
     def _vanished_members_due(self) -> tuple[bool, list[str]]:
         if self._vanished is None:
             with self.sessions() as session:
-                due = self._vanished_check_due(session)
+                # A backfill looks for them too (and its mass-delete guard counts them).
+                due = self.options.backfill or self._vanished_check_due(session)
                 self._vanished = (due, self._vanished_members(session) if due else [])
         return self._vanished
 
@@ -759,30 +790,30 @@ class ConnectionSync:
     async def push_members(self, list_map: dict[str, str]) -> None:
         if self.member_api is None:
             return
-        changed = self._changed_members()
+        changed = [] if self.options.backfill else self._changed_members()
         vanished_due, vanished = self._vanished_members_due()
         with self.sessions() as session:
             retry = self._rejects_due(session)
-            linked = list(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
-                MemberLink.connection_id == self.connection_id))) if self.options.backfill else []
             requeued = self._requeued_members(session)
             suppressed = self._members_with_new_suppressions(session)
         changed_at = {member_id: at for at, member_id in changed}
         # Changed members first, oldest change first: each chunk's watermark then covers every
-        # change before it. Retries, re-planned list members, vanished ids and (backfill) linked
-        # members come after the changes.
-        ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *suppressed, *vanished,
-                                      *sorted(linked)]))
-        self.counts["members_considered"] = len(ordered)
-        self.counts["members_vanished"] = len(vanished)
+        # change before it. Retries, re-planned list members and vanished ids come after the
+        # changes. A backfill then streams every CRM member, page by page (flat memory).
+        ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *suppressed, *vanished]))
+        total = len(ordered) + (self.crm.member_count() if self.options.backfill else 0)
+        considered = 0
         done = 0
         window = _Window()
-        for chunk_ids in _chunks(ordered, self.caps.max_batch):
+        for chunk_ids in self._member_chunks(ordered):
+            considered += len(chunk_ids)
             covered = max((changed_at[m] for m in chunk_ids if m in changed_at), default=None)
             done += await self._add_chunk(window, chunk_ids, covered, list_map)
             if self.on_progress:
-                self.on_progress("members", done + window.members, len(ordered))
+                self.on_progress("members", min(done + window.members, total), max(total, considered))
         done += await self._flush(window, list_map)
+        self.counts["members_considered"] = considered
+        self.counts["members_vanished"] = len(vanished)
         if not self.options.dry_run:
             with self.sessions.begin() as session:
                 if not self.options.backfill:
@@ -806,13 +837,44 @@ class ConnectionSync:
         mark = watermark_for(session, self.connection_id, VANISHED_STREAM)
         return mark is None or self.until - mark >= self.vanished_check
 
+    def _member_chunks(self, ordered: list[str]) -> Iterator[Sequence[str]]:
+        """The run's members in chunks of ``max_batch``: ``ordered`` (with the vanished ones), then
+        (backfill) every CRM member, streamed."""
+        size = self.caps.max_batch
+        yield from _chunks(ordered, size)
+        if not self.options.backfill:
+            return
+        head = set(ordered)
+        for page in self.crm.member_id_pages():
+            yield from _chunks([m for m in page if m not in head], size)
+
+    def _linked_id_pages(self, size: int = 10_000) -> Iterator[list[str]]:
+        """The ids of this connection's linked members, ``size`` at a time, by keyset."""
+        last: str | None = None
+        while True:
+            query = sa.select(MemberLink.crm_member_id).distinct().where(MemberLink.connection_id == self.connection_id)
+            if last is not None:
+                query = query.where(MemberLink.crm_member_id > last)
+            with self.sessions() as session:
+                page = list(session.scalars(query.order_by(MemberLink.crm_member_id).limit(size)))
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            last = page[-1]
+
+    def _vanished_pages(self) -> Iterator[list[str]]:
+        """Linked members whose CRM row is gone without a trace (a hard delete), page by page: each
+        page of our linked ids is looked up in the CRM (ids only, flat memory)."""
+        for page in self._linked_id_pages():
+            existing = self.crm.existing_member_ids(page)
+            gone = [member_id for member_id in page if member_id not in existing]
+            if gone:
+                yield gone
+
     def _vanished_members(self, session: Session) -> list[str]:
         """Linked members whose CRM row is gone without a trace (a hard delete): ids only."""
-        linked = set(session.scalars(sa.select(MemberLink.crm_member_id).distinct().where(
-            MemberLink.connection_id == self.connection_id)))
-        if not linked:
-            return []
-        return sorted(linked - set(self.crm.all_member_ids()))
+        return [member_id for page in self._vanished_pages() for member_id in page]
 
     def _requeued_members(self, session: Session) -> list[str]:
         """Members of lists created, re-created or deleted this run: their lists changed."""
@@ -848,7 +910,7 @@ class ConnectionSync:
         for part in _chunks(sorted(set(emails))):
             for row in session.execute(sa.select(MemberStatus.email, MemberStatus.connection_id, MemberStatus.status,
                                                  MemberStatus.occurred_at, MemberStatus.remote_list_id).where(
-                    MemberStatus.tenant_id == self.tenant_id, MemberStatus.email.in_(part))):
+                    MemberStatus.tenant_id == self.tenant_id, self._in(MemberStatus.email, part))):
                 if row.status in BLOCKING and not (row.connection_id == self.connection_id
                                                    and (row.email, row.remote_list_id) in self._dry_statuses):
                     found[row.email].append(_Suppression(row.connection_id, row.status, row.occurred_at,
@@ -859,12 +921,12 @@ class ConnectionSync:
             # of the CRM's own earlier RET (we push the CRM's consent fields), not the recipient's.
             pushed_unsubscribed = {(row.connection_id, row.email): row.pushed_at for row in session.execute(
                 sa.select(MemberLink.connection_id, MemberLink.email, MemberLink.pushed_at).where(
-                    MemberLink.email.in_(part), MemberLink.status_pushed == "unsubscribed",
+                    self._in(MemberLink.email, part), MemberLink.status_pushed == "unsubscribed",
                     MemberLink.connection_id.in_(sa.select(IysConsent.connection_id).where(
                         IysConsent.tenant_id == self.tenant_id).scalar_subquery())))}
             for recipient, connection_id, consent_date in session.execute(
                     sa.select(IysConsent.recipient, IysConsent.connection_id, IysConsent.consent_date).where(
-                        IysConsent.tenant_id == self.tenant_id, IysConsent.recipient.in_(part),
+                        IysConsent.tenant_id == self.tenant_id, self._in(IysConsent.recipient, part),
                         IysConsent.consent_type == "EPOSTA", IysConsent.status == "RET")):
                 echo_until = pushed_unsubscribed.get((connection_id, recipient))
                 if echo_until is not None and consent_date <= echo_until:
@@ -903,19 +965,20 @@ class ConnectionSync:
         found: set[str] = set()
         for part in _chunks(sorted(set(emails))):
             found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
-                MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))))
+                MemberLink.connection_id == self.connection_id, self._in(MemberLink.email, part))))
         return found
 
     def _waiting_for(self, session: Session, emails: Iterable[str]) -> set[str]:
         """Members refused because another member held one of these addresses (an open validation
         reject on it): planned with the members that hold or held it, so a released address
         reaches its next owner in the same run."""
-        found: set[str] = set()
-        for part in _chunks(sorted(set(emails))):
-            found.update(session.scalars(sa.select(Reject.crm_member_id).where(
-                Reject.connection_id == self.connection_id, Reject.resolved_at.is_(None),
-                Reject.provider_code == VALIDATION, Reject.crm_member_id != "", Reject.email.in_(part))))
-        return found
+        if self._waiting is None:     # read once a run (they are few), then kept up by _reject
+            self._waiting = defaultdict(set)
+            for member_id, email in session.execute(sa.select(Reject.crm_member_id, Reject.email).where(
+                    Reject.connection_id == self.connection_id, Reject.resolved_at.is_(None),
+                    Reject.provider_code == VALIDATION, Reject.crm_member_id != "", Reject.email.is_not(None))):
+                self._waiting[str(email)].add(member_id)
+        return {member_id for email in emails for member_id in self._waiting.get(email, ())}
 
     def _load_chunk(self, session: Session, chunk_ids: Sequence[str]
                     ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, LinkRow]]]:
@@ -931,7 +994,8 @@ class ConnectionSync:
             members.update((m.id, m) for m in self.crm.members(fresh))
             for part in _chunks(fresh):
                 for found in session.execute(sa.select(MEMBER_LINKS).where(
-                        MEMBER_LINKS.c.connection_id == self.connection_id, MEMBER_LINKS.c.crm_member_id.in_(part))):
+                        MEMBER_LINKS.c.connection_id == self.connection_id,
+                        self._in(MEMBER_LINKS.c.crm_member_id, part))):
                     links_of[found.crm_member_id][found.crm_list_id] = found
             emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
             held = {link.email for m in fresh for link in links_of.get(m, {}).values()}
@@ -1229,9 +1293,15 @@ class ConnectionSync:
                                 "remote_id": outcome.remote_id or known_remote,
                                 "remote_lists": list(item.remote_lists), "pushed_at": now,
                                 "status_pushed": plan.statuses[item.key]})
-            by_link_key = {"connection_id": self.connection_id}
-            update_by_key(session, MEMBER_LINKS, remote_ids, key=by_link_key, match=LINK_MATCH)
-            update_by_key(session, MEMBER_LINKS, updates, key=by_link_key, match=LINK_MATCH)
+            update_by_key(session, MEMBER_LINKS, remote_ids, key={"connection_id": self.connection_id},
+                          match=LINK_MATCH)
+            # Every answered link exists (the provisional row, or the link it updates): an upsert by
+            # the unique key is that UPDATE, in multi-row statements instead of one per row.
+            # (one row per key, the upsert's answer last: a removal of the same key, an address
+            # change, comes first; one statement must not touch a row twice)
+            answered = {(row["crm_member_id"], row["crm_list_id"]): row for row in updates}
+            upsert(session, MEMBER_LINKS, [{"connection_id": self.connection_id, **row} for row in answered.values()],
+                   key=LINK_KEY, update=ANSWER_COLUMNS)
             self._rows_written += len(updates)
             if plan.rehash:
                 session.execute(sa.update(MemberLink), plan.rehash)
@@ -1285,7 +1355,7 @@ class ConnectionSync:
         found: dict[MemberKey, Reject] = {}
         for part in _chunks(member_ids):
             query = sa.select(Reject).where(Reject.connection_id == self.connection_id,
-                                            Reject.crm_member_id.in_([m[:ID] for m in part]))
+                                            self._in(Reject.crm_member_id, [m[:ID] for m in part]))
             if lists is not None:
                 query = query.where(Reject.crm_list_id.in_(lists))
             for row in session.scalars(query):
@@ -1296,6 +1366,8 @@ class ConnectionSync:
                 error: RejectedRow) -> None:
         self.counts["rejected"] += 1
         email = None if email is None else email[:EMAIL]
+        if self._waiting is not None and email and key.crm_member_id and error.provider_code == VALIDATION:
+            self._waiting[email].add(key.crm_member_id)
         reason = error.reason[:2000]
         row = rejects.get(key)
         if row is None:

@@ -16,8 +16,9 @@ import itertools
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -209,6 +210,98 @@ class PostacellProvider:
             for row in body["results"]:
                 yield row
             url, query = body.get("next"), None
+
+    async def _page(self, path: str, params: Mapping[str, Any], what: str, page: int) -> dict[str, Any] | None:
+        """Page ``page`` of a ``*-filter`` query (the documented ``page`` parameter; page 1 is asked
+        without it, as the document's links show). None for a page past the end ("Invalid page.",
+        404): the query shrank since its first page was read."""
+        response = await self._api("GET", path, params={**params, "page": page} if page > 1 else params)
+        if page > 1 and response.status_code == 404:
+            return None
+        _check(response, what)
+        body: dict[str, Any] = json_of(response, what, required=("results",))
+        return body
+
+    async def _in_order(self, calls: Iterable[Callable[[], Awaitable[T]]]) -> AsyncGenerator[T, None]:
+        """The answers of ``calls`` in their order, with up to ``capabilities.concurrency`` of them
+        under way: the HTTP layer still holds every request to the connection's concurrency and
+        rate (``rate_per_s``). Calls not yet answered are cancelled when the caller stops early."""
+        window = max(1, self.capabilities.concurrency)
+        pending: list[asyncio.Task[T]] = []
+        upcoming = iter(calls)
+        try:
+            while True:
+                while len(pending) < window and (call := next(upcoming, None)) is not None:
+                    pending.append(asyncio.ensure_future(call()))
+                if not pending:
+                    return
+                yield await pending.pop(0)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _paged_queries(self, path: str, queries: Sequence[Mapping[str, Any]],
+                             what: str) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """(query index, row) for every row of several queries of one ``*-filter`` endpoint, in
+        order: query by query, page by page, as following the ``next`` links would give them.
+
+        The pages are fetched concurrently. The document's paging is DRF page numbers: every answer
+        carries ``count`` (the query's total) and takes ``page``. So the first pages of all queries
+        go out together; a first page's ``count`` and row count give the query's last page, and its
+        other pages are asked by number, a few at a time (``_in_order``). A query that grew meanwhile
+        (its predicted last page still has a ``next``) is followed by its links from there; one that
+        shrank ends at the first page without ``next``, or at "Invalid page."."""
+        firsts = [body async for body in self._in_order(
+            partial(self._page, path, query, what, 1) for query in queries)]
+        ended: set[int] = set()
+
+        def numbered(index: int, page: int) -> Callable[[], Awaitable[tuple[int, dict[str, Any] | None]]]:
+            async def call() -> tuple[int, dict[str, Any] | None]:
+                return index, await self._page(path, queries[index], what, page)
+            return call
+
+        def plan() -> Iterator[Callable[[], Awaitable[tuple[int, dict[str, Any] | None]]]]:
+            for index, first in enumerate(firsts):
+                size, count = len(first["results"]) if first else 0, first.get("count") if first else None
+                if not first or not first.get("next") or not size or not isinstance(count, int):
+                    continue
+                for page in range(2, -(-count // size) + 1):
+                    if index in ended:
+                        break
+                    yield numbered(index, page)
+
+        pages = self._in_order(plan())
+        try:
+            ahead: tuple[int, dict[str, Any] | None] | None = None
+            for index, first in enumerate(firsts):
+                assert first is not None        # page 1 is never "Invalid page."
+                for row in first["results"]:
+                    yield index, row
+                url = first.get("next")
+                while True:
+                    if ahead is None:
+                        ahead = await anext(pages, None)
+                    if ahead is None or ahead[0] != index:
+                        break
+                    body, ahead = ahead[1], None
+                    if not url:
+                        continue                # the query ended before this page: its rows are not ours
+                    url = body.get("next") if body is not None else None
+                    if not url:
+                        ended.add(index)        # plan() asks no further page of it
+                    for row in body["results"] if body is not None else ():
+                        yield index, row
+                ended.add(index)
+                while url:                      # grown since its first page, or no count: by the links
+                    response = await self._api("GET", url)
+                    _check(response, what)
+                    body = json_of(response, what, required=("results",))
+                    for row in body["results"]:
+                        yield index, row
+                    url = body.get("next")
+        finally:
+            await pages.aclose()
 
     # --- lists ----------------------------------------------------------------------------
 
@@ -551,36 +644,49 @@ class PostacellProvider:
     async def pull_statuses(self, since: dt.datetime | None) -> AsyncIterator[RemoteStatus]:
         """A full scan (capability ``status_pull="full_scan"``): every subscriber whose status is
         not active, through the documented ``status`` filter. The document offers no ordering by
-        ``update_date``, so there is no safe place to stop early; ``since`` is ignored."""
+        ``update_date``, so there is no safe place to stop early; ``since`` is ignored. The four
+        status queries and their pages are fetched concurrently (``_paged_queries``), and the
+        statuses come out in the order a page-by-page scan gives them."""
         seen: dict[str, str] = {}
-        for remote_status in PULLED_STATUSES:
-            async for status in self._scan({"status": remote_status}, remote_status, seen):
-                yield status
+        async for status in self._scan([{"status": remote_status} for remote_status in PULLED_STATUSES], seen):
+            yield status
         self._suppressed = seen
 
     async def refresh_statuses(self, remote_lists: Sequence[str]) -> AsyncIterator[RemoteStatus]:
         """Before an update: the documented per-list counter (``counter/list/<id>``, one cheap
         request a list) tells whether a list's unsubscribed/bounced/complained counts moved since
-        we last read them; only then are that list's suppressed subscribers read again."""
-        for remote_list in sorted(set(remote_lists)):
-            response = await self._api("GET", api.LIST_COUNTER_PATH.format(id=remote_list))
-            if response.status_code == 404:
-                continue        # the list is gone; the engine's list check repairs the link
-            _check(response, f"counter of list {remote_list}")
-            counts = {str(row["_id"]): int(row["count"])
-                      for row in json_of(response, f"counter of list {remote_list}", shape=list)
-                      if str(row.get("_id")) in PULLED_STATUSES}
-            if self._list_counts.get(remote_list) == counts:
-                continue
-            self._list_counts[remote_list] = counts
-            for remote_status in sorted(counts):
-                async for status in self._scan({"status": remote_status, "lists": remote_list}, remote_status,
-                                               self._suppressed):
-                    yield status
+        we last read them; only then are that list's suppressed subscribers read again. The counters
+        are asked concurrently, and so are the pages of the lists that moved."""
+        lists = sorted(set(remote_lists))
 
-    async def _scan(self, params: Mapping[str, str], remote_status: str,
-                    into: dict[str, str]) -> AsyncIterator[RemoteStatus]:
-        async for row in self._pages(api.SUBSCRIBERS_FILTER_PATH, params, "status pull"):
+        def counter(remote_list: str) -> Callable[[], Awaitable[httpx.Response]]:
+            return partial(self._api, "GET", api.LIST_COUNTER_PATH.format(id=remote_list))
+
+        queries: list[dict[str, str]] = []
+        responses = self._in_order(counter(remote_list) for remote_list in lists)
+        try:
+            for remote_list in lists:
+                response = await anext(responses)
+                if response.status_code == 404:
+                    continue        # the list is gone; the engine's list check repairs the link
+                _check(response, f"counter of list {remote_list}")
+                counts = {str(row["_id"]): int(row["count"])
+                          for row in json_of(response, f"counter of list {remote_list}", shape=list)
+                          if str(row.get("_id")) in PULLED_STATUSES}
+                if self._list_counts.get(remote_list) == counts:
+                    continue
+                self._list_counts[remote_list] = counts
+                queries += [{"status": remote_status, "lists": remote_list} for remote_status in sorted(counts)]
+        finally:
+            await responses.aclose()
+        async for status in self._scan(queries, self._suppressed):
+            yield status
+
+    async def _scan(self, queries: Sequence[Mapping[str, str]], into: dict[str, str]) -> AsyncIterator[RemoteStatus]:
+        """The subscribers of ``queries`` (each with one ``status``) as statuses; ``into`` learns
+        each e-mail's Postacell status."""
+        async for index, row in self._paged_queries(api.SUBSCRIBERS_FILTER_PATH, queries, "status pull"):
+            remote_status = queries[index]["status"]
             email = normalize_email(str(row["email"]))
             into[email] = remote_status
             changed = parse_time(row.get("update_date")) or dt.datetime.now(dt.UTC)

@@ -57,6 +57,8 @@ CAMPAIGN_LINKS = ("https://example.com.tr/kampanya", "https://example.com.tr/ind
                   "https://example.com.tr/yeni-sezon")
 SENDER_EMAIL = "@".join(("kampanya", "sandbox.postacell.test"))  # the from address of simulated campaigns
 FIELD_TYPES = ("text", "number", "date")  # documented under POST email/fields
+#: How many distinct ``subscribers-filter`` queries an account keeps answered (see _Account.filtered).
+FILTER_CACHE_QUERIES = 32
 
 REQUIRED = "This field is required."
 _ACCESS_NOT_VALID = "Given token not valid for any token type"
@@ -210,10 +212,18 @@ class _Account:
     campaigns: dict[str, _Campaign] = field(default_factory=dict)
     exports: list[_Export] = field(default_factory=list)
     jobs: dict[str, _Job] = field(default_factory=dict)  # str(job id) -> job
+    #: ``subscribers-filter`` answers by (email, status, lists, ordering): the filtered, ordered
+    #: subscribers, so that paging through one query costs O(page) per page, not O(subscribers).
+    #: Emptied by ``touch`` on every change to a subscriber (created, deleted, status, lists).
+    filtered: dict[tuple[str, str, str, str], list[_Subscriber]] = field(default_factory=dict)
 
     def subscriber_by_email(self, email: str) -> _Subscriber | None:
         sub_id = self.ids_by_email.get(normalize_email(email))
         return self.subscribers[sub_id] if sub_id else None
+
+    def touch(self) -> None:
+        """A subscriber changed: every cached ``subscribers-filter`` answer is stale."""
+        self.filtered.clear()
 
 
 Handler = Callable[[Request, _Account], Awaitable[Response]]
@@ -318,15 +328,38 @@ class PostacellSandbox:
         for sub in acc.subscribers.values():
             if list_id in sub.lists:
                 sub.lists.remove(list_id)
+        acc.touch()
 
     def set_status(self, account: str, email: str, status: str) -> None:
         """Change a subscriber's status as the service would (e.g. a web unsubscribe)."""
         if status not in api.SUBSCRIBER_STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        sub = self._accounts[account].subscriber_by_email(email)
+        acc = self._accounts[account]
+        sub = acc.subscriber_by_email(email)
         if sub is None:
             raise KeyError(email)
         sub.status, sub.update_date = status, self.clock()
+        acc.touch()
+
+    def load_subscribers(self, account: str, rows: Iterable[tuple[str, str]]) -> int:
+        """Put subscribers straight into ``account`` (no HTTP), for a benchmark that needs a large
+        account fast: each row is (e-mail, status), in no list. An e-mail already there is left
+        alone. Returns how many were added."""
+        acc = self._accounts[account]
+        added = 0
+        now = self.clock()
+        for email, status in rows:
+            if status not in api.SUBSCRIBER_STATUSES:
+                raise ValueError(f"unknown status {status!r}")
+            key = normalize_email(email)
+            if key in acc.ids_by_email:
+                continue
+            sub = _Subscriber(self._new_id(), email, status, now, now, "127.0.0.1")
+            acc.subscribers[sub.id] = sub
+            acc.ids_by_email[key] = sub.id
+            added += 1
+        acc.touch()
+        return added
 
     def simulate_campaign(self, account: str, list_ids: Iterable[str] | None = None,
                           subject: str = "Sandbox campaign", status: str = "send",
@@ -360,6 +393,7 @@ class PostacellSandbox:
                             key=attrgetter("email"))
         for sub in recipients:
             self._simulate_recipient(campaign, sub, rng, rate, now)
+        acc.touch()
         return campaign.id
 
     def campaign_report(self, account: str, campaign_id: str, rule: str) -> list[dict[str, str]]:
@@ -526,6 +560,7 @@ class PostacellSandbox:
         for sub in acc.subscribers.values():
             if mail_list.id in sub.lists:
                 sub.lists.remove(mail_list.id)
+        acc.touch()
         return Response(status_code=204)
 
     async def _list_counter(self, request: Request, acc: _Account) -> Response:
@@ -562,16 +597,24 @@ class PostacellSandbox:
                            for field_id, value in sub.fields.items()]}
 
     async def _subscriber_filter(self, request: Request, acc: _Account) -> Response:
-        subs: Iterable[_Subscriber] = acc.subscribers.values()
         params = request.query_params
-        if email := params.get("email"):
-            subs = [sub for sub in subs if _fold(email) in _fold(sub.email)]
-        if status := params.get("status"):
-            subs = [sub for sub in subs if sub.status == status]
-        if list_id := params.get("lists"):
-            subs = [sub for sub in subs if list_id in sub.lists]
-        orderings = tuple(name for name in api.SUBSCRIBER_ORDERINGS if not name.startswith("-"))
-        return _page(request, _ordered(request, list(subs), orderings, "create_date"), self._subscriber_row)
+        email, status, list_id = params.get("email", ""), params.get("status", ""), params.get("lists", "")
+        key = (email, status, list_id, params.get("ordering", ""))
+        ordered = acc.filtered.get(key)
+        if ordered is None:     # the first page of this query since the last change: O(subscribers)
+            subs: Iterable[_Subscriber] = acc.subscribers.values()
+            if email:
+                subs = [sub for sub in subs if _fold(email) in _fold(sub.email)]
+            if status:
+                subs = [sub for sub in subs if sub.status == status]
+            if list_id:
+                subs = [sub for sub in subs if list_id in sub.lists]
+            orderings = tuple(name for name in api.SUBSCRIBER_ORDERINGS if not name.startswith("-"))
+            ordered = _ordered(request, list(subs), orderings, "create_date")
+            if len(acc.filtered) >= FILTER_CACHE_QUERIES:
+                del acc.filtered[next(iter(acc.filtered))]      # the oldest query
+            acc.filtered[key] = ordered
+        return _page(request, ordered, self._subscriber_row)
 
     async def _get_subscriber(self, request: Request, acc: _Account) -> Response:
         return JSONResponse(self._subscriber_detail(acc, _lookup(acc.subscribers, request)))
@@ -594,12 +637,14 @@ class PostacellSandbox:
         self._apply(sub, status, names, values)
         if lists is not None:
             sub.lists = list(dict.fromkeys(lists))
+        acc.touch()
         return JSONResponse(self._subscriber_written(acc, sub))
 
     async def _delete_subscriber(self, request: Request, acc: _Account) -> Response:
         sub = _lookup(acc.subscribers, request)
         del acc.subscribers[sub.id]
         del acc.ids_by_email[normalize_email(sub.email)]
+        acc.touch()
         return Response(status_code=204)
 
     def _upsert(self, acc: _Account, data: Mapping[str, Any], extra_lists: Sequence[str],
@@ -632,6 +677,7 @@ class PostacellSandbox:
         self._apply(sub, status, names, values)
         sub.lists.extend(list_id for list_id in dict.fromkeys([*lists, *extra_lists])
                          if list_id not in sub.lists)
+        acc.touch()
         return sub, outcome
 
     def _apply(self, sub: _Subscriber, status: str, names: Mapping[str, str | None],
