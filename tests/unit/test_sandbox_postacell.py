@@ -758,3 +758,21 @@ def test_served_sandbox_answers_over_tcp_and_a_drop_closes_the_connection_unansw
             else:
                 assert client.get(api.LIST_FILTER_PATH).json()["count"] == 0
                 assert client.get(api.LIST_FILTER_PATH).status_code == 429
+
+
+def test_the_status_index_follows_every_way_a_status_changes() -> None:
+    """The status filter reads the account's status index; it must agree with the subscribers
+    after a load, a web unsubscribe, a campaign's complaints and a delete."""
+    sandbox = PostacellSandbox({"acme": "pw-123456"})
+    sandbox.load_subscribers("acme", [(f"uye{n}@ornek.com.tr", "active" if n % 3 else "unsubscribed")
+                                      for n in range(60)])
+    sandbox.set_status("acme", "uye1@ornek.com.tr", "hard_bounce")
+    sandbox.set_status("acme", "uye3@ornek.com.tr", "active")
+    sandbox.set_status("acme", "uye9@ornek.com.tr", "active")
+    acc = sandbox._accounts["acme"]
+    acc.remove(acc.subscriber_by_email("uye6@ornek.com.tr"))
+    for sub in list(acc.subscribers.values())[:5]:
+        sub.status = "spam_complaint"          # as a campaign's complaint sets it
+    for status in api.SUBSCRIBER_STATUSES:
+        scanned = {sub.id for sub in acc.subscribers.values() if sub.status == status}
+        assert set(acc.by_status.ids.get(status, {})) == scanned, status

@@ -24,7 +24,7 @@ import random
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -161,6 +161,36 @@ class _Subscriber:
     lists: list[str] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)  # field id -> value
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "status":        # keep the account's status index (the status filter) true
+            index = self.__dict__.get("_index")
+            if index is not None:
+                index.moved(self)
+
+
+class _StatusIndex:
+    """Subscriber ids by status, in creation order: a ``status`` filter reads only its own
+    subscribers (O(matches), not O(account)), as the real service's database index would."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, dict[str, None]] = defaultdict(dict)
+        self.status_of: dict[str, str] = {}
+
+    def moved(self, sub: _Subscriber) -> None:
+        old = self.status_of.get(sub.id)
+        if old == sub.status:
+            return
+        if old is not None:
+            self.ids[old].pop(sub.id, None)
+        self.ids[sub.status][sub.id] = None
+        self.status_of[sub.id] = sub.status
+
+    def remove(self, sub: _Subscriber) -> None:
+        old = self.status_of.pop(sub.id, None)
+        if old is not None:
+            self.ids[old].pop(sub.id, None)
+
 
 @dataclass
 class _Field:
@@ -216,6 +246,9 @@ class _Account:
     #: subscribers, so that paging through one query costs O(page) per page, not O(subscribers).
     #: Emptied by ``touch`` on every change to a subscriber (created, deleted, status, lists).
     filtered: dict[tuple[str, str, str, str], list[_Subscriber]] = field(default_factory=dict)
+    by_status: _StatusIndex = field(default_factory=_StatusIndex)
+    #: Active subscribers per list (a list's ``valid``), until a subscriber changes.
+    active_counts: Counter[str] | None = None
 
     def subscriber_by_email(self, email: str) -> _Subscriber | None:
         sub_id = self.ids_by_email.get(normalize_email(email))
@@ -224,6 +257,18 @@ class _Account:
     def touch(self) -> None:
         """A subscriber changed: every cached ``subscribers-filter`` answer is stale."""
         self.filtered.clear()
+        self.active_counts = None
+
+    def add(self, sub: _Subscriber) -> None:
+        self.subscribers[sub.id] = sub
+        self.ids_by_email[normalize_email(sub.email)] = sub.id
+        object.__setattr__(sub, "_index", self.by_status)
+        self.by_status.moved(sub)
+
+    def remove(self, sub: _Subscriber) -> None:
+        del self.subscribers[sub.id]
+        del self.ids_by_email[normalize_email(sub.email)]
+        self.by_status.remove(sub)
 
 
 Handler = Callable[[Request, _Account], Awaitable[Response]]
@@ -354,9 +399,7 @@ class PostacellSandbox:
             key = normalize_email(email)
             if key in acc.ids_by_email:
                 continue
-            sub = _Subscriber(self._new_id(), email, status, now, now, "127.0.0.1")
-            acc.subscribers[sub.id] = sub
-            acc.ids_by_email[key] = sub.id
+            acc.add(_Subscriber(self._new_id(), email, status, now, now, "127.0.0.1"))
             added += 1
         acc.touch()
         return added
@@ -527,9 +570,11 @@ class PostacellSandbox:
 
     @staticmethod
     def _active_counts(acc: _Account) -> Counter[str]:
-        """Active subscribers per list id: a list's ``valid``."""
-        return Counter(list_id for sub in acc.subscribers.values() if sub.status == "active"
-                       for list_id in sub.lists)
+        """Active subscribers per list id: a list's ``valid`` (counted once until a change)."""
+        if acc.active_counts is None:
+            acc.active_counts = Counter(list_id for sub in acc.subscribers.values() if sub.status == "active"
+                                        for list_id in sub.lists)
+        return acc.active_counts
 
     async def _list_filter(self, request: Request, acc: _Account) -> Response:
         lists = list(acc.lists.values())   # the document offers no filter here, only ordering and page
@@ -601,8 +646,9 @@ class PostacellSandbox:
         email, status, list_id = params.get("email", ""), params.get("status", ""), params.get("lists", "")
         key = (email, status, list_id, params.get("ordering", ""))
         ordered = acc.filtered.get(key)
-        if ordered is None:     # the first page of this query since the last change: O(subscribers)
-            subs: Iterable[_Subscriber] = acc.subscribers.values()
+        if ordered is None:     # the first page of this query since the last change
+            subs: Iterable[_Subscriber] = acc.subscribers.values() if not status else \
+                [acc.subscribers[sub_id] for sub_id in acc.by_status.ids.get(status, {})]
             if email:
                 subs = [sub for sub in subs if _fold(email) in _fold(sub.email)]
             if status:
@@ -641,9 +687,7 @@ class PostacellSandbox:
         return JSONResponse(self._subscriber_written(acc, sub))
 
     async def _delete_subscriber(self, request: Request, acc: _Account) -> Response:
-        sub = _lookup(acc.subscribers, request)
-        del acc.subscribers[sub.id]
-        del acc.ids_by_email[normalize_email(sub.email)]
+        acc.remove(_lookup(acc.subscribers, request))
         acc.touch()
         return Response(status_code=204)
 
@@ -669,8 +713,7 @@ class PostacellSandbox:
         if sub is None:
             now = self.clock()
             sub = _Subscriber(self._new_id(), email, status, now, now, source_ip)
-            acc.subscribers[sub.id] = sub
-            acc.ids_by_email[normalize_email(email)] = sub.id
+            acc.add(sub)
             outcome = "created"
         elif not update:
             return sub, "unchanged"
