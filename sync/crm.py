@@ -354,11 +354,6 @@ class CrmReader:
                                                                   self._one_of(m.c.id, chunk))))
         return found
 
-    def all_member_ids(self) -> list[str]:
-        m = self.tables.members
-        with self.engine.connect() as conn:
-            return list(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id).order_by(m.c.id)))
-
     def members(self, member_ids: Sequence[str]) -> list[CrmMember]:
         """The given members (missing ids are simply absent: a hard delete)."""
         if not member_ids:

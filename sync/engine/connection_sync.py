@@ -540,7 +540,7 @@ class ConnectionSync:
             with self.sessions() as session:
                 # A backfill looks for them too (and its mass-delete guard counts them).
                 due = self.options.backfill or self._vanished_check_due(session)
-                self._vanished = (due, self._vanished_members(session) if due else [])
+                self._vanished = (due, [m for page in self._vanished_pages() for m in page] if due else [])
         return self._vanished
 
     def check_mass_delete(self) -> None:
@@ -871,10 +871,6 @@ class ConnectionSync:
             gone = [member_id for member_id in page if member_id not in existing]
             if gone:
                 yield gone
-
-    def _vanished_members(self, session: Session) -> list[str]:
-        """Linked members whose CRM row is gone without a trace (a hard delete): ids only."""
-        return [member_id for page in self._vanished_pages() for member_id in page]
 
     def _requeued_members(self, session: Session) -> list[str]:
         """Members of lists created, re-created or deleted this run: their lists changed."""
