@@ -22,6 +22,7 @@ where the relations do not fit.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -206,10 +207,31 @@ class CrmMember:
     list_ids: frozenset[str] = field(default_factory=frozenset)
     #: Values of the extra columns the connection maps to custom fields (sync/fields.py).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The digest of the row's planned columns (CrmReader.row_digest), for :func:`source_digest`.
+    row_digest: str = ""
+
+
+#: Separators of the digested text: a field, and a NULL (neither occurs in a CRM's text).
+_FIELD, _NULL = "\x1f", "\x1e"
+
+
+def source_digest(row_digest: str, list_ids: frozenset[str] | Sequence[str], salt: str) -> str:
+    """What a member is planned from, in 32 hex digits: its row's digest, its live list ids (in
+    any order) and ``salt`` (what else shapes the plan: the connection's settings). Equal digests,
+    equal plans, given the same suppressions and the same links."""
+    text = _FIELD.join((salt, row_digest, *sorted(list_ids)))
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _python_row_digest(values: Sequence[Any]) -> str:
+    text = _FIELD.join(_NULL if value is None else str(value) for value in values)
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 #: Ids per IN (...) list: one query per batch of the largest providers (1,000 members).
 IN_CHUNK = 1000
+#: The label of the row digest computed in the CRM's SQL (no CRM column is called so).
+ROW_DIGEST = "crm_esp_sync_row_digest"
 
 
 class CrmReader:
@@ -239,6 +261,24 @@ class CrmReader:
         if self.change_xid and engine.dialect.name != "postgresql":
             raise ConfigurationError(f"crm_change_xid ({self.change_xid}) needs a PostgreSQL CRM "
                                      f"(pg_current_xact_id); this CRM is {engine.dialect.name}")
+
+    @property
+    def _digested(self) -> list[sa.Column[Any]]:
+        """The member columns planning reads (not the ids, updated_at or the change xid)."""
+        skip = {"tenant_id", "id", "updated_at", self.change_xid}
+        return [column for column in self.tables.members.c if column.name not in skip]
+
+    def _row_digest_sql(self) -> Any:
+        """The row digest computed by the CRM's server (PostgreSQL, MariaDB/MySQL): a backfill then
+        reads 32 characters per member instead of its row. None: computed here, from the row
+        (SQLite has no md5). Either way, one CRM computes every digest one way."""
+        dialect = self.engine.dialect.name
+        if dialect not in ("postgresql", "mysql", "mariadb"):
+            return None
+        text_type = sa.Text() if dialect == "postgresql" else sa.String()
+        parts = [sa.func.coalesce(sa.cast(column, text_type), sa.literal(_NULL, sa.String()))
+                 for column in self._digested]
+        return sa.func.md5(sa.func.concat_ws(sa.literal(_FIELD, sa.String()), *parts))
 
     def _one_of(self, column: Any, ids: Sequence[str]) -> Any:
         """``column IN (ids)``; on PostgreSQL ``column = ANY(:array)`` in the column's own type: one
@@ -361,10 +401,12 @@ class CrmReader:
         m, ms = self.tables.members, self.tables.memberships
         lists_of: dict[str, set[str]] = defaultdict(set)
         rows: list[sa.Row[Any]] = []
+        in_sql = self._row_digest_sql()
+        digested = [column.name for column in self._digested]
+        query = sa.select(m, *([in_sql.label(ROW_DIGEST)] if in_sql is not None else []))
         with self.engine.connect() as conn:
             for chunk in _chunks(member_ids, IN_CHUNK):
-                rows.extend(conn.execute(sa.select(m).where(m.c.tenant_id == self.tenant_id,
-                                                            self._one_of(m.c.id, chunk))))
+                rows.extend(conn.execute(query.where(m.c.tenant_id == self.tenant_id, self._one_of(m.c.id, chunk))))
                 for link in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
                         ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, chunk),
                         ms.c.deleted_at.is_(None))):
@@ -376,9 +418,38 @@ class CrmReader:
                 consent_source=r.consent_source, recipient_type=r.recipient_type, updated_at=r.updated_at,
                 deleted=r.deleted_at is not None, list_ids=frozenset(lists_of[r.id]),
                 extra={column: r._mapping[column] for column in self.extra_columns},
+                row_digest=r._mapping[ROW_DIGEST] if in_sql is not None
+                else _python_row_digest([r._mapping[name] for name in digested]),
             )
             for r in rows
         ]
+
+    def member_source_pages(self, size: int = 10_000) -> Iterator[list[tuple[str, str, frozenset[str]]]]:
+        """(id, row digest, live list ids) of every member of the tenant (soft-deleted rows too),
+        ``size`` at a time by keyset: what a backfill compares with the links, with flat memory."""
+        m, ms = self.tables.members, self.tables.memberships
+        in_sql = self._row_digest_sql()
+        columns = [in_sql.label(ROW_DIGEST)] if in_sql is not None else self._digested
+        last: str | None = None
+        while True:
+            query = sa.select(m.c.id, *columns).where(m.c.tenant_id == self.tenant_id)
+            if last is not None:
+                query = query.where(m.c.id > last)
+            lists_of: dict[str, set[str]] = defaultdict(set)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(m.c.id).limit(size)).all()
+                ids = [row[0] for row in rows]
+                for chunk in _chunks(ids, size if self.engine.dialect.name == "postgresql" else IN_CHUNK):
+                    for member_id, list_id in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
+                            ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, chunk),
+                            ms.c.deleted_at.is_(None))):
+                        lists_of[member_id].add(list_id)
+            if rows:
+                yield [(row[0], row[1] if in_sql is not None else _python_row_digest(row[1:]),
+                        frozenset(lists_of.get(row[0], ()))) for row in rows]
+            if len(rows) < size:
+                return
+            last = rows[-1][0]
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -159,6 +159,9 @@ class MemberLink(Base):
     pushed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     #: The status we last sent ("active" / "unsubscribed"): our own unsubscribe pulled back is an echo.
     status_pushed: Mapped[str | None] = mapped_column(sa.String(16))
+    #: The CRM state (row, live lists, connection settings: sync.crm.source_digest) the member was
+    #: last reconciled from; NULL until then. A backfill plans only members whose digest differs.
+    source_digest: Mapped[str | None] = mapped_column(sa.String(32))
 
 
 class Watermark(Base):

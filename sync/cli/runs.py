@@ -63,7 +63,7 @@ def _print_plan(app: App, results: list[Any]) -> None:
 
 
 def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, backfill: bool,
-         allow_mass_delete: bool = False) -> None:
+         allow_mass_delete: bool = False, replan_all: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sync.engine.connection_sync import RunOptions
@@ -84,7 +84,8 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
             progress.update(tasks[phase], completed=done, total=total)
 
         results = run_once(app.settings, engine, crm_engine, tenant=tenant, provider=provider,
-                           options=RunOptions(dry_run=dry_run, backfill=backfill, allow_mass_delete=allow_mass_delete),
+                           options=RunOptions(dry_run=dry_run, backfill=backfill, allow_mass_delete=allow_mass_delete,
+                                              replan_all=replan_all),
                            on_progress=on_progress)
     if crm_engine is not engine:
         crm_engine.dispose()
@@ -172,14 +173,21 @@ def once(app: App, tenant: str | None, provider: str | None, dry_run: bool, allo
 
 @cli.command("backfill", epilog=EXIT_STATUS_HELP)
 @_with_run_filters
+@click.option("--replan-all", is_flag=True,
+              help="Plan every member again, also those whose CRM row, lists and connection settings "
+                   "are what they were last synced from (the default skips them).")
 @pass_app
-def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool) -> None:
+def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool,
+             replan_all: bool) -> None:
     """Full reconcile: compare EVERY CRM member with what was pushed (ignores watermarks,
-    finds hard deletes), with progress bars. Safe to repeat: unchanged rows send nothing.
+    finds hard deletes and changes made without moving updated_at), with progress bars. A member
+    whose CRM row and lists are what its links were last synced from is not planned again; every
+    open reject is tried again. Safe to repeat: unchanged rows send nothing.
 
     Exit status as for `once`: 0 success, 1 failure, 2 usage/configuration, 3 new rejects.
     """
-    _run(app, tenant, provider, dry_run, backfill=True, allow_mass_delete=allow_mass_delete)
+    _run(app, tenant, provider, dry_run, backfill=True, allow_mass_delete=allow_mass_delete,
+         replan_all=replan_all)
 
 
 @cli.command("run")

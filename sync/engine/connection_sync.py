@@ -28,7 +28,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.crm import CrmMember, CrmReader
+from sync.crm import CrmMember, CrmReader, source_digest
 from sync.emails import email_digest, normalize_email, valid_email
 from sync.engine.activity import pull_activity
 from sync.engine.bulk import analyze, one_of, update_by_key, upsert
@@ -121,7 +121,10 @@ ANALYZE_MIN_ROWS = 10_000
 LINK_KEY = ("connection_id", "crm_member_id", "crm_list_id")
 LINK_MATCH = ("crm_member_id", "crm_list_id")
 #: What the provider's answer writes into a link.
-ANSWER_COLUMNS = ("email", "payload_hash", "remote_id", "remote_lists", "pushed_at", "status_pushed")
+ANSWER_COLUMNS = ("email", "payload_hash", "remote_id", "remote_lists", "pushed_at", "status_pushed", "source_digest")
+#: Part of every member's source digest (sync.crm.source_digest): bump it when planning changes
+#: what it makes of the same CRM row, so that the next backfill plans every member again.
+PLAN_VERSION = "1"
 #: A member_links row as planning reads it: plain columns (id, email, remote_id, remote_lists,
 #: payload_hash, status_pushed, ...), no ORM object per row.
 LinkRow = sa.Row[Any]
@@ -130,8 +133,11 @@ LinkRow = sa.Row[Any]
 @dataclass(frozen=True)
 class RunOptions:
     dry_run: bool = False
-    #: Ignore watermarks: compare every CRM row with its link (also finds hard deletes).
+    #: Ignore watermarks: compare every CRM row with its link (also finds hard deletes). Members
+    #: whose CRM row and lists are those their links were last reconciled from are not planned.
     backfill: bool = False
+    #: (backfill) Plan every member, also those whose CRM row is unchanged.
+    replan_all: bool = False
     #: Go on although the run would remove more than the connection's mass-delete limits.
     allow_mass_delete: bool = False
     #: The scheduled fire time this run is for (the daemon's jobs): a tick another replica has
@@ -192,6 +198,10 @@ class _Chunk:
     unpend: list[MemberKey] = field(default_factory=list)
     #: Members gone from the CRM: their open rejects are resolved.
     gone: list[str] = field(default_factory=list)
+    #: Members planned to the end, with the source digest their links get once the push is done;
+    #: and (member, link id, digest) of their existing links whose stored digest differs.
+    sources: dict[str, str] = field(default_factory=dict)
+    settled: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 def _merge(into: _Chunk, plan: _Chunk) -> None:
@@ -210,6 +220,8 @@ def _merge(into: _Chunk, plan: _Chunk) -> None:
     into.pending += plan.pending
     into.unpend += plan.unpend
     into.gone += plan.gone
+    into.sources.update(plan.sources)
+    into.settled += plan.settled
 
 
 @dataclass
@@ -269,10 +281,12 @@ class ConnectionSync:
                  report_refresh: dt.timedelta = dt.timedelta(hours=6),
                  vanished_check: dt.timedelta | None = dt.timedelta(hours=20),
                  mass_delete_limits: tuple[int, float] = (MAX_DELETE_MEMBERS, MAX_DELETE_PERCENT),
-                 fields: tuple[FieldMap, ...] = (),
+                 fields: tuple[FieldMap, ...] = (), plan_salt: str = "",
                  on_progress: Callable[[str, int, int], None] | None = None) -> None:
         self.sessions = sessions
         self.fields = fields
+        #: What shapes a plan besides the CRM row (settings, planner version): in every source digest.
+        self._salt = f"{PLAN_VERSION}:{plan_salt}"
         self.crm = crm
         self.provider = provider
         self.caps = caps = provider.capabilities
@@ -463,7 +477,7 @@ class ConnectionSync:
         for part in _chunks(sorted(changed)):
             session.execute(sa.update(MemberLink).where(
                 MemberLink.connection_id == self.connection_id, MemberLink.email.in_(part))
-                .values(payload_hash="").execution_options(synchronize_session=False))
+                .values(payload_hash="", source_digest=None).execution_options(synchronize_session=False))
         return changed
 
     # --- 2b. İYS consents -----------------------------------------------------------------
@@ -806,11 +820,14 @@ class ConnectionSync:
         done = 0
         window = _Window()
         for chunk_ids in self._member_chunks(ordered):
-            considered += len(chunk_ids)
-            covered = max((changed_at[m] for m in chunk_ids if m in changed_at), default=None)
-            done += await self._add_chunk(window, chunk_ids, covered, list_map)
+            if chunk_ids:
+                considered += len(chunk_ids)
+                covered = max((changed_at[m] for m in chunk_ids if m in changed_at), default=None)
+                done += await self._add_chunk(window, chunk_ids, covered, list_map)
             if self.on_progress:
-                self.on_progress("members", min(done + window.members, total), max(total, considered))
+                skipped = self.counts["members_skipped_unchanged"]
+                self.on_progress("members", min(done + window.members + skipped, total),
+                                 max(total, considered + skipped))
         done += await self._flush(window, list_map)
         self.counts["members_considered"] = considered
         self.counts["members_vanished"] = len(vanished)
@@ -839,14 +856,41 @@ class ConnectionSync:
 
     def _member_chunks(self, ordered: list[str]) -> Iterator[Sequence[str]]:
         """The run's members in chunks of ``max_batch``: ``ordered`` (with the vanished ones), then
-        (backfill) every CRM member, streamed."""
+        (backfill) every CRM member whose CRM state differs from the one its links were last
+        reconciled from, streamed (an empty chunk: a page compared, nothing to plan in it)."""
         size = self.caps.max_batch
         yield from _chunks(ordered, size)
         if not self.options.backfill:
             return
         head = set(ordered)
-        for page in self.crm.member_id_pages():
-            yield from _chunks([m for m in page if m not in head], size)
+        if self.options.replan_all:
+            for ids in self.crm.member_id_pages():
+                yield from _chunks([m for m in ids if m not in head], size)
+            return
+        for sources in self.crm.member_source_pages():
+            differing = self._differing([entry for entry in sources if entry[0] not in head])
+            yield from _chunks(differing, size) if differing else [()]
+
+    def _differing(self, page: Sequence[tuple[str, str, frozenset[str]]]) -> list[str]:
+        """The members of a page of (id, row digest, live lists) that must be planned: every link of
+        a member holds the digest of its current CRM state, or it is skipped; a member with no
+        link is planned when it is in a list (it may be new, or refused for a reason that is gone)."""
+        stored: dict[str, set[str | None]] = defaultdict(set)
+        ids = [member_id for member_id, _, _ in page]
+        with self.sessions() as session:
+            for part in _chunks(ids, STATUS_CHUNK if self._dialect == "postgresql" else IN_CHUNK):
+                for member_id, digest in session.execute(
+                        sa.select(MemberLink.crm_member_id, MemberLink.source_digest).where(
+                            MemberLink.connection_id == self.connection_id, self._in(MemberLink.crm_member_id, part))):
+                    stored[member_id].add(digest)
+        differing = []
+        for member_id, row_digest, list_ids in page:
+            found = stored.get(member_id)
+            if (found is None and not list_ids) or found == {source_digest(row_digest, list_ids, self._salt)}:
+                self.counts["members_skipped_unchanged"] += 1
+            else:
+                differing.append(member_id)
+        return differing
 
     def _linked_id_pages(self, size: int = 10_000) -> Iterator[list[str]]:
         """The ids of this connection's linked members, ``size`` at a time, by keyset."""
@@ -897,7 +941,8 @@ class ConnectionSync:
             if code == TOO_LONG:
                 continue
             wait = min(dt.timedelta(hours=2 ** max(attempts - 1, 0)), REJECT_BACKOFF_MAX)
-            if code in EVERY_RUN or last_seen + wait <= self.until:
+            # (a backfill tries every one again: it compares no CRM digest for them)
+            if code in EVERY_RUN or last_seen + wait <= self.until or self.options.backfill:
                 due.append(member_id)
         return list(dict.fromkeys(due))
 
@@ -1042,6 +1087,7 @@ class ConnectionSync:
             if blocked is not None:
                 if member.list_ids:
                     self.plan.blocked_by_suppression.append(email)
+                self._settle(plan, member, links)
                 continue
             for crm_list in sorted(member.list_ids):
                 if crm_list in list_map or (self._crm_lists is not None and crm_list not in self._crm_lists):
@@ -1084,6 +1130,7 @@ class ConnectionSync:
                 for crm_list, stale in links.items():
                     if crm_list not in wanted:
                         self._delete(plan, stale, "left the list")
+                self._settle(plan, member, links)
             else:
                 link = links.get("")
                 if link is not None and link.email != email and self.caps.member_key == "email":
@@ -1094,10 +1141,19 @@ class ConnectionSync:
                     # kept as "unsubscribed, no lists" is that removal already done).
                     if link is not None and not (link.status_pushed == "unsubscribed" and not link.remote_lists):
                         self._delete(plan, link, LEFT_EVERY_LIST)
+                    self._settle(plan, member, links)
                     continue
                 self._upsert(plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
                              status, resubscribe)
+                self._settle(plan, member, links)
         return plan
+
+    def _settle(self, plan: _Chunk, member: CrmMember, links: dict[str, LinkRow]) -> None:
+        """The member is planned to the end: once its push is done without a refusal, its links
+        hold the digest of the CRM state it was planned from (the next backfill skips it)."""
+        digest = source_digest(member.row_digest, member.list_ids, self._salt)
+        plan.sources[member.id] = digest
+        plan.settled += [(member.id, link.id, digest) for link in links.values() if link.source_digest != digest]
 
     @staticmethod
     def _owners(ids: Sequence[str], members: dict[str, CrmMember], emails: dict[str, str],
@@ -1259,6 +1315,10 @@ class ConnectionSync:
             remote_ids: list[dict[str, Any]] = []
             now = utcnow()
             suppressed: list[RemoteStatus] = []
+            # Members the provider refused or holds suppressed, in part: their links keep the digest
+            # they had, so a backfill plans them again.
+            unsettled = {o.key.crm_member_id for o in deleted + upserted
+                         if o.rejected is not None or o.suppressed is not None}
             for outcome in deleted + upserted:
                 item = by_key.get(outcome.key)
                 if outcome.rejected is not None:
@@ -1288,7 +1348,9 @@ class ConnectionSync:
                                 "email": item.email, "payload_hash": plan.hashes[item.key],
                                 "remote_id": outcome.remote_id or known_remote,
                                 "remote_lists": list(item.remote_lists), "pushed_at": now,
-                                "status_pushed": plan.statuses[item.key]})
+                                "status_pushed": plan.statuses[item.key],
+                                "source_digest": None if item.key.crm_member_id in unsettled
+                                else plan.sources.get(item.key.crm_member_id)})
             update_by_key(session, MEMBER_LINKS, remote_ids, key={"connection_id": self.connection_id},
                           match=LINK_MATCH)
             # Every answered link exists (the provisional row, or the link it updates): an upsert by
@@ -1301,6 +1363,12 @@ class ConnectionSync:
             self._rows_written += len(updates)
             if plan.rehash:
                 session.execute(sa.update(MemberLink), plan.rehash)
+            gone_links = {plan.links[item.key].id for item in plan.deletes if item.key in plan.links}
+            settled = {link_id: digest for member_id, link_id, digest in plan.settled
+                       if member_id not in unsettled and link_id not in gone_links}
+            if settled:
+                session.execute(sa.update(MemberLink), [{"id": link_id, "source_digest": digest}
+                                                        for link_id, digest in settled.items()])
             if suppressed:
                 self._record_statuses(session, suppressed)
             for key, email, reason, code in plan.invalid:
@@ -1338,7 +1406,8 @@ class ConnectionSync:
         now = utcnow()
         rows: list[dict[str, Any]] = [{"connection_id": self.connection_id, "crm_member_id": item.key.crm_member_id,
                  "crm_list_id": item.key.crm_list_id, "email": item.email, "remote_id": None,
-                 "remote_lists": [], "payload_hash": "", "pushed_at": now, "status_pushed": None}
+                 "remote_lists": [], "payload_hash": "", "pushed_at": now, "status_pushed": None,
+                 "source_digest": None}
                 for item in fresh]
         with self.sessions.begin() as session:
             # One multi-row statement; the rows are found again by their unique key afterwards.

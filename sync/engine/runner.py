@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -154,7 +156,7 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                                      "fields setting")
         crm = CrmReader(crm_engine, settings.crm, tenant.crm_tenant_id, [f.column for f in fields])
         sync = ConnectionSync(
-            sessions=sessions, crm=crm, provider=provider, fields=fields,
+            sessions=sessions, crm=crm, provider=provider, fields=fields, plan_salt=_settings_digest(connection),
             connection_id=connection_id, tenant_id=tenant.id, run_id=run_id, lease_owner=owner,
             lease_seconds=settings.lease_seconds, lookback=dt.timedelta(seconds=settings.lookback_seconds),
             until=crm_now(crm_engine), options=options, on_progress=on_progress,
@@ -289,3 +291,10 @@ def run_once(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, *, te
                                    http_policy=http_policy))
         for connection_id in select_connections(engine, tenant, provider)
     ]
+
+
+def _settings_digest(connection: Connection) -> str:
+    """The connection's provider and settings (no credentials), as part of every member's source
+    digest: a changed setting (a field mapping, say) makes the next backfill plan every member."""
+    text = json.dumps({"provider": connection.provider, "settings": connection.settings}, sort_keys=True, default=str)
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
