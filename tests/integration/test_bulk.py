@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from sync import db, registry
 from sync.config import Secret
 from sync.crypto import Vault, generate_key
-from sync.engine.bulk import BULK_ROWS, analyze, update_by_key, upsert
+from sync.engine.bulk import BULK_ROWS, UNNEST_ROWS, analyze, update_by_key, upsert
 from sync.models import MemberLink, MemberStatus, Tenant
 
 LINKS = cast(sa.Table, MemberLink.__table__)
@@ -65,6 +65,34 @@ def test_upsert_writes_more_rows_than_one_statement_holds(engine: sa.Engine, con
                key=LINK_KEY, update=("email",))
     with engine.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(LINKS)) == count
+
+
+def test_upsert_keeps_every_value_as_given_whatever_it_holds(engine: sa.Engine, connection_id: int) -> None:
+    """Empty texts, NULLs, the control characters PostgreSQL's path separates values with, JSON,
+    one row alone and more rows than one statement holds: each value is stored as given."""
+    odd = ["", "\x1f", "\x1e", "a\x1fb", "\x1e\x1f", "İ'\"{}\\,;"]
+    alone = [_link(connection_id, "M0", "", remote_id="", remote_lists=[""])]
+    rows = [_link(connection_id, f"M{n:05d}", f"m{n}@ornek.com", remote_id=odd[n % len(odd)] if n % 7 else None,
+                  remote_lists=[odd[n % len(odd)], "L1"], status_pushed=None if n % 2 else "active")
+            for n in range(1, UNNEST_ROWS + 3)]
+    sessions = db.session_factory(engine)
+    for batch in (alone, rows[:1], rows):
+        with sessions.begin() as session:
+            upsert(session, LINKS, batch, key=LINK_KEY, update=("email", "remote_id", "remote_lists", "status_pushed"))
+    links = _links(engine)
+    assert len(links) == len(rows) + 1
+    for row in alone + rows:
+        stored = links[row["crm_member_id"]]
+        assert (stored.crm_list_id, stored.email, stored.remote_id, stored.remote_lists, stored.status_pushed,
+                stored.pushed_at) == ("", row["email"], row["remote_id"], row["remote_lists"], row["status_pushed"],
+                                      WHEN), row["crm_member_id"]
+
+
+def test_upsert_of_rows_with_one_key_writes_the_last(engine: sa.Engine, connection_id: int) -> None:
+    with db.session_factory(engine).begin() as session:
+        upsert(session, LINKS, [_link(connection_id, "M1", "a@ornek.com"), _link(connection_id, "M1", "b@ornek.com")],
+               key=LINK_KEY, update=("email",))
+    assert _links(engine)["M1"].email == "b@ornek.com"
 
 
 def test_upsert_of_statuses_keeps_them_per_connection_email_and_list(engine: sa.Engine, connection_id: int) -> None:
