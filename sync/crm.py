@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync.config import CrmSource
+from sync.engine.bulk import text_array
 from sync.errors import ConfigurationError
 from sync.models import EMAIL, ID, UTCDateTime
 
@@ -84,6 +85,10 @@ class CrmId(sa.TypeDecorator[str]):
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
         return None if value is None else str(value)
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Any:
+        # Text comes back as text: no call per value (a backfill reads every id of the tenant).
+        return None if self.native == "text" else super().result_processor(dialect, coltype)
 
 
 def crm_tables(source: CrmSource, id_kinds: IdKinds | None = None,
@@ -286,11 +291,14 @@ class CrmReader:
         if self.engine.dialect.name != "postgresql":
             return column.in_(list(ids))
         native = getattr(column.type, "native", "text")
+        # (one text split by the server, cast to the column's type: sync.engine.bulk.text_array)
         if native == "integer":
-            return column == sa.any_(sa.bindparam(None, [int(i) for i in ids], type_=postgresql.ARRAY(sa.BigInteger())))
+            return column == sa.any_(text_array([str(int(i)) for i in ids], postgresql.ARRAY(sa.String()),
+                                                postgresql.ARRAY(sa.BigInteger())))
         if native == "uuid":
-            return column == sa.any_(sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.Uuid(as_uuid=False))))
-        return column == sa.any_(sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.String())))
+            return column == sa.any_(text_array(list(ids), postgresql.ARRAY(sa.String()),
+                                                postgresql.ARRAY(sa.Uuid(as_uuid=False))))
+        return column == sa.any_(text_array(list(ids), postgresql.ARRAY(sa.String())))
 
     def change_xid_mark(self) -> int | None:
         """The oldest transaction still running, by the CRM's own snapshot (``change_xid`` mode
@@ -388,10 +396,11 @@ class CrmReader:
         deleted without a trace."""
         m = self.tables.members
         found: set[str] = set()
+        size = len(member_ids) if self.engine.dialect.name == "postgresql" else IN_CHUNK   # one array parameter
         with self.engine.connect() as conn:
-            for chunk in _chunks(member_ids, IN_CHUNK):
+            for chunk in _chunks(member_ids, max(size, 1)):
                 found.update(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id,
-                                                                  self._one_of(m.c.id, chunk))))
+                                                                  self._one_of(m.c.id, chunk))).all())
         return found
 
     def members(self, member_ids: Sequence[str]) -> list[CrmMember]:
@@ -449,7 +458,7 @@ class CrmReader:
                 for chunk in _chunks(ids, size if self.engine.dialect.name == "postgresql" else IN_CHUNK):
                     for member_id, list_id in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
                             ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, chunk),
-                            ms.c.deleted_at.is_(None))):
+                            ms.c.deleted_at.is_(None))).all():
                         lists_of[member_id].add(list_id)
             if rows:
                 yield [(row[0], row[1] if in_sql is not None else _python_row_digest(row[1:]),

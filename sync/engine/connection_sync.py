@@ -877,11 +877,12 @@ class ConnectionSync:
         link is planned when it is in a list (it may be new, or refused for a reason that is gone)."""
         stored: dict[str, set[str | None]] = defaultdict(set)
         ids = [member_id for member_id, _, _ in page]
+        links = MEMBER_LINKS.c
         with self.sessions() as session:
-            for part in _chunks(ids, STATUS_CHUNK if self._dialect == "postgresql" else IN_CHUNK):
-                for member_id, digest in session.execute(
-                        sa.select(MemberLink.crm_member_id, MemberLink.source_digest).where(
-                            MemberLink.connection_id == self.connection_id, self._in(MemberLink.crm_member_id, part))):
+            connection = session.connection()      # (core rows: no ORM loading for 10,000 of them)
+            for part in _chunks(ids, max(len(ids), 1) if self._dialect == "postgresql" else IN_CHUNK):
+                for member_id, digest in connection.execute(sa.select(links.crm_member_id, links.source_digest).where(
+                        links.connection_id == self.connection_id, self._in(links.crm_member_id, part))).all():
                     stored[member_id].add(digest)
         differing = []
         for member_id, row_digest, list_ids in page:
@@ -896,11 +897,12 @@ class ConnectionSync:
         """The ids of this connection's linked members, ``size`` at a time, by keyset."""
         last: str | None = None
         while True:
-            query = sa.select(MemberLink.crm_member_id).distinct().where(MemberLink.connection_id == self.connection_id)
+            links = MEMBER_LINKS.c
+            query = sa.select(links.crm_member_id).distinct().where(links.connection_id == self.connection_id)
             if last is not None:
-                query = query.where(MemberLink.crm_member_id > last)
+                query = query.where(links.crm_member_id > last)
             with self.sessions() as session:
-                page = list(session.scalars(query.order_by(MemberLink.crm_member_id).limit(size)))
+                page = list(session.connection().scalars(query.order_by(links.crm_member_id).limit(size)).all())
             if page:
                 yield page
             if len(page) < size:
@@ -1366,9 +1368,9 @@ class ConnectionSync:
             gone_links = {plan.links[item.key].id for item in plan.deletes if item.key in plan.links}
             settled = {link_id: digest for member_id, link_id, digest in plan.settled
                        if member_id not in unsettled and link_id not in gone_links}
-            if settled:
-                session.execute(sa.update(MemberLink), [{"id": link_id, "source_digest": digest}
-                                                        for link_id, digest in settled.items()])
+            update_by_key(session, MEMBER_LINKS, [{"id": link_id, "source_digest": digest}
+                                                  for link_id, digest in settled.items()],
+                          key={"connection_id": self.connection_id}, match=("id",))
             if suppressed:
                 self._record_statuses(session, suppressed)
             for key, email, reason, code in plan.invalid:

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from sync import db, registry
 from sync.config import Secret
 from sync.crypto import Vault, generate_key
-from sync.engine.bulk import BULK_ROWS, UNNEST_ROWS, analyze, update_by_key, upsert
+from sync.engine.bulk import BULK_ROWS, UNNEST_ROWS, analyze, one_of, update_by_key, upsert
 from sync.models import MemberLink, MemberStatus, Tenant
 
 LINKS = cast(sa.Table, MemberLink.__table__)
@@ -151,3 +151,37 @@ def test_analyze_refreshes_our_tables_and_says_so_in_the_log(engine: sa.Engine, 
     [line] = [entry for entry in logs if entry["event"] == "db.analyzed"]
     assert line["tables"] == ["member_links", "member_statuses"]
     assert (line["reason"], line["rows_written"]) == ("large load", 12_000)
+
+
+def test_update_by_key_of_many_rows_by_id_with_odd_values(engine: sa.Engine, connection_id: int) -> None:
+    """More rows than one statement holds, found by the primary key, values with the separators of
+    PostgreSQL's path and NULLs: each row gets its own values."""
+    odd = ["", "\x1f", "\x1e", None, "d" * 32]
+    count = UNNEST_ROWS + 5
+    sessions = db.session_factory(engine)
+    with sessions.begin() as session:
+        upsert(session, LINKS, [_link(connection_id, f"M{n:05d}", f"m{n}@ornek.com") for n in range(count)],
+               key=LINK_KEY, update=("email",))
+    with engine.connect() as conn:
+        ids = dict(conn.execute(sa.select(LINKS.c.crm_member_id, LINKS.c.id)).all())
+    with sessions.begin() as session:
+        update_by_key(session, LINKS, [{"id": ids[f"M{n:05d}"], "source_digest": odd[n % len(odd)]}
+                                       for n in range(count)], key={"connection_id": connection_id}, match=("id",))
+    with engine.connect() as conn:
+        stored = dict(conn.execute(sa.select(LINKS.c.crm_member_id, LINKS.c.source_digest)).all())
+    assert stored == {f"M{n:05d}": odd[n % len(odd)] for n in range(count)}
+
+
+def test_one_of_finds_exactly_the_given_values_whatever_they_hold(engine: sa.Engine, connection_id: int) -> None:
+    """The lookup by many keys (PostgreSQL: one text split by the server, or an array where a value
+    holds the separator or is one empty text) finds the same rows as IN (...) on every database."""
+    members = ["", "M1", "M\x1f2", "İ3", "a,b", "{x}", '"q"']
+    with db.session_factory(engine).begin() as session:
+        upsert(session, LINKS, [_link(connection_id, member, f"{n}@ornek.com") for n, member in enumerate(members)],
+               key=LINK_KEY, update=("email",))
+    dialect = engine.dialect.name
+    for wanted in ([""], ["M1"], ["", "M1"], ["M\x1f2", "İ3"], ["a,b", "{x}", '"q"', "absent"], members):
+        with engine.connect() as conn:
+            found = set(conn.scalars(sa.select(LINKS.c.crm_member_id).where(one_of(dialect, LINKS.c.crm_member_id,
+                                                                                     wanted))))
+        assert found == set(wanted) & set(members), wanted
