@@ -40,6 +40,7 @@ from sync.crypto import Vault, generate_key
 from sync.engine.bulk import analyze, upsert
 from sync.engine.connection_sync import ANSWER_COLUMNS, LINK_KEY, MEMBER_LINKS
 from sync.http import HttpPolicy, ProviderHTTP
+from sync.logs import configure_logging
 from sync.models import utcnow
 from sync.providers.base import MemberKey, MemberSnapshot, MemberUpsert, build_provider
 from sync.sample import seed_crm
@@ -89,6 +90,7 @@ def link_writes(engine: Any, rows: list[Any], connection_id: int) -> float:
 
 def push(spec: dict[str, Any]) -> dict[str, Any]:
     """In a process of its own: log in, make the lists, push every member in windows."""
+    configure_logging("warning", "console", sys.stderr)
     async def go() -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=POLICY.timeout) as client:
             def http_factory(caps: Any, auth: Any) -> ProviderHTTP:
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", required=True, metavar="URL",
                         help="PostgreSQL or MariaDB server: a scratch database is made there and dropped")
     args = parser.parse_args(argv)
+    configure_logging("warning", "console", sys.stderr)
     err = Console(stderr=True)
     with db.scratch_database(args.database_url, prefix="floor") as url:
         engine = db.create_engine(url)
