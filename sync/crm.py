@@ -212,7 +212,7 @@ class CrmMember:
     list_ids: frozenset[str] = field(default_factory=frozenset)
     #: Values of the extra columns the connection maps to custom fields (sync/fields.py).
     extra: Mapping[str, Any] = field(default_factory=dict)
-    #: The digest of the row's planned columns (CrmReader.row_digest), for :func:`source_digest`.
+    #: The digest of the row's planned columns (CrmReader._row_digest_sql), for :func:`source_digest`.
     row_digest: str = ""
 
 
@@ -407,7 +407,7 @@ class CrmReader:
         """The given members (missing ids are simply absent: a hard delete)."""
         if not member_ids:
             return []
-        m, ms = self.tables.members, self.tables.memberships
+        m = self.tables.members
         lists_of: dict[str, set[str]] = defaultdict(set)
         rows: list[sa.Row[Any]] = []
         in_sql = self._row_digest_sql()
@@ -416,10 +416,7 @@ class CrmReader:
         with self.engine.connect() as conn:
             for chunk in _chunks(member_ids, IN_CHUNK):
                 rows += conn.execute(query.where(m.c.tenant_id == self.tenant_id, self._one_of(m.c.id, chunk))).all()
-                for member_id, list_id in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
-                        ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, chunk),
-                        ms.c.deleted_at.is_(None))).all():
-                    lists_of[member_id].add(list_id)
+                self._add_live_lists(conn, chunk, lists_of)
         # (rows by position: a Row's attribute access costs more than the rest of the read)
         at = {name: index for index, name in enumerate(query.selected_columns.keys())}
         (id_, email, first, last, phone, city, consent, consent_date, source, kind, updated, deleted) = (
@@ -440,10 +437,18 @@ class CrmReader:
             for r in rows
         ]
 
+    def _add_live_lists(self, conn: sa.Connection, member_ids: Sequence[str], lists_of: dict[str, set[str]]) -> None:
+        """Add the live list ids of these members (memberships not soft-deleted) to ``lists_of``."""
+        ms = self.tables.memberships
+        for member_id, list_id in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
+                ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, member_ids),
+                ms.c.deleted_at.is_(None))).all():
+            lists_of[member_id].add(list_id)
+
     def member_source_pages(self, size: int = 10_000) -> Iterator[list[tuple[str, str, frozenset[str]]]]:
         """(id, row digest, live list ids) of every member of the tenant (soft-deleted rows too),
         ``size`` at a time by keyset: what a backfill compares with the links, with flat memory."""
-        m, ms = self.tables.members, self.tables.memberships
+        m = self.tables.members
         in_sql = self._row_digest_sql()
         columns = [in_sql.label(ROW_DIGEST)] if in_sql is not None else self._digested
         last: str | None = None
@@ -456,10 +461,7 @@ class CrmReader:
                 rows = conn.execute(query.order_by(m.c.id).limit(size)).all()
                 ids = [row[0] for row in rows]
                 for chunk in _chunks(ids, size if self.engine.dialect.name == "postgresql" else IN_CHUNK):
-                    for member_id, list_id in conn.execute(sa.select(ms.c.member_id, ms.c.list_id).where(
-                            ms.c.tenant_id == self.tenant_id, self._one_of(ms.c.member_id, chunk),
-                            ms.c.deleted_at.is_(None))).all():
-                        lists_of[member_id].add(list_id)
+                    self._add_live_lists(conn, chunk, lists_of)
             if rows:
                 yield [(row[0], row[1] if in_sql is not None else _python_row_digest(row[1:]),
                         frozenset(lists_of.get(row[0], ()))) for row in rows]
