@@ -321,7 +321,8 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
         if fig.error or fig.note:
             console.print(f"{fig.run}: " + "; ".join(filter(None, (fig.note, fig.error))))
     if profile:
-        prof = Table(title="Top cumulative time in sync/ (first sync, cProfile)", title_justify="left")
+        prof = Table(title=f"Top cumulative time in sync/ ({meta.get('profiled_run', 'first sync')}, cProfile)",
+                     title_justify="left")
         for name in ("function", "calls", "tottime s", "cumtime s"):
             prof.add_column(name, justify="left" if name == "function" else "right")
         for row in profile:
@@ -365,9 +366,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print the figures as one JSON document on stdout instead of tables "
                              "(progress lines stay on stderr)")
     parser.add_argument("--profile", metavar="FILE",
-                        help="run the first sync under cProfile, save the stats to FILE (read them with "
-                             "`python -m pstats FILE`) and print the top cumulative functions of sync/; the "
-                             "first sync is then about twice as slow as unprofiled")
+                        help="run one run (--profile-run) under cProfile, save the stats to FILE (read them "
+                             "with `python -m pstats FILE`) and print the top cumulative functions of sync/; "
+                             "that run is then about twice as slow as unprofiled")
+    parser.add_argument("--profile-run", default="first sync", choices=RUN_NAMES,
+                        help="the run --profile profiles (default: %(default)s; backfill implies --backfill)")
     parser.add_argument("--top", type=int, default=10, metavar="N",
                         help="how many functions --profile prints (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7,
@@ -379,6 +382,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.database_urls = args.database_urls or ["sqlite"]
     if args.profile and not args.in_process:
         args.in_process = True      # cProfile sees only this process
+    if args.profile and args.profile_run == "backfill":
+        args.backfill = True
     if not 0 <= args.changed <= 1:
         parser.error("--changed must be between 0 and 1")
     if args.top < 1:
@@ -408,6 +413,10 @@ def growth_exponents(small: tuple[int, list[Figure]], large: tuple[int, list[Fig
     return found
 
 
+#: The runs at one size, in order (--profile-run names one).
+RUN_NAMES = ("first sync", "no change", "incremental", "backfill")
+
+
 def measure_world(args: argparse.Namespace, url_option: str, members: int, err: Console,
                   profiler: cProfile.Profile | None) -> tuple[dict[str, Any], list[Figure]]:
     """The four runs at one size on one database."""
@@ -428,18 +437,23 @@ def measure_world(args: argparse.Namespace, url_option: str, members: int, err: 
         world = build_world(url, backend, members, args.seed, sandbox, served)
         world.log_level = args.log_level
         meta["setup_s"] = round(time.perf_counter() - started, 2)
+        if profiler is not None:
+            meta["profiled_run"] = args.profile_run
         meta["database"] = server_version(world.engine)
         try:
+            def profiled(run: str) -> cProfile.Profile | None:
+                return profiler if run == args.profile_run else None
+
             err.print("[bench] 1/4 first full sync ...")
-            figures.append(measure(world, "first sync", profiler=profiler, pool=pool))
+            figures.append(measure(world, "first sync", profiler=profiled("first sync"), pool=pool))
             err.print("[bench] 2/4 second run, no CRM change ...")
-            figures.append(measure(world, "no change", pool=pool))
+            figures.append(measure(world, "no change", profiler=profiled("no change"), pool=pool))
             meta["changed_members"] = world.change_members(args.changed, members)
             err.print(f"[bench] 3/4 incremental run after changing {meta['changed_members']} members ...")
-            figures.append(measure(world, "incremental", pool=pool))
+            figures.append(measure(world, "incremental", profiler=profiled("incremental"), pool=pool))
             if args.backfill:
                 err.print("[bench] 4/4 backfill over the unchanged state ...")
-                figures.append(measure(world, "backfill", BACKFILL, pool=pool))
+                figures.append(measure(world, "backfill", BACKFILL, profiler=profiled("backfill"), pool=pool))
         finally:
             world.engine.dispose()
     return meta, figures

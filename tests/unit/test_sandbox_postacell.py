@@ -187,6 +187,49 @@ def test_list_crud_round_trip_with_valid_counting_active_subscribers_and_status_
     run(sb, scenario)
 
 
+def test_list_counts_kept_from_changes_agree_with_a_count_from_scratch_after_every_kind_of_change() -> None:
+    """``valid`` and the counter are kept from the changed subscribers once counted (O(changes));
+    after each kind of change they must equal a count made from every subscriber."""
+    sb = make_sandbox(job_polls_until_done=0)
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        one, two = await create_list(client, "Bir"), await create_list(client, "İki")
+
+        async def counts() -> dict[str, Any]:
+            seen = {}
+            for list_id in (one, two):
+                item = (await client.get(api.LIST_ITEM_PATH.format(id=list_id))).json()
+                counter = (await client.get(api.LIST_COUNTER_PATH.format(id=list_id))).json()
+                seen[list_id] = (item["valid"], counter)
+            return seen
+
+        async def agree() -> dict[str, Any]:
+            kept = await counts()
+            sb._accounts["acme"].touch()        # forget the kept counts: count from every subscriber
+            assert await counts() == kept
+            return kept
+
+        for index in range(4):
+            await upsert(client, mail(f"m{index}"), [one] if index % 2 else [one, two])
+        assert (await agree())[one] == (4, [{"_id": "active", "count": 4}])
+        await upsert(client, mail("m0"), [], "unsubscribed")                  # status change, lists kept
+        sub_id = (await upsert(client, mail("m1"), [two])).json()["id"]        # a list added
+        await client.patch(api.SUBSCRIBER_ITEM_PATH.format(id=sub_id), json={"status": "active", "lists": [one]})
+        gone = (await upsert(client, mail("m2"), [])).json()["id"]
+        assert (await client.delete(api.SUBSCRIBER_ITEM_PATH.format(id=gone))).status_code == 204
+        await client.post(api.BULK_IMPORT_PATH, json={"lists": [two], "subscribers": [
+            {"email": mail("m3"), "status": "hard_bounce", "update": True}, {"email": mail("n1"), "status": "active"}]})
+        sb.set_status("acme", mail("n1"), "spam_complaint")
+        kept = await agree()
+        assert kept[one] == (1, [{"_id": "active", "count": 1}, {"_id": "unsubscribed", "count": 1},
+                                 {"_id": "hard_bounce", "count": 1}])
+        assert kept[two][0] == 0
+        sb.delete_list("acme", two)
+        assert (await client.get(api.LIST_COUNTER_PATH.format(id=one))).json() == kept[one][1]
+
+    run(sb, scenario)
+
+
 def test_list_create_and_rename_without_title_are_400_with_drf_field_errors() -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
         missing = await client.post(api.LIST_PATH, json={})

@@ -247,17 +247,46 @@ class _Account:
     #: Emptied by ``touch`` on every change to a subscriber (created, deleted, status, lists).
     filtered: dict[tuple[str, str, str, str], list[_Subscriber]] = field(default_factory=dict)
     by_status: _StatusIndex = field(default_factory=_StatusIndex)
-    #: Active subscribers per list (a list's ``valid``), until a subscriber changes.
-    active_counts: Counter[str] | None = None
+    #: Subscribers per (list id, status) (a list's ``valid`` and its ``counter``): counted once,
+    #: then kept by the changed subscribers alone (``dirty``), so that a count after a write costs
+    #: O(changes), not O(account), as the real service's counters would. None: count again from
+    #: every subscriber (after a change to many at once).
+    list_counts: Counter[tuple[str, str]] | None = None
+    dirty: dict[str, _Subscriber] = field(default_factory=dict)
 
     def subscriber_by_email(self, email: str) -> _Subscriber | None:
         sub_id = self.ids_by_email.get(normalize_email(email))
         return self.subscribers[sub_id] if sub_id else None
 
-    def touch(self) -> None:
-        """A subscriber changed: every cached ``subscribers-filter`` answer is stale."""
+    def touch(self, sub: _Subscriber | None = None) -> None:
+        """``sub`` changed (created, deleted, status, lists), or many did (None): every cached
+        ``subscribers-filter`` answer is stale, and so is the list count of what changed."""
         self.filtered.clear()
-        self.active_counts = None
+        if sub is None:
+            self.list_counts = None
+            self.dirty.clear()
+        elif self.list_counts is not None:
+            self.dirty[sub.id] = sub
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """Subscribers per (list id, status), brought up to date from the changed subscribers."""
+        if self.list_counts is None:
+            self.list_counts = Counter()
+            for sub in self.subscribers.values():
+                self._count(sub, counted=())
+        for sub in self.dirty.values():
+            self._count(sub, counted=sub.__dict__.get("_counted", ()))
+        self.dirty.clear()
+        return self.list_counts
+
+    def _count(self, sub: _Subscriber, counted: tuple[tuple[str, str], ...]) -> None:
+        """Replace what ``sub`` added to the counts (``counted``) by what it adds now."""
+        assert self.list_counts is not None
+        now = tuple((list_id, sub.status) for list_id in sub.lists) if self.subscribers.get(sub.id) is sub else ()
+        if now != counted:
+            self.list_counts.subtract(counted)
+            self.list_counts.update(now)
+        object.__setattr__(sub, "_counted", now)
 
     def add(self, sub: _Subscriber) -> None:
         self.subscribers[sub.id] = sub
@@ -384,7 +413,7 @@ class PostacellSandbox:
         if sub is None:
             raise KeyError(email)
         sub.status, sub.update_date = status, self.clock()
-        acc.touch()
+        acc.touch(sub)
 
     def load_subscribers(self, account: str, rows: Iterable[tuple[str, str]]) -> int:
         """Put subscribers straight into ``account`` (no HTTP), for a benchmark that needs a large
@@ -569,12 +598,9 @@ class PostacellSandbox:
                 "create_date": _iso(mail_list.create_date)}
 
     @staticmethod
-    def _active_counts(acc: _Account) -> Counter[str]:
-        """Active subscribers per list id: a list's ``valid`` (counted once until a change)."""
-        if acc.active_counts is None:
-            acc.active_counts = Counter(list_id for sub in acc.subscribers.values() if sub.status == "active"
-                                        for list_id in sub.lists)
-        return acc.active_counts
+    def _active_counts(acc: _Account) -> dict[str, int]:
+        """Active subscribers per list id: a list's ``valid``."""
+        return {list_id: count for (list_id, status), count in acc.counts().items() if status == "active"}
 
     async def _list_filter(self, request: Request, acc: _Account) -> Response:
         lists = list(acc.lists.values())   # the document offers no filter here, only ordering and page
@@ -610,9 +636,9 @@ class PostacellSandbox:
 
     async def _list_counter(self, request: Request, acc: _Account) -> Response:
         list_id = _lookup(acc.lists, request).id
-        counts = Counter(sub.status for sub in acc.subscribers.values() if list_id in sub.lists)
-        return JSONResponse([{"_id": status, "count": counts[status]}
-                             for status in api.SUBSCRIBER_STATUSES if counts[status]])
+        counts = acc.counts()
+        return JSONResponse([{"_id": status, "count": counts[list_id, status]}
+                             for status in api.SUBSCRIBER_STATUSES if counts[list_id, status] > 0])
 
     # --- subscribers -------------------------------------------------------------------
 
@@ -683,12 +709,13 @@ class PostacellSandbox:
         self._apply(sub, status, names, values)
         if lists is not None:
             sub.lists = list(dict.fromkeys(lists))
-        acc.touch()
+        acc.touch(sub)
         return JSONResponse(self._subscriber_written(acc, sub))
 
     async def _delete_subscriber(self, request: Request, acc: _Account) -> Response:
-        acc.remove(_lookup(acc.subscribers, request))
-        acc.touch()
+        sub = _lookup(acc.subscribers, request)
+        acc.remove(sub)
+        acc.touch(sub)
         return Response(status_code=204)
 
     def _upsert(self, acc: _Account, data: Mapping[str, Any], extra_lists: Sequence[str],
@@ -720,7 +747,7 @@ class PostacellSandbox:
         self._apply(sub, status, names, values)
         sub.lists.extend(list_id for list_id in dict.fromkeys([*lists, *extra_lists])
                          if list_id not in sub.lists)
-        acc.touch()
+        acc.touch(sub)
         return sub, outcome
 
     def _apply(self, sub: _Subscriber, status: str, names: Mapping[str, str | None],
