@@ -867,27 +867,32 @@ class ConnectionSync:
             for ids in self.crm.member_id_pages():
                 yield from _chunks([m for m in ids if m not in head], size)
             return
-        for sources in self.crm.member_source_pages():
+        for sources in self.crm.member_source_pages(self._salt):
             differing = self._differing([entry for entry in sources if entry[0] not in head])
             yield from _chunks(differing, size) if differing else [()]
 
-    def _differing(self, page: Sequence[tuple[str, str, frozenset[str]]]) -> list[str]:
-        """The members of a page of (id, row digest, live lists) that must be planned: every link of
-        a member holds the digest of its current CRM state, or it is skipped; a member with no
-        link is planned when it is in a list (it may be new, or refused for a reason that is gone)."""
-        stored: dict[str, set[str | None]] = defaultdict(set)
+    def _differing(self, page: Sequence[tuple[str, str, bool]]) -> list[str]:
+        """The members of a page of (id, source digest, in a live list?) that must be planned: every
+        link of a member holds the digest of its current CRM state, or it is planned; a member
+        with no link is planned when it is in a list (it may be new, or refused for a reason that
+        is gone). Our database answers one row a member: the least and the greatest of its links'
+        digests (equal to the CRM's digest both, or the member differs)."""
+        stored: dict[str, tuple[str, str]] = {}
         ids = [member_id for member_id, _, _ in page]
         links = MEMBER_LINKS.c
+        held = sa.func.coalesce(links.source_digest, "")
         with self.sessions() as session:
             connection = session.connection()      # (core rows: no ORM loading for 10,000 of them)
             for part in _chunks(ids, max(len(ids), 1) if self._dialect == "postgresql" else IN_CHUNK):
-                for member_id, digest in connection.execute(sa.select(links.crm_member_id, links.source_digest).where(
-                        links.connection_id == self.connection_id, self._in(links.crm_member_id, part))).all():
-                    stored[member_id].add(digest)
+                for member_id, least, greatest in connection.execute(
+                        sa.select(links.crm_member_id, sa.func.min(held), sa.func.max(held)).where(
+                            links.connection_id == self.connection_id, self._in(links.crm_member_id, part))
+                        .group_by(links.crm_member_id)).all():
+                    stored[member_id] = (least, greatest)
         differing = []
-        for member_id, row_digest, list_ids in page:
+        for member_id, digest, in_a_list in page:
             found = stored.get(member_id)
-            if (found is None and not list_ids) or found == {source_digest(row_digest, list_ids, self._salt)}:
+            if (found is None and not in_a_list) or found == (digest, digest):
                 self.counts["members_skipped_unchanged"] += 1
             else:
                 differing.append(member_id)
@@ -913,6 +918,8 @@ class ConnectionSync:
         """Linked members whose CRM row is gone without a trace (a hard delete), page by page: each
         page of our linked ids is looked up in the CRM (ids only, flat memory)."""
         for page in self._linked_id_pages():
+            if self.crm.all_exist(page):
+                continue
             existing = self.crm.existing_member_ids(page)
             gone = [member_id for member_id in page if member_id not in existing]
             if gone:

@@ -252,7 +252,7 @@ class _Account:
     #: O(changes), not O(account), as the real service's counters would. None: count again from
     #: every subscriber (after a change to many at once).
     list_counts: Counter[tuple[str, str]] | None = None
-    dirty: dict[str, _Subscriber] = field(default_factory=dict)
+    dirty: dict[str, tuple[_Subscriber, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
 
     def subscriber_by_email(self, email: str) -> _Subscriber | None:
         sub_id = self.ids_by_email.get(normalize_email(email))
@@ -260,33 +260,31 @@ class _Account:
 
     def touch(self, sub: _Subscriber | None = None) -> None:
         """``sub`` changed (created, deleted, status, lists), or many did (None): every cached
-        ``subscribers-filter`` answer is stale, and so is the list count of what changed."""
+        ``subscribers-filter`` answer is stale; after a change to many, so are the list counts
+        (a change to one is told before it is made: ``changing``)."""
         self.filtered.clear()
         if sub is None:
             self.list_counts = None
             self.dirty.clear()
-        elif self.list_counts is not None:
-            self.dirty[sub.id] = sub
+
+    def changing(self, sub: _Subscriber, *, created: bool = False) -> None:
+        """``sub`` is about to change (or was just created): what it counts for now is kept, so
+        that the next count replaces it by what it counts for then."""
+        if self.list_counts is not None and sub.id not in self.dirty:
+            self.dirty[sub.id] = (sub, () if created else _counted(sub))
 
     def counts(self) -> Counter[tuple[str, str]]:
         """Subscribers per (list id, status), brought up to date from the changed subscribers."""
         if self.list_counts is None:
-            self.list_counts = Counter()
-            for sub in self.subscribers.values():
-                self._count(sub, counted=())
-        for sub in self.dirty.values():
-            self._count(sub, counted=sub.__dict__.get("_counted", ()))
+            self.list_counts = Counter((list_id, sub.status) for sub in self.subscribers.values()
+                                       for list_id in sub.lists)
+            self.dirty.clear()
+        for sub, before in self.dirty.values():
+            self.list_counts.subtract(before)
+            if self.subscribers.get(sub.id) is sub:
+                self.list_counts.update(_counted(sub))
         self.dirty.clear()
         return self.list_counts
-
-    def _count(self, sub: _Subscriber, counted: tuple[tuple[str, str], ...]) -> None:
-        """Replace what ``sub`` added to the counts (``counted``) by what it adds now."""
-        assert self.list_counts is not None
-        now = tuple((list_id, sub.status) for list_id in sub.lists) if self.subscribers.get(sub.id) is sub else ()
-        if now != counted:
-            self.list_counts.subtract(counted)
-            self.list_counts.update(now)
-        object.__setattr__(sub, "_counted", now)
 
     def add(self, sub: _Subscriber) -> None:
         self.subscribers[sub.id] = sub
@@ -298,6 +296,11 @@ class _Account:
         del self.subscribers[sub.id]
         del self.ids_by_email[normalize_email(sub.email)]
         self.by_status.remove(sub)
+
+
+def _counted(sub: _Subscriber) -> tuple[tuple[str, str], ...]:
+    """What ``sub`` adds to its account's list counts: one (list id, status) per list."""
+    return tuple((list_id, sub.status) for list_id in sub.lists)
 
 
 Handler = Callable[[Request, _Account], Awaitable[Response]]
@@ -412,6 +415,7 @@ class PostacellSandbox:
         sub = acc.subscriber_by_email(email)
         if sub is None:
             raise KeyError(email)
+        acc.changing(sub)
         sub.status, sub.update_date = status, self.clock()
         acc.touch(sub)
 
@@ -706,6 +710,7 @@ class PostacellSandbox:
         values = _clean_field_values(acc, body.get("fields", []), errors)
         names = _clean_names(body, errors)
         _raise_if(errors)
+        acc.changing(sub)
         self._apply(sub, status, names, values)
         if lists is not None:
             sub.lists = list(dict.fromkeys(lists))
@@ -714,6 +719,7 @@ class PostacellSandbox:
 
     async def _delete_subscriber(self, request: Request, acc: _Account) -> Response:
         sub = _lookup(acc.subscribers, request)
+        acc.changing(sub)
         acc.remove(sub)
         acc.touch(sub)
         return Response(status_code=204)
@@ -741,9 +747,12 @@ class PostacellSandbox:
             now = self.clock()
             sub = _Subscriber(self._new_id(), email, status, now, now, source_ip)
             acc.add(sub)
+            acc.changing(sub, created=True)
             outcome = "created"
         elif not update:
             return sub, "unchanged"
+        else:
+            acc.changing(sub)
         self._apply(sub, status, names, values)
         sub.lists.extend(list_id for list_id in dict.fromkeys([*lists, *extra_lists])
                          if list_id not in sub.lists)
