@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from operator import attrgetter
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -270,8 +271,13 @@ class _Account:
     def changing(self, sub: _Subscriber, *, created: bool = False) -> None:
         """``sub`` is about to change (or was just created): what it counts for now is kept, so
         that the next count replaces it by what it counts for then."""
-        if self.list_counts is not None and sub.id not in self.dirty:
-            self.dirty[sub.id] = (sub, () if created else _counted(sub))
+        if self.list_counts is None or sub.id in self.dirty:
+            return
+        if len(self.dirty) > len(self.subscribers) // 4:      # a change to many: one count is cheaper
+            self.list_counts = None
+            self.dirty.clear()
+            return
+        self.dirty[sub.id] = (sub, () if created else _counted(sub))
 
     def counts(self) -> Counter[tuple[str, str]]:
         """Subscribers per (list id, status), brought up to date from the changed subscribers."""
@@ -279,11 +285,12 @@ class _Account:
             self.list_counts = Counter((list_id, sub.status) for sub in self.subscribers.values()
                                        for list_id in sub.lists)
             self.dirty.clear()
-        for sub, before in self.dirty.values():
-            self.list_counts.subtract(before)
-            if self.subscribers.get(sub.id) is sub:
-                self.list_counts.update(_counted(sub))
-        self.dirty.clear()
+        if self.dirty:
+            changed = self.dirty.values()
+            self.list_counts.subtract(chain.from_iterable(before for _, before in changed))
+            self.list_counts.update(chain.from_iterable(_counted(sub) for sub, _ in changed
+                                                        if self.subscribers.get(sub.id) is sub))
+            self.dirty.clear()
         return self.list_counts
 
     def add(self, sub: _Subscriber) -> None:
