@@ -1341,12 +1341,13 @@ class ConnectionSync:
                         remote_ids.append({"crm_member_id": item.key.crm_member_id,
                                            "crm_list_id": item.key.crm_list_id, "remote_id": outcome.remote_id})
                     continue
-                if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
-                    resolved.append(open_rejects[outcome.key].id)
-                member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
-                if outcome.key != member_wide and member_wide in open_rejects \
-                        and open_rejects[member_wide].provider_code != TOO_LONG:
-                    resolved.append(open_rejects[member_wide].id)
+                if open_rejects:
+                    if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
+                        resolved.append(open_rejects[outcome.key].id)
+                    member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
+                    if outcome.key != member_wide and member_wide in open_rejects \
+                            and open_rejects[member_wide].provider_code != TOO_LONG:
+                        resolved.append(open_rejects[member_wide].id)
                 if item is None:
                     continue
                 # (no link loaded: its provisional row was written just before the push)

@@ -267,6 +267,8 @@ class _Account:
         if sub is None:
             self.list_counts = None
             self.dirty.clear()
+        elif len(self.dirty) >= COUNT_BATCH:
+            self.counts()
 
     def changing(self, sub: _Subscriber, *, created: bool = False) -> None:
         """``sub`` is about to change (or was just created): what it counts for now is kept, so
@@ -309,6 +311,9 @@ def _counted(sub: _Subscriber) -> tuple[tuple[str, str], ...]:
     """What ``sub`` adds to its account's list counts: one (list id, status) per list."""
     return tuple((list_id, sub.status) for list_id in sub.lists)
 
+
+#: Changed subscribers counted together (``_Account.counts``): a list read waits for at most so many.
+COUNT_BATCH = 1000
 
 Handler = Callable[[Request, _Account], Awaitable[Response]]
 
@@ -832,6 +837,7 @@ class PostacellSandbox:
                               if outcome == "unchanged" else None)
             job.results.append(result)
         job.done = True
+        acc.counts()        # a job's changes counted once it is done: a list read after it is O(lists)
 
     # --- fields ------------------------------------------------------------------------
 
