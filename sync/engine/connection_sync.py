@@ -26,12 +26,13 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.crm import CrmMember, CrmReader, source_digest
 from sync.emails import email_digest, normalize_email, valid_email
 from sync.engine.activity import pull_activity
-from sync.engine.bulk import analyze, one_of, update_by_key, upsert
+from sync.engine.bulk import analyze, one_of, text_array, update_by_key, upsert
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
@@ -877,6 +878,10 @@ class ConnectionSync:
         with no link is planned when it is in a list (it may be new, or refused for a reason that
         is gone). Our database answers one row a member: the least and the greatest of its links'
         digests (equal to the CRM's digest both, or the member differs)."""
+        if self._dialect == "postgresql":
+            differing = self._differing_by_server(page)
+            self.counts["members_skipped_unchanged"] += len(page) - len(differing)
+            return differing
         stored: dict[str, tuple[str, str]] = {}
         ids = [member_id for member_id, _, _ in page]
         links = MEMBER_LINKS.c
@@ -897,6 +902,25 @@ class ConnectionSync:
             else:
                 differing.append(member_id)
         return differing
+
+    def _differing_by_server(self, page: Sequence[tuple[str, str, bool]]) -> list[str]:
+        """``_differing`` on PostgreSQL: the page goes to the server as three arrays and only the
+        members that differ come back (a few per cent of a page, not a row for each member)."""
+        if not page:
+            return []
+        text = postgresql.ARRAY(sa.String())
+        crm = sa.func.unnest(text_array([member_id for member_id, _, _ in page], text),
+                             text_array([digest for _, digest, _ in page], text),
+                             text_array(["t" if in_a_list else "f" for _, _, in_a_list in page], text)
+                             ).table_valued("id", "digest", "in_a_list").render_derived(name="crm")
+        links = MEMBER_LINKS.alias("links")
+        of_member = sa.and_(links.c.connection_id == self.connection_id, links.c.crm_member_id == crm.c.id)
+        linked = sa.exists().where(of_member)
+        stale = sa.exists().where(of_member, links.c.source_digest.is_distinct_from(crm.c.digest))
+        query = sa.select(crm.c.id).where(sa.or_(sa.and_(crm.c.in_a_list == "t", ~linked), stale))
+        with self.sessions() as session:
+            found = set(session.connection().scalars(query).all())
+        return [member_id for member_id, _, _ in page if member_id in found]
 
     def _linked_id_pages(self, size: int = 10_000) -> Iterator[list[str]]:
         """The ids of this connection's linked members, ``size`` at a time, by keyset."""
