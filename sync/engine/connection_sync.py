@@ -22,7 +22,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 import structlog
@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync.crm import CrmMember, CrmReader, source_digest
 from sync.emails import email_digest, normalize_email, valid_email
 from sync.engine.activity import pull_activity
+from sync.engine.ahead import read_ahead
 from sync.engine.bulk import analyze, one_of, text_array, update_by_key, upsert
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
@@ -68,6 +69,7 @@ from sync.providers.base import (
 from sync.providers.specs import COMMON_SETTINGS
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MEMBERS_STREAM = "members"
 STATUSES_STREAM = "statuses"
@@ -868,9 +870,16 @@ class ConnectionSync:
             for ids in self.crm.member_id_pages():
                 yield from _chunks([m for m in ids if m not in head], size)
             return
-        for sources in self.crm.member_source_pages(self._salt):
+        for sources in self._ahead(self.crm.member_source_pages(self._salt), "crm-digest-pages"):
             differing = self._differing([entry for entry in sources if entry[0] not in head])
             yield from _chunks(differing, size) if differing else [()]
+
+    def _ahead(self, pages: Iterator[T], name: str) -> Iterator[T]:
+        """``pages`` with the next one read by a thread while this one is compared (the CRM's server
+        and ours work at once); not on SQLite, whose connections stay in their thread."""
+        if "sqlite" in (self._dialect, self.crm.engine.dialect.name):
+            return pages
+        return read_ahead(pages, name=name)
 
     def _differing(self, page: Sequence[tuple[str, str, bool]]) -> list[str]:
         """The members of a page of (id, source digest, in a live list?) that must be planned: every
@@ -941,7 +950,7 @@ class ConnectionSync:
     def _vanished_pages(self) -> Iterator[list[str]]:
         """Linked members whose CRM row is gone without a trace (a hard delete), page by page: each
         page of our linked ids is looked up in the CRM (ids only, flat memory)."""
-        for page in self._linked_id_pages():
+        for page in self._ahead(self._linked_id_pages(), "linked-id-pages"):
             if self.crm.all_exist(page):
                 continue
             existing = self.crm.existing_member_ids(page)
