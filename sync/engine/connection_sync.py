@@ -885,8 +885,9 @@ class ConnectionSync:
         """The members of a page of (id, source digest, in a live list?) that must be planned: every
         link of a member holds the digest of its current CRM state, or it is planned; a member
         with no link is planned when it is in a list (it may be new, or refused for a reason that
-        is gone). Our database answers one row a member: the least and the greatest of its links'
-        digests (equal to the CRM's digest both, or the member differs)."""
+        is gone). PostgreSQL compares on the server (``_differing_by_server``); elsewhere our
+        database answers one row a member: the least and the greatest of its links' digests
+        (both equal to the CRM's digest, or the member differs)."""
         if self._dialect == "postgresql":
             differing = self._differing_by_server(page)
             self.counts["members_skipped_unchanged"] += len(page) - len(differing)
@@ -897,7 +898,7 @@ class ConnectionSync:
         held = sa.func.coalesce(links.source_digest, "")
         with self.sessions() as session:
             connection = session.connection()      # (core rows: no ORM loading for 10,000 of them)
-            for part in _chunks(ids, max(len(ids), 1) if self._dialect == "postgresql" else IN_CHUNK):
+            for part in _chunks(ids, IN_CHUNK):
                 for member_id, least, greatest in connection.execute(
                         sa.select(links.crm_member_id, sa.func.min(held), sa.func.max(held)).where(
                             links.connection_id == self.connection_id, self._in(links.crm_member_id, part))

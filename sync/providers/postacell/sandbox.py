@@ -249,9 +249,10 @@ class _Account:
     filtered: dict[tuple[str, str, str, str], list[_Subscriber]] = field(default_factory=dict)
     by_status: _StatusIndex = field(default_factory=_StatusIndex)
     #: Subscribers per (list id, status) (a list's ``valid`` and its ``counter``): counted once,
-    #: then kept by the changed subscribers alone (``dirty``), so that a count after a write costs
-    #: O(changes), not O(account), as the real service's counters would. None: count again from
-    #: every subscriber (after a change to many at once).
+    #: then kept by the changed subscribers alone (``dirty``, applied at COUNT_BATCH of them or
+    #: when a bulk job ends), so that a count after a write costs O(changes), not O(account), as
+    #: the real service's counters would. None: count again from every subscriber (after a change
+    #: to many at once).
     list_counts: Counter[tuple[str, str]] | None = None
     dirty: dict[str, tuple[_Subscriber, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
 
@@ -273,13 +274,8 @@ class _Account:
     def changing(self, sub: _Subscriber, *, created: bool = False) -> None:
         """``sub`` is about to change (or was just created): what it counts for now is kept, so
         that the next count replaces it by what it counts for then."""
-        if self.list_counts is None or sub.id in self.dirty:
-            return
-        if len(self.dirty) > len(self.subscribers) // 4:      # a change to many: one count is cheaper
-            self.list_counts = None
-            self.dirty.clear()
-            return
-        self.dirty[sub.id] = (sub, () if created else _counted(sub))
+        if self.list_counts is not None and sub.id not in self.dirty:
+            self.dirty[sub.id] = (sub, () if created else _counted(sub))
 
     def counts(self) -> Counter[tuple[str, str]]:
         """Subscribers per (list id, status), brought up to date from the changed subscribers."""
