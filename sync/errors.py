@@ -89,6 +89,13 @@ class AuthenticationError(FatalError):
     """The provider rejected the credentials."""
 
 
+class UnknownReadingError(FatalError):
+    """The provider answered in none of the readings of its document we accept.
+
+    Fatal, not retriable: the same server answers the same way next time. The message names the
+    endpoint, the readings expected and the first characters that came (secrets scrubbed), in one line."""
+
+
 class RetriableError(ProviderError):
     """A transient fault: try again later."""
 

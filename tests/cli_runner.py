@@ -33,3 +33,13 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         code = exc.code if isinstance(exc.code, int) else 1
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def one_error_line(result: Result) -> str:
+    """The failure is exactly one `crm-esp-sync: error:` line (or click's `Error:`) and no traceback;
+    returns that line."""
+    assert result.code != 0, result
+    assert "Traceback" not in result.out + result.err
+    lines = [line for line in result.err.splitlines() if line.startswith(("crm-esp-sync: error:", "Error:"))]
+    assert len(lines) == 1, result.err
+    return lines[0]

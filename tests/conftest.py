@@ -8,7 +8,7 @@ parameters skip, saying why. CI (`.ci/run`) always sets both URLs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import structlog
 from sync import db
 from sync.config import CrmSource
 from sync.crm import create_reference_schema
+from sync.crypto import generate_key
+from tests.cli_runner import Result, run_cli
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 ENV = {"postgresql": "CRM_ESP_SYNC_TEST_POSTGRES_URL", "mariadb": "CRM_ESP_SYNC_TEST_MARIADB_URL"}
@@ -113,3 +115,51 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     create_reference_schema(engine, CrmSource())
     yield engine
     engine.dispose()
+
+
+# --- the command line, as a user runs it ------------------------------------------------------
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The real entry point in-process, with the given environment only (every CRM_ESP_SYNC_* of the
+    shell is dropped): ``cli("tenant", "add", "acme", env=..., stdin=...)``."""
+    def invoke(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
+        return run_cli(monkeypatch, capsys, env or {}, *args, stdin=stdin)
+    return invoke
+
+
+@pytest.fixture
+def daemon_env(db_url: str) -> dict[str, str]:
+    """A migrated daemon database WITHOUT any CRM relation on each backend, and the settings that
+    point at it (a new master key, JSON logs)."""
+    engine = db.create_engine(db_url)
+    db.upgrade(engine)
+    engine.dispose()
+    return {"CRM_ESP_SYNC_DATABASE_URL": db_url, "CRM_ESP_SYNC_MASTER_KEY": generate_key(),
+            "CRM_ESP_SYNC_LOG_FORMAT": "json"}
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """`sandbox serve` builds its sandbox and returns instead of serving forever: the sandboxes it
+    built, in order (serve each with ``serve_in_thread(sandbox.app)``). At the end, every sandbox
+    built was also handed to ``serve``: the command did not stop between the two."""
+    import sync.cli.sandbox
+    import sync.sandbox
+
+    built: list[Any] = []
+    served: list[Any] = []
+    build = sync.cli.sandbox.build_sandbox
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        sandbox, base_url, lines = build(*args, **kwargs)
+        built.append(sandbox)
+        return sandbox, base_url, lines
+
+    monkeypatch.setattr(sync.cli.sandbox, "build_sandbox", keep)
+    monkeypatch.setattr(sync.sandbox, "serve", lambda app, host, port: served.append(app))
+    yield built
+    assert [sandbox.app for sandbox in built] == served

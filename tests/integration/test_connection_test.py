@@ -9,67 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from sync import db
-from sync.crypto import generate_key
 from sync.sandbox import EuromsgSandbox, MailMasterPlusSandbox, PostacellSandbox, sandbox_transport, serve_in_thread
-from tests.cli_runner import Result, run_cli
+from tests.cli_runner import Result, one_error_line
+from tests.conftest import Cli
 
-Cli = Callable[..., Result]
 INTEGRATOR_PASSWORD = "Entegrator-Şifre-9931"
 API_KEY = "ege-anahtar-7f3a9c21"
 MMP_PASSWORD = "MMP-Gizli-Parola-44"
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def invoke(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
-        return run_cli(monkeypatch, capsys, env or {}, *args, stdin=stdin)
-    return invoke
-
-
-@pytest.fixture
-def env(db_url: str) -> dict[str, str]:
-    engine = db.create_engine(db_url)
-    db.upgrade(engine)
-    engine.dispose()
-    return {"CRM_ESP_SYNC_DATABASE_URL": db_url, "CRM_ESP_SYNC_MASTER_KEY": generate_key(),
-            "CRM_ESP_SYNC_LOG_FORMAT": "json"}
-
-
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """`sandbox serve` builds its sandbox and returns instead of serving forever: the sandboxes it would serve."""
-    import sync.cli.sandbox
-    import sync.sandbox
-
-    built: list[Any] = []
-    served: list[Any] = []
-    build = sync.cli.sandbox.build_sandbox
-
-    def keep(*args: Any, **kwargs: Any) -> Any:
-        sandbox, base_url, lines = build(*args, **kwargs)
-        built.append(sandbox)
-        return sandbox, base_url, lines
-
-    monkeypatch.setattr(sync.cli.sandbox, "build_sandbox", keep)
-    monkeypatch.setattr(sync.sandbox, "serve", lambda app, host, port: served.append(app))
-    yield built
-    assert [sandbox.app for sandbox in built] == served
-
-
-def one_error_line(result: Result) -> str:
-    assert result.code != 0, result
-    assert "Traceback" not in result.out + result.err
-    lines = [line for line in result.err.splitlines() if line.startswith("crm-esp-sync: error:")]
-    assert len(lines) == 1, result.err
-    return lines[0]
 
 
 @contextmanager
@@ -88,20 +41,20 @@ def checks_of(result: Result) -> dict[str, str]:
 
 
 def test_euromsg_sandbox_served_by_the_cli_and_a_connection_test_that_passes(
-        cli: Cli, env: dict[str, str], started: list[Any]) -> None:
+        cli: Cli, daemon_env: dict[str, str], started: list[Any]) -> None:
     with served_by_cli(cli, started, "euromsg", "--integrator", f"crm-firma:{INTEGRATOR_PASSWORD}",
                        "--account", API_KEY, "--iys") as (served, base_url):
         assert "euromsg sandbox on http://127.0.0.1:8123/" in served.out and "İYS on" in served.out
         assert INTEGRATOR_PASSWORD not in served.out and API_KEY not in served.out
         sandbox = started[0]
-        assert cli("tenant", "add", "ege", env=env).code == 0
-        assert cli("integrator", "set", "euromsg", "--credentials", "-", env=env,
+        assert cli("tenant", "add", "ege", env=daemon_env).code == 0
+        assert cli("integrator", "set", "euromsg", "--credentials", "-", env=daemon_env,
                    stdin=json.dumps({"client_name": "crm-firma", "password": INTEGRATOR_PASSWORD})).code == 0
         added = cli("connection", "add", "ege", "euromsg", "--base-url", base_url, "--setting", "iys=true",
-                    "--credentials", "-", env=env, stdin=json.dumps({"api_key": API_KEY}))
+                    "--credentials", "-", env=daemon_env, stdin=json.dumps({"api_key": API_KEY}))
         assert added.code == 0, added.err
         before = len(sandbox.request_log)
-        result = cli("connection", "test", "ege", "euromsg", env=env)
+        result = cli("connection", "test", "ege", "euromsg", env=daemon_env)
         assert result.code == 0, result.out + result.err
         checks = checks_of(result)
         assert list(checks) == ["health check", "login", "lists", "campaigns", "İYS"]
@@ -113,13 +66,13 @@ def test_euromsg_sandbox_served_by_the_cli_and_a_connection_test_that_passes(
         assert sandbox.write_requests() == 0
 
         sandbox.set_package(API_KEY, False)
-        expired = cli("connection", "test", "ege", "euromsg", env=env)
+        expired = cli("connection", "test", "ege", "euromsg", env=daemon_env)
         assert expired.code == 1 and "no active sending package" in checks_of(expired)["login"]
         sandbox.set_package(API_KEY, True)
 
-        cli("connection", "rotate", "ege", "euromsg", "--credentials", "-", env=env,
+        cli("connection", "rotate", "ege", "euromsg", "--credentials", "-", env=daemon_env,
             stdin=json.dumps({"api_key": "baska-bir-anahtar-55"}))
-        wrong = cli("connection", "test", "ege", "euromsg", env=env)
+        wrong = cli("connection", "test", "ege", "euromsg", env=daemon_env)
         assert wrong.code == 1 and checks_of(wrong)["login"].startswith("FAILED: ")
         assert "skipped" in checks_of(wrong)["the other checks"]
         for output in (result, expired, wrong):
@@ -129,7 +82,7 @@ def test_euromsg_sandbox_served_by_the_cli_and_a_connection_test_that_passes(
 
 
 def test_mailmasterplus_sandbox_prints_the_mapping_that_the_connection_takes(
-        cli: Cli, env: dict[str, str], started: list[Any]) -> None:
+        cli: Cli, daemon_env: dict[str, str], started: list[Any]) -> None:
     with served_by_cli(cli, started, "mailmasterplus", "--account", f"bos-api:{MMP_PASSWORD}",
                        "--list", "L1=Müşteri Listesi", "--list", "L2=Bülten Aboneleri") as (served, base_url):
         assert MMP_PASSWORD not in served.out
@@ -140,12 +93,12 @@ def test_mailmasterplus_sandbox_prints_the_mapping_that_the_connection_takes(
                          "L2": {"nl_id": 102, "subscribe_form": 202, "update_form": 302, "name": "Bülten Aboneleri"}}
         sandbox = started[0]
         assert sandbox.lists("bos-api") == {"101": "Müşteri Listesi", "102": "Bülten Aboneleri"}
-        cli("tenant", "add", "bosphorus", env=env)
+        cli("tenant", "add", "bosphorus", env=daemon_env)
         added = cli("connection", "add", "bosphorus", "mailmasterplus", "--base-url", base_url,
-                    "--setting", f"lists={mapping[1]}", "--credentials", "-", env=env,
+                    "--setting", f"lists={mapping[1]}", "--credentials", "-", env=daemon_env,
                     stdin=json.dumps({"username": "bos-api", "password": MMP_PASSWORD}))
         assert added.code == 0, added.err
-        result = cli("connection", "test", "bosphorus", "mailmasterplus", env=env)
+        result = cli("connection", "test", "bosphorus", "mailmasterplus", env=daemon_env)
         assert result.code == 0, result.out + result.err
         checks = checks_of(result)
         assert list(checks) == ["login", "list L1 -> 101", "list L2 -> 102"]
@@ -153,68 +106,69 @@ def test_mailmasterplus_sandbox_prints_the_mapping_that_the_connection_takes(
         assert sandbox.write_requests() == 0
 
         sandbox.delete_list("bos-api", 102)                     # the tenant deleted it in the panel
-        gone = cli("connection", "test", "bosphorus", "mailmasterplus", env=env)
+        gone = cli("connection", "test", "bosphorus", "mailmasterplus", env=daemon_env)
         assert gone.code == 1
         assert checks_of(gone)["list L1 -> 101"].startswith("ok")
         assert checks_of(gone)["list L2 -> 102"].startswith("FAILED: ")
 
-        cli("connection", "rotate", "bosphorus", "mailmasterplus", "--credentials", "-", env=env,
+        cli("connection", "rotate", "bosphorus", "mailmasterplus", "--credentials", "-", env=daemon_env,
             stdin=json.dumps({"username": "bos-api", "password": "yanlis-parola-12"}))
-        wrong = cli("connection", "test", "bosphorus", "mailmasterplus", env=env)
+        wrong = cli("connection", "test", "bosphorus", "mailmasterplus", env=daemon_env)
         assert wrong.code == 1 and checks_of(wrong)["login"].startswith("FAILED: ")
         for output in (result, gone, wrong):
             assert MMP_PASSWORD not in output.out + output.err and "yanlis-parola-12" not in output.out + output.err
 
 
-def test_a_mailmasterplus_connection_without_a_mapping_fails_its_test(cli: Cli, env: dict[str, str],
+def test_a_mailmasterplus_connection_without_a_mapping_fails_its_test(cli: Cli, daemon_env: dict[str, str],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import sync.cli.registry
 
     sandbox = MailMasterPlusSandbox({"bos-api": MMP_PASSWORD})
     monkeypatch.setattr(sync.cli.registry, "CONNECTION_TEST_TRANSPORT", lambda _c: sandbox_transport(sandbox.app))
-    cli("tenant", "add", "bosphorus", env=env)
+    cli("tenant", "add", "bosphorus", env=daemon_env)
     cli("connection", "add", "bosphorus", "mailmasterplus", "--base-url", "http://mmp.test/", "--credentials", "-",
-        env=env, stdin=json.dumps({"username": "bos-api", "password": MMP_PASSWORD}))
-    result = cli("connection", "test", "bosphorus", "mailmasterplus", env=env)
+        env=daemon_env, stdin=json.dumps({"username": "bos-api", "password": MMP_PASSWORD}))
+    result = cli("connection", "test", "bosphorus", "mailmasterplus", env=daemon_env)
     assert result.code == 1 and "no CRM list is mapped" in checks_of(result)["lists"]
 
 
 def test_postacell_connection_test_gets_a_token_and_reads_the_list_index(
-        cli: Cli, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        cli: Cli, daemon_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     import sync.cli.registry
 
     sandbox = PostacellSandbox({"acme-api": "Postacell-Şifre-1"})
     monkeypatch.setattr(sync.cli.registry, "CONNECTION_TEST_TRANSPORT", lambda _c: sandbox_transport(sandbox.app))
-    cli("tenant", "add", "acme", env=env)
-    cli("connection", "add", "acme", "postacell", "--credentials", "-", env=env,
+    cli("tenant", "add", "acme", env=daemon_env)
+    cli("connection", "add", "acme", "postacell", "--credentials", "-", env=daemon_env,
         stdin=json.dumps({"username": "acme-api", "password": "Postacell-Şifre-1"}))
-    result = cli("connection", "test", "acme", "postacell", env=env)
+    result = cli("connection", "test", "acme", "postacell", env=daemon_env)
     assert result.code == 0, result.out + result.err
     assert list(checks_of(result)) == ["login", "lists", "campaigns"]
     assert checks_of(result)["login"] == "ok (token issued)"
     assert sandbox.write_requests() == 0
-    cli("connection", "rotate", "acme", "postacell", "--credentials", "-", env=env,
+    cli("connection", "rotate", "acme", "postacell", "--credentials", "-", env=daemon_env,
         stdin=json.dumps({"username": "acme-api", "password": "yanlis-parola-1"}))
-    wrong = cli("connection", "test", "acme", "postacell", env=env)
+    wrong = cli("connection", "test", "acme", "postacell", env=daemon_env)
     assert wrong.code == 1 and checks_of(wrong)["login"].startswith("FAILED: ")
     assert "yanlis-parola-1" not in wrong.out + wrong.err
 
 
 def test_euromsg_connection_test_without_integrator_credentials_says_how_to_set_them(
-        cli: Cli, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        cli: Cli, daemon_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     import sync.cli.registry
 
     sandbox = EuromsgSandbox({"crm-firma": INTEGRATOR_PASSWORD}, {API_KEY: "Ege"})
     monkeypatch.setattr(sync.cli.registry, "CONNECTION_TEST_TRANSPORT", lambda _c: sandbox_transport(sandbox.app))
-    cli("tenant", "add", "ege", env=env)
-    cli("connection", "add", "ege", "euromsg", "--credentials", "-", env=env, stdin=json.dumps({"api_key": API_KEY}))
-    result = cli("connection", "test", "ege", "euromsg", env=env)
+    cli("tenant", "add", "ege", env=daemon_env)
+    cli("connection", "add", "ege", "euromsg", "--credentials", "-", env=daemon_env,
+        stdin=json.dumps({"api_key": API_KEY}))
+    result = cli("connection", "test", "ege", "euromsg", env=daemon_env)
     assert result.code == 1 and "integrator set euromsg" in checks_of(result)["login"]
 
 
-def test_connection_test_of_a_connection_that_does_not_exist_is_one_line(cli: Cli, env: dict[str, str]) -> None:
-    cli("tenant", "add", "acme", env=env)
-    assert "has no euromsg connection" in one_error_line(cli("connection", "test", "acme", "euromsg", env=env))
+def test_connection_test_of_a_connection_that_does_not_exist_is_one_line(cli: Cli, daemon_env: dict[str, str]) -> None:
+    cli("tenant", "add", "acme", env=daemon_env)
+    assert "has no euromsg connection" in one_error_line(cli("connection", "test", "acme", "euromsg", env=daemon_env))
 
 
 @pytest.mark.parametrize(("args", "expected"), [

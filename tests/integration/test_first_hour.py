@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,38 +23,11 @@ from sync.crm import create_reference_schema
 from sync.crypto import generate_key
 from sync.models import Connection, Watermark
 from sync.sandbox import PostacellSandbox, serve_in_thread
-from tests.cli_runner import Result, run_cli
+from tests.cli_runner import one_error_line
+from tests.conftest import Cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "İlk-saat-Şifre-2026"
-Cli = Callable[..., Result]
-
-
-def one_error_line(result: Result) -> str:
-    """The failure is exactly one `crm-esp-sync: error:` line and no traceback; returns it."""
-    assert result.code != 0, result
-    assert "Traceback" not in result.out + result.err
-    lines = [line for line in result.err.splitlines() if line.startswith(("crm-esp-sync: error:", "Error:"))]
-    assert len(lines) == 1, result.err
-    return lines[0]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """The CLI with the given environment only (every CRM_ESP_SYNC_* of the shell is dropped)."""
-    def invoke(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
-        return run_cli(monkeypatch, capsys, env or {}, *args, stdin=stdin)
-    return invoke
-
-
-@pytest.fixture
-def daemon_env(db_url: str) -> Iterator[dict[str, str]]:
-    """A migrated daemon database WITHOUT any CRM relation, and the settings that point at it."""
-    engine = db.create_engine(db_url)
-    db.upgrade(engine)
-    engine.dispose()
-    yield {"CRM_ESP_SYNC_DATABASE_URL": db_url, "CRM_ESP_SYNC_MASTER_KEY": generate_key(),
-           "CRM_ESP_SYNC_LOG_FORMAT": "json"}
 
 
 @pytest.fixture

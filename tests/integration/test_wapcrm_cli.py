@@ -4,10 +4,8 @@ the activity of the served phones lands linked to the CRM members, the key never
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from sync import db
@@ -17,36 +15,9 @@ from sync.crypto import generate_key
 from sync.models import WapcrmConversation, WapcrmMemberPhone, WapcrmMessage
 from sync.sample import seed_crm
 from sync.sandbox import serve_in_thread
-from tests.cli_runner import Result, run_cli
+from tests.conftest import Cli
 
-Cli = Callable[..., Result]
 KEY = "karadeniz-gizli-anahtar-31"
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def invoke(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
-        return run_cli(monkeypatch, capsys, env or {}, *args, stdin=stdin)
-    return invoke
-
-
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """`sandbox serve` builds its sandbox and returns instead of serving forever."""
-    import sync.cli.sandbox
-    import sync.sandbox
-
-    built: list[Any] = []
-    build = sync.cli.sandbox.build_sandbox
-
-    def keep(*args: Any, **kwargs: Any) -> Any:
-        sandbox, base_url, lines = build(*args, **kwargs)
-        built.append(sandbox)
-        return sandbox, base_url, lines
-
-    monkeypatch.setattr(sync.cli.sandbox, "build_sandbox", keep)
-    monkeypatch.setattr(sync.sandbox, "serve", lambda app, host, port: None)
-    yield built
 
 
 def test_a_served_sandbox_and_a_connection_pull_activity_linked_to_members(

@@ -22,7 +22,7 @@ from sync.engine.runner import RunResult, run_connection
 from sync.http import HttpPolicy
 from sync.sample import seed_crm
 from sync.sandbox import FaultPlan
-from tests.integration.providers.harness import HARNESSES, Harness
+from tests.integration.providers.harness import HARNESSES, Harness, harness_id
 
 #: Fast retries, so fault tests take milliseconds, not minutes.
 FAST = HttpPolicy(backoff_base_s=0.001, backoff_max_s=0.01, max_attempts=8)
@@ -172,7 +172,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
-@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
+@pytest.fixture(params=HARNESSES, ids=harness_id)
 def harness(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Harness:
     instance: Harness = request.param()
     register = getattr(instance, "register", None)

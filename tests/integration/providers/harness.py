@@ -163,6 +163,29 @@ def _provider_harnesses() -> list[type[Harness]]:
     return [EuromsgHarness, MailMasterPlusHarness, PostatrHarness]  # type: ignore[list-item]
 
 
+def with_dialects(harnesses: list[type[Harness]]) -> list[type[Harness]]:
+    """One harness class per reading its sandbox serves (``dialects``, first = the document's literal
+    reading): the whole shared suite runs in every reading. The default keeps the provider's name as
+    its test id; another dialect is ``<name>-<dialect>``."""
+    expanded: list[type[Harness]] = []
+    for cls in harnesses:
+        dialects: tuple[str, ...] = getattr(cls, "dialects", ())
+        if not dialects:
+            expanded.append(cls)
+            continue
+        for number, dialect in enumerate(dialects):
+            ident = cls.name if number == 0 else f"{cls.name}-{dialect}"
+            expanded.append(type(f"{cls.__name__}_{dialect}", (cls,),   # type: ignore[arg-type]
+                                 {"dialect": dialect, "id": ident, "default_dialect": number == 0}))
+    return expanded
+
+
+def harness_id(cls: type[Harness]) -> str:
+    """The test id of a harness: its provider's name, and its reading where not the default."""
+    return str(getattr(cls, "id", cls.name))
+
+
 HARNESSES += _provider_harnesses()
+HARNESSES[:] = with_dialects(HARNESSES)
 HARNESSES += _contract_fake_harnesses()
 HARNESSES += _extra_harnesses()
