@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-1m bench-pull clean
+.PHONY: demo check test lint bench bench-1m bench-pull clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/crm-esp-sync demo --workdir demo
 
-## test: set up, then the whole test suite (PostgreSQL/MariaDB from CRM_ESP_SYNC_TEST_*_URL)
+## check: ruff, mypy, the unit tests and the shared provider suite on SQLite, on every core (the loop before
+##        every commit; tests/README.md)
+check: $(VENV)/.installed-dev
+	$(BIN)/python tests/tiers.py check
+
+## test: set up, then the whole test suite on every core (PostgreSQL/MariaDB from CRM_ESP_SYNC_TEST_*_URL): what CI runs
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python tests/tiers.py test
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check sync tests bench migrations

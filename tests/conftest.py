@@ -8,6 +8,8 @@ parameters skip, saying why. CI (`.ci/run`) always sets both URLs.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,42 @@ def _fresh_logging() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+#: The tiers (tests/README.md): ``check`` is the loop before every commit (the unit tests and the
+#: shared provider suite on SQLite), ``rest`` is everything else, ``all`` both (what CI runs).
+TIERS = ("check", "rest", "all")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", choices=TIERS, default="all",
+                     help="check: unit tests and the shared provider suite on SQLite (the loop before every "
+                          "commit); rest: everything else (server databases, processes, the CLI); all: both")
+
+
+def in_check_tier(item: pytest.Item) -> bool:
+    """Unit tests, and the shared provider suite (tests/integration/providers) where it runs on SQLite
+    or on no database at all."""
+    path = str(item.path).replace(os.sep, "/")
+    if "/tests/unit/" in path:
+        return True
+    if "/tests/integration/providers/" not in path:
+        return False
+    params = getattr(item, "callspec", None)
+    return params is None or params.params.get("db_url", "sqlite") == "sqlite"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+    tier = config.getoption("--tier")
+    if tier == "all":
+        return
+    kept, dropped = [], []
+    for item in items:
+        (kept if in_check_tier(item) == (tier == "check") else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def _docker_answers() -> bool:
@@ -107,12 +141,61 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: Servers)
         yield url
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    """A migrated database with the reference CRM schema beside the daemon's tables."""
-    engine = db.create_engine(db_url)
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file with the reference CRM schema per test process, copied for each test
+    that wants one: the same migrations (tests/integration/test_migrations.py runs them on every
+    backend), run once instead of a thousand times."""
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    engine = db.create_engine(f"sqlite:///{path}")
     db.upgrade(engine)
     create_reference_schema(engine, CrmSource())
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(server_urls: Servers) -> Iterator[str]:
+    """The same on PostgreSQL: one migrated database per test process, the template each test's
+    database is created from (``CREATE DATABASE ... TEMPLATE``: an exact copy, constraints and all)."""
+    admin_url = server_urls.url("postgresql")
+    assert admin_url is not None
+    admin = db.create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+    try:
+        engine = db.create_engine(db.normalise_url(admin_url).set(database=name).render_as_string(hide_password=False))
+        db.upgrade(engine)
+        create_reference_schema(engine, CrmSource())
+        engine.dispose()
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str, request: pytest.FixtureRequest, server_urls: Servers) -> Iterator[sa.Engine]:
+    """A migrated database with the reference CRM schema beside the daemon's tables."""
+    if db_url.startswith("sqlite:///"):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), db_url.removeprefix("sqlite:///"))
+        engine = db.create_engine(db_url)
+    elif db.normalise_url(db_url).get_backend_name() == "postgresql":
+        # The scratch database db_url made, made again from the migrated template.
+        template = request.getfixturevalue("postgres_template")
+        name = db.normalise_url(db_url).database
+        admin = db.create_engine(server_urls.url("postgresql") or "").execution_options(isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}"'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        admin.dispose()
+        engine = db.create_engine(db_url)
+    else:
+        engine = db.create_engine(db_url)
+        db.upgrade(engine)
+        create_reference_schema(engine, CrmSource())
     yield engine
     engine.dispose()
 

@@ -96,6 +96,7 @@ def test_2_our_own_unsubscribe_push_is_an_echo_not_a_suppression(world: World) -
     assert world.harness.members()[email].status == "active"
 
 
+@pytest.mark.every_database
 def test_3_turkish_dotted_capital_i_is_the_same_address(world: World) -> None:
     """AYSE.CETİN@GMAİL.COM is ayse.cetin@gmail.com: no delete, no second contact."""
     world.run()
@@ -110,6 +111,7 @@ def test_3_turkish_dotted_capital_i_is_the_same_address(world: World) -> None:
     assert not [email for email in world.harness.members() if "\u0307" in email or "İ" in email]
 
 
+@pytest.mark.every_database
 def test_4_two_members_swapping_addresses_converge_in_one_run(world: World) -> None:
     world.run()
     crm = world.valid_active_members()
@@ -241,6 +243,7 @@ def test_11_a_list_adopted_from_the_panel_is_never_deleted(world: World) -> None
     assert "Panelden Liste" not in world.harness.members()[member.email.lower()].lists
 
 
+@pytest.mark.every_database
 def test_11_a_broken_crm_view_stops_the_run_before_anything_is_removed(world: World) -> None:
     """The members view suddenly returns nothing: the run refuses to delete everyone, says how to
     go on, and ``--allow-mass-delete`` then does it."""
@@ -287,6 +290,7 @@ def _widen(world: World, table: str, column: str, length: int) -> None:
             conn.execute(sa.text(statement))
 
 
+@pytest.mark.every_database
 def test_15_over_long_values_are_rejects_and_the_rest_goes_on(world: World) -> None:
     for table, column in (("crm_lists", "name"), ("crm_members", "id"), ("crm_list_members", "member_id")):
         _widen(world, table, column, 520 if column == "name" else 250)
@@ -310,6 +314,7 @@ def test_15_over_long_values_are_rejects_and_the_rest_goes_on(world: World) -> N
     assert again.status in COMPLETED, again.error
 
 
+@pytest.mark.every_database
 def test_17_a_deleted_members_reject_is_resolved_and_a_bad_list_is_not_resent(world: World) -> None:
     world.add_list("L6", "")
     world.run()

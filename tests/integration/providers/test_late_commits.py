@@ -24,6 +24,9 @@ CREATE OR REPLACE FUNCTION crm_set_change_xid() RETURNS trigger AS $$
 BEGIN NEW.change_xid := pg_current_xact_id()::text::bigint; RETURN NEW; END $$ LANGUAGE plpgsql;
 """
 
+#: Backfill/late-commit SQL differs per database: every harness on every database (tests/README.md).
+pytestmark = pytest.mark.every_database
+
 
 @pytest.fixture
 def xid_world(world: World) -> Iterator[World]:
