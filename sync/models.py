@@ -119,6 +119,9 @@ class Connection(Base):
     schedule: Mapped[str | None] = mapped_column(sa.String(64))
     lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
     lease_expires_at: Mapped[dt.datetime | None]
+    #: Endpoint -> the reading its answers last came in (``sync.providers.readings``), as
+    #: ``connection test`` and the runs saw them; NULL until either has read something.
+    readings: Mapped[dict[str, Any] | None] = mapped_column(JSONText())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     tenant: Mapped[Tenant] = relationship(back_populates="connections")

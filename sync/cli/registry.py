@@ -251,15 +251,19 @@ def integrator_set(app: App, provider: str, credentials_source: str | None) -> N
 @click.argument("provider", type=PROVIDER_CHOICE)
 @pass_app
 def connection_test(app: App, tenant: str, provider: str) -> None:
-    """Log in to PROVIDER as TENANT and make one read-only call per capability: one line per check,
-    exit status 0 when all pass, 1 otherwise. Nothing is written."""
+    """Log in to PROVIDER as TENANT, make one read-only call per capability and the reads a run
+    makes: one line per check, then the reading each answer came in ("readings: endpoint=reading,
+    ..."), stored on the connection (`status` shows it). Where the provider's request can take
+    several readings (API key in the path or the query, say), the connection's is tried first and
+    the others only on 404/405; the one that answered is stored in the connection's settings.
+    Exit status 0 when all pass, 1 otherwise. Nothing is written at the provider."""
     from sync.ops.connection_test import run_test
 
     outcome = run_test(app.settings, app.migrated_engine(), tenant, provider,
                        transport_factory=CONNECTION_TEST_TRANSPORT)
     click.echo(f"connection {tenant}/{provider} at {outcome.base_url}:")
-    for check in outcome.checks:
-        click.echo(f"  {check.line()}")
+    for line in outcome.lines():
+        click.echo(f"  {line}")
     if not outcome.ok:
         sys.exit(1)
 

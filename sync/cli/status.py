@@ -21,7 +21,8 @@ from sync.cli.app import PROVIDER_CHOICE, App, cli, pass_app
 def status(app: App, tenant: str | None, provider: str | None, runs: int, as_json: bool) -> None:
     """Per connection: health, the last runs (outcome, counts, timings, HTTP requests), watermarks and their age,
     open rejects by code, lists the provider does not have, members waiting for a list,
-    suppressions by kind, and who holds the lease until when.
+    suppressions by kind, who holds the lease until when, and the reading each endpoint's answers
+    last came in (stored by `connection test` and the runs).
 
     \b
     health: failing (last run failed, blocked, lost its lease or crashed), new_rejects (it ended
@@ -68,6 +69,8 @@ def _print_details(app: App, c: dict[str, Any]) -> None:
         lines.append(f"{code['count']} open reject(s) {code['code'] or '-'}: e.g. {code['example_reason']}")
     for lst in c["rejects"]["lists_without_mapping"]:
         lines.append(f"list {lst['crm_list_id']} has no twin at the provider: {lst['reason']}")
+    if c["readings"]:
+        lines.append("readings: " + "; ".join(f"{endpoint}={reading}" for endpoint, reading in c["readings"].items()))
     run = c["last_run"]
     if run and run.get("error"):
         lines.append(f"last run {run['status']}: {run['error']}")

@@ -17,10 +17,24 @@ instant resumes without loss and without duplicates:
    Each day commits with the watermark moved to the end of that day (the start of today for
    today, which is never complete). The phone of every new or changed conversation makes the
    messages of members holding it due: activity is what makes a message list worth reading.
-4. **Messages.** For members whose messages are due (new numbers, activity) plus at most
-   ``refresh_per_run`` of the others, stalest first: one read per distinct phone, de-duplicated
-   by message key; the due flag is cleared in the transaction that stores that phone's messages.
-   Work grows with what changed, not with the size of the CRM.
+   **Back-dated calls** (a call saved today with last week's date: WapCRM's ``addconversation``
+   takes the call's own time, and the provider has no "changed since" query) are found by a wide
+   re-read: once ``reread_every_days`` have passed since the last one (the
+   ``activity_conversations_reread`` position: when that re-read started), the run also reads
+   every day from ``reread_days`` before that start. So a call saved with a date up to
+   ``reread_days`` before the moment it is saved is read at the latest by the first run starting
+   ``reread_every_days`` − ½ day after the previous re-read; one dated earlier still is never read
+   (``backfill`` reads ``first_days``). A first run counts as a re-read. Cost: about
+   ``reread_days + reread_every_days`` day reads once per period (longer after a pause, by the
+   days the watermark reads anyway), instead of ``lookback_days + 1``.
+4. **Messages.** For members whose messages are due (new numbers, activity) plus the stalest
+   of the others: at least ``refresh_per_run`` of them, at least their share of the period
+   (``messages_refresh_days``: all phones × time since the last refresh ÷ the period, so nightly
+   runs read phones ÷ period each), and every phone last read more than the period − ½ day ago.
+   So a WhatsApp message on a phone without a call arrives within ``messages_refresh_days``. One
+   read per distinct phone, de-duplicated by message key; the due flag is cleared in the
+   transaction that stores that phone's messages. Apart from that bounded refresh (whose cost is
+   stated in docs/providers/wapcrm.md), work grows with what changed, not with the CRM's size.
 """
 
 from __future__ import annotations
@@ -52,12 +66,25 @@ from sync.models import (
     utcnow,
 )
 from sync.phones import UnusablePhone, normalize_phone
-from sync.providers.base import ActivityPull, Provider, ReferenceItem, RemoteConversation, RemoteMessage
+from sync.providers.base import (
+    ActivityPull,
+    Provider,
+    ReferenceItem,
+    RemoteConversation,
+    RemoteMessage,
+)
 
 log = structlog.get_logger(__name__)
 
 MEMBERS_STREAM = "activity_members"
 CONVERSATIONS_STREAM = "activity_conversations"
+#: When the last wide re-read of conversations (or the first run) started.
+CONVERSATIONS_REREAD_STREAM = "activity_conversations_reread"
+#: When the last message refresh (the reads of phones without news) started.
+MESSAGES_REFRESH_STREAM = "activity_messages_refresh"
+#: A period "has passed" this much before it is over, so that a nightly run whose start drifts
+#: by minutes keeps a period of N days at N nights.
+PERIOD_SLACK = dt.timedelta(hours=12)
 #: Reject codes: our check of the CRM's number, and the provider refusing it.
 PHONE_INVALID = "phone_invalid"
 PHONE_REFUSED = "phone_refused"
@@ -98,6 +125,8 @@ class ActivityStep:
         self.checkpoint = checkpoint
         self.window = api.activity_window
         self.zone = zoneinfo.ZoneInfo(self.window.time_zone)
+        self.first_run = False                    # set by conversation_days()
+        self.wide_from: dt.date | None = None     # the first day of this run's wide re-read, if one is due
 
     async def run(self) -> None:
         self.track_member_phones()
@@ -252,20 +281,37 @@ class ActivityStep:
 
     def conversation_days(self) -> list[dt.date]:
         """The days this run reads: from the watermark's day minus ``lookback_days`` (the first
-        run, or a backfill: ``first_days`` back) up to today, as of the run's start."""
+        run, or a backfill: ``first_days`` back) up to today, as of the run's start; from earlier
+        when a wide re-read is due (:meth:`reread_from`)."""
         today = self.until.astimezone(self.zone).date()
         with self.sessions() as session:
             mark = watermark_for(session, self.connection_id, CONVERSATIONS_STREAM)
+            reread = watermark_for(session, self.connection_id, CONVERSATIONS_REREAD_STREAM)
         if mark is None or self.backfill:
             first = today - dt.timedelta(days=max(self.window.first_days, 1) - 1)
         else:
             first = mark.astimezone(self.zone).date() - dt.timedelta(days=self.window.lookback_days)
+        self.first_run = mark is None
+        self.wide_from = None if mark is None else self.reread_from(reread)
+        if self.wide_from is not None and self.wide_from < first:
+            self.counts["conversation_days_reread"] += (first - self.wide_from).days
+            first = self.wide_from
         return [first + dt.timedelta(days=n) for n in range(max((today - first).days + 1, 0))]
+
+    def reread_from(self, last: dt.datetime | None) -> dt.date | None:
+        """The first day of a wide re-read when one is due (``reread_every_days`` since the last,
+        or none yet), else None: ``reread_days`` before the last re-read started, so that every
+        call saved since then with a date up to ``reread_days`` before its saving is among the days
+        read (after a pause the re-read is longer by the pause, which the watermark reads anyway)."""
+        days, every = max(self.window.reread_days, 0), max(self.window.reread_every_days, 0)
+        if days == 0 or (last is not None and self.until - last < dt.timedelta(days=every) - PERIOD_SLACK):
+            return None
+        return ((last or self.until) - dt.timedelta(days=days)).astimezone(self.zone).date()
 
     async def pull_conversations(self) -> None:
         days = self.conversation_days()
         today = self.until.astimezone(self.zone).date()
-        for day in days:
+        for number, day in enumerate(days):
             conversations = await self.api.pull_conversations(day)
             with self.sessions.begin() as session:
                 active = self._record_conversations(session, conversations)
@@ -275,6 +321,11 @@ class ActivityStep:
                         .values(messages_due=True).execution_options(synchronize_session=False))
                 covered = self._day_start(day + dt.timedelta(days=1)) if day < today else self._day_start(day)
                 self._advance(session, CONVERSATIONS_STREAM, covered)
+                # A first run reads everything from first_days back, and a crash resumes it from its
+                # watermark: it counts as a re-read from its first committed day. A wide re-read
+                # counts once its last day is committed (a crash before repeats it whole).
+                if (number == 0 and self.first_run) or (number == len(days) - 1 and self.wide_from is not None):
+                    self._advance(session, CONVERSATIONS_REREAD_STREAM, self.until)
                 self.checkpoint(session)
             self.counts["conversation_days"] += 1
 
@@ -314,22 +365,50 @@ class ActivityStep:
     # --- 4. messages ----------------------------------------------------------------------
 
     def phones_to_read(self) -> list[str]:
-        """Distinct phones whose messages are due, then the stalest others (``refresh_per_run``)."""
+        """Distinct phones whose messages are due, then the stalest others (:meth:`refresh_count`)."""
         with self.sessions() as session:
             due = sorted(set(session.scalars(sa.select(WapcrmMemberPhone.phone).where(
                 WapcrmMemberPhone.connection_id == self.connection_id, WapcrmMemberPhone.messages_due.is_(True)))))
+            limit = self.refresh_count(session)
             refresh: list[str] = []
-            if self.window.refresh_per_run > 0:
-                stalest = sa.func.min(sa.func.coalesce(WapcrmMemberPhone.messages_pulled_at,
-                                                       dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
+            if limit > 0:
                 refresh = list(session.scalars(
                     sa.select(WapcrmMemberPhone.phone)
                     .where(WapcrmMemberPhone.connection_id == self.connection_id,
                            WapcrmMemberPhone.messages_due.is_(False))
-                    .group_by(WapcrmMemberPhone.phone).order_by(stalest, WapcrmMemberPhone.phone)
-                    .limit(self.window.refresh_per_run)))
+                    .group_by(WapcrmMemberPhone.phone).order_by(self._last_read, WapcrmMemberPhone.phone)
+                    .limit(limit)))
         due_set = set(due)
         return due + [phone for phone in refresh if phone not in due_set]
+
+    #: A phone's last read (the earliest of its members' rows; never read: the epoch).
+    _last_read = sa.func.min(sa.func.coalesce(WapcrmMemberPhone.messages_pulled_at,
+                                              dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
+
+    def refresh_count(self, session: Session) -> int:
+        """How many phones without news this run reads, stalest first: at least
+        ``refresh_per_run``; with a period of ``messages_refresh_days`` also at least the share of
+        all phones for the time since the last refresh (phones ÷ period per nightly run), and
+        every phone last read more than the period − ½ day before this run started (a missed
+        night, a crash): so every phone is read at least once per period."""
+        base = max(self.window.refresh_per_run, 0)
+        period_days = max(self.window.messages_refresh_days, 0)
+        if period_days == 0:
+            return base
+        period = dt.timedelta(days=period_days)
+        quiet = (sa.select(WapcrmMemberPhone.phone.label("phone"), self._last_read.label("last_read"))
+                 .where(WapcrmMemberPhone.connection_id == self.connection_id,
+                        WapcrmMemberPhone.messages_due.is_(False))
+                 .group_by(WapcrmMemberPhone.phone).subquery())
+        phones = int(session.scalar(sa.select(sa.func.count()).select_from(quiet)) or 0)
+        overdue = int(session.scalar(sa.select(sa.func.count()).select_from(quiet).where(
+            quiet.c.last_read < self.until - period + PERIOD_SLACK)) or 0)
+        last = watermark_for(session, self.connection_id, MESSAGES_REFRESH_STREAM)
+        elapsed = min(max(self.until - last, dt.timedelta(0)), period) if last is not None else dt.timedelta(days=1)
+        share = int(phones * (elapsed / period))
+        if overdue:
+            self.counts["message_lists_overdue"] += overdue
+        return max(base, share, overdue)
 
     async def pull_messages(self) -> None:
         phones = self.phones_to_read()
@@ -347,6 +426,9 @@ class ActivityStep:
                         .execution_options(synchronize_session=False))
                 self.checkpoint(session)
             self.counts["message_lists_read"] += len(chunk)
+        with self.sessions.begin() as session:
+            self._advance(session, MESSAGES_REFRESH_STREAM, self.until)
+            self.checkpoint(session)
 
     async def _messages_of(self, phone: str) -> list[RemoteMessage] | RejectedRow:
         try:

@@ -434,6 +434,9 @@ class ConnectionSync:
         # suppressed contact of the account, and no ORM object is built per row.
         existing: dict[tuple[str, str], dict[str, Any]] = {}
         echoes: set[str] = set()
+        # e-mail -> (remote lists, pushed at) of its links pushed "active", where an undated status came
+        undated = any(not s.dated for s in pulled)
+        pushed_active: dict[str, list[tuple[tuple[str, ...], dt.datetime]]] = {}
         columns = ("email", "remote_list_id", "remote_id", "status", "occurred_at", "pulled_at")
         for part in _chunks(emails):
             existing.update(((row.email, row.remote_list_id), dict(row._mapping)) for row in session.execute(
@@ -442,6 +445,12 @@ class ConnectionSync:
             echoes.update(session.scalars(sa.select(MemberLink.email).where(
                 MemberLink.connection_id == self.connection_id, self._in(MemberLink.email, part),
                 MemberLink.status_pushed == "unsubscribed")))
+            if undated:
+                for email, remote_lists, pushed_at in session.execute(sa.select(
+                        MemberLink.email, MemberLink.remote_lists, MemberLink.pushed_at).where(
+                        MemberLink.connection_id == self.connection_id, self._in(MemberLink.email, part),
+                        MemberLink.status_pushed == "active")):
+                    pushed_active.setdefault(email, []).append((tuple(remote_lists or ()), pushed_at))
         changed: set[str] = set()
         writes: dict[tuple[str, str], dict[str, Any]] = {}
         now = utcnow()
@@ -462,6 +471,11 @@ class ConnectionSync:
                 continue
             stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row["status"]]
             later = status.occurred_at > row["occurred_at"]
+            if later and not status.dated:
+                # An undated status (its time is this pull's) seen again keeps the time first seen,
+                # unless we pushed the contact active after it (a re-subscribe): then it is a new one.
+                later = any(pushed_at > row["occurred_at"] and (not scope or scope in lists)
+                            for lists, pushed_at in pushed_active.get(status.email, ()))
             if stronger or later:
                 row["status"] = status.status if stronger else row["status"]
                 row["occurred_at"] = max(row["occurred_at"], status.occurred_at)
@@ -1149,7 +1163,7 @@ class ConnectionSync:
                     city=member.city, status=status,  # type: ignore[arg-type]
                     consent_status=member.consent_status, consent_date=member.consent_date,
                     consent_source=member.consent_source, recipient_type=member.recipient_type,
-                    fields=convert(self.fields, member.extra) if self.fields else {})
+                    fields=convert(self.fields, member.extra) if self.fields else {}, email_as_written=member.email)
                 assert self.member_api is not None
                 payload = self.member_api.build_payload(snapshot)
             except RejectedRow as exc:

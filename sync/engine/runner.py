@@ -38,6 +38,7 @@ from sync.http import Auth, HttpPolicy, ProviderHTTP
 from sync.logs import SECRETS, bind_context, clear_context
 from sync.models import Connection, Reject, SyncRun, Tenant, utcnow
 from sync.providers.base import IMPLEMENTATIONS, Capabilities, build_provider
+from sync.providers.readings import merged_readings, reading_changes, readings_of
 from sync.providers.specs import get_spec
 
 log = structlog.get_logger(__name__)
@@ -126,6 +127,7 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
         return http
 
     sync: ConnectionSync | None = None
+    provider: Any = None
     try:
         if connection.provider not in IMPLEMENTATIONS:
             result.status = "skipped"
@@ -200,10 +202,26 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             run = session.get_one(SyncRun, run_id)
             run.status, run.counts, run.timings = result.status, result.counts, result.timings
             run.error, run.finished_at = result.error, utcnow()
+            _record_readings(session, connection_id, provider, store=not options.dry_run)
         log.info("run.finished", status=result.status, counts=result.counts, timings=result.timings,
                  http_requests=result.http_requests, error=result.error)
         clear_context(["run_id", "tenant", "provider"])
     return result
+
+
+def _record_readings(session: Session, connection_id: int, provider: Any, *, store: bool) -> None:
+    """One ``provider.reading_changed`` warning per endpoint whose answers came in another reading
+    than the one stored on the connection (or changed within the run); then the readings seen,
+    merged over the stored ones (not by a dry run, which stores nothing)."""
+    seen = readings_of(provider)
+    connection = session.get(Connection, connection_id) if seen is not None and seen.seen else None
+    if seen is None or connection is None:     # nothing read, or the connection was removed meanwhile
+        return
+    for change in reading_changes(connection.readings, seen):
+        log.warning("provider.reading_changed", endpoint=change.endpoint, was=change.was, now=change.now)
+    merged = merged_readings(connection.readings, seen.as_dict())
+    if store and merged != (connection.readings or {}):
+        connection.readings = merged
 
 
 #: The last scheduled fire time a worker ran (claimed under the connection's lease).

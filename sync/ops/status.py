@@ -131,6 +131,7 @@ def connection_statuses(session: Session, tenant: str | None = None, provider: s
             "watermarks": watermarks,
             "rejects": rejects.get(connection.id, _empty_rejects()),
             "suppressions": suppressions.get(connection.id, {}),
+            "readings": dict(sorted((connection.readings or {}).items())),
             "lease": {"holder": connection.lease_owner if lease_live else None,
                       "expires_at": iso(connection.lease_expires_at) if lease_live else None,
                       "last_holder": connection.lease_owner, "live": lease_live},

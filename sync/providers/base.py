@@ -57,8 +57,11 @@ class Capabilities:
     supports_unsubscribe: bool = True
     #: What a removal (KVKK erasure, leaving the last list) becomes at the provider: "delete";
     #: "unsubscribe" (the provider cannot delete: the contact is unsubscribed, and anonymised where
-    #: the provider allows); "none" (the provider can do neither: recorded locally and reported).
-    member_removal: Literal["delete", "unsubscribe", "none"] = "delete"
+    #: the provider allows); "none" (the provider can do neither: recorded locally and reported);
+    #: "unlist" (a member who left every list or changed address is only taken off OUR lists, its
+    #: card kept with the tenant's own lists and the provider's record of an opt-out; only a KVKK
+    #: erasure deletes it: Euromsg Express).
+    member_removal: Literal["delete", "unsubscribe", "none", "unlist"] = "delete"
     #: "email": contacts are keyed by address (a changed address is another contact: the old one
     #: is removed); "crm_id": keyed by our member id (a changed address is an update).
     member_key: Literal["email", "crm_id"] = "email"
@@ -86,7 +89,7 @@ class Capabilities:
 
     @property
     def supports_member_delete(self) -> bool:
-        return self.member_removal == "delete"
+        return self.member_removal in ("delete", "unlist")
 
 
 class MemberKey(NamedTuple):
@@ -114,6 +117,9 @@ class MemberSnapshot:
     recipient_type: str | None = None
     #: Custom fields: provider field -> typed value (sync/fields.py), from the connection's mapping.
     fields: Mapping[str, Any] = field(default_factory=dict)
+    #: The address as the CRM holds it (``email`` is normalised: lower-case, trimmed). A provider
+    #: that keeps the local part's spelling sends this one when it normalises to ``email``.
+    email_as_written: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,12 @@ class RemoteStatus:
     occurred_at: dt.datetime
     remote_id: str | None = None
     remote_list: str = ""
+    #: False: the provider gives no time for this status and ``occurred_at`` is when this pull saw
+    #: it. The engine keeps the time it first stored for the address (in the same list scope): an
+    #: undated status seen again is no news, unless we pushed the contact active after that time
+    #: (a re-subscribe): then it is a new one. Not keyed on the record id: Euromsg re-activates
+    #: the same card.
+    dated: bool = True
 
 
 @dataclass(frozen=True)
@@ -362,12 +374,19 @@ class RemoteMessage:
 class ActivityWindow:
     """How an activity provider's conversations are read: whole days in ``time_zone``, the first
     run ``first_days`` back, later runs re-reading ``lookback_days`` before the watermark; and how
-    many message lists of members without news are refreshed per run (``refresh_per_run``)."""
+    many message lists of members without news are refreshed per run (``refresh_per_run``).
+
+    The bounds of late data (0 = off): every ``reread_every_days`` a run re-reads the last
+    ``reread_days`` of conversations in full, and every member's message list is read at least once
+    within ``messages_refresh_days`` (docs/providers/wapcrm.md, "Late data")."""
 
     time_zone: str
     first_days: int
     lookback_days: int
     refresh_per_run: int
+    reread_days: int = 0
+    reread_every_days: int = 0
+    messages_refresh_days: int = 0
 
 
 @runtime_checkable

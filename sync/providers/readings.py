@@ -36,14 +36,17 @@ never for a provider's name):
     parameters or a JSON body): connection setting -> its values, the document's literal reading
     FIRST. The setting itself is an ordinary connection setting (declared in ``sync.providers.specs``
     with the first value as its default, validated in the provider's settings parsing) that the
-    client obeys. ``connection test`` tries the connection's current value first (the first value
-    where none is set), and on a check that failed with a :class:`~sync.errors.ProviderError` whose
-    ``status_code`` is 404 or 405 (:data:`FALLBACK_STATUSES`) builds the provider again with the
-    next value (:func:`request_variants`) and repeats its checks: every check is read-only, so a
-    fallback never writes. It reports which value worked (check ``request readings``) and stores
-    it in the connection's settings when it differs from the current one. A client must therefore
-    raise ``ProviderError(..., status_code=404)`` (or any subclass) for a 404/405 of such a call,
-    never turn it into "not found" data.
+    client obeys; values are strings. ``connection test`` tries the connection's current values
+    first (each setting's first value where none is set) and, while a check fails with a
+    :class:`~sync.errors.ProviderError` whose ``status_code`` is 404 or 405
+    (:data:`FALLBACK_STATUSES`), builds the provider again with the next combination
+    (:func:`request_variants`) and repeats its checks: every check is read-only, so a fallback
+    never writes. It reports which combination answered (check ``request readings``) and stores it
+    in the connection's settings when it differs from the current one (where none answered every
+    call, the one with the fewest 404/405 is stored if it beat the current one). So a client must
+    let a 404/405 of such a call out of ``check_lists``, the login and ``connection_probe`` as
+    ``ProviderError(..., status_code=404)`` (or a subclass), never turn it into "not found" data
+    or a problem line.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sync.errors import ConfigurationError, ProviderError, UnknownReadingError
+from sync.errors import ConfigurationError, UnknownReadingError
 from sync.logs import SECRETS
 
 #: How much of an unreadable answer an error shows.
@@ -168,11 +171,6 @@ def request_variants(fallbacks: Mapping[str, Sequence[str]], settings: Mapping[s
         ordered.append([current, *(value for value in values if value != current)])
     variants = [dict(zip(fallbacks, combination, strict=True)) for combination in itertools.product(*ordered)]
     return variants[:MAX_REQUEST_VARIANTS] or [{}]
-
-
-def is_fallback_error(exc: BaseException) -> bool:
-    """An error that says the server has no such call in this request reading (404/405)."""
-    return isinstance(exc, ProviderError) and exc.status_code in FALLBACK_STATUSES
 
 
 def variant_text(variant: Mapping[str, str]) -> str:

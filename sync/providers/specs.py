@@ -15,7 +15,9 @@ from typing import Any
 
 from sync.errors import ConfigurationError, CredentialsError
 from sync.fields import check_field_mapping
+from sync.providers.euromsg import api as euromsg_api
 from sync.providers.mailmasterplus.api import parse_list_mapping
+from sync.providers.postatr import api as postatr_api
 from sync.providers.postatr.api import parse_list_settings
 from sync.providers.wapcrm import api as wapcrm_api
 
@@ -182,7 +184,17 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("client_name", "the integrator's clientName", secret=False),
                 CredentialField("password", "the integrator's password"),
             ),
-            settings={"iys": SettingSpec(False, "bool", help="push İYS consent fields (Euromsg as İYS integrator)")},
+            settings={
+                "iys": SettingSpec(False, "bool", help="push İYS consent fields (Euromsg as İYS integrator)"),
+                euromsg_api.API_KEY_SETTING: CheckedTextSpec(
+                    euromsg_api.API_KEY_IN_DEFAULT, "text", check=euromsg_api.parse_api_key_in,
+                    help="where the API key goes in PUT identification: path (the document), segment or query; "
+                         "`connection test` finds the one the gateway takes"),
+                euromsg_api.LIST_PATH_SETTING: CheckedTextSpec(
+                    euromsg_api.LIST_PATHS[0], "text", check=euromsg_api.parse_list_path,
+                    help="the path of the email lists: emailList (the document) or email-list; "
+                         "`connection test` finds it"),
+            },
         ),
         ProviderSpec(
             name="postatr",
@@ -193,10 +205,17 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 CredentialField("password", "Postatr password"),
                 CredentialField("encrypted_id", "EncryptedId: the encrypted account number"),
             ),
-            settings={"lists": CheckedMappingSpec(
-                {}, "mapping", check=parse_list_settings,
-                help='optional, CRM list id -> {"list_id"?: GUID, "member_groups"?: "1354,1359"}; '
-                     "other lists get a ListId derived from the account and the list")},
+            settings={
+                "lists": CheckedMappingSpec(
+                    {}, "mapping", check=parse_list_settings,
+                    help='optional, CRM list id -> {"list_id"?: GUID, "member_groups"?: "1354,1359"}; '
+                         "other lists get a ListId derived from the account and the list"),
+                "columns": CheckedMappingSpec({}, "mapping", check=postatr_api.parse_column_settings,
+                                              help=postatr_api.COLUMNS_HELP),
+                "fields": CheckedMappingSpec({}, "mapping", check=postatr_api.check_fields,
+                                             help="extra CRM member columns -> Postatr MyColumns (README, Custom "
+                                                  "fields); phone and city go by the columns setting"),
+            },
         ),
         ProviderSpec(
             name="postacell",
@@ -237,6 +256,16 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 "lookback_days": SettingSpec(2, "int", minimum=0, help="days re-read before the watermark"),
                 "messages_refresh_per_run": SettingSpec(
                     100, "int", minimum=0, help="message lists of members without news refreshed per run"),
+                "conversations_reread_days": SettingSpec(
+                    30, "int", minimum=0, help="days of conversations re-read in full now and then; 0 = off"),
+                "conversations_reread_every_days": SettingSpec(
+                    7, "int", minimum=0, help="days between those full re-reads; 0 = off"),
+                "messages_refresh_days": SettingSpec(
+                    7, "int", minimum=0, help="days within which every member's messages are read; 0 = off"),
+                wapcrm_api.REQUEST_READING_SETTING: CheckedTextSpec(
+                    wapcrm_api.DEFAULT_REQUEST_READING, "text", check=wapcrm_api.parse_request_reading,
+                    help="how a request model travels: post-json (the document) or get-query; "
+                         "`connection test` finds the one the account answers"),
             },
         ),
     )

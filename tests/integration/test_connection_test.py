@@ -35,9 +35,23 @@ def served_by_cli(cli: Cli, started: list[Any], *args: str) -> Iterator[tuple[Re
 
 
 def checks_of(result: Result) -> dict[str, str]:
-    """`connection test` output: check name -> the rest of its line."""
-    lines = [line.strip() for line in result.out.splitlines()[1:] if line.strip()]
-    return dict(line.split(": ", 1) for line in lines)
+    """`connection test` output: check name -> the rest of its line.
+
+    Lines of the same check (``reads`` has one per call) are joined with " | "; the readings seen
+    (``readings: ...``, ``reading changed: ...``) are not checks (``readings_of`` reads them)."""
+    checks: dict[str, str] = {}
+    for line in (line.strip() for line in result.out.splitlines()[1:]):
+        if not line or line.startswith(("readings: ", "reading changed: ")):
+            continue
+        name, rest = line.split(": ", 1)
+        checks[name] = f"{checks[name]} | {rest}" if name in checks else rest
+    return checks
+
+
+def readings_of(result: Result) -> str:
+    """The ``readings:`` line of `connection test` output ("" when there is none)."""
+    return next((line.strip().removeprefix("readings: ") for line in result.out.splitlines()
+                 if line.strip().startswith("readings: ")), "")
 
 
 def test_euromsg_sandbox_served_by_the_cli_and_a_connection_test_that_passes(
@@ -57,11 +71,13 @@ def test_euromsg_sandbox_served_by_the_cli_and_a_connection_test_that_passes(
         result = cli("connection", "test", "ege", "euromsg", env=daemon_env)
         assert result.code == 0, result.out + result.err
         checks = checks_of(result)
-        assert list(checks) == ["health check", "login", "lists", "campaigns", "İYS"]
+        # Everything a run reads ("reads"), and which request reading the gateway took.
+        assert list(checks) == ["health check", "login", "lists", "campaigns", "İYS", "reads", "request readings"]
         assert all(value.startswith("ok") for value in checks.values()), result.out
         assert "API key identified" in checks["login"] and "sending package active" in checks["login"]
+        assert readings_of(result), result.out
         methods = {method for method, path, _ in sandbox.request_log[before:]
-                   if path.strip("/") not in ("tokens", "apiKey/identification")}
+                   if path.strip("/") != "tokens" and not sandbox.is_identification(path)}
         assert methods == {"GET"}                                     # read-only
         assert sandbox.write_requests() == 0
 
@@ -101,7 +117,7 @@ def test_mailmasterplus_sandbox_prints_the_mapping_that_the_connection_takes(
         result = cli("connection", "test", "bosphorus", "mailmasterplus", env=daemon_env)
         assert result.code == 0, result.out + result.err
         checks = checks_of(result)
-        assert list(checks) == ["login", "list L1 -> 101", "list L2 -> 102"]
+        assert list(checks) == ["login", "list L1 -> 101", "list L2 -> 102", "reads"]
         assert all(value.startswith("ok") for value in checks.values())
         assert sandbox.write_requests() == 0
 

@@ -181,6 +181,7 @@ def test_status_of_a_connection_that_never_ran_and_filters(ops: Cli) -> None:
     [connection] = _status(ops)["connections"]
     assert connection["health"] == "never_run" and connection["last_run"] is None
     assert connection["rejects"]["open"] == 0 and connection["lease"]["live"] is False
+    assert connection["readings"] == {}                 # nothing read yet (issue 22: `connection test` fills it)
     assert _status(ops, "--provider", "euromsg")["connections"] == []
 
 

@@ -6,6 +6,7 @@ is DataOnly and no request started a campaign; no secret reaches the output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,9 +27,11 @@ PASSWORD, ENCRYPTED_ID = "Postatr-Şifre-Gizli-51", "12FD8A5F-2H34-486F-871D-5E6
 Cli = Callable[..., Result]
 
 
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[PostatrSandbox, str]]:
-    """The sandbox `sandbox serve postatr` builds (its blocking serve replaced), served on a free port."""
+@contextlib.contextmanager
+def serving(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            *dialect: str) -> Iterator[tuple[PostatrSandbox, str]]:
+    """The sandbox `sandbox serve postatr [--dialect ...]` builds (its blocking serve replaced),
+    served on a free port."""
     import sync.cli.sandbox
     import sync.sandbox
 
@@ -43,12 +46,19 @@ def served(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) 
     monkeypatch.setattr(sync.cli.sandbox, "build_sandbox", keep)
     monkeypatch.setattr(sync.sandbox, "serve", lambda app, host, port: None)
     result = run_cli(monkeypatch, capsys, {}, "sandbox", "serve", "postatr", "--account",
-                     f"trakya-api:{PASSWORD}:{ENCRYPTED_ID}", "--port", "8124")
+                     f"trakya-api:{PASSWORD}:{ENCRYPTED_ID}", "--port", "8124",
+                     *(("--dialect", dialect[0]) if dialect else ()))
     assert result.code == 0, result.err
     assert "postatr sandbox on http://127.0.0.1:8124/api.asmx/" in result.out
     assert PASSWORD not in result.out and ENCRYPTED_ID not in result.out
     with serve_in_thread(built[0].app) as url:
         yield built[0], f"{url}/api.asmx/"
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[PostatrSandbox, str]]:
+    with serving(monkeypatch, capsys) as found:
+        yield found
 
 
 def checks_of(result: Result) -> dict[str, str]:
@@ -94,6 +104,8 @@ def test_a_postatr_connections_life_over_http(engine: sa.Engine, db_url: str, se
     assert checks["login"].startswith("ok") and checks["campaigns"].startswith("ok")
     assert "token issued" in checks["login"] and "no call to read a list back" in checks["list L1 -> " + next(
         name.split(" -> ")[1] for name in checks if name.startswith("list L1 -> "))]
+    assert "reads: ok (ReportCampaign: 0 campaign(s) (reading: rows under 'Campaigns' in {\"d\": ...}))" in tested.out
+    assert "StartProcess: not tried (a write)" in tested.out
     assert sandbox.write_requests() == 0 and sandbox.process_types == []
 
     dry = cli("once", "--dry-run")
@@ -134,7 +146,13 @@ def test_a_postatr_connections_life_over_http(engine: sa.Engine, db_url: str, se
     assert refusals and all(member_id == member[1] and "panel" in reason for member_id, reason in refusals)
     with engine.connect() as conn:
         results = conn.scalar(sa.select(sa.func.count()).select_from(CampaignResult))
-    assert results == len(sandbox.campaign_report(camp_id))
+        failed = conn.scalar(sa.select(sa.func.count()).select_from(CampaignResult).where(
+            CampaignResult.bounce_type == "failed", CampaignResult.sent_at.is_(None)))
+    report = sandbox.campaign_report(camp_id)
+    assert results == len(report)
+    assert failed == sum(1 for row in report if row["ErrorCode"])           # failed recipients: not sent
+    # every recipient asked in one call per attempt, without member ids (a lost answer is asked again)
+    assert sandbox.report_member_requests and set(sandbox.report_member_requests) == {len(report)}
 
     sandbox.fault_plan = FaultPlan()
     sandbox._faults = FaultInjector(sandbox.fault_plan)
@@ -170,3 +188,67 @@ def test_a_wrong_postatr_login_fails_its_connection_test_in_one_line(
     assert wrong.code == 1 and checks_of(wrong)["login"].startswith("FAILED: ")
     assert "all-zero token" in checks_of(wrong)["login"]
     assert "yanlis-parola-77" not in wrong.out + wrong.err and ENCRYPTED_ID not in wrong.out + wrong.err
+
+
+def test_another_reading_over_http_phone_city_failed_recipients_and_reasons(
+        engine: sa.Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22 through the command line against a server in another reading the document allows
+    (``lowercase``: camelCase keys, ``reason``, rows nested ``members.member``, ISO dates): the
+    readings are named by `connection test`; phone and city reach MyColumns (17); an address the
+    account refuses is a reject with its reason, not "no reason given" (16); failed recipients are
+    stored as failed, never as sent (14), from one ReportMembers per campaign (15); a no-change run
+    writes nothing."""
+    with serving(monkeypatch, capsys, "lowercase") as (sandbox, base_url):
+        seed_crm(engine, CrmSource(), ["trakya"], 60, seed=4)
+        env = {"CRM_ESP_SYNC_DATABASE_URL": db_url, "CRM_ESP_SYNC_MASTER_KEY": generate_key(),
+               "CRM_ESP_SYNC_LOG_FORMAT": "json"}
+
+        def cli(*args: str, stdin: str = "") -> Result:
+            return run_cli(monkeypatch, capsys, env, *args, stdin=stdin)
+
+        m = sa.table("crm_members", sa.column("tenant_id"), sa.column("id"), sa.column("email"), sa.column("phone"),
+                     sa.column("city"), sa.column("deleted_at"))
+        with engine.connect() as conn:
+            crm = {row.id: row for row in conn.execute(sa.select(m).where(m.c.tenant_id == "trakya",
+                                                                          m.c.deleted_at.is_(None)))}
+        refused = next(row for _, row in sorted(crm.items()) if "@" in row.email)
+        sandbox.refused_emails.add(refused.email.lower())
+        credentials = json.dumps({"username": "trakya-api", "password": PASSWORD, "encrypted_id": ENCRYPTED_ID})
+        assert cli("tenant", "add", "trakya").code == 0
+        assert cli("connection", "add", "trakya", "postatr", "--base-url", base_url, "--credentials", "-",
+                   stdin=credentials).code == 0
+        tested = cli("connection", "test", "trakya", "postatr")
+        assert tested.code == 0, tested.out + tested.err
+        assert "Authenticate: token issued (reading: plain text)" in tested.out
+        assert "MyColumns: CRM phone as 'phone' (default), city as 'city' (default)" in tested.out
+
+        first = cli("once")
+        assert first.code == 3, first.out + first.err
+        pushed = {row["Memberid"]: row for row in sandbox.members("trakya-api")}
+        assert refused.id not in pushed and len(pushed) > 40
+        for member_id, row in pushed.items():
+            assert row["MyColumns"] == {"phone": crm[member_id].phone or "", "city": crm[member_id].city or ""}
+        reasons = open_rejects(engine, "ignored")                  # one per list the member is in
+        assert set(reasons) == {(refused.id, 'Postatr ignored the member: this e-mail address cannot do this operation '
+                                        '("Bu email adresi belirtilen işlemi yapamıyor")')}
+
+        camp_id = sandbox.simulate_campaign("trakya-api", "Kasım")
+        sandbox.reset_log()
+        second = cli("once")
+        assert second.code in (0, 3), second.out + second.err
+        assert sandbox.write_requests() == 0                       # nothing changed: nothing written
+        asked = [path for _, path, _ in sandbox.request_log if path.endswith(api.REPORT_MEMBERS)]
+        report = sandbox.campaign_report(camp_id)
+        assert len(asked) == 1 and sandbox.report_member_requests == [len(report)]
+        with engine.connect() as conn:
+            stored = {row.email: row for row in conn.execute(sa.select(CampaignResult))}
+        assert set(stored) == {row["Email"].lower() for row in report}
+        for row in report:
+            result = stored[row["Email"].lower()]
+            if row["ErrorCode"]:
+                assert result.bounce_type == "failed" and result.sent_at is None, row
+            else:
+                assert result.bounce_type is None and result.sent_at is not None, row
+        assert any(row["ErrorCode"] for row in report)
+        status = cli("status", "--json")
+        assert "rows under 'members' > 'member'" in status.out

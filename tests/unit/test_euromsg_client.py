@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,8 +13,17 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from sync.errors import AuthenticationError, ConfigurationError, FatalError, ProviderError, RejectedRow, RetriableError
+from sync.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FatalError,
+    ProviderError,
+    RejectedRow,
+    RetriableError,
+    UnknownReadingError,
+)
 from sync.http import HttpPolicy, ProviderHTTP
+from sync.logs import redact
 from sync.providers.base import (
     MemberDelete,
     MemberKey,
@@ -24,8 +34,17 @@ from sync.providers.base import (
     provider_class,
 )
 from sync.providers.euromsg import api
-from sync.providers.euromsg.client import EuromsgAuth, EuromsgProvider, check, iys_fields
-from sync.providers.euromsg.sandbox import EuromsgSandbox
+from sync.providers.euromsg.client import (
+    IDENTIFICATION,
+    LIST_INDEX,
+    MEMBER_CREATE,
+    TOKENS,
+    EuromsgAuth,
+    EuromsgProvider,
+    check,
+    iys_fields,
+)
+from sync.providers.euromsg.sandbox import DIALECT_TABLE, DIALECTS, EuromsgSandbox
 from sync.sandbox import sandbox_transport
 
 BASE = "http://sandbox/"
@@ -54,11 +73,17 @@ def sandbox(**options: Any) -> EuromsgSandbox:
 
 
 def provider(client: httpx.AsyncClient, api_key: str = ACME, *, iys: bool = False,
-             integrator: dict[str, str] | None = INTEGRATOR) -> EuromsgProvider:
+             integrator: dict[str, str] | None = INTEGRATOR, **settings: Any) -> EuromsgProvider:
     def factory(caps: Any, auth: Any) -> ProviderHTTP:
         return ProviderHTTP(client, provider="euromsg", base_url=BASE, policy=FAST, auth=auth)
-    made = EuromsgProvider.create(factory, {"api_key": api_key}, {"iys": iys}, integrator)
+    made = EuromsgProvider.create(factory, {"api_key": api_key}, {"iys": iys, **settings}, integrator)
     return made
+
+
+def for_dialect(client: httpx.AsyncClient, dialect: str, **options: Any) -> EuromsgProvider:
+    """A provider whose request settings (``api_key_in``, ``list_path``) match the dialect."""
+    return provider(client, api_key_in=DIALECT_TABLE[dialect].api_key_in, list_path=DIALECT_TABLE[dialect].list_path,
+                    **options)
 
 
 def run(sb: EuromsgSandbox, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
@@ -83,8 +108,10 @@ def upsert(p: EuromsgProvider, email: str, lists: tuple[str, ...], *, remote_id:
 
 
 def calls(sb: EuromsgSandbox, *paths: str) -> list[str]:
-    return [f"{method} {path.strip('/')}" for method, path, _ in sb.request_log
-            if not paths or path.strip("/").split("/")[0] in paths]
+    """The requests made, "PUT identification" for the identification call (the key may be in its path)."""
+    shown = [("PUT identification" if method == "PUT" and sb.is_identification(path) else f"{method} {path.strip('/')}")
+             for method, path, _ in sb.request_log]
+    return [call for call in shown if not paths or call.split(" ")[1].split("/")[0] in paths]
 
 
 # --- tokens and API keys ---------------------------------------------------------------------
@@ -110,7 +137,7 @@ def test_token_is_renewed_before_expire_time_and_every_new_token_is_identified()
         await p.all_lists()                       # renewed BEFORE the token expired
 
     run(sb, scenario)
-    assert calls(sb, "tokens", "apiKey") == ["POST tokens", "PUT apiKey/identification"] * 2
+    assert calls(sb, "tokens", "identification") == ["POST tokens", "PUT identification"] * 2
     assert not any(status == 401 for _, _, status in sb.request_log)
 
 
@@ -124,9 +151,9 @@ def test_a_401_logs_in_and_identifies_again_once() -> None:
         await p.all_lists()
 
     run(sb, scenario)
-    assert calls(sb, "tokens", "apiKey", "emailList") == [
-        "POST tokens", "PUT apiKey/identification", "GET emailList", "GET emailList",
-        "POST tokens", "PUT apiKey/identification", "GET emailList"]
+    assert calls(sb, "tokens", "identification", "emailList") == [
+        "POST tokens", "PUT identification", "GET emailList", "GET emailList",
+        "POST tokens", "PUT identification", "GET emailList"]
 
 
 def test_two_tenants_on_one_sandbox_never_see_each_others_data() -> None:
@@ -169,8 +196,10 @@ def test_wrong_integrator_password_or_api_key_is_an_authentication_error_without
         with pytest.raises(AuthenticationError, match="API key was refused") as wrong_key:
             run(sb, identify)
     assert "yanlis-sifre-77" not in str(wrong_login.value)
-    assert "bilinmeyen-anahtar-55" not in str(wrong_key.value)
-    assert "bilinmeyen-anahtar-55" not in repr(logs) and "yanlis-sifre-77" not in repr(logs)
+    assert "bilinmeyen-anahtar-55" not in str(wrong_key.value) and wrong_key.value.__cause__ is None
+    # The key goes in the path (the document's reading): the log lines name it only as redact leaves them.
+    shown = [redact(None, "", dict(event)) for event in logs]
+    assert "bilinmeyen-anahtar-55" not in repr(shown) and "yanlis-sifre-77" not in repr(shown)
 
 
 def test_missing_integrator_credentials_fail_at_the_first_call_with_the_command_to_fix_it() -> None:
@@ -202,7 +231,7 @@ def test_error_table_maps_codes_inside_200_and_statuses(status: int, code: str |
         assert caught.value.provider_code == code    # type: ignore[attr-defined]
 
 
-def test_a_200_that_is_not_the_envelope_is_malformed_not_a_success() -> None:
+def test_an_html_page_with_200_is_malformed_not_a_success() -> None:
     response = httpx.Response(200, text="<html>maintenance</html>", headers={"Content-Type": "text/html"},
                               request=httpx.Request("GET", BASE + api.EMAIL_LIST_PATH))
     with pytest.raises(RetriableError, match="HTML"):
@@ -230,16 +259,21 @@ def test_invalid_iys_rows_are_rejected_with_a_clear_reason(values: dict[str, Any
     assert caught.value.reason.startswith("İYS: ")
 
 
-def test_valid_iys_rows_carry_turkey_time_and_tacir_needs_no_date_or_source() -> None:
+def test_valid_iys_rows_carry_turkey_time_and_tacir_without_date_or_source_is_rejected_locally() -> None:
+    """Issue 22 item 6: the document makes date and source mandatory on an İYS account, TACIR included."""
     fields = iys_fields(snapshot(mail("x")), NOW)
     assert fields == {api.IYS_RECIPIENT_TYPE: "BIREYSEL", api.IYS_STATUS: "ONAY",
                       api.IYS_DATE: "2024-03-01 10:00:00", api.IYS_SOURCE: "HS_WEB"}   # 07:00 UTC = 10:00 GMT+3
     hs_2015 = iys_fields(snapshot(mail("x"), consent_source="HS_2015",
                                   consent_date=dt.datetime(2015, 4, 30, 21, 0, tzinfo=dt.UTC)), NOW)
     assert hs_2015[api.IYS_DATE] == "2015-05-01 00:00:00"
-    tacir = iys_fields(snapshot(mail("x"), recipient_type="TACIR", consent_status="RET", consent_date=None,
-                                consent_source=None), NOW)
-    assert tacir == {api.IYS_RECIPIENT_TYPE: "TACIR", api.IYS_STATUS: "RET"}
+    with pytest.raises(RejectedRow, match=r"consent date is missing .*TACIR included"):
+        iys_fields(snapshot(mail("x"), recipient_type="TACIR", consent_status="RET", consent_date=None,
+                            consent_source=None), NOW)
+    with pytest.raises(RejectedRow, match=r"consent source is missing .*TACIR included"):
+        iys_fields(snapshot(mail("x"), recipient_type="TACIR", consent_status="RET", consent_source=None), NOW)
+    tacir = iys_fields(snapshot(mail("x"), recipient_type="TACIR", consent_status="RET"), NOW)
+    assert tacir[api.IYS_RECIPIENT_TYPE] == "TACIR" and tacir[api.IYS_SOURCE] == "HS_WEB"
 
 
 def test_iys_fields_are_pushed_only_when_the_connection_says_so_and_the_sandbox_accepts_them() -> None:
@@ -495,3 +529,569 @@ def test_a_status_dated_in_whole_seconds_counts_from_the_end_of_its_second() -> 
     assert whole == dt.datetime(2026, 11, 20, 9, 0, 5, 999_999, tzinfo=dt.UTC)
     precise = status_time({"statusDate": "2026-11-20T12:00:05.250000+03:00"})
     assert precise == dt.datetime(2026, 11, 20, 9, 0, 5, 250_000, tzinfo=dt.UTC)
+
+
+
+# --- readings (issue 22): every reading the document allows, served by the sandbox's dialects ------
+
+
+class Recorder(httpx.AsyncBaseTransport):
+    """The sandbox behind a transport that keeps every request (method, path, JSON body)."""
+
+    def __init__(self, sb: EuromsgSandbox, rewrite: Callable[[httpx.Request], httpx.Request] | None = None) -> None:
+        self.inner = sandbox_transport(sb.app)
+        self.rewrite = rewrite
+        self.seen: list[tuple[str, str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.seen.append((request.method, request.url.path, body))
+        return await self.inner.handle_async_request(self.rewrite(request) if self.rewrite else request)
+
+
+def run_recorded(transport: httpx.AsyncBaseTransport, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await scenario(client)
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_every_dialect_pushes_pulls_and_reports_alike_and_notes_its_readings(dialect: str) -> None:
+    """Items 1-3: token and identification answers with or without the envelope, a JSON or text
+    health check, the key where the dialect takes it; every answer normalised the same way."""
+    sb = sandbox(seed=4, dialect=dialect)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[EuromsgProvider, list[Any], list[Any], list[Any]]:
+        p = for_dialect(client, dialect)
+        assert await p.health_check()
+        a, b = await p.create_list("A"), await p.create_list("B")
+        assert {x.name for x in await p.all_lists()} == {"A", "B"}
+        made = await p.upsert_members([upsert(p, mail("iki"), (a.remote_id, b.remote_id)),
+                                       upsert(p, mail("bir"), (a.remote_id,), member_id="M2")])
+        assert all(o.rejected is None and o.remote_id for o in made)
+        sb.set_status(ACME, mail("bir"), "Unsubscribed")
+        statuses = [x async for x in p.pull_statuses(None)]
+        again = await p.upsert_members([upsert(p, mail("bir"), (a.remote_id,), remote_id=made[1].remote_id,
+                                               member_id="M2")])
+        sb.simulate_campaign(ACME, name="Kasım")
+        campaigns = [c async for c in p.pull_campaigns()]
+        results = [r async for page in p.pull_campaign_results(campaigns[0], ReportContext(lambda size: iter(())))
+                   for r in page]
+        return p, statuses, again, results
+
+    p, statuses, again, results = run(sb, scenario)
+    card = sb.find_member(ACME, mail("iki"))
+    assert card is not None and len(card["emailListIds"]) == 2 and card["status"] == "Active"
+    assert [(x.email, x.status) for x in statuses] == [(mail("bir"), "unsubscribed")]
+    assert again[0].suppressed is not None                       # never back to Active
+    assert {r.email for r in results} == {mail("iki")}
+    seen = p.readings.as_dict()
+    assert {TOKENS, IDENTIFICATION, LIST_INDEX, MEMBER_CREATE} <= set(seen), seen
+    assert seen[TOKENS].startswith("envelope" if DIALECT_TABLE[dialect].token_envelope else "bare (documented)")
+    assert p.readings.changes == []                              # one server answers one way
+
+
+def test_the_request_settings_are_checked_and_a_wrong_reading_names_the_setting_to_change() -> None:
+    """Item 3: the key as a path variable by default; a gateway that takes it elsewhere answers
+    404/405, and the error says which setting to change (never the key itself). Likewise the
+    path of the lists."""
+    with pytest.raises(ConfigurationError, match="api_key_in must be one of path, segment, query"):
+        provider(httpx.AsyncClient(), api_key_in="header")
+    sb = sandbox(dialect="bare")                     # takes the key as a query parameter
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await provider(client).all_lists()
+
+    with pytest.raises(FatalError, match="api_key_in to segment, query") as caught:
+        run(sb, scenario)
+    assert caught.value.provider_code == api.ERROR_API_KEY_READING and caught.value.status_code == 404
+    assert ACME not in str(caught.value) and caught.value.__cause__ is None
+
+    async def key_right(client: httpx.AsyncClient) -> list[Any]:
+        return await provider(client, api_key_in="query").all_lists()
+
+    with pytest.raises(FatalError, match="set the connection's list_path to email-list") as caught:
+        run(sb, key_right)                         # and its lists are at email-list
+    assert caught.value.provider_code == api.ERROR_LIST_PATH and caught.value.status_code == 404
+
+    async def right(client: httpx.AsyncClient) -> list[Any]:
+        return await provider(client, api_key_in="query", list_path="email-list").all_lists()
+
+    assert run(sb, right) == []
+    with pytest.raises(ConfigurationError, match="list_path must be one of emailList, email-list"):
+        provider(httpx.AsyncClient(), list_path="lists")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_connection_probe_reads_what_a_run_reads_in_the_configured_key_reading_and_never_writes(dialect: str) -> None:
+    sb = sandbox(seed=2, dialect=dialect)
+    ours = sb.create_list(ACME, "Bülten")
+
+    async def seed(client: httpx.AsyncClient) -> None:
+        p = for_dialect(client, dialect)
+        await p.upsert_members([upsert(p, mail(f"p{n}"), (ours,), member_id=f"M{n}") for n in range(3)])
+
+    run(sb, seed)
+    sb.simulate_campaign(ACME, name="Ekim")
+    sb.reset_log()
+
+    async def probe(client: httpx.AsyncClient) -> tuple[list[str], EuromsgProvider]:
+        p = for_dialect(client, dialect)
+        return await p.connection_probe(), p
+
+    lines, p = run(sb, probe)
+    assert sb.write_requests() == 0
+    text = "\n".join(lines)
+    assert f"GET member?emailListId={ours}: 3 member(s)" in text and "GET emailList: 1 list(s)" in text
+    assert "GET campaign-report-detail?campaignId=" in text and "health-check: healthy" in text
+    wanted = DIALECT_TABLE[dialect].api_key_in
+    assert f"API key identified as {api.API_KEY_READING_TEXT[wanted]}" in text
+    assert ACME not in text
+    assert p.readings.as_dict()["PUT apiKey/identification (where the API key goes)"] == f"api_key_in={wanted}"
+
+
+@pytest.mark.parametrize("dialect", [d for d in DIALECTS if DIALECT_TABLE[d].api_key_in != api.API_KEY_IN_DEFAULT])
+def test_a_key_reading_the_gateway_does_not_take_is_a_404_so_connection_test_tries_the_next(dialect: str) -> None:
+    """Item 3: ``request_fallbacks`` names the setting and its readings, the document's first;
+    the login and the probe let the 404 out with its status (sync.providers.readings)."""
+    assert EuromsgProvider.request_fallbacks == {"api_key_in": ("path", "segment", "query"),
+                                                 "list_path": ("emailList", "email-list")}
+    sb = sandbox(dialect=dialect)
+
+    async def login(client: httpx.AsyncClient) -> Any:
+        return await provider(client).account()
+
+    async def probe(client: httpx.AsyncClient) -> Any:
+        return await provider(client).connection_probe()
+
+    for scenario in (login, probe):
+        with pytest.raises(ProviderError) as caught:
+            run(sb, scenario)
+        assert caught.value.status_code == 404 and caught.value.provider_code == api.ERROR_API_KEY_READING
+        assert ACME not in str(caught.value)
+    assert sb.write_requests() == 0
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_create_never_sends_active_so_an_unsubscribed_card_stays_unsubscribed(dialect: str) -> None:
+    """Item 5: a card unsubscribed and in no list of ours (invisible to the status scan) is
+    created again; whether the gateway refuses the POST or adds the card to the list ("post-adds"),
+    it stays unsubscribed and the engine hears it is suppressed."""
+    sb = sandbox(dialect=dialect)
+    panel, ours = sb.create_list(ACME, "Panel"), sb.create_list(ACME, "Bizim")
+    recorder = Recorder(sb)
+
+    async def seed(client: httpx.AsyncClient) -> None:
+        p = for_dialect(client, dialect)
+        await p.upsert_members([upsert(p, mail("ayse"), (panel,))])
+
+    run_recorded(recorder, seed)
+    sb.set_status(ACME, mail("ayse"), "Unsubscribed")
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        p = for_dialect(client, dialect)
+        return (await p.upsert_members([upsert(p, mail("ayse"), (ours, panel))]))[0]
+
+    outcome = run_recorded(recorder, scenario)
+    card = sb.find_member(ACME, mail("ayse"))
+    assert card is not None and card["status"] == "Unsubscribed"
+    assert outcome.suppressed is not None and outcome.suppressed.status == "unsubscribed"
+    assert not [body for method, _, body in recorder.seen
+                if method in ("POST", "PATCH") and isinstance(body, dict) and body.get("status") == "Active"]
+    if DIALECT_TABLE[dialect].post_adds:      # the reading in which a POST changes an existing card
+        assert int(ours) in card["emailListIds"]
+
+
+def test_a_new_member_of_several_lists_is_one_request() -> None:
+    """Item 7: the create carries the list set (emailListIds) and its answer shows it: no PATCH."""
+    sb = sandbox()
+    a, b, c = (sb.create_list(ACME, name) for name in "ABC")
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        p = provider(client)
+        await p.upsert_members([upsert(p, mail(f"m{n}"), (a, b, c), member_id=f"M{n}") for n in range(5)])
+
+    run(sb, scenario)
+    assert [x for x in calls(sb, "member")] == ["POST member"] * 5
+    assert all(len(row["emailListIds"]) == 3 for row in sb.members(ACME))
+
+
+def test_a_gateway_that_ignores_the_list_set_of_a_create_is_found_out_by_its_answer() -> None:
+    """Where the answer shows the card in fewer lists than asked, the missing ones are added
+    (and the panel's kept): never a member silently missing from a list."""
+    sb = sandbox()
+    a, b = sb.create_list(ACME, "A"), sb.create_list(ACME, "B")
+
+    def drop_list_set(request: httpx.Request) -> httpx.Request:
+        if request.method == "POST" and request.url.path == "/member":
+            body = {k: v for k, v in json.loads(request.content).items() if k != "emailListIds"}
+            return httpx.Request("POST", request.url, headers={"Authorization": request.headers["Authorization"]},
+                                 json=body)
+        return request
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        p = provider(client)
+        assert (await p.upsert_members([upsert(p, mail("m"), (a, b))]))[0].rejected is None
+
+    run_recorded(Recorder(sb, drop_list_set), scenario)
+    card = sb.find_member(ACME, mail("m"))
+    assert card is not None and card["emailListIds"] == sorted([int(a), int(b)])
+    assert calls(sb, "member") == ["POST member", "PATCH member/" + str(card["memberId"])]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_leaving_every_list_takes_only_our_lists_off_the_card_and_only_kvkk_deletes(dialect: str) -> None:
+    """Item 4: the card may hold lists made in the panel and the provider's record of an opt-out."""
+    sb = sandbox(dialect=dialect)
+    panel, a, b = sb.create_list(ACME, "Panel"), sb.create_list(ACME, "A"), sb.create_list(ACME, "B")
+
+    async def scenario(client: httpx.AsyncClient) -> list[Any]:
+        p = for_dialect(client, dialect)
+        made = await p.upsert_members([upsert(p, mail("kal"), (panel, a, b)),
+                                       upsert(p, mail("git"), (a,), member_id="M2"),
+                                       upsert(p, mail("sil"), (a,), member_id="M3")])
+        sb.set_status(ACME, mail("git"), "Unsubscribed")
+        return await p.delete_members([
+            MemberDelete(MemberKey("M1"), mail("kal"), made[0].remote_id, (a, b), reason="left every list"),
+            MemberDelete(MemberKey("M2"), mail("git"), made[1].remote_id, (a,), reason="e-mail changed"),
+            MemberDelete(MemberKey("M3"), mail("sil"), made[2].remote_id, (a,), reason="deleted in the CRM")])
+
+    kept, moved, erased = run(sb, scenario)
+    assert (kept.action, moved.action, erased.action) == ("unlisted", "unlisted", "deleted")
+    assert all(o.rejected is None for o in (kept, moved, erased))
+    card, left = sb.find_member(ACME, mail("kal")), sb.find_member(ACME, mail("git"))
+    assert card is not None and card["emailListIds"] == [int(panel)] and card["status"] == "Active"
+    assert left is not None and left["emailListIds"] == [] and left["status"] == "Unsubscribed"  # the opt-out stays
+    assert sb.find_member(ACME, mail("sil")) is None
+    assert [email for email, _ in sb.deleted_members(ACME)] == [mail("sil")]
+    assert sum(1 for c in calls(sb, "member") if c.startswith("DELETE")) == 1
+
+
+def mock_gateway(answers: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTransport:
+    """A gateway answering the documented token call and identification, and ``answers`` the rest."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/" + api.TOKEN_PATH:
+            return httpx.Response(200, json={"tokenValue": "mock-token-value-1", "expireTime": "2099-01-01T00:00:00Z"})
+        if request.method == "PUT":
+            return httpx.Response(204)
+        return answers(request)
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(("answer", "healthy"), [
+    (httpx.Response(200, text="Healthy"), True), (httpx.Response(200, text="Degraded"), True),
+    (httpx.Response(200, json={"status": "Healthy", "totalDuration": "00:00:00.01"}), True),
+    (httpx.Response(200, json={"Status": "Unhealthy"}), False), (httpx.Response(404, text="Not Found"), False),
+    (httpx.Response(200, json="Healthy"), True), (httpx.Response(200, text="unhealthy"), False),
+    (httpx.Response(200, json={"isSuccess": True, "data": "Healthy"}), True),
+    (httpx.Response(200, json={"IsSuccess": True, "Data": {"Status": "Degraded"}}), True),
+])
+def test_health_check_as_text_or_json(answer: httpx.Response, healthy: bool) -> None:
+    """Item 2: ASP.NET's text writer and HealthChecks UI's JSON both tell the state."""
+    async def scenario(client: httpx.AsyncClient) -> bool:
+        return await provider(client).health_check()
+
+    assert run_recorded(mock_gateway(lambda request: answer), scenario) is healthy
+
+
+def test_a_health_check_in_no_known_reading_is_an_error_not_a_guess() -> None:
+    async def scenario(client: httpx.AsyncClient) -> bool:
+        return await provider(client).health_check()
+
+    with pytest.raises(UnknownReadingError, match="GET health-check: the answer is in none of the readings"):
+        run_recorded(mock_gateway(lambda request: httpx.Response(200, json={"ok": 1})), scenario)
+
+
+def test_a_token_answer_in_an_unknown_shape_fails_naming_its_keys_never_its_value() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"isSuccess": True, "data": {"accessToken": "gizli-jeton-degeri-42"}})
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return await provider(client).all_lists()
+
+    with pytest.raises(UnknownReadingError, match="POST tokens") as caught:
+        run_recorded(httpx.MockTransport(handler), scenario)
+    assert "accessToken" in str(caught.value) and "gizli-jeton-degeri-42" not in str(caught.value)
+
+
+def test_pascal_case_envelopes_and_bare_ids_are_read_as_the_documented_names() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/" + api.TOKEN_PATH:
+            return httpx.Response(200, json={"IsSuccess": True, "Data": {"TokenValue": "pascal-token-value-7",
+                                                                          "ExpireTime": "2099-01-01T00:00:00Z"}})
+        if request.method == "PUT":
+            return httpx.Response(200, json={"IsSuccess": True, "Data": True})
+        if request.method == "POST":
+            return httpx.Response(200, json={"IsSuccess": True, "Data": 4711})
+        return httpx.Response(200, json={"IsSuccess": True, "Data": {"Items": [], "TotalCount": 0}})
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[Any, EuromsgProvider]:
+        p = provider(client)
+        return await p.create_list("Yeni"), p
+
+    made, p = run_recorded(httpx.MockTransport(handler), scenario)
+    assert made.remote_id == "4711" and made.name == "Yeni"
+    assert p.readings.seen[TOKENS] == "envelope, PascalCase keys"
+    assert p.readings.seen["POST emailList"] == "envelope, PascalCase keys; a bare id"
+
+
+@pytest.mark.parametrize(("rows", "reading"), [
+    ({"foo": "bar"}, "GET emailList"),
+    ([{"id": 1, "name": "A"}, "not a row"], "GET emailList"),
+])
+def test_a_collection_in_no_known_reading_stops_the_run_never_an_empty_pull(rows: Any, reading: str) -> None:
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return await provider(client).all_lists()
+
+    with pytest.raises(UnknownReadingError, match=reading):
+        run_recorded(mock_gateway(lambda request: httpx.Response(200, json=rows)), scenario)
+
+
+def test_a_member_without_a_known_status_is_an_error_never_a_state_and_shows_no_address() -> None:
+    def answers(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/" + api.EMAIL_LIST_PATH:
+            return httpx.Response(200, json=[{"id": 5, "name": "A"}])
+        return httpx.Response(200, json=[{"id": 9, "email": mail("gizli.adres"), "status": "Passive"}])
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return [x async for x in provider(client).pull_statuses(None)]
+
+    with pytest.raises(UnknownReadingError, match=r"GET member\?emailListId.*Passive") as caught:
+        run_recorded(mock_gateway(answers), scenario)
+    assert "gizli.adres" not in str(caught.value)
+
+
+@pytest.mark.parametrize("total", [500, 612])
+def test_a_gateway_that_ignores_paging_is_read_once_not_forever(total: int) -> None:
+    """Every row on every page (page and pageSize ignored): a page repeating the previous one's
+    first row, or more rows than asked, ends the read; nothing is counted twice."""
+    rows = [{"memberId": n, "email": mail(f"u{n}"), "status": "Unsubscribed", "statusDate": "2026-01-01 10:00:00",
+             "emailListIds": [5]} for n in range(total)]
+    asked: list[str] = []
+
+    def answers(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/" + api.EMAIL_LIST_PATH:
+            return httpx.Response(200, json={"5": {"name": "A"}})          # an id-keyed object
+        asked.append(request.url.params["page"])
+        return httpx.Response(200, json=rows)
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return [x async for x in provider(client).pull_statuses(None)]
+
+    statuses = run_recorded(mock_gateway(answers), scenario)
+    assert len(statuses) == total and asked == (["1", "2"] if total == 500 else ["1"])
+
+
+def identification_gateway(identified: httpx.Response, seen: list[str]) -> httpx.MockTransport:
+    """The documented token answer, ``identified`` for identification, an empty list index (the
+    Authorization header of each later call in ``seen``)."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/" + api.TOKEN_PATH:
+            return httpx.Response(200, json={"tokenValue": "integrator-token-1", "expireTime": "2099-01-01T00:00:00",
+                                             "roles": ["CrmIntegrator"]})
+        if request.method == "PUT":
+            return identified
+        seen.append(request.headers["Authorization"])
+        return httpx.Response(200, json=[])
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(("identified", "reading"), [
+    (httpx.Response(204), "empty body"),
+    (httpx.Response(200), "empty body"),
+    (httpx.Response(200, text="OK"), "text"),
+    (httpx.Response(200, text="true"), "bare JSON true"),
+    (httpx.Response(200, json=True), "bare JSON true"),
+    (httpx.Response(200, content=b"null", headers={"Content-Type": "application/json"}), "bare JSON null"),
+    (httpx.Response(200, json="Success"), "bare JSON string"),
+    (httpx.Response(200, json=4711), "bare JSON int"),
+    (httpx.Response(200, json={"accountName": "Acme", "apiKey": ACME}), "bare object"),
+    (httpx.Response(201, json={"success": True, "message": "identified"}), "bare object"),
+    (httpx.Response(200, json={"IsSuccess": True, "Data": None}), "envelope, PascalCase keys"),
+    (httpx.Response(200, json={"isSuccess": "true", "data": {"accountName": "Acme"}}), "envelope"),
+])
+def test_identification_is_read_in_every_shape_without_the_envelope(identified: httpx.Response, reading: str) -> None:
+    """Item 1: the document shows no identification answer (its one example, ``tokens``, has no
+    envelope): any success status with any of these bodies identifies the key."""
+    seen: list[str] = []
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[Any, EuromsgProvider]:
+        p = provider(client)
+        return await p.all_lists(), p
+
+    lists, p = run_recorded(identification_gateway(identified, seen), scenario)
+    assert lists == [] and seen == ["Bearer integrator-token-1"]
+    assert p.readings.seen[IDENTIFICATION] == reading
+    assert p.readings.seen[TOKENS] == "bare (documented)"
+
+
+@pytest.mark.parametrize(("identified", "why"), [
+    (httpx.Response(200, json=False), "answered false"),
+    (httpx.Response(200, text="false"), "answered false"),
+    (httpx.Response(200, text="Failed"), "answered 'Failed'"),
+    (httpx.Response(200, json={"success": False, "message": "API key not found"}), "API key not found"),
+    (httpx.Response(200, json={"isSuccess": False, "message": "bilinmeyen anahtar"}), "bilinmeyen anahtar"),
+    (httpx.Response(400, json={"title": "One or more validation errors occurred."}), "validation errors"),
+    (httpx.Response(403, text="Forbidden"), "Forbidden"),
+])
+def test_a_refused_identification_is_a_login_failure_naming_the_key_setting(identified: httpx.Response,
+                                                                             why: str) -> None:
+    """Never a member's reject (identification runs inside a member's request) and never silent."""
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return await provider(client).all_lists()
+
+    with pytest.raises(AuthenticationError, match=why) as caught:
+        run_recorded(identification_gateway(identified, []), scenario)
+    assert caught.value.provider_code == api.ERROR_INVALID_API_KEY
+    assert "api_key_in=segment, query" in str(caught.value) and ACME not in str(caught.value)
+
+
+def test_an_identification_that_answers_a_token_makes_that_token_the_one_used() -> None:
+    """A reading in which identification issues the tenant's own token (the answer has
+    ``tokenValue``): every later call carries it."""
+    seen: list[str] = []
+    answer = httpx.Response(200, json={"tokenValue": "tenant-token-2", "expireTime": "2099-01-01T00:00:00+03:00"})
+
+    async def scenario(client: httpx.AsyncClient) -> EuromsgProvider:
+        p = provider(client)
+        await p.all_lists()
+        await p.all_lists()
+        return p
+
+    p = run_recorded(identification_gateway(answer, seen), scenario)
+    assert seen == ["Bearer tenant-token-2"] * 2
+    assert p.readings.seen[IDENTIFICATION] == "bare object, a new token (used from then on)"
+
+
+def paged_gateway(rows: list[dict[str, Any]], *, cap: int, with_total: bool, honour_page: bool = True,
+                  asked: list[tuple[str, str]] | None = None) -> httpx.MockTransport:
+    """List 5 whose member pages hold at most ``cap`` rows whatever pageSize says (the offset in
+    the gateway's own size), with or without totalCount; ``honour_page=False``: always page 1."""
+    def answers(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/" + api.EMAIL_LIST_PATH:
+            return httpx.Response(200, json=[{"id": 5, "name": "A"}])
+        page, size = int(request.url.params["page"]), int(request.url.params["pageSize"])
+        if asked is not None:
+            asked.append((str(page), str(size)))
+        size = min(size, cap)
+        start = (page - 1) * size if honour_page else 0
+        chunk = rows[start:start + size]
+        return httpx.Response(200, json={"items": chunk, "totalCount": len(rows)} if with_total else chunk)
+    return mock_gateway(answers)
+
+
+def member_rows(count: int) -> list[dict[str, Any]]:
+    return [{"memberId": n, "email": mail(f"u{n}"), "status": "Unsubscribed", "statusDate": "2026-01-01 10:00:00",
+             "emailListIds": [5]} for n in range(count)]
+
+
+@pytest.mark.parametrize("with_total", [True, False])
+def test_a_gateway_with_its_own_smaller_page_size_is_read_to_the_end(with_total: bool) -> None:
+    """A short first page may be the gateway's own page size: the next pages are asked in that
+    size, until totalCount or an empty page. Never a partial status scan."""
+    asked: list[tuple[str, str]] = []
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return [x async for x in provider(client).pull_statuses(None)]
+
+    statuses = run_recorded(paged_gateway(member_rows(250), cap=100, with_total=with_total, asked=asked), scenario)
+    assert sorted(int(x.remote_id or 0) for x in statuses) == list(range(250))
+    assert asked == [("1", "500"), ("2", "100"), ("3", "100")]     # page 3 is short: the end
+
+
+@pytest.mark.parametrize(("gateway", "why"), [
+    (lambda: paged_gateway(member_rows(250), cap=100, with_total=True, honour_page=False), "page 2 repeats page 1"),
+    (lambda: mock_gateway(lambda request: httpx.Response(200, json=[{"id": 5, "name": "A"}])
+                          if request.url.path == "/" + api.EMAIL_LIST_PATH
+                          else httpx.Response(200, json={"items": [], "totalCount": 7})), "page 1 .* is empty"),
+])
+def test_rows_missing_for_sure_fail_the_read_never_a_partial_pull(gateway: Callable[[], httpx.MockTransport],
+                                                                  why: str) -> None:
+    """A gateway that pages by parameters of its own (page 2 = page 1 short of totalCount), or
+    counts pages from 0 (page 1 empty with a totalCount): one loud line."""
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return [x async for x in provider(client).pull_statuses(None)]
+
+    with pytest.raises(UnknownReadingError, match=f"GET member\\?emailListId paging.*{why}"):
+        run_recorded(gateway(), scenario)
+
+
+#: Item 7, the count reported: a first sync of 30 members (10 in one list, 10 in two, 10 in
+#: three) after the three lists are made: member requests per dialect.
+FIRST_SYNC_MEMBER_REQUESTS = {"document": 30, "bare": 30, "pascal": 31, "post-adds": 30}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_first_sync_is_one_request_per_member_in_every_dialect(dialect: str) -> None:
+    """Item 7: the create carries the whole list set; no PATCH follows. Where the create answers
+    only an id ("pascal"), ONE card is read to learn that the gateway takes ``emailListIds``."""
+    sb = sandbox(dialect=dialect)
+
+    async def scenario(client: httpx.AsyncClient) -> list[Any]:
+        p = for_dialect(client, dialect)
+        lists = [(await p.create_list(name)).remote_id for name in ("A", "B", "C")]
+        sb.reset_log()
+        batch = [upsert(p, mail(f"m{n}"), tuple(lists[:1 + n % 3]), member_id=f"M{n}") for n in range(30)]
+        return await p.upsert_members(batch)
+
+    outcomes = run(sb, scenario)
+    assert all(o.rejected is None and o.suppressed is None and o.remote_id for o in outcomes)
+    member_calls = calls(sb, "member")
+    assert member_calls.count("POST member") == 30 and not [c for c in member_calls if c.startswith("PATCH")]
+    assert len(member_calls) == FIRST_SYNC_MEMBER_REQUESTS[dialect], member_calls
+    assert sb.write_requests() == 30
+    lists_of = {row["email"]: len(row["emailListIds"]) for row in sb.members(ACME)}
+    assert lists_of == {mail(f"m{n}"): 1 + n % 3 for n in range(30)}
+
+
+def test_a_gateway_that_answers_only_an_id_and_ignores_the_list_set_gets_each_card_read_and_fixed() -> None:
+    """Where a create answers only the id and the gateway took only ``emailListId``, every
+    multi-list member's card is read and its other lists added (panel lists kept)."""
+    sb = sandbox(dialect="pascal")
+    a, b = sb.create_list(ACME, "A"), sb.create_list(ACME, "B")
+
+    def drop_list_set(request: httpx.Request) -> httpx.Request:
+        if request.method == "POST" and request.url.path == "/member":
+            body = {k: v for k, v in json.loads(request.content).items() if k != "emailListIds"}
+            return httpx.Request("POST", request.url, headers={"Authorization": request.headers["Authorization"]},
+                                 json=body)
+        return request
+
+    async def scenario(client: httpx.AsyncClient) -> EuromsgProvider:
+        p = for_dialect(client, "pascal")
+        made = await p.upsert_members([upsert(p, mail(f"m{n}"), (a, b), member_id=f"M{n}") for n in range(3)])
+        assert all(o.rejected is None for o in made)
+        return p
+
+    p = run_recorded(Recorder(sb, drop_list_set), scenario)
+    assert all(row["emailListIds"] == sorted([int(a), int(b)]) for row in sb.members(ACME))
+    member_calls = calls(sb, "member")
+    assert member_calls.count("POST member") == 3 and sum(c.startswith("GET member") for c in member_calls) == 3
+    assert sum(c.startswith("PATCH member") for c in member_calls) == 3
+    assert p.readings.seen["POST member (the list set)"].startswith("emailListIds ignored")
+
+
+def test_connection_probe_fails_where_a_member_of_a_list_is_not_found_by_its_e_mail() -> None:
+    """Updates read the card by e-mail: a gateway that does not answer that query would have
+    every update rejected; `connection test` says so instead of passing."""
+    def answers(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.strip("/")
+        if path == api.HEALTH_PATH:
+            return httpx.Response(200, text="Healthy")
+        if path == api.ACCOUNT_PATH:
+            return httpx.Response(200, json={"name": "Acme", "packageActive": True})
+        if path == api.EMAIL_LIST_PATH:
+            return httpx.Response(200, json={"items": [{"id": 5, "name": "A"}], "totalCount": 1})
+        if path == api.MEMBER_PATH and "email" in request.url.params:
+            return httpx.Response(200, json={"items": [], "totalCount": 0})
+        if path == api.MEMBER_PATH:
+            return httpx.Response(200, json={"items": member_rows(1), "totalCount": 1})
+        return httpx.Response(200, json={"items": [], "totalCount": 0})
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return await provider(client).connection_probe()
+
+    with pytest.raises(ProviderError, match=r"GET member\?email: a member of a list was not found") as caught:
+        run_recorded(mock_gateway(answers), scenario)
+    assert "u0" not in str(caught.value)

@@ -1,17 +1,20 @@
-"""MailMasterPlus client against its in-process sandbox: the bare-number rule in both dialects,
-consent, lost answers, the error table, the list mapping, and no secret in URLs or errors."""
+"""MailMasterPlus client against its in-process sandbox: the bare-number rule and every reading in
+every dialect, consent and opt-outs, lost answers, the error table, the list mapping, and no secret
+in URLs or errors."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from sync.errors import AuthenticationError, ConfigurationError, FatalError, RejectedRow
+from sync.errors import AuthenticationError, ConfigurationError, FatalError, RejectedRow, UnknownReadingError
 from sync.http import HttpPolicy, ProviderHTTP
 from sync.providers.base import (
     MemberDelete,
@@ -25,6 +28,7 @@ from sync.providers.base import (
 )
 from sync.providers.mailmasterplus import api
 from sync.providers.mailmasterplus.client import BasicAuth, MailMasterPlusProvider, _check, parse_time
+from sync.providers.mailmasterplus.sandbox import DIALECTS as SANDBOX_DIALECTS
 from sync.providers.specs import get_spec
 from sync.sandbox import MailMasterPlusSandbox, sandbox_transport
 
@@ -33,7 +37,7 @@ USER, PASSWORD = "acme-mmp", "MMP-gizli-şifre-9"
 BASE = "http://mmp.sandbox/"
 FAST = HttpPolicy(backoff_base_s=0.001, backoff_max_s=0.002, max_attempts=4)
 LISTS = {"L1": {"nl_id": 101, "subscribe_form": 201, "update_form": 301, "name": "Müşteri Listesi"}}
-DIALECTS = pytest.mark.parametrize("dialect", ["document", "negative"])
+DIALECTS = pytest.mark.parametrize("dialect", SANDBOX_DIALECTS)
 
 
 def sandbox_for(dialect: str = "document", unique: bool = True) -> MailMasterPlusSandbox:
@@ -58,21 +62,21 @@ class DropFirst(httpx.AsyncBaseTransport):
 
 def run(sandbox: MailMasterPlusSandbox | None, scenario: Callable[[MailMasterPlusProvider], Awaitable[T]], *,
         transport: httpx.AsyncBaseTransport | None = None, password: str = PASSWORD,
-        lists: dict[str, Any] | None = None) -> T:
+        lists: dict[str, Any] | None = None, custom_fields: tuple[str, ...] = ()) -> T:
     async def go() -> T:
         inner = transport or sandbox_transport(sandbox.app)  # type: ignore[union-attr]
         async with httpx.AsyncClient(transport=inner) as client:
             http = ProviderHTTP(client, provider="mailmasterplus", base_url=BASE, policy=FAST,
                                 auth=BasicAuth(USER, password))
-            return await scenario(MailMasterPlusProvider(http, lists or LISTS))
+            return await scenario(MailMasterPlusProvider(http, lists or LISTS, custom_fields=custom_fields))
     return asyncio.run(go())
 
 
 def upsert(provider: MailMasterPlusProvider, email: str, *, status: str = "active", remote_id: str | None = None,
-           resubscribe: bool = False, first_name: str = "Ayşe") -> MemberUpsert:
+           resubscribe: bool = False, first_name: str = "Ayşe", nl_id: str = "101") -> MemberUpsert:
     payload = provider.build_payload(MemberSnapshot(email, first_name, "Çelik", "905321112233", "İzmir",
                                                     status))  # type: ignore[arg-type]
-    return MemberUpsert(MemberKey("M1", "L1"), email, payload, ("101",), remote_id=remote_id,
+    return MemberUpsert(MemberKey("M1", f"L{int(nl_id) - 100}"), email, payload, (nl_id,), remote_id=remote_id,
                         resubscribe=resubscribe)
 
 
@@ -162,11 +166,17 @@ def _fake(subscribe_answer: str) -> httpx.MockTransport:
 
 @pytest.mark.parametrize(("answer", "code"), [("1", "exists_not_found"), ("-1", "exists_not_found"),
                                               ("2", "malformed_email"), ("-2", "malformed_email"),
-                                              ("0", "subscribe_0"), ("-7", "MalformedAnswerError"),
-                                              ("ok", "MalformedAnswerError")])
+                                              ('"-2"', "malformed_email"), ("0", "subscribe_0"),
+                                              ("-7", "MalformedAnswerError")])
 def test_a_code_whose_address_is_not_found_is_read_as_the_code(answer: str, code: str) -> None:
     outcome = run(None, lambda p: one(p, "ayse@ornek.com.tr")(), transport=_fake(answer))
     assert outcome.rejected is not None and outcome.rejected.provider_code == code
+
+
+@pytest.mark.parametrize("answer", ["ok", '{"id": 5}', "[5]"])
+def test_a_subscribe_answer_in_no_reading_stops_the_run_naming_the_endpoint(answer: str) -> None:
+    with pytest.raises(UnknownReadingError, match=r"POST subscribe/<nl_id>/form/<ns_id>"):
+        run(None, lambda p: one(p, "ayse@ornek.com.tr")(), transport=_fake(answer))
 
 
 # --- consent ---------------------------------------------------------------------------------
@@ -264,7 +274,7 @@ def test_a_delete_without_a_remote_id_finds_the_record_by_email() -> None:
 
 
 def test_the_status_scan_yields_each_unsubscribed_record_with_its_list() -> None:
-    sandbox = sandbox_for()
+    sandbox = sandbox_for("negative")                # a reading with mssys_last_statuschange_date
     sandbox.clock = lambda: 1_800_000_000.0
     run(sandbox, lambda p: push(p, upsert(p, "ayse@ornek.com.tr"), upsert(p, "can@ornek.com.tr")))
     sandbox.unsubscribe(USER, 101, "can@ornek.com.tr")
@@ -367,3 +377,406 @@ def test_the_provider_declares_what_it_implements() -> None:
     assert (caps.lists, caps.membership_model, caps.member_removal, caps.status_pull, caps.has_campaign_reports) == (
         "mapped", "per_list", "delete", "full_scan", False)
     assert get_spec("mailmasterplus").default_base_url == api.DEFAULT_BASE_URL
+
+
+# --- issue 22: readings, states, opt-outs ---------------------------------------------------
+
+TWO_LISTS = {"L1": {"nl_id": 101, "subscribe_form": 201, "update_form": 301, "name": "Müşteri Listesi"},
+             "L2": {"nl_id": 102, "subscribe_form": 202, "update_form": 302, "name": "Bülten"}}
+#: dialect -> the reading ``GET list/<nl_id>`` answers in (sandbox.py's dialects)
+LIST_READINGS = {"document": api.READ_ID_KEYED, "negative": api.READ_ARRAY, "typed": api.READ_ID_KEYED}
+
+
+def two_lists(dialect: str = "document") -> MailMasterPlusSandbox:
+    sandbox = sandbox_for(dialect)
+    sandbox.add_list(USER, 102, "Bülten", subscribe_form=202, update_form=302)
+    return sandbox
+
+
+def serving(routes: dict[str, str | bytes]) -> httpx.MockTransport:
+    """A service answering each GET path (after the base URL) with the given body, 200."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = routes.get(request.url.path.lstrip("/"))
+        if body is None:
+            return httpx.Response(404, text="unknown resource")
+        return httpx.Response(200, content=body.encode() if isinstance(body, str) else body,
+                              headers={"content-type": "application/json"})
+    return httpx.MockTransport(handler)
+
+
+async def statuses(provider: MailMasterPlusProvider) -> list[RemoteStatus]:
+    return [status async for status in provider.pull_statuses(None)]
+
+
+@DIALECTS
+def test_every_dialects_whole_list_is_read_and_its_reading_noted(dialect: str) -> None:
+    """Item 8: the list answered as an array or as an object keyed by record id (PHP json_encode)
+    is read alike; the client notes which."""
+    sandbox = sandbox_for(dialect)
+    run(sandbox, lambda p: push(p, upsert(p, "ayse@ornek.com.tr"), upsert(p, "can@ornek.com.tr")))
+    sandbox.unsubscribe(USER, 101, "can@ornek.com.tr")
+
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[RemoteStatus], dict[str, str]]:
+        return await statuses(provider), provider.readings.as_dict()
+
+    found, readings = run(sandbox, scenario)
+    assert [(s.email, s.remote_list) for s in found] == [("can@ornek.com.tr", "101")]
+    assert readings[api.LIST_ENDPOINT] == LIST_READINGS[dialect]
+
+
+@pytest.mark.parametrize(("body", "reading"), [
+    ('{"7": {"email": "a@ornek.com.tr", "active": "0"}, "9": {"id": "9", "email": "b@ornek.com.tr", "active": 1}}',
+     api.READ_ID_KEYED),
+    ('[{"id": 7, "email": "a@ornek.com.tr", "active": false}]', api.READ_ARRAY),
+])
+def test_a_record_without_its_own_id_takes_the_key_and_numbers_are_ids_too(body: str, reading: str) -> None:
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[RemoteStatus], str]:
+        return await statuses(provider), provider.readings.seen[api.LIST_ENDPOINT]
+
+    found, seen = run(None, scenario, transport=serving({"list/101": body}))
+    assert [(s.email, s.remote_id) for s in found] == [("a@ornek.com.tr", "7")] and seen == reading
+
+
+@pytest.mark.parametrize("body", [
+    '{"id": "1", "email": "a@ornek.com.tr", "active": "1"}',          # a bare record: maybe one of many
+    '{"data": [{"id": "1", "email": "a@ornek.com.tr", "active": "1"}]}',   # an envelope the document never shows
+    '"1"', "0", "false", "null", '[["a@ornek.com.tr"]]',
+])
+def test_a_whole_list_in_no_reading_stops_the_pull_naming_the_endpoint(body: str) -> None:
+    """Never an empty pull: an answer in none of the readings is one line naming the endpoint."""
+    with pytest.raises(UnknownReadingError, match=r"GET list/<nl_id> \(read list 101\)") as caught:
+        run(None, statuses, transport=serving({"list/101": body}))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("empty", ["", "[]", "{}"])
+def test_an_empty_list_in_any_reading_is_no_records_noted_apart(empty: str) -> None:
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[RemoteStatus], dict[str, str]]:
+        return await statuses(provider), provider.readings.as_dict()
+
+    found, readings = run(None, scenario, transport=serving({"list/101": empty}))
+    assert found == [] and api.LIST_ENDPOINT not in readings
+    assert readings[api.LIST_EMPTY_ENDPOINT] == (empty or api.READ_EMPTY_BODY)
+
+
+@pytest.mark.parametrize("active", [None, "", "2", "unsubscribed", "yes", "true", 2, [], "missing"])
+def test_a_record_without_a_readable_active_is_an_error_never_unsubscribed(active: Any) -> None:
+    """Item 9: a missing or unknown ``active`` fails the pull naming the endpoint; no status is
+    invented for the member."""
+    row: dict[str, Any] = {"id": "3", "email": "gizli.kisi@ornek.com.tr", "mssys_firstname": "X"}
+    if active != "missing":
+        row["active"] = active
+    with pytest.raises(UnknownReadingError, match=r"GET list/<nl_id>.*active") as caught:
+        run(None, statuses, transport=serving({"list/101": json.dumps([row])}))
+    assert "gizli.kisi" not in str(caught.value)        # the member's address is not in the error
+
+
+@pytest.mark.parametrize("active", [None, "2", "missing"])
+def test_a_push_that_reads_a_record_without_a_readable_active_stops_the_run(active: Any) -> None:
+    """Item 9, on the push side: an update reads its record first; a record without a readable
+    ``active`` stops the run (not a reject of one row, and nothing is written)."""
+    row: dict[str, Any] = {"id": "3", "email": "ayse@ornek.com.tr"}
+    if active != "missing":
+        row["active"] = active
+    writes: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":
+            writes.append(request.url.path)
+        if request.url.path == "/list/101/record/3":
+            return httpx.Response(200, json=row)
+        return httpx.Response(200, text="1")
+
+    with pytest.raises(UnknownReadingError, match=r"GET list/<nl_id>/record/<id>.*active"):
+        run(None, lambda p: one(p, "ayse@ornek.com.tr", remote_id="3")(), transport=httpx.MockTransport(handler))
+    assert writes == []
+
+
+def test_the_erasure_reason_is_the_engines() -> None:
+    """Only a KVKK erasure deletes an unsubscribed record: the reason the engine gives it must be
+    the one the client recognises (a drift would keep records, never delete them)."""
+    from sync.engine.connection_sync import ERASED
+
+    assert api.ERASURE_REASON == ERASED
+
+
+@pytest.mark.parametrize(("active", "unsubscribed", "reading"), [
+    ("1", False, "text 1/0"), ("0", True, "text 1/0"), (" 0 ", True, "text 1/0"), (1, False, "number 1/0"),
+    (0, True, "number 1/0"), (True, False, "boolean true/false"), (False, True, "boolean true/false")])
+def test_every_accepted_spelling_of_active_is_read(active: Any, unsubscribed: bool, reading: str) -> None:
+    body = json.dumps([{"id": "3", "email": "a@ornek.com.tr", "active": active}])
+
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[RemoteStatus], str]:
+        return await statuses(provider), provider.readings.seen[api.ACTIVE_ENDPOINT]
+
+    found, seen = run(None, scenario, transport=serving({"list/101": body}))
+    assert bool(found) == unsubscribed and seen == reading
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("list/101/record/3", '{"email": "a@ornek.com.tr", "active": "1"}'),
+    ("list/101/record/3", '[{"id": "3", "email": "a@ornek.com.tr", "active": "1"}]'),
+    ("list/101/record/3", '{"3": {"email": "a@ornek.com.tr", "active": "1"}}'),
+])
+def test_one_record_is_read_as_an_object_an_array_or_an_id_keyed_object(path: str, body: str) -> None:
+    async def scenario(provider: MailMasterPlusProvider) -> Any:
+        return await provider._read_record("101", "3")
+
+    record = run(None, scenario, transport=serving({path: body}))
+    assert record is not None and (record.id, record.email, record.active) == ("3", "a@ornek.com.tr", True)
+
+
+@pytest.mark.parametrize("none", ["", "[]", "false", "0"])
+def test_no_record_in_any_reading_is_none(none: str) -> None:
+    async def scenario(provider: MailMasterPlusProvider) -> Any:
+        return (await provider._read_record("101", "3"), await provider._read_by_email("101", "a@ornek.com.tr"))
+
+    assert run(None, scenario, transport=serving({"list/101/record/3": none,
+                                                  "list/101/field/email/value/a@ornek.com.tr": none})) == (None, None)
+
+
+def test_an_undated_unsubscribe_is_dated_by_the_read_never_earlier_and_flagged_undated() -> None:
+    """Item 10: without ``mssys_last_statuschange_date`` the unsubscribe's time is the read's (an
+    older CRM consent never beats it), and flagged undated where the engine's RemoteStatus has the
+    flag (so the engine keeps the time it first saw it)."""
+    sandbox = sandbox_for("document")              # the document names no status time
+    run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+    before = dt.datetime.now(dt.UTC)
+    (status,) = run(sandbox, statuses)
+    assert status.occurred_at >= before
+    assert getattr(status, "dated", False) is False
+    dated = sandbox_for("typed")
+    dated.clock = lambda: 1_800_000_000.0
+    run(dated, lambda p: one(p, "ayse@ornek.com.tr")())
+    dated.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+    (status,) = run(dated, statuses)
+    assert status.occurred_at == dt.datetime.fromtimestamp(1_800_000_000, dt.UTC)
+    assert getattr(status, "dated", True) is True
+
+
+@DIALECTS
+def test_an_update_the_record_holds_already_is_not_sent(dialect: str) -> None:
+    """Item 10: a member pushed again with the values its record holds (the engine re-plans every
+    member whose suppression it re-dated) sends no write, in every reading; a changed value is sent
+    once and a repeat of it is not."""
+    sandbox = two_lists(dialect)
+
+    async def first(provider: MailMasterPlusProvider) -> list[PushOutcome]:
+        return await push(provider, upsert(provider, "ayse@ornek.com.tr"), upsert(provider, "ayse@ornek.com.tr",
+                                                                                  nl_id="102"))
+
+    created = run(sandbox, first, lists=TWO_LISTS)
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+    sandbox.reset_log()
+
+    async def again(provider: MailMasterPlusProvider) -> list[PushOutcome]:
+        await statuses(provider)
+        return await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=created[0].remote_id),
+                          upsert(provider, "ayse@ornek.com.tr", remote_id=created[1].remote_id, nl_id="102"))
+
+    for _ in range(2):
+        outcomes = run(sandbox, again, lists=TWO_LISTS)
+        assert outcomes[0].suppressed is not None and outcomes[1].rejected is None and outcomes[1].suppressed is None
+    assert sandbox.write_requests() == 0
+    changed = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr", remote_id=created[1].remote_id, nl_id="102",
+                                         first_name="Yeni")(), lists=TWO_LISTS)
+    assert changed.rejected is None and sandbox.write_requests() == 1
+    assert sandbox.find(USER, 102, "ayse@ornek.com.tr")["mssys_firstname"] == "Yeni"  # type: ignore[index]
+    run(sandbox, lambda p: one(p, "ayse@ornek.com.tr", remote_id=created[1].remote_id, nl_id="102",
+                               first_name="Yeni")(), lists=TWO_LISTS)
+    assert sandbox.write_requests() == 1
+
+
+def test_an_update_answered_0_after_our_read_is_nothing_changed_not_a_failure() -> None:
+    """MySQL counts affected rows: an update that changes nothing answers 0 (the ``document``
+    dialect does); the record was just read, so 0 is success."""
+    sandbox = sandbox_for("document")
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+
+    async def scenario(provider: MailMasterPlusProvider) -> PushOutcome:
+        record = await provider._read_record("101", str(created.remote_id))
+        assert record is not None
+        stale = dataclasses.replace(record, fields={})          # as if the read had not shown the values
+        item = upsert(provider, "ayse@ornek.com.tr", remote_id=created.remote_id)
+        return await provider._update(provider._by_nl["101"], item, stale)
+
+    outcome = run(sandbox, scenario)
+    assert outcome.rejected is None and outcome.remote_id == created.remote_id
+
+
+def test_an_unsubscribe_answered_false_is_read_back() -> None:
+    """``typed`` answers ``false`` for a record that is unsubscribed already: done, not a reject."""
+    sandbox = sandbox_for("typed")
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+    run(sandbox, lambda p: p._unsubscribe("101", str(created.remote_id)))
+    missing = sandbox_for("typed")
+    with pytest.raises(RejectedRow, match="answered 0"):
+        run(missing, lambda p: p._unsubscribe("101", "5"))
+
+
+@DIALECTS
+def test_check_lists_names_a_mapped_field_no_record_shows(dialect: str) -> None:
+    """Item 11: the defaults (mssys_*) come from the public C# client, not the document; where the
+    list has records, ``connection test`` names a mapped field they do not show (custom fields
+    too). An empty list cannot be checked: the probe says so."""
+    sandbox = MailMasterPlusSandbox({USER: PASSWORD}, dialect=dialect)
+    sandbox.add_list(USER, 101, "A", subscribe_form=201, update_form=301, fields=("mssys_firstname", "sadakat"))
+    assert run(sandbox, lambda p: p.check_lists(), custom_fields=("sadakat",)) == []
+    lines = run(sandbox, _checked_probe, custom_fields=("sadakat",))
+    assert "fields not checked: the list has no record yet" in lines[0]
+    asyncio.run(_subscribe_in_the_panel(sandbox, "ayse@ornek.com.tr"))
+    problems = run(sandbox, lambda p: p.check_lists(), custom_fields=("sadakat", "puan"))
+    assert len(problems) == 1 and problems[0].startswith("CRM list L1 -> MMP list 101: ")
+    assert "mssys_lastname, mssys_mobile, puan" in problems[0] and "mssys_firstname" not in problems[0]
+    assert sandbox.write_requests() == 1                 # the panel's subscribe only
+
+
+async def _checked_probe(provider: MailMasterPlusProvider) -> list[str]:
+    await provider.check_lists()
+    return await provider.connection_probe()
+
+
+@DIALECTS
+def test_the_probe_reads_each_list_and_one_record_in_the_runs_readings_and_writes_nothing(dialect: str) -> None:
+    """Item 8: ``connection test`` reads each mapped list's records (and its first record by id and
+    by e-mail, as a run does) and says which reading each answer came in."""
+    sandbox = two_lists(dialect)
+    run(sandbox, lambda p: push(p, upsert(p, "ayse@ornek.com.tr"), upsert(p, "can@ornek.com.tr")), lists=TWO_LISTS)
+    sandbox.unsubscribe(USER, 101, "can@ornek.com.tr")
+    sandbox.reset_log()
+
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[str], list[str], dict[str, str]]:
+        return await provider.check_lists(), await provider.connection_probe(), provider.readings.as_dict()
+
+    problems, lines, readings = run(sandbox, scenario, lists=TWO_LISTS)
+    assert problems == [] and len(lines) == 2
+    assert lines[0].startswith(f"GET list/101 (CRM list L1): 2 record(s), 1 unsubscribed (reading: "
+                               f"{LIST_READINGS[dialect]}")
+    assert "GET list/101/record/<id>: " in lines[0] and "GET list/101/field/email/value/<e-mail>: " in lines[0]
+    assert "fields found in its records: mssys_firstname, mssys_lastname, mssys_mobile" in lines[0]
+    assert lines[1].startswith("GET list/102 (CRM list L2): 0 record(s)")
+    assert {api.LIST_ENDPOINT, api.RECORD_ENDPOINT, api.FIND_ENDPOINT, api.ACTIVE_ENDPOINT} <= set(readings)
+    assert sandbox.write_requests() == 0
+    assert [path for _, path, _ in sandbox.request_log].count("/list/101") == 1       # read once, not twice
+
+
+def test_a_list_in_no_reading_fails_its_own_list_check() -> None:
+    """Item 8: a shape problem shows in ``connection test`` on that list, not in the first nightly run."""
+    transport = serving({"list/101": '{"data": []}'})
+    problems = run(None, lambda p: p.check_lists(), transport=transport)
+    assert len(problems) == 1 and problems[0].startswith("CRM list L1 -> MMP list 101: GET list/<nl_id>")
+    assert run(None, _checked_probe, transport=transport) == []        # left to the list's own line
+
+
+@DIALECTS
+def test_an_address_unsubscribed_in_one_list_is_not_created_in_another(dialect: str) -> None:
+    """Item 12: the never-re-subscribe promise is address-wide at MMP: a member who unsubscribed
+    in list 101 and whom the CRM adds to list 102 gets no record there (nothing written), whether
+    the lists were read this session or not; a re-subscribe the engine decided (a newer CRM
+    consent) creates it."""
+    sandbox = two_lists(dialect)
+    run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")(), lists=TWO_LISTS)
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+    sandbox.reset_log()
+
+    async def after_pull(provider: MailMasterPlusProvider) -> PushOutcome:
+        await statuses(provider)
+        return (await push(provider, upsert(provider, "ayse@ornek.com.tr", nl_id="102")))[0]
+
+    async def without_pull(provider: MailMasterPlusProvider) -> PushOutcome:
+        return (await push(provider, upsert(provider, "ayse@ornek.com.tr", nl_id="102")))[0]
+
+    for scenario in (after_pull, without_pull):
+        outcome = run(sandbox, scenario, lists=TWO_LISTS)
+        assert outcome.suppressed is not None and outcome.rejected is None
+        assert (outcome.suppressed.status, outcome.suppressed.remote_list) == ("unsubscribed", "101")
+        assert sandbox.find(USER, 102, "ayse@ornek.com.tr") is None and sandbox.write_requests() == 0
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr", nl_id="102", resubscribe=True)(), lists=TWO_LISTS)
+    assert created.rejected is None and created.suppressed is None
+    assert sandbox.find(USER, 102, "ayse@ornek.com.tr")["active"] == "1"  # type: ignore[index]
+    assert sandbox.find(USER, 101, "ayse@ornek.com.tr")["active"] == "0"  # type: ignore[index]
+
+
+@DIALECTS
+def test_a_create_is_withheld_while_another_mapped_list_cannot_be_read(dialect: str) -> None:
+    """Item 12: the opt-out is address-wide, so an unreadable mapped list (406: deleted in the
+    panel, or not the account's) is not "no unsubscribe there": the create is a reject, retried
+    later, and nothing is written; the status pull skips that list and goes on."""
+    sandbox = two_lists(dialect)
+    broken = {**TWO_LISTS, "L3": {"nl_id": 103, "subscribe_form": 203, "update_form": 303}}
+
+    async def after_pull(provider: MailMasterPlusProvider) -> PushOutcome:
+        await statuses(provider)            # 103 is logged and skipped: the pull goes on
+        return (await push(provider, upsert(provider, "ayse@ornek.com.tr", nl_id="102")))[0]
+
+    for outcome in (run(sandbox, after_pull, lists=broken),
+                    run(sandbox, lambda p: one(p, "ayse@ornek.com.tr", nl_id="102")(), lists=broken)):
+        assert outcome.rejected is not None and outcome.rejected.provider_code == api.OPT_OUT_UNCHECKED
+        assert "MMP list 103 (CRM list L3) cannot be read" in outcome.rejected.reason
+    assert sandbox.write_requests() == 0 and sandbox.find(USER, 102, "ayse@ornek.com.tr") is None
+    assert run(sandbox, lambda p: one(p, "ayse@ornek.com.tr", nl_id="102")(), lists=TWO_LISTS).rejected is None
+
+
+def test_a_newer_consent_that_re_subscribes_one_list_lets_the_others_be_created_in_the_same_batch() -> None:
+    sandbox = two_lists()
+    run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")(), lists=TWO_LISTS)
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+
+    async def scenario(provider: MailMasterPlusProvider) -> list[PushOutcome]:
+        await statuses(provider)
+        return await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id="1", resubscribe=True),
+                          upsert(provider, "ayse@ornek.com.tr", nl_id="102"))
+
+    outcomes = run(sandbox, scenario, lists=TWO_LISTS)
+    assert all(o.rejected is None and o.suppressed is None for o in outcomes)
+    assert {row["active"] for nl in (101, 102) for row in sandbox.records(USER, nl)} == {"1"}
+
+
+@DIALECTS
+@pytest.mark.parametrize("reason", ["left the list", "e-mail changed", "left every list"])
+def test_a_removal_leaves_an_unsubscribed_record_as_it_is(dialect: str, reason: str) -> None:
+    """Item 12b: a list leave or an address change never deletes an unsubscribed record (the
+    provider's proof of the opt-out): it stays, unsubscribed, and nothing is written."""
+    sandbox = sandbox_for(dialect)
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+    sandbox.reset_log()
+    for remote_id in (created.remote_id, None):       # by the link's id, and found by e-mail
+        (outcome,) = run(sandbox, lambda p, rid=remote_id: p.delete_members([MemberDelete(  # type: ignore[misc]
+            MemberKey("M1", "L1"), "ayse@ornek.com.tr", rid, ("101",), reason)]))
+        assert outcome.rejected is None and outcome.action == api.LEFT_UNSUBSCRIBED
+        (row,) = sandbox.records(USER, 101)
+        assert row["active"] == "0" and sandbox.write_requests() == 0
+
+
+@DIALECTS
+def test_a_kvkk_erasure_deletes_even_an_unsubscribed_record_and_a_leave_deletes_an_active_one(dialect: str) -> None:
+    sandbox = sandbox_for(dialect)
+    kept = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+    left = run(sandbox, lambda p: one(p, "can@ornek.com.tr")())
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+
+    async def scenario(provider: MailMasterPlusProvider) -> list[PushOutcome]:
+        return await provider.delete_members([
+            MemberDelete(MemberKey("M1", "L1"), "ayse@ornek.com.tr", kept.remote_id, ("101",), api.ERASURE_REASON),
+            MemberDelete(MemberKey("M2", "L1"), "can@ornek.com.tr", left.remote_id, ("101",), "left the list")])
+
+    assert [o.action for o in run(sandbox, scenario)] == ["deleted", "deleted"]
+    assert sandbox.records(USER, 101) == []
+
+
+def test_a_removal_without_a_list_touches_other_lists_only_for_an_erasure() -> None:
+    """A provisional link of an unmapped CRM list: a leave touches no list, an erasure every list."""
+    sandbox = two_lists()
+    run(sandbox, lambda p: push(p, upsert(p, "ayse@ornek.com.tr"), upsert(p, "ayse@ornek.com.tr", nl_id="102")),
+        lists=TWO_LISTS)
+
+    def remove(reason: str) -> Callable[[MailMasterPlusProvider], Awaitable[list[PushOutcome]]]:
+        return lambda p: p.delete_members([MemberDelete(MemberKey("M1", "L9"), "ayse@ornek.com.tr", None, (), reason)])
+
+    run(sandbox, remove("left the list"), lists=TWO_LISTS)
+    assert len(sandbox.records(USER, 101)) == len(sandbox.records(USER, 102)) == 1
+    run(sandbox, remove(api.ERASURE_REASON), lists=TWO_LISTS)
+    assert sandbox.records(USER, 101) == sandbox.records(USER, 102) == []

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sync.providers.euromsg import api
-from sync.providers.euromsg.sandbox import EuromsgSandbox
+from sync.providers.euromsg.sandbox import DIALECT_TABLE, DIALECTS, EuromsgSandbox
 from sync.sandbox import SANDBOXES, FaultPlan, sandbox_transport
 
 BASE = "http://sandbox/"
@@ -32,6 +32,7 @@ class FakeClock:
 
 
 def make(**options: Any) -> EuromsgSandbox:
+    """A sandbox with two accounts, in the default dialect unless ``dialect`` says otherwise."""
     return EuromsgSandbox({CLIENT: PASSWORD}, {ACME: "Acme", GLOBEX: "Globex"}, **options)
 
 
@@ -39,11 +40,13 @@ def make(**options: Any) -> EuromsgSandbox:
 async def connect(sb: EuromsgSandbox, api_key: str | None = ACME) -> AsyncIterator[httpx.AsyncClient]:
     """A client with a token identified with ``api_key`` (None: a token without identification)."""
     async with httpx.AsyncClient(transport=sandbox_transport(sb.app), base_url=BASE) as client:
-        answer = await client.post(api.TOKEN_PATH, json={"clientName": CLIENT, "password": PASSWORD})
-        client.headers["Authorization"] = f"{api.AUTH_SCHEME} {answer.json()['tokenValue']}"
+        answer = (await client.post(api.TOKEN_PATH, json={"clientName": CLIENT, "password": PASSWORD})).json()
+        token = answer["tokenValue"] if "tokenValue" in answer else answer["data"]["tokenValue"]  # post-adds: enveloped
+        client.headers["Authorization"] = f"{api.AUTH_SCHEME} {token}"
         if api_key is not None:
-            identified = await client.put(api.IDENTIFICATION_PATH, params={api.API_KEY_PARAM: api_key})
-            assert identified.json()["isSuccess"] is True
+            path, query = sb.identification_request(api_key)
+            identified = await client.put(path, params=query)
+            assert identified.status_code == 200, identified.text
         yield client
 
 
@@ -83,10 +86,10 @@ def test_a_token_acts_only_after_identification_and_only_for_one_api_key() -> No
     async def scenario(client: httpx.AsyncClient) -> None:
         before = await client.get(api.EMAIL_LIST_PATH)
         assert before.status_code == 403 and before.json()["errorCode"] == api.ERROR_NOT_IDENTIFIED
-        unknown = await client.put(api.IDENTIFICATION_PATH, params={api.API_KEY_PARAM: "no-such-key"})
+        unknown = await client.put(sb.identification_request("no-such-key")[0])
         assert unknown.status_code == 403 and unknown.json()["errorCode"] == api.ERROR_INVALID_API_KEY
-        assert (await client.put(api.IDENTIFICATION_PATH, params={api.API_KEY_PARAM: ACME})).status_code == 200
-        other = await client.put(api.IDENTIFICATION_PATH, params={api.API_KEY_PARAM: GLOBEX})
+        assert (await client.put(sb.identification_request(ACME)[0])).status_code == 200
+        other = await client.put(sb.identification_request(GLOBEX)[0])
         assert other.status_code == 409 and other.json()["errorCode"] == api.ERROR_ALREADY_IDENTIFIED
         await client.post(api.EMAIL_LIST_PATH, json={"name": "Acme only"})
 
@@ -212,17 +215,23 @@ def test_an_iys_account_refuses_members_with_missing_or_invalid_iys_fields(field
     assert sb.members(ACME) == []
 
 
-def test_an_iys_account_takes_valid_rows_hs_2015_on_its_date_and_tacir_without_date() -> None:
+def test_an_iys_account_takes_valid_rows_hs_2015_on_its_date_and_wants_date_and_source_of_tacir_too() -> None:
+    """The document: date, source and merchant status are mandatory on an İYS account (issue 22 item 6)."""
     sb = EuromsgSandbox({CLIENT: PASSWORD}, {ACME: "Acme"}, iys_accounts=[ACME])
     list_id = int(sb.create_list(ACME, "İYS"))
     rows = [iys(), iys(**{api.IYS_SOURCE: "HS_2015", api.IYS_DATE: "2015-05-01 00:00:00"}),
-            {api.IYS_RECIPIENT_TYPE: "TACIR", api.IYS_STATUS: "RET"}]
+            iys(**{api.IYS_RECIPIENT_TYPE: "TACIR", api.IYS_STATUS: "RET"})]
 
     async def scenario(client: httpx.AsyncClient) -> None:
         for n, fields in enumerate(rows):
             body = (await client.post(api.MEMBER_PATH, json={"emailListId": list_id, "email": mail(f"i{n}"),
                                                              **fields})).json()
             assert body["isSuccess"], body
+        bare_tacir = (await client.post(api.MEMBER_PATH, json={
+            "emailListId": list_id, "email": mail("tacir"), api.IYS_RECIPIENT_TYPE: "TACIR",
+            api.IYS_STATUS: "RET"})).json()
+        assert bare_tacir["errorCode"] == api.ERROR_IYS_VALIDATION
+        assert api.IYS_DATE in bare_tacir["message"] and api.IYS_SOURCE in bare_tacir["message"]
 
     run(sb, scenario)
     assert len(sb.members(ACME)) == 3
@@ -286,7 +295,7 @@ def test_apply_then_drop_applies_the_write_and_token_calls_get_no_faults() -> No
             token = await client.post(api.TOKEN_PATH, json={"clientName": CLIENT, "password": PASSWORD})
             client.headers["Authorization"] = f"{api.AUTH_SCHEME} {token.json()['tokenValue']}"
             with pytest.raises(httpx.RemoteProtocolError):     # applied: the token is identified
-                await client.put(api.IDENTIFICATION_PATH, params={api.API_KEY_PARAM: ACME})
+                await client.put(sb.identification_request(ACME)[0])
             with pytest.raises(httpx.RemoteProtocolError):
                 await client.post(api.EMAIL_LIST_PATH, json={"name": "Kayıp cevap"})
 
@@ -304,3 +313,104 @@ def test_health_check_needs_no_token() -> None:
         assert (answer.status_code, answer.text) == (200, api.HEALTHY)
 
     asyncio.run(main())
+
+
+# --- dialects: every reading the client accepts is served (issue 22) ---------------------------------
+
+
+def test_an_unknown_dialect_is_refused_naming_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="valid: document, bare, pascal, post-adds"):
+        make(dialect="soap")
+    assert DIALECTS[0] == "document"
+
+
+def test_each_dialect_answers_in_its_own_reading() -> None:
+    """document: the envelope and page objects; bare: arrays, ProblemDetails, lower-case statuses,
+    ``id``; pascal: PascalCase keys, bare ids, the member object by e-mail; post-adds: id-keyed
+    objects, ``listId``. Where the key goes (and, in bare, where the lists are: ``email-list``)
+    differs too; a request in another reading finds no route."""
+    seen: dict[str, dict[str, Any]] = {}
+    for dialect in DIALECTS:
+        sb = make(dialect=dialect)
+        list_id = int(sb.create_list(ACME, "A"))
+
+        async def scenario(client: httpx.AsyncClient, dialect: str = dialect, list_id: int = list_id) -> None:
+            key, path = DIALECT_TABLE[dialect].list_key, DIALECT_TABLE[dialect].list_path
+            made = await client.post(api.MEMBER_PATH, json={key: list_id, "email": mail("ayse")})
+            again = await client.post(api.MEMBER_PATH, json={key: list_id, "email": mail("ayse")})
+            lists = await client.get(path)
+            other = await client.get(next(p for p in api.LIST_PATHS if p != path))
+            assert other.status_code in (404, 405), (dialect, other.status_code)
+            spelt = await client.get(api.MEMBER_PATH, params={key: list_id})
+            assert spelt.status_code == 200
+            if key != "emailListId":          # the other spelling is not read
+                assert (await client.post(api.MEMBER_PATH, json={"emailListId": list_id, "email": mail("x")})
+                        ).json()["errorCode"] == api.ERROR_VALIDATION
+            one = await client.get(api.MEMBER_PATH, params={"email": mail("yok")})
+            seen[dialect] = {"made": made.json(), "again": (again.status_code, again.json()),
+                             "lists": lists.json(), "none": (one.status_code, one.json()),
+                             "health": (await client.get(api.HEALTH_PATH)).text}
+
+        async def main(sb: EuromsgSandbox = sb, scenario: Any = scenario) -> None:
+            async with httpx.AsyncClient(transport=sandbox_transport(sb.app), base_url=BASE) as client:
+                token = (await client.post(api.TOKEN_PATH, json={"clientName": CLIENT, "password": PASSWORD})).json()
+                value = token.get("tokenValue") or (token.get("data") or {}).get("tokenValue") or (
+                    token["Data"]["TokenValue"])
+                client.headers["Authorization"] = f"{api.AUTH_SCHEME} {value}"
+                for other in api.API_KEY_READINGS:       # only the dialect's reading has a route
+                    if other != DIALECT_TABLE[sb.dialect].api_key_in:
+                        wrong = api.IDENTIFICATION_PATHS[other].format(key=ACME)
+                        answer = await client.put(wrong, params={api.API_KEY_PARAM: ACME} if other == "query" else {})
+                        assert answer.status_code in (403, 404, 405), (sb.dialect, other, answer.status_code)
+                path, query = sb.identification_request(ACME)
+                assert (await client.put(path, params=query)).status_code in (200, 204)
+                await scenario(client)
+
+        asyncio.run(main())
+    document, bare, pascal, adds = (seen[d] for d in DIALECTS)
+    assert document["made"]["isSuccess"] and document["made"]["data"]["status"] == "Active"
+    assert document["again"][1]["errorCode"] == api.ERROR_MEMBER_EXISTS
+    assert document["lists"]["data"]["items"][0]["name"] == "A" and document["health"] == "Healthy"
+    assert bare["made"]["status"] == "active" and "id" in bare["made"] and "memberId" not in bare["made"]
+    assert bare["again"][0] == 409 and bare["again"][1]["status"] == 409          # ProblemDetails
+    assert isinstance(bare["lists"], list) and bare["none"][0] == 404 and '"Healthy"' in bare["health"]
+    assert isinstance(pascal["made"]["Data"], int) and pascal["again"][1]["ErrorCode"] == api.ERROR_MEMBER_EXISTS
+    assert pascal["lists"]["Data"]["Items"][0]["Name"] == "A" and pascal["none"] == (200, {
+        "IsSuccess": True, "ErrorCode": None, "Message": None, "Data": None})
+    assert adds["again"][1]["isSuccess"] is True                                   # POST adds, not refused
+    (key, row), = adds["lists"]["data"].items()
+    assert key.isdigit() and row["name"] == "A" and "id" not in row
+    assert "listIds" in adds["made"]["data"] and "emailListIds" not in adds["made"]["data"]
+
+
+def test_post_adds_dialect_puts_an_existing_card_in_the_list_and_applies_the_status_sent() -> None:
+    """The reading that makes a create dangerous: a POST that sends Active revives an unsubscribe."""
+    sb = make(dialect="post-adds")
+    first, second = int(sb.create_list(ACME, "A")), int(sb.create_list(ACME, "B"))
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await client.post(api.MEMBER_PATH, json={"listId": first, "email": mail("ayse")})
+        sb.set_status(ACME, mail("ayse"), "Unsubscribed")
+        quiet = (await client.post(api.MEMBER_PATH, json={"listId": second, "email": mail("AYSE"),
+                                                          "firstName": "Ayşe"})).json()["data"]
+        assert (quiet["status"], quiet["listIds"], quiet["firstName"]) == ("Unsubscribed", [first, second], "Ayşe")
+        loud = (await client.post(api.MEMBER_PATH, json={"listId": second, "email": mail("ayse"),
+                                                         "status": "Active"})).json()["data"]
+        assert loud["status"] == "Active"
+
+    run(sb, scenario)
+
+
+def test_a_create_takes_every_list_of_the_member() -> None:
+    sb = make()
+    a, b = int(sb.create_list(ACME, "A")), int(sb.create_list(ACME, "B"))
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        made = (await client.post(api.MEMBER_PATH, json={"emailListId": a, "emailListIds": [a, b],
+                                                         "email": mail("iki")})).json()["data"]
+        assert made["emailListIds"] == [a, b] and made["status"] == "Active"
+        bad = (await client.post(api.MEMBER_PATH, json={"emailListId": a, "emailListIds": [99999],
+                                                        "email": mail("uc")})).json()
+        assert bad["errorCode"] == api.ERROR_LIST_NOT_FOUND
+
+    run(sb, scenario)

@@ -9,6 +9,17 @@ holds a set of lists and outlives a list's deletion), campaigns and reports, may
 (its members must carry valid İYS fields, checked by the registry's rules) and may run out of its
 sending package (member writes are then refused).
 
+The document shows one answer (``tokens``); where it is silent the sandbox serves, per ``dialect``
+(``DIALECTS``, first = the default), each reading the client accepts (api.py's table) and is exactly
+as strict as the document elsewhere: "document" (the key as a path variable, the envelope, page
+objects, an existing e-mail refused), "bare" (no envelope, errors as HTTP statuses with
+ProblemDetails, the key as a query parameter, the lists at ``email-list``, arrays, lower-case
+statuses, plain dates, ``id``),
+"pascal" (.NET Newtonsoft: PascalCase keys, the token answer enveloped, ``{key}/identification``,
+bare ids for creates, the member object by e-mail) and "post-adds" (POST on an existing e-mail adds
+the card to the list and applies what was sent, id-keyed objects, ``listId``/``listIds``, a text
+identification answer). Each reads only its own spelling of a request.
+
 Tokens are opaque and expire on the injectable clock. Faults from a ``FaultPlan`` apply to the
 API calls only, not to ``tokens`` nor ``health-check`` (see ``sync.sandbox.faults``). Member pages
 are served from per-list sorted id indexes, so a page costs O(page).
@@ -26,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -56,6 +68,62 @@ _ERROR_PAGES = {
 
 T = TypeVar("T")
 
+#: The readings this sandbox serves, first = the default (the document's literal reading where it
+#: has one, our envelope guess elsewhere).
+DIALECTS: tuple[str, ...] = ("document", "bare", "pascal", "post-adds")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one reading of the document answers (api.py's table lists every reading)."""
+
+    envelope: bool = True          # {isSuccess, errorCode, message, data}; False: bare, ProblemDetails errors
+    pascal: bool = False           # PascalCase keys everywhere (the envelope and the token answer included)
+    token_envelope: bool = False   # the tokens answer inside the envelope
+    api_key_in: str = "path"       # api.API_KEY_READINGS
+    identification: str = "envelope"   # "envelope" | "empty" (204) | "text"
+    health: str = "text"           # "text" | "json"
+    pages: str = "page"            # "page" | "array" | "id-keyed"
+    by_email: str = "page"         # "page" (a collection) | "object-404" | "object-null"
+    list_create: str = "object"    # "object" | "id"
+    member_create: str = "object"  # "object" | "id"
+    member_id_key: str = "memberId"
+    lower_statuses: bool = False
+    plain_dates: bool = False      # the service's dates as YYYY-MM-DD HH:mm:ss (Turkey), not ISO 8601
+    post_adds: bool = False        # POST member on an existing e-mail adds it to the list(s), applies the rest
+    list_path: str = "emailList"   # api.LIST_PATHS
+    list_key: str = "emailListId"  # api.LIST_ID_KEYS: the only spelling read from requests and written in answers
+
+
+DIALECT_TABLE: Mapping[str, Dialect] = {
+    "document": Dialect(),
+    "bare": Dialect(envelope=False, api_key_in="query", identification="empty", health="json", pages="array",
+                    by_email="object-404", list_create="id", member_id_key="id", lower_statuses=True,
+                    plain_dates=True, list_path="email-list"),
+    "pascal": Dialect(pascal=True, token_envelope=True, api_key_in="segment", health="json", by_email="object-null",
+                      list_create="id", member_create="id"),
+    "post-adds": Dialect(token_envelope=True, identification="text", pages="id-keyed", post_adds=True,
+                         list_key="listId"),
+}
+#: Without the envelope, the HTTP status of each error code (ProblemDetails answers).
+BARE_STATUSES: Mapping[str, int] = {
+    api.ERROR_VALIDATION: 400, api.ERROR_IYS_VALIDATION: 400, api.ERROR_MEMBER_EXISTS: 409,
+    api.ERROR_MEMBER_NOT_FOUND: 404, api.ERROR_LIST_NOT_FOUND: 404, api.ERROR_CAMPAIGN_NOT_FOUND: 404,
+    api.ERROR_NO_PACKAGE: 402, api.ERROR_INVALID_TOKEN: 401, api.ERROR_INVALID_CREDENTIALS: 401,
+    api.ERROR_INVALID_API_KEY: 403, api.ERROR_NOT_IDENTIFIED: 403, api.ERROR_ALREADY_IDENTIFIED: 409,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+}
+
+
+def _pascal(value: Any) -> Any:
+    """Every key of a JSON value in PascalCase (what .NET's Newtonsoft writes by default)."""
+    if isinstance(value, dict):
+        return {(key[:1].upper() + key[1:] if isinstance(key, str) else key): _pascal(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_pascal(item) for item in value]
+    return value
+
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -77,13 +145,7 @@ class _ApiError(Exception):
         super().__init__(code, message, status)
         self.code, self.message_text, self.status = code, message, status
 
-    def response(self) -> Response:
-        return JSONResponse({"isSuccess": False, "errorCode": self.code, "message": self.message_text,
-                             "data": None}, self.status)
 
-
-def _ok(data: Any, status: int = 200) -> Response:
-    return JSONResponse({"isSuccess": True, "errorCode": None, "message": None, "data": data}, status)
 
 
 def _invalid(message: str) -> _ApiError:
@@ -206,7 +268,14 @@ class EuromsgSandbox:
 
     def __init__(self, integrators: Mapping[str, str] | None = None, accounts: Mapping[str, str] | None = None,
                  *, iys_accounts: Iterable[str] = (), faults: FaultPlan | None = None, seed: int = 0,
-                 clock: Callable[[], float] = time.time, token_lifetime_s: float = api.TOKEN_LIFETIME_S) -> None:
+                 clock: Callable[[], float] = time.time, token_lifetime_s: float = api.TOKEN_LIFETIME_S,
+                 dialect: str = DIALECTS[0]) -> None:
+        if dialect not in DIALECT_TABLE:
+            raise ValueError(f"unknown Euromsg dialect {dialect!r} (valid: {', '.join(DIALECTS)})")
+        self.dialect = dialect
+        self._dialect = DIALECT_TABLE[dialect]
+        #: How this dialect spells a list id and a list set (api.LIST_ID_KEYS, api.LIST_IDS_KEYS).
+        self._one, self._many = self._dialect.list_key, self._dialect.list_key + "s"
         self.seed = seed
         self.clock = clock
         self.token_lifetime_s = token_lifetime_s
@@ -245,7 +314,21 @@ class EuromsgSandbox:
     def write_requests(self) -> int:
         """POST/PATCH/PUT/DELETE API calls made; token and identification calls excluded."""
         return sum(1 for method, path, _ in self.request_log
-                   if method in _WRITE_METHODS and path.strip("/") not in (*_EXEMPT_PATHS, api.IDENTIFICATION_PATH))
+                   if method in _WRITE_METHODS and path.strip("/") not in _EXEMPT_PATHS
+                   and not (method == "PUT" and self.is_identification(path)))
+
+    def identification_request(self, api_key: str) -> tuple[str, dict[str, str]]:
+        """(path, query) of PUT identification in this dialect (tests build their requests with it)."""
+        reading = self._dialect.api_key_in
+        path = api.IDENTIFICATION_PATHS[reading].format(key=quote(api_key, safe=""))
+        return path, ({api.API_KEY_PARAM: api_key} if reading == "query" else {})
+
+    @staticmethod
+    def is_identification(path: str) -> bool:
+        """Whether a request path is an identification call in any reading (the key may be in it)."""
+        parts = path.strip("/").split("/")
+        return (parts[:2] == ["apiKey", "identification"] and len(parts) <= 3) or (
+            len(parts) == 2 and parts[1] == "identification")
 
     def reset_log(self) -> None:
         self.request_log.clear()
@@ -264,7 +347,7 @@ class EuromsgSandbox:
         self._drop_list(acc, acc.lists[int(list_id)])
 
     def members(self, api_key: str) -> list[dict[str, Any]]:
-        """Every visible member card of the account, shaped as the API shows it."""
+        """Every visible member card of the account, shaped as the "document" dialect shows it."""
         acc = self._accounts[api_key]
         return [self._member_json(member) for member in acc.members.values()]
 
@@ -349,10 +432,10 @@ class EuromsgSandbox:
     def _routes(self) -> list[BaseRoute]:
         table: list[tuple[str, str, Handler]] = [
             (api.ACCOUNT_PATH, "GET", self._account),
-            (api.EMAIL_LIST_PATH, "GET", self._list_index),
-            (api.EMAIL_LIST_PATH, "POST", self._create_list),
-            (api.EMAIL_LIST_ITEM_PATH, "PATCH", self._rename_list),
-            (api.EMAIL_LIST_ITEM_PATH, "DELETE", self._delete_list),
+            (self._dialect.list_path, "GET", self._list_index),
+            (self._dialect.list_path, "POST", self._create_list),
+            (self._dialect.list_path + "/{id}", "PATCH", self._rename_list),
+            (self._dialect.list_path + "/{id}", "DELETE", self._delete_list),
             (api.MEMBER_PATH, "GET", self._member_index),
             (api.MEMBER_PATH, "POST", self._create_member),
             (api.MEMBER_ITEM_PATH, "PATCH", self._patch_member),
@@ -361,9 +444,10 @@ class EuromsgSandbox:
             (api.CAMPAIGN_REPORT_PATH, "GET", self._campaign_report),
             (api.CAMPAIGN_REPORT_DETAIL_PATH, "GET", self._campaign_report_detail),
         ]
+        identification = api.IDENTIFICATION_PATHS[self._dialect.api_key_in].replace("{key}", "{api_key}")
         endpoints: list[tuple[str, str, Callable[[Request], Awaitable[Response]]]] = [
-            (api.TOKEN_PATH, "POST", _catching(self._token)),
-            (api.IDENTIFICATION_PATH, "PUT", _catching(self._identify)),
+            (api.TOKEN_PATH, "POST", self._catching(self._token)),
+            (identification, "PUT", self._catching(self._identify)),
             (api.HEALTH_PATH, "GET", self._health),
         ]
         endpoints += [(path, method, self._authenticated(handler)) for path, method, handler in table]
@@ -377,7 +461,47 @@ class EuromsgSandbox:
             if token.api_key is None:
                 raise _ApiError(api.ERROR_NOT_IDENTIFIED, "identify the token with an API key first", 403)
             return await handler(request, self._accounts[token.api_key])
-        return _catching(call)
+        return self._catching(call)
+
+    # --- answers in the dialect ------------------------------------------------------------
+
+    def _json(self, body: Any, status: int = 200) -> Response:
+        return JSONResponse(_pascal(body) if self._dialect.pascal else body, status)
+
+    def _ok(self, data: Any, status: int = 200) -> Response:
+        if not self._dialect.envelope:
+            return self._json(data, status)
+        return self._json({"isSuccess": True, "errorCode": None, "message": None, "data": data}, status)
+
+    def _error_response(self, error: _ApiError) -> Response:
+        if self._dialect.envelope:
+            return self._json({"isSuccess": False, "errorCode": error.code, "message": error.message_text,
+                               "data": None}, error.status)
+        status = BARE_STATUSES.get(error.code, error.status if error.status >= 400 else 400)
+        return JSONResponse({"type": "about:blank", "title": error.message_text, "status": status,
+                             "detail": error.message_text}, status, media_type="application/problem+json")
+
+    def _catching(self, call: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await call(request)
+            except _ApiError as error:
+                return self._error_response(error)
+        return endpoint
+
+    def _page_of(self, rows: list[dict[str, Any]], start: int, size: int, total: int,
+                 id_key: str | None) -> Any:
+        """A page of rows in the dialect: a page object, a bare array, or an object keyed by id."""
+        if self._dialect.pages == "array":
+            return rows
+        if self._dialect.pages == "id-keyed" and id_key is not None:
+            # A list's or campaign's "id" is only the key; a member row keeps its memberId too.
+            return {str(row[id_key]): {k: v for k, v in row.items() if not (k == id_key == "id")} for row in rows}
+        return {"items": rows, "page": start // size + 1, "pageSize": size, "totalCount": total}
+
+    def _time(self, ts: float) -> str:
+        """The service's own timestamps in the dialect (ISO 8601 with offset, or plain Turkey time)."""
+        return turkey_time(ts) if self._dialect.plain_dates else service_time(ts)
 
     # --- tokens and identification -------------------------------------------------------
 
@@ -399,13 +523,15 @@ class EuromsgSandbox:
         token = _Token(secrets.token_urlsafe(32), client_name, self.clock() + self.token_lifetime_s)
         self._tokens[token.value] = token
         expire = dt.datetime.fromtimestamp(token.expires_at, api.TURKEY).replace(microsecond=0)
-        # Documented shape, without the envelope.
-        return JSONResponse({"tokenValue": token.value, "expireTime": expire.isoformat(),
-                             "roles": ["CrmIntegrator"]})
+        body = {"tokenValue": token.value, "expireTime": expire.isoformat(), "roles": ["CrmIntegrator"]}
+        if self._dialect.token_envelope:
+            return self._ok(body)
+        return self._json(body)      # the documented shape, without the envelope
 
     async def _identify(self, request: Request) -> Response:
         token = self._token_of(request)
-        api_key = request.query_params.get(api.API_KEY_PARAM, "")
+        api_key = (request.query_params.get(api.API_KEY_PARAM, "") if self._dialect.api_key_in == "query"
+                   else str(request.path_params.get("api_key", "")))
         if not api_key:
             raise _invalid(f"{api.API_KEY_PARAM} is required")
         if api_key not in self._accounts:
@@ -414,13 +540,19 @@ class EuromsgSandbox:
             raise _ApiError(api.ERROR_ALREADY_IDENTIFIED, "this token is identified with another API key", 409)
         token.api_key = api_key
         acc = self._accounts[api_key]
-        return _ok({"accountName": acc.name})
+        if self._dialect.identification == "empty":
+            return Response(status_code=204)
+        if self._dialect.identification == "text":
+            return PlainTextResponse("OK")
+        return self._ok(True if self._dialect.pascal else {"accountName": acc.name})
 
     async def _health(self, request: Request) -> Response:
+        if self._dialect.health == "json":    # HealthChecks UI's writer
+            return JSONResponse({"status": api.HEALTHY, "totalDuration": "00:00:00.0003", "entries": {}})
         return PlainTextResponse(api.HEALTHY)
 
     async def _account(self, request: Request, acc: _Account) -> Response:
-        return _ok({"name": acc.name, "packageActive": acc.package_active,
+        return self._ok({"name": acc.name, "packageActive": acc.package_active,
                     "remainingCredits": 500 if acc.package_active else 0, "packageEndDate": None,
                     "iysIntegrator": acc.iys})
 
@@ -441,30 +573,32 @@ class EuromsgSandbox:
 
     def _list_json(self, acc: _Account, item: _EmailList) -> dict[str, Any]:
         return {"id": item.id, "name": item.name, "memberCount": len(acc.list_members[item.id]),
-                "createDate": service_time(item.create_date)}
+                "createDate": self._time(item.create_date)}
 
     async def _list_index(self, request: Request, acc: _Account) -> Response:
         start, size = _paging(request)
         items = [self._list_json(acc, acc.lists[i]) for i in acc.list_order.page(start, size)]
-        return _ok(_page_of(items, start, size, len(acc.list_order)))
+        return self._ok(self._page_of(items, start, size, len(acc.list_order), "id"))
 
     async def _create_list(self, request: Request, acc: _Account) -> Response:
         name = _list_name(await _body(request))
-        return _ok(self._list_json(acc, self._new_list(acc, name)))
+        made = self._new_list(acc, name)
+        return self._ok(made.id if self._dialect.list_create == "id" else self._list_json(acc, made))
 
     async def _rename_list(self, request: Request, acc: _Account) -> Response:
         item = _find_list(acc, request.path_params["id"])
         item.name = _list_name(await _body(request))
-        return _ok(self._list_json(acc, item))
+        return self._ok(self._list_json(acc, item))
 
     async def _delete_list(self, request: Request, acc: _Account) -> Response:
         """Documented: the members stay; only their membership in this list goes."""
         self._drop_list(acc, _find_list(acc, request.path_params["id"]))
-        return _ok(None)
+        return self._ok(None)
 
     # --- members -----------------------------------------------------------------------
 
     def _member_json(self, member: _Member) -> dict[str, Any]:
+        """The card as the "document" dialect shows it (the tests' and the harness's view)."""
         return {"memberId": member.id, "email": member.email, "firstName": member.first_name,
                 "lastName": member.last_name, "phone": member.phone, "city": member.city,
                 "status": member.status, "statusDate": service_time(member.status_date),
@@ -472,51 +606,92 @@ class EuromsgSandbox:
                 "updateDate": service_time(member.update_date),
                 **{name: member.iys.get(name) for name in api.IYS_FIELDS}}
 
+    def _member_wire(self, member: _Member) -> dict[str, Any]:
+        """The card as this dialect answers it."""
+        dialect = self._dialect
+        row = self._member_json(member)
+        row[dialect.member_id_key] = row.pop("memberId")
+        row[self._many] = row.pop("emailListIds")
+        if dialect.lower_statuses:
+            row["status"] = member.status.lower()
+        for key, ts in (("statusDate", member.status_date), ("createDate", member.create_date),
+                        ("updateDate", member.update_date)):
+            row[key] = self._time(ts)
+        return row
+
     async def _member_index(self, request: Request, acc: _Account) -> Response:
         """The two documented queries: every member of a list, or one member by e-mail."""
         params = request.query_params
         start, size = _paging(request)
         if email := params.get("email"):
             member = acc.member_by_email(email)
-            found = [] if member is None or start > 0 else [self._member_json(member)]
-            return _ok(_page_of(found, start, size, 0 if member is None else 1))
-        if (list_id := params.get("emailListId")) is None:
-            raise _invalid("emailListId or email is required")
+            if self._dialect.by_email == "object-404" and member is None:
+                raise _ApiError(api.ERROR_MEMBER_NOT_FOUND, "no member has this e-mail", 404)
+            if self._dialect.by_email != "page":
+                return self._ok(None if member is None else self._member_wire(member))
+            found = [] if member is None or start > 0 else [self._member_wire(member)]
+            return self._ok(self._page_of(found, start, size, 0 if member is None else 1, self._dialect.member_id_key))
+        if (list_id := params.get(self._one)) is None:
+            raise _invalid(f"{self._one} or email is required")
         item = _find_list(acc, list_id)
         index = acc.list_members[item.id]
-        rows = [self._member_json(acc.members[i]) for i in index.page(start, size)]
-        return _ok(_page_of(rows, start, size, len(index)))
+        rows = [self._member_wire(acc.members[i]) for i in index.page(start, size)]
+        return self._ok(self._page_of(rows, start, size, len(index), self._dialect.member_id_key))
 
     async def _create_member(self, request: Request, acc: _Account) -> Response:
-        """Add a member to a list. An e-mail that has a card already is refused and left untouched."""
+        """Add a member to a list (``emailListId``, and ASSUMED ``emailListIds``: every list of the
+        member; ``listId``/``listIds`` in the dialect that spells them so, the other spelling
+        ignored). An e-mail that has a card already is refused and left untouched; in the
+        "post-adds" dialect the card joins the list(s) and takes the fields and status sent."""
         body = await _body(request)
         if not acc.package_active:
             raise _ApiError(api.ERROR_NO_PACKAGE, "the account has no active sending package")
-        if "emailListId" not in body:
-            raise _invalid("emailListId is required")
-        item = _find_list(acc, body["emailListId"])
+        if self._one not in body:
+            raise _invalid(f"{self._one} is required")
+        lists = [_find_list(acc, body[self._one]).id]
+        if self._many in body:
+            raw = body[self._many]
+            if not isinstance(raw, list):
+                raise _invalid(f"{self._many} must be an array of list ids")
+            lists += [_find_list(acc, value).id for value in raw]
         email = body.get("email")
         if not isinstance(email, str) or not _EMAIL_RE.match(email.strip()):
             raise _invalid("email is required and must be a valid e-mail address")
         values = _member_values(body)
-        status = body.get("status", "Active")
-        if status not in api.WRITABLE_STATUSES:
+        given_status = body.get("status")
+        if given_status is not None and given_status not in api.WRITABLE_STATUSES:
             raise _invalid(f"status must be one of {', '.join(api.WRITABLE_STATUSES)}")
-        iys = _iys_values(body, complete=acc.iys, now=self.clock())
         existing = acc.member_by_email(email)
-        if existing is not None:
-            raise _ApiError(api.ERROR_MEMBER_EXISTS, f"a member with this e-mail exists (memberId {existing.id})")
         now = self.clock()
-        member = _Member(self._new_id(), email.strip(), status, now, now, now, iys=iys)
+        if existing is not None:
+            if not self._dialect.post_adds:
+                raise _ApiError(api.ERROR_MEMBER_EXISTS, f"a member with this e-mail exists (memberId {existing.id})")
+            given_iys: dict[str, Any] = {name: body[name] for name in api.IYS_FIELDS if name in body}
+            iys = _iys_values({**existing.iys, **given_iys}, complete=acc.iys, now=now) \
+                if given_iys or acc.iys else existing.iys
+            for name, value in values.items():
+                setattr(existing, name, value)
+            if given_status is not None and given_status != existing.status:
+                existing.status, existing.status_date = given_status, now
+            existing.iys = iys
+            acc.set_lists(existing, existing.lists | set(lists))
+            existing.update_date = now
+            return self._created(existing)
+        iys = _iys_values(body, complete=acc.iys, now=now)
+        member = _Member(self._new_id(), email.strip(), given_status or "Active", now, now, now, iys=iys)
         for name, value in values.items():
             setattr(member, name, value)
         acc.members[member.id] = member
         acc.by_email[normalize_email(member.email)] = member.id
-        acc.set_lists(member, [item.id])
-        return _ok(self._member_json(member))
+        acc.set_lists(member, lists)
+        return self._created(member)
+
+    def _created(self, member: _Member) -> Response:
+        return self._ok(member.id if self._dialect.member_create == "id" else self._member_wire(member))
 
     async def _patch_member(self, request: Request, acc: _Account) -> Response:
-        """Update the card by member id: only the fields given; ``emailListIds`` replaces the set."""
+        """Update the card by member id: only the fields given; ``emailListIds`` (or ``listIds``,
+        as the dialect spells it) replaces the set."""
         member = _find_member(acc, request.path_params["id"])
         body = await _body(request)
         if not acc.package_active:
@@ -528,10 +703,10 @@ class EuromsgSandbox:
         if status is not None and status not in api.WRITABLE_STATUSES:
             raise _invalid(f"status must be one of {', '.join(api.WRITABLE_STATUSES)}")
         lists: list[int] | None = None
-        if "emailListIds" in body:
-            raw = body["emailListIds"]
+        if self._many in body:
+            raw = body[self._many]
             if not isinstance(raw, list):
-                raise _invalid("emailListIds must be an array of list ids")
+                raise _invalid(f"{self._many} must be an array of list ids")
             lists = [_find_list(acc, value).id for value in raw]
         given_iys: dict[str, Any] = {name: body[name] for name in api.IYS_FIELDS if name in body}
         iys = _iys_values({**member.iys, **given_iys}, complete=acc.iys, now=self.clock()) \
@@ -545,7 +720,7 @@ class EuromsgSandbox:
         if lists is not None:
             acc.set_lists(member, lists)
         member.update_date = now
-        return _ok(self._member_json(member))
+        return self._ok(self._member_wire(member))
 
     async def _delete_member(self, request: Request, acc: _Account) -> Response:
         """Documented: hidden from the panel (gone from every list), kept for three years (KVKK)."""
@@ -554,7 +729,7 @@ class EuromsgSandbox:
         del acc.members[member.id]
         del acc.by_email[normalize_email(member.email)]
         acc.deleted.append((member.email, self.clock()))
-        return _ok(None)
+        return self._ok(None)
 
     # --- campaigns and reports ---------------------------------------------------------
 
@@ -563,10 +738,10 @@ class EuromsgSandbox:
         sent = campaign.send_date or now
 
         def at() -> str:
-            return service_time(sent + rng.uniform(60, 3500))
+            return self._time(sent + rng.uniform(60, 3500))
 
         row: dict[str, Any] = {
-            "email": member.email, "memberId": member.id, "status": "Sent", "sendDate": service_time(sent),
+            "email": member.email, "memberId": member.id, "status": "Sent", "sendDate": self._time(sent),
             "opened": False, "openDate": None, "openCount": 0, "clicked": False, "clickDate": None,
             "clickedUrl": None, "spam": False, "spamDate": None, "unsubscribed": False, "unsubscribeDate": None,
             "bounceReason": None}
@@ -586,7 +761,7 @@ class EuromsgSandbox:
                 new_status = "Spam"
             elif rng.random() < rate["unsubscribe"]:
                 left = sent + rng.uniform(60, 3500)
-                row.update(unsubscribed=True, unsubscribeDate=service_time(left))
+                row.update(unsubscribed=True, unsubscribeDate=self._time(left))
                 new_status = "Unsubscribed"
                 if acc.iys:
                     member.iys.update({api.IYS_STATUS: "RET", api.IYS_DATE: turkey_time(left),
@@ -608,11 +783,11 @@ class EuromsgSandbox:
             campaigns = [c for c in campaigns if name.casefold() in c.name.casefold()]
         found = sorted(campaigns, key=lambda c: c.id)
         start, size = _paging(request)
-        return _ok(_page_of([{
-            "id": c.id, "name": c.name, "status": c.status, "emailListIds": c.list_ids,
-            "createDate": service_time(c.create_date), "updateDate": service_time(c.update_date),
-            "sendDate": service_time(c.send_date) if c.send_date is not None else None,
-        } for c in found[start:start + size]], start, size, len(found)))
+        return self._ok(self._page_of([{
+            "id": c.id, "name": c.name, "status": c.status, self._many: c.list_ids,
+            "createDate": self._time(c.create_date), "updateDate": self._time(c.update_date),
+            "sendDate": self._time(c.send_date) if c.send_date is not None else None,
+        } for c in found[start:start + size]], start, size, len(found), "id"))
 
     def _campaign_of(self, request: Request, acc: _Account) -> _Campaign:
         raw = request.query_params.get("campaignId")
@@ -630,14 +805,14 @@ class EuromsgSandbox:
         for list_id in campaign.list_ids:
             members = [acc.members[i] for i in acc.list_members.get(list_id, ())]
             rows = [by_member[m.id] for m in members if m.id in by_member]
-            summary.append({"emailListId": list_id, "total": len(members),
+            summary.append({self._one: list_id, "total": len(members),
                             "sent": sum(r["status"] == "Sent" for r in rows),
                             "hardBounced": sum(r["status"] == "HardBounced" for r in rows),
                             "softBounced": sum(r["status"] == "SoftBounced" for r in rows),
                             "opened": sum(r["opened"] for r in rows), "clicked": sum(r["clicked"] for r in rows),
                             "spam": sum(r["spam"] for r in rows),
                             "unsubscribed": sum(r["unsubscribed"] for r in rows)})
-        return _ok(summary)
+        return self._ok(summary)
 
     async def _campaign_report_detail(self, request: Request, acc: _Account) -> Response:
         campaign = self._campaign_of(request, acc)
@@ -655,7 +830,7 @@ class EuromsgSandbox:
                     raise _invalid(f"{flag} must be true or false")
                 rows = [r for r in rows if r[flag] is (raw.lower() == "true")]
         start, size = _paging(request)
-        return _ok(_page_of([dict(r) for r in rows[start:start + size]], start, size, len(rows)))
+        return self._ok(self._page_of([dict(r) for r in rows[start:start + size]], start, size, len(rows), "memberId"))
 
     # --- ids ---------------------------------------------------------------------------
 
@@ -665,15 +840,6 @@ class EuromsgSandbox:
 
 
 # --- request parsing and validation (module level: no sandbox state) ---------------------
-
-
-def _catching(call: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await call(request)
-        except _ApiError as error:
-            return error.response()
-    return endpoint
 
 
 def _fault_response(fault: Fault) -> Response:
@@ -711,10 +877,6 @@ def _paging(request: Request) -> tuple[int, int]:
     if page < 1 or not 1 <= size <= api.MAX_PAGE_SIZE:
         raise _invalid(f"page must be at least 1 and pageSize between 1 and {api.MAX_PAGE_SIZE}")
     return (page - 1) * size, size
-
-
-def _page_of(items: list[Any], start: int, size: int, total: int) -> dict[str, Any]:
-    return {"items": items, "page": start // size + 1, "pageSize": size, "totalCount": total}
 
 
 def _list_name(body: Mapping[str, Any]) -> str:
@@ -757,7 +919,7 @@ def _member_values(body: Mapping[str, Any]) -> dict[str, str | None]:
 
 def _iys_values(body: Mapping[str, Any], *, complete: bool, now: float) -> dict[str, str | None]:
     """The İYS fields of a card, checked by the registry's rules; on an İYS account (``complete``)
-    the consent status and recipient type are required, and date and source for BIREYSEL."""
+    every one is required, for BIREYSEL and TACIR alike (the document: "zorunludur")."""
     values = {name: body.get(name) for name in api.IYS_FIELDS}
     for name, value in values.items():
         if value is not None and not isinstance(value, str):
@@ -765,9 +927,8 @@ def _iys_values(body: Mapping[str, Any], *, complete: bool, now: float) -> dict[
     recipient_type, status = values[api.IYS_RECIPIENT_TYPE], values[api.IYS_STATUS]
     date, source = values[api.IYS_DATE], values[api.IYS_SOURCE]
     if complete:
-        missing = [name for name in (api.IYS_RECIPIENT_TYPE, api.IYS_STATUS) if not values[name]]
-        if recipient_type != "TACIR":
-            missing += [name for name in (api.IYS_DATE, api.IYS_SOURCE) if not values[name]]
+        # Documented: date, source and status are all mandatory on an İYS account (TACIR included).
+        missing = [name for name in api.IYS_FIELDS if not values[name]]
         if missing:
             raise _iys_invalid(f"İYS fields required: {', '.join(missing)}")
     if recipient_type is not None and recipient_type not in api.IYS_RECIPIENT_TYPES:

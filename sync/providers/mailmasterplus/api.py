@@ -1,15 +1,71 @@
-"""MailMasterPlus's wire contract: what the document says and, marked ASSUMED, what it does not.
+"""MailMasterPlus's wire contract: what the document says, what it leaves open, and the readings we accept.
 
 This is the ONE place where the MailMasterPlus client (``sync.providers.mailmasterplus.client``)
 and its sandbox (``sync.providers.mailmasterplus.sandbox``) agree on paths, answers and shapes, and where
 the shape of a connection's ``lists`` setting is checked. The document
 (``shared/esp-docs/mailmasterplus.txt``, Hungarian) gives the paths, HTTP basic auth, UTF-8, the
-bare-number answers and the HTTP statuses 200/401/404/405/406. It does not show a record, say
-how an unsubscribed record looks, how ``list/<nl_id>`` shapes "every record", or what happens
-to a subscribe of an e-mail the list already holds as unsubscribed. The choices below follow
-the public clients of the same API (PHP and C# clients of restapi.emesz.com / SalesAutopilot).
+bare-number answers and the HTTP statuses 200/401/404/405/406. It does not show a record, name a
+subscription-state field, say how ``list/<nl_id>`` shapes "every record", or what happens to a
+subscribe of an e-mail the list already holds as unsubscribed.
+
+Where it is silent, the client accepts every reasonable reading (table below), normalises it once
+at the edge (``client.records_of``, ``client.one_record``, ``client.number_answer``), and notes
+the reading it saw in ``client.readings`` (``sync.providers.readings``). An answer in none of them
+is ``UnknownReadingError`` naming the endpoint: never a default, never an empty pull, never a
+state invented for a member. The sandbox serves every reading, one set per ``dialect``
+(``sandbox.DIALECTS``).
+
+PUBLIC CLIENTS quoted as a source below: the C# client github.com/GaborTorma/SalesAutoPilotAPI
+(``Models/Subscriber.cs``: the record's field names; ``Request/Lists.cs``: ``list/<nl_id>`` and
+``list/<nl_id>/field/../value/..`` read as an array of records) and the PHP client
+github.com/GaborTorma/SalesAutopilot-PHP-API (``salesautopilot.php``), both of SalesAutopilot,
+the same company's API with the same paths.
+
+What the document leaves open -> the readings accepted -> how each is recognised:
+
+- ``GET list/<nl_id>`` (every record)
+  -> an array of records (public C# client); an object keyed by record id (PHP ``json_encode`` of
+     an id-keyed array: the document's "asszociatív JSON tömb"); no records: an empty body (the
+     document's answer to a query without result), ``[]``, ``{}``
+  -> a JSON array; a JSON object whose values are all objects (the key is the id where a record
+     has no ``id``); an empty answer. A bare record, an envelope or anything else: unknown reading.
+- ``GET list/<nl_id>/record/<id>`` and ``GET list/<nl_id>/field/email/value/<e-mail>`` (one record)
+  -> one record as an object (the document); an array of records (the C# client reads
+     ``Subscriber[]``); an id-keyed object; no record: an empty body (the document), ``[]``,
+     ``false`` (PHP's ``json_encode`` of a failed fetch), ``0`` (getglobalvar's "no result")
+  -> as above; of several records, the one with the id asked, or the oldest with the e-mail.
+- the subscription state
+  -> ``active`` (public C# client) as text ``"1"``/``"0"``, number ``1``/``0``, ``true``/``false``
+  -> any other value, or no ``active``: an unknown reading of that endpoint, never "unsubscribed".
+- a record's id
+  -> ``id`` as text or number; the key of an id-keyed object; the id in the path
+  -> a record with none of them: an unknown reading.
+- when the state last changed
+  -> ``mssys_last_statuschange_date`` (public C# client) as ``YYYY-MM-DD HH:MM:SS`` Budapest
+     time, or ISO 8601; absent, empty or MySQL's zero date: no time
+  -> no time: the unsubscribe is dated when a pull sees it (never earlier than the truth) and
+     flagged undated (``dated=False``) where the engine's ``RemoteStatus`` has that flag, so that
+     the engine keeps the time it first saw. Any other text: an unknown reading.
+- bare-number answers
+  -> text ``5`` (the document), JSON ``5``, JSON string ``"5"``; unsubscribe and delete also
+     ``true``/``false``; update: the count of records changed, ``0`` when nothing changed
+  -> anything else that is not HTML: an unknown reading; an HTML page: a transient fault.
+- the subscribe's "exists"/"malformed" codes
+  -> ``1``/``2`` (the document), ``-1``/``-2`` (public clients)
+  -> see ``client.resolve_subscribe_answer``.
+- the field names of a list
+  -> the list's own, mapped per list; defaults ``mssys_firstname``, ``mssys_lastname``,
+     ``mssys_mobile`` from the public C# client (``Models/Subscriber.cs``), NOT from the document
+  -> ``connection test`` checks each mapped name against the keys of the list's records (the
+     document has no call that lists a list's fields).
 
 Lists and forms are made in MMP's panel; the API cannot create, rename or delete a list.
+
+Opt-outs (the decision, docs/providers/mailmasterplus.md): MMP unsubscribes per list and the
+client never changes a record's state on its own, but the never-re-subscribe promise is
+address-wide for new records: no record is created active while any mapped list holds the
+address unsubscribed (or cannot be read), unless the engine re-subscribes it. An unsubscribed
+record is deleted only for a KVKK erasure (``ERASURE_REASON``).
 """
 
 from __future__ import annotations
@@ -41,27 +97,53 @@ UNSUBSCRIBE_EMAIL_PATH: Final = "unsubscribe/{nl_id}/email/{email}"
 #: DELETE: "véglegesen és visszavonhatatlanul" (for good, irrevocably).
 DELETE_RECORD_PATH: Final = "delete/{nl_id}/record/{id}"
 
+# --- endpoints as the reading log names them (sync.providers.readings) --------------------------
+LIST_ENDPOINT: Final = "GET list/<nl_id>"
+#: An empty list's answer is noted apart: PHP encodes an empty id-keyed array as ``[]``, so an
+#: empty list and a full one may differ without the server changing its reading.
+LIST_EMPTY_ENDPOINT: Final = "GET list/<nl_id> (no records)"
+RECORD_ENDPOINT: Final = "GET list/<nl_id>/record/<id>"
+FIND_ENDPOINT: Final = "GET list/<nl_id>/field/email/value/<email>"
+#: Appended to a one-record endpoint for its "no such record" answer (noted apart from the record's shape).
+NO_RECORD_SUFFIX: Final = "(no such record)"
+ACTIVE_ENDPOINT: Final = "record field active"
+STATUS_TIME_ENDPOINT: Final = "record field mssys_last_statuschange_date"
+SUBSCRIBE_ENDPOINT: Final = "POST subscribe/<nl_id>/form/<ns_id>"
+UPDATE_ENDPOINT: Final = "PUT update/<nl_id>/form/<ns_id>/record/<id>"
+UNSUBSCRIBE_ENDPOINT: Final = "GET unsubscribe/<nl_id>/record/<id>"
+DELETE_ENDPOINT: Final = "DELETE delete/<nl_id>/record/<id>"
+
+# --- reading names (what ``connection test`` prints and the connection stores) -----------------
+READ_ARRAY: Final = "array of records"
+READ_ID_KEYED: Final = "object keyed by record id"
+READ_OBJECT: Final = "one record as an object"
+READ_EMPTY_BODY: Final = "empty body"
+#: The answers read as "no record", by their text ("" = an empty body): ``{}`` only for the whole
+#: list (an empty id-keyed object); ``false`` and ``0`` only for one record (a failed fetch;
+#: getglobalvar's "no result").
+LIST_NO_RECORDS: Final = ("", "[]", "{}")
+ONE_NO_RECORD: Final = ("", "[]", "false", "0")
+READ_BARE_NUMBER: Final = "bare number"
+READ_QUOTED_NUMBER: Final = "number as a JSON string"
+READ_BOOLEAN: Final = "boolean true/false"
+CODES_DOCUMENT: Final = "codes 1/2/0 (the document)"
+CODES_NEGATIVE: Final = "codes -1/-2/0 (public clients)"
+READ_UNDATED: Final = "absent: dated when first seen"
+
 # --- answers (documented bare numbers) -----------------------------------------------------
 #: subscribe: the new record's id (a whole number > 0) on success, else one of these codes.
 #: The document: 1 = the list takes each e-mail once and holds this one already, 2 = the e-mail
-#: is malformed, 0 = another failure. ASSUMED second dialect: public clients of the same API
-#: read -1 (exists) and -2 (malformed), so the service has answered those too. A client must
-#: handle both, and 1 and 2 are also real record ids (ids start at 1 within a list): see
-#: ``client.resolve_subscribe_answer`` for the rule that settles it.
+#: is malformed, 0 = another failure. Second reading: the public clients read -1 (exists) and
+#: -2 (malformed). A client must handle both, and 1 and 2 are also real record ids (ids start at
+#: 1 within a list): see ``client.resolve_subscribe_answer`` for the rule that settles it.
 SUBSCRIBE_EXISTS_CODES: Final = (1, -1)
 SUBSCRIBE_MALFORMED_CODES: Final = (2, -2)
 SUBSCRIBE_FAILED: Final = 0
-#: The two dialects a sandbox can speak: code -> answer.
-DIALECTS: Final[Mapping[str, Mapping[str, int]]] = {
-    "document": {"exists": 1, "malformed": 2, "failed": 0},
-    "negative": {"exists": -1, "malformed": -2, "failed": 0},
-}
-#: update: the number of records changed; an empty body on failure (documented). ASSUMED: an
-#: update that matched a record counts it even when no value changed (the answer is "1", not "0").
-#: list (one record): an empty body when there is none (documented).
-#: unsubscribe and delete: "1" on success, "0" on failure (documented). ASSUMED: unsubscribing a
-#: record that is unsubscribed already answers "1" (the state asked for holds); deleting a record
-#: that is not there answers "0".
+#: update: the number of records changed; an empty body on failure (documented). ``0`` after our
+#: own read of the record means nothing changed (a MySQL service counts affected rows), not a
+#: failure. list (one record): an empty body when there is none (documented).
+#: unsubscribe and delete: "1" on success, "0" on failure (documented). A "0" is read back: an
+#: unsubscribe of a record that is unsubscribed, or a delete of one that is gone, is done.
 SUCCESS: Final = 1
 FAILURE: Final = 0
 #: ASSUMED: bare numbers come as text (``text/html; charset=UTF-8``, a PHP service's default),
@@ -76,43 +158,56 @@ NUMBER_CONTENT_TYPE: Final = "text/html; charset=UTF-8"
 #: (the document allows only fields "melyet már szerepel az e mail listába").
 STATUS_BAD_PARAMETERS: Final = 406
 
-# --- records (ASSUMED, from the public clients) --------------------------------------------
-#: ``GET list/<nl_id>`` answers a JSON array of records (``[]`` for an empty list); one record is
-#: a JSON object. Values are strings, as a PHP/MySQL service gives them; the client also takes
-#: numbers and booleans.
+# --- records (names from the public C# client, Models/Subscriber.cs; not in the document) ------
 RECORD_ID_FIELD: Final = "id"
+#: Documented: the subscribe body's key for the address ("emailkulcsó mező").
 EMAIL_FIELD: Final = "email"
-#: "1" subscribed (a record is active once subscribed through the API: no double opt-in),
-#: "0" unsubscribed (by the unsubscribe call, a recipient's link or the panel).
+#: The subscription state: subscribed / unsubscribed (by the unsubscribe call, a recipient's link
+#: or the panel). A record is active once subscribed through the API (no double opt-in).
 ACTIVE_FIELD: Final = "active"
+#: The accepted values of ``active``, by their reading.
+ACTIVE_TEXT: Final[Mapping[str, bool]] = {"1": True, "0": False}
+ACTIVE_READINGS: Final = ("text 1/0", "number 1/0", "boolean true/false")
 #: When ``active`` last changed; the time of an unsubscribe.
 STATUS_CHANGED_FIELD: Final = "mssys_last_statuschange_date"
 SUBSCRIBED_AT_FIELD: Final = "subdate"
 UPDATED_AT_FIELD: Final = "lastupdate"
 #: The opt-in (sign-up confirmation) state of the C# client. It is NOT an unsubscribe: the
-#: client reads only ``active`` for the subscription state. The sandbox shows it as "1".
+#: client reads only ``active`` for the subscription state.
 SIGNUP_STATUS_FIELD: Final = "mssys_sub_status"
-#: System fields every record has and no form sets: sending one in a subscribe or update body is
-#: a 406 like any other field the list does not have.
+#: System fields every record may have and no form sets: sending one in a subscribe or update body
+#: is a 406 like any other field the list does not have.
 SYSTEM_FIELDS: Final = (RECORD_ID_FIELD, ACTIVE_FIELD, STATUS_CHANGED_FIELD, SUBSCRIBED_AT_FIELD,
                         UPDATED_AT_FIELD, SIGNUP_STATUS_FIELD)
-#: Dates are "YYYY-MM-DD HH:MM:SS" in the service's local time (a Hungarian service).
+#: Dates are "YYYY-MM-DD HH:MM:SS" in the service's local time (a Hungarian service); ISO 8601
+#: with an offset is read too.
 DATE_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 SERVICE_TIME_ZONE: Final = "Europe/Budapest"
 
-# --- re-subscribing (ASSUMED policy: the document has no call for it) ------------------------
+# --- opt-outs (policy; the document has no call that re-activates a record) --------------------
 #: Nothing documented turns an unsubscribed record active again: an update changes list fields
 #: only (``active`` is not one), and a subscribe of an e-mail a unique list holds answers "exists".
 #: When the engine decides to re-subscribe (the CRM holds a consent newer than the unsubscribe),
-#: the client deletes the record and subscribes the address anew (a new record id).
+#: the client deletes the record and subscribes the address anew (a new record id). This and a
+#: KVKK erasure are the only deletes of an unsubscribed record (docs/providers/mailmasterplus.md).
 RESUBSCRIBE_BY_RECREATE: Final = True
+#: ``MemberDelete.reason`` of a KVKK erasure (sync/providers/base.py): the one removal that may
+#: delete an unsubscribed record. A list leave or an address change leaves it, unsubscribed.
+ERASURE_REASON: Final = "deleted in the CRM"
+#: ``PushOutcome.action`` of a removal that found the record unsubscribed and left it so.
+LEFT_UNSUBSCRIBED: Final = "left_unsubscribed"
+#: ``RejectedRow.provider_code`` of a create withheld because another mapped list could not be
+#: read (406) to rule out an unsubscribe of the address there (the opt-out is address-wide).
+OPT_OUT_UNCHECKED: Final = "opt_out_unchecked"
 
-# --- field mapping (ASSUMED defaults) ------------------------------------------------------
-#: CRM member column -> the MMP list's field name. These are the system field names the public
-#: clients show (``mssys_firstname``, ``mssys_lastname``, ``mssys_mobile``); a list whose fields
-#: are named otherwise maps them in the connection's ``lists`` setting (``"fields"``), and a
-#: column mapped to null is not sent (the checked setting keeps the null). ``city`` has no
-#: default (MMP's ``mssys_city`` is the geolocated city, not a postal one).
+# --- field mapping (ASSUMED defaults: NOT in the document) -------------------------------------
+#: CRM member column -> the MMP list's field name. SOURCE of the defaults: the system field names
+#: of the public C# client (GaborTorma/SalesAutoPilotAPI, Models/Subscriber.cs: ``mssys_firstname``,
+#: ``mssys_lastname``, ``mssys_mobile``); the document names no field but ``email``. A list whose
+#: fields are named otherwise maps them in the connection's ``lists`` setting (``"fields"``), and a
+#: column mapped to null is not sent (the checked setting keeps the null); ``connection test``
+#: checks each mapped name against the fields the list's records show. ``city`` has no default
+#: (the same client's ``mssys_city`` is the geolocated city, not a postal one).
 CRM_COLUMNS: Final = ("first_name", "last_name", "phone", "city", "consent_status", "consent_date",
                       "consent_source", "recipient_type")
 DEFAULT_FIELDS: Final[Mapping[str, str]] = {

@@ -1,23 +1,38 @@
 """MailMasterPlus (MMP): records per list through forms, bare-number answers, a full status scan.
 
-Every path, answer and guess lives in :mod:`sync.providers.mailmasterplus.api`; this module only
+Every path, answer and reading lives in :mod:`sync.providers.mailmasterplus.api`; this module only
 speaks it. Lists are made in MMP's panel and mapped per connection (``lists`` setting); one MMP
 record exists per (list, member), so the engine sends one item per list (``per_list``).
 
-Consent: a push never makes an unsubscribed record active again unless the engine decided so
-(``MemberUpsert.resubscribe``). An update reads its record first: an unsubscribed record is
-reported (``PushOutcome.suppressed``, nothing written). A create looks for the address first
-(the status scan's index, else a read by e-mail), so an existing record is treated as an update.
+Answers the document does not show are read tolerantly (``records_of``, ``one_record``,
+``number_answer``: every reading in api.py's table) and the reading seen is noted in
+``self.readings``; an answer in none of them is ``UnknownReadingError`` naming the endpoint. A
+record without a readable ``active`` is such an error, never "unsubscribed".
+
+Opt-outs (docs/providers/mailmasterplus.md):
+
+- An update reads its record first: an unsubscribed record is reported (``PushOutcome.suppressed``,
+  nothing written) unless the engine decided to re-subscribe (``MemberUpsert.resubscribe``).
+- A create never makes an address active in a list while one of the connection's mapped lists
+  holds it unsubscribed (address-wide), unless the engine re-subscribes it: the recipient told
+  this sender "no", and a CRM list join is not a new consent. A mapped list that cannot be read
+  (406) withholds the create as a reject (``api.OPT_OUT_UNCHECKED``), retried later.
+- A removal never deletes an unsubscribed record (the provider's proof of the opt-out), except a
+  KVKK erasure; the record stays, unsubscribed (``api.LEFT_UNSUBSCRIBED``).
+- An update whose values the record holds already is not sent: a no-change run writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
+import json
+import re
 import zoneinfo
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -32,8 +47,9 @@ from sync.errors import (
     MalformedAnswerError,
     ProviderError,
     RejectedRow,
+    UnknownReadingError,
 )
-from sync.http import Auth, ProviderHTTP, describe, json_of
+from sync.http import Auth, ProviderHTTP, describe
 from sync.logs import SECRETS
 from sync.providers.base import (
     Capabilities,
@@ -45,6 +61,7 @@ from sync.providers.base import (
     RemoteStatus,
 )
 from sync.providers.mailmasterplus import api
+from sync.providers.readings import ReadingLog, unknown_reading
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +74,13 @@ CAPABILITIES = Capabilities(
     status_pull="full_scan", pulls_consents=False, has_campaign_reports=False, custom_fields=True,
 )
 _TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
+_WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,19}$")
+_QUOTED_NUMBER = re.compile(r'^"\s*(-?[0-9]{1,19})\s*"$')
+_RECORD_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+#: The engine's "no time" flag on a status, where its ``RemoteStatus`` has one (``dated``): the
+#: engine then keeps the time it first saw the state instead of this pull's. Without the flag the
+#: time is this pull's (never earlier than the truth, so never beaten by an older consent).
+_UNDATED: dict[str, Any] = {"dated": False} if "dated" in {f.name for f in dataclasses.fields(RemoteStatus)} else {}
 
 
 def _check(response: httpx.Response, what: str) -> None:
@@ -88,43 +112,88 @@ def _as_reject(exc: ProviderError) -> RejectedRow:
                        provider_code=exc.provider_code or type(exc).__name__)
 
 
-def number_of(response: httpx.Response, what: str) -> int | None:
-    """A bare-number answer as an int; None for the documented empty body (update, list)."""
-    text = response.content.strip()
+def _body_text(response: httpx.Response, what: str) -> str:
+    """The answer's text, stripped; an HTML page (a proxy's error page) is a transient fault."""
+    content = response.content.strip()
+    if content[:1] == b"<":
+        raise MalformedAnswerError(f"{what}: {response.request.method} answered HTTP {response.status_code} with "
+                                   "an HTML page", status_code=response.status_code)
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedAnswerError(f"{what}: the answer is not UTF-8 text (the document: UTF-8)",
+                                   status_code=response.status_code) from None
+
+
+def number_answer(response: httpx.Response, what: str, endpoint: str, readings: ReadingLog, *,
+                  booleans: bool = False) -> int | None:
+    """A bare-number answer as an int (api.py's table: ``5``, ``"5"``; ``true``/``false`` where
+    ``booleans``); None for the documented empty body."""
+    text = _body_text(response, what)
     if not text:
         return None
+    if _WHOLE_NUMBER.match(text):
+        readings.note(endpoint, api.READ_BARE_NUMBER)
+        return int(text)
+    quoted = _QUOTED_NUMBER.match(text)
+    if quoted:
+        readings.note(endpoint, api.READ_QUOTED_NUMBER)
+        return int(quoted[1])
+    if booleans and text in ("true", "false"):
+        readings.note(endpoint, api.READ_BOOLEAN)
+        return api.SUCCESS if text == "true" else api.FAILURE
+    expected = [api.READ_BARE_NUMBER, api.READ_QUOTED_NUMBER, *([api.READ_BOOLEAN] if booleans else []),
+                f"{api.READ_EMPTY_BODY} (documented failure)"]
+    raise unknown_reading(endpoint, expected, text)
+
+
+def _json(text: str, what: str, response: httpx.Response) -> Any:
     try:
-        return int(text.decode("utf-8").strip().strip('"'))
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedAnswerError(f"{what}: {response.request.method} answered HTTP {response.status_code} "
-                                   "with something that is not a number", status_code=response.status_code) from None
+        return json.loads(text)
+    except ValueError as exc:
+        raise MalformedAnswerError(f"{what}: {response.request.method} answered HTTP {response.status_code} with "
+                                   f"truncated or invalid JSON ({exc})", status_code=response.status_code) from None
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def is_active(record: Mapping[str, Any]) -> bool:
-    """A record's subscription state (``api.ACTIVE_FIELD``: "1"/"0", also 1/0 and booleans)."""
-    value = record.get(api.ACTIVE_FIELD)
+    """A field value as the text a list field holds (the document: values are UTF-8 text)."""
+    if value is None:
+        return ""
     if isinstance(value, bool):
-        return value
-    return _text(value).strip().lower() in ("1", "true", "yes", "y")
+        return "1" if value else "0"
+    return str(value)
+
+
+def active_of(value: Any) -> tuple[bool, str] | None:
+    """``active`` as (subscribed?, its reading), or None when it is in no accepted reading."""
+    if isinstance(value, bool):
+        return value, api.ACTIVE_READINGS[2]
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value), api.ACTIVE_READINGS[1]
+    if isinstance(value, str) and value.strip() in api.ACTIVE_TEXT:
+        return api.ACTIVE_TEXT[value.strip()], api.ACTIVE_READINGS[0]
+    return None
+
+
+def time_of(value: Any) -> tuple[dt.datetime | None, str | None]:
+    """An MMP date (``api.DATE_FORMAT`` in ``api.SERVICE_TIME_ZONE``, or ISO 8601) in UTC, with its
+    reading; (None, None) when absent or MySQL's zero date; (None, "") when unreadable."""
+    text = _text(value).strip()
+    if not text or text.startswith("0000"):
+        return None, None
+    try:
+        parsed, reading = dt.datetime.strptime(text, api.DATE_FORMAT), "YYYY-MM-DD HH:MM:SS, Budapest time"
+    except ValueError:
+        try:
+            parsed, reading = dt.datetime.fromisoformat(text.replace("Z", "+00:00")), "ISO 8601"
+        except ValueError:
+            return None, ""
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=_TZ)).astimezone(dt.UTC), reading
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    """An MMP date (``api.DATE_FORMAT`` in ``api.SERVICE_TIME_ZONE``, or ISO 8601) in UTC."""
-    text = _text(value).strip()
-    if not text or text.startswith("0000"):
-        return None
-    try:
-        parsed = dt.datetime.strptime(text, api.DATE_FORMAT)
-    except ValueError:
-        try:
-            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=_TZ)).astimezone(dt.UTC)
+    """An MMP date in UTC, or None (absent, zero or unreadable)."""
+    return time_of(value)[0]
 
 
 class BasicAuth(Auth):
@@ -156,16 +225,138 @@ class MappedList:
 
 @dataclass(frozen=True)
 class Record:
+    """One MMP record, normalised: ``changed_at`` None when the service gives no time;
+    ``fields`` the values (as text) of the fields we send to its list, where the record has them."""
+
     id: str
     email: str
     active: bool
     changed_at: dt.datetime | None
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
-def _record(row: Mapping[str, Any]) -> Record:
-    return Record(_text(row.get(api.RECORD_ID_FIELD)).strip(), normalize_email(_text(row.get(api.EMAIL_FIELD))),
-                  is_active(row), parse_time(row.get(api.STATUS_CHANGED_FIELD)) or parse_time(row.get(
-                      api.UPDATED_AT_FIELD)))
+@dataclass
+class ListScan:
+    """What one read of a whole list showed (for ``connection test`` and the readings)."""
+
+    records: int = 0
+    unsubscribed: int = 0
+    reading: str = ""
+    #: Field names we send to this list that no record of it shows (None: the list has no record).
+    missing_fields: list[str] | None = None
+    first: Record | None = None
+    #: The readings of ``active`` and of the status time its records came in ("" when none).
+    active: str = ""
+    status_time: str = ""
+
+
+class _RecordReader:
+    """Turns the rows of one answer into Records, collecting the readings of ``active`` and of the
+    status time (noted once per answer, not once per record)."""
+
+    def __init__(self, endpoint: str, wanted: Sequence[str]) -> None:
+        self.endpoint = endpoint
+        self.wanted = wanted
+        self.active_readings: set[str] = set()
+        self.time_readings: set[str] = set()
+
+    def record(self, row: Mapping[str, Any], known_id: str | None = None) -> Record:
+        raw_id = row.get(api.RECORD_ID_FIELD)
+        record_id = known_id if raw_id is None or raw_id == "" else _text(raw_id).strip()
+        email = row.get(api.EMAIL_FIELD)
+        state = active_of(row.get(api.ACTIVE_FIELD))
+        if record_id is None or not _RECORD_ID.match(record_id) or not isinstance(email, str) or state is None:
+            # one line naming the endpoint and what was wrong, without the member's data
+            shown = {"id": raw_id if raw_id is not None else known_id,
+                     api.ACTIVE_FIELD: row.get(api.ACTIVE_FIELD, "(missing)"),
+                     api.EMAIL_FIELD: "(text)" if isinstance(email, str) else email, "keys": sorted(row)[:12]}
+            raise unknown_reading(self.endpoint, [
+                "a record with a whole-number id (its own, or its key, or the one in the path)",
+                f"{api.EMAIL_FIELD} as text",
+                f"{api.ACTIVE_FIELD} as {', '.join(api.ACTIVE_READINGS)} (a missing or other value is no state)"],
+                shown)
+        active, reading = state
+        self.active_readings.add(reading)
+        changed_at = None
+        if not active:
+            changed_at, time_reading = time_of(row.get(api.STATUS_CHANGED_FIELD))
+            if time_reading == "":
+                raise unknown_reading(self.endpoint, [f"{api.STATUS_CHANGED_FIELD} as YYYY-MM-DD HH:MM:SS, ISO 8601, "
+                                                      "empty or absent"],
+                                      {"id": record_id, api.STATUS_CHANGED_FIELD: row.get(api.STATUS_CHANGED_FIELD)})
+            self.time_readings.add(time_reading or api.READ_UNDATED)
+        fields = {name: _text(row[name]) for name in self.wanted if name in row}
+        return Record(record_id, normalize_email(email), active, changed_at, fields)
+
+    @property
+    def active(self) -> str:
+        return " + ".join(sorted(self.active_readings))
+
+    @property
+    def status_time(self) -> str:
+        return " + ".join(sorted(self.time_readings))
+
+    def note(self, readings: ReadingLog) -> None:
+        if self.active_readings:
+            readings.note(api.ACTIVE_ENDPOINT, self.active)
+        if self.time_readings:
+            readings.note(api.STATUS_TIME_ENDPOINT, self.status_time)
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, dict) and api.EMAIL_FIELD in value
+
+
+def _compact(value: Any) -> str:
+    """A JSON value's compact text (how api.py names the "no record" answers); "" for no body."""
+    return "" if value is _NO_BODY else json.dumps(value, separators=(",", ":"))
+
+
+#: The value of an empty body (JSON has no such value).
+_NO_BODY: Any = object()
+
+
+def records_of(value: Any, text: str, endpoint: str) -> tuple[list[tuple[str | None, dict[str, Any]]], str]:
+    """The rows of a whole-list answer (``value``: its JSON, or ``_NO_BODY``) as (key, row), with
+    the reading (api.py's table); an answer in no reading is UnknownReadingError."""
+    if (isinstance(value, list | dict) and not value) or value is _NO_BODY:
+        empty = _compact(value)
+        if empty in api.LIST_NO_RECORDS:
+            return [], empty or api.READ_EMPTY_BODY
+    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+        return [(None, row) for row in value], api.READ_ARRAY
+    if isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
+        return [(str(key), row) for key, row in value.items()], api.READ_ID_KEYED
+    raise unknown_reading(endpoint, [api.READ_ARRAY, api.READ_ID_KEYED,
+                                     "no records: " + ", ".join(t or api.READ_EMPTY_BODY for t in api.LIST_NO_RECORDS)],
+                          text)
+
+
+def one_record(value: Any, text: str, endpoint: str) -> tuple[list[tuple[str | None, dict[str, Any]]], str] | None:
+    """The rows of a one-record answer (``value``: its JSON, or ``_NO_BODY``) as (key, row), with
+    the reading; None for "no record" (api.ONE_NO_RECORD)."""
+    if value is _NO_BODY or (not isinstance(value, dict | list) and _compact(value) in api.ONE_NO_RECORD) \
+            or value == []:
+        return None
+    if _is_record(value):
+        return [(None, value)], api.READ_OBJECT
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        return [(None, row) for row in value], api.READ_ARRAY
+    if isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
+        return [(str(key), row) for key, row in value.items()], api.READ_ID_KEYED
+    raise unknown_reading(endpoint, [api.READ_OBJECT, api.READ_ARRAY, api.READ_ID_KEYED,
+                                     "no record: " + ", ".join(t or api.READ_EMPTY_BODY for t in api.ONE_NO_RECORD)],
+                          text)
+
+
+def _sort_id(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (1 << 62, value)
+
+
+def _differs(held: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Whether an update would change the record (a field the record does not show counts as empty:
+    a service may leave empty fields out of its answer)."""
+    return any(held.get(name, "") != value for name, value in wanted.items())
 
 
 class MailMasterPlusProvider:
@@ -174,10 +365,10 @@ class MailMasterPlusProvider:
     name: ClassVar[str] = "mailmasterplus"
     #: What `connection test` says of a passing login and list (sync/ops/connection_test.py).
     login_detail: ClassVar[str] = "HTTP basic auth accepted"
-    list_detail: ClassVar[str] = "readable (its forms are only checked by a write)"
+    list_detail: ClassVar[str] = "read, its mapped fields found (its forms are only checked by a write)"
 
     def __init__(self, http: ProviderHTTP, lists: Mapping[str, Mapping[str, Any]],
-                 capabilities: Capabilities = CAPABILITIES) -> None:
+                 capabilities: Capabilities = CAPABILITIES, custom_fields: Iterable[str] = ()) -> None:
         self.http = http
         self.capabilities = capabilities
         self._lists = {crm_list: MappedList(crm_list, str(entry["nl_id"]), str(entry["subscribe_form"]),
@@ -185,16 +376,24 @@ class MailMasterPlusProvider:
                                             {column: name for column, name in entry["fields"].items() if name})
                        for crm_list, entry in api.parse_list_mapping("lists", lists).items()}
         self._by_nl = {mapped.nl_id: mapped for mapped in self._lists.values()}
+        self._custom_fields = tuple(sorted(set(custom_fields)))
         #: nl_id -> normalised e-mail -> record, from the last full read of that list (the status
         #: pull), kept current by our own writes. A create trusts it to know whether the address
         #: is there already; a list not read this session is asked record by record.
         self._index: dict[str, dict[str, Record]] = {}
+        #: nl_id -> what its last full read showed, or the error it ended with.
+        self._scans: dict[str, ListScan | ProviderError] = {}
+        #: Endpoint -> the reading its answers came in (sync.providers.readings).
+        self.readings = ReadingLog()
 
     @classmethod
     def create(cls, http_factory: Callable[[Capabilities, Auth], ProviderHTTP], credentials: Mapping[str, str],
                settings: Mapping[str, Any], integrator: Mapping[str, str] | None = None) -> MailMasterPlusProvider:
         auth = BasicAuth(credentials["username"], credentials["password"])
-        return cls(http_factory(CAPABILITIES, auth), settings.get("lists") or {}, CAPABILITIES)
+        custom = [spec.get("field") if isinstance(spec, Mapping) else spec
+                  for spec in (settings.get("fields") or {}).values()]
+        return cls(http_factory(CAPABILITIES, auth), settings.get("lists") or {}, CAPABILITIES,
+                   custom_fields=[name for name in custom if isinstance(name, str) and name])
 
     # --- lists ----------------------------------------------------------------------------
 
@@ -204,48 +403,145 @@ class MailMasterPlusProvider:
                     "fields": dict(mapped.fields)})
                 for crm_list, mapped in self._lists.items()}
 
+    def _wanted(self, nl_id: str) -> tuple[str, ...]:
+        """The field names we send to this list: its mapped columns' and the custom fields'."""
+        mapped = self._by_nl.get(nl_id)
+        return tuple(dict.fromkeys([*(mapped.fields.values() if mapped else ()), *self._custom_fields]))
+
     async def check_lists(self) -> list[str]:
-        """One line per mapped list the service does not give us (for ``connection test``).
-        Form ids cannot be checked without writing a record, so they are not."""
+        """One line per mapped list the service does not give us, whose answer is in no reading we
+        accept, or whose records show no field of a name we send (for ``connection test``). The
+        document has no call that lists a list's fields, so they are checked against the keys of
+        its records (not at all while it has none). Form ids cannot be checked without writing a
+        record, so they are not."""
         problems = []
         for mapped in sorted(self._lists.values(), key=lambda m: m.crm_list):
+            where = f"CRM list {mapped.crm_list} -> MMP list {mapped.nl_id}"
             try:
                 await self._read_list(mapped.nl_id)
-            except RejectedRow as exc:
-                problems.append(f"CRM list {mapped.crm_list} -> MMP list {mapped.nl_id}: {exc.reason}")
+            except (RejectedRow, UnknownReadingError) as exc:
+                problems.append(f"{where}: {exc.message}")
+                continue
+            scan = self._scans[mapped.nl_id]
+            assert isinstance(scan, ListScan)
+            if scan.missing_fields:
+                problems.append(f"{where}: no record of the list shows the field(s) {', '.join(scan.missing_fields)}, "
+                                "and MMP refuses a field the list does not have (406); map the CRM column to the "
+                                "list's own field name, or to null, in the `lists` setting's \"fields\"")
         return problems
+
+    async def connection_probe(self) -> list[str]:
+        """The read-only calls a run makes, with real parameters, one line per mapped list: the
+        whole list (the status pull), and its first record by id and by e-mail (an update's and a
+        create's read). Lists ``check_lists`` found unreadable are left to its lines. Never writes."""
+        lines = []
+        for mapped in sorted(self._lists.values(), key=lambda m: m.crm_list):
+            scan = self._scans.get(mapped.nl_id)
+            if isinstance(scan, ProviderError):
+                continue
+            if scan is None:
+                await self._read_list(mapped.nl_id)
+                scan = self._scans[mapped.nl_id]
+            assert isinstance(scan, ListScan)
+            seen = self.readings.seen
+            parts = [f"GET list/{mapped.nl_id} (CRM list {mapped.crm_list}): {scan.records} record(s), "
+                     f"{scan.unsubscribed} unsubscribed (reading: {scan.reading}"
+                     + (f"; active: {scan.active}" if scan.active else "")
+                     + (f"; status time: {scan.status_time}" if scan.status_time else "") + ")"]
+            wanted = self._wanted(mapped.nl_id)
+            if scan.first is None:
+                parts.append("fields not checked: the list has no record yet, and the document has no call that "
+                             "lists a list's fields")
+            else:
+                if wanted:
+                    found = [name for name in wanted if name not in (scan.missing_fields or ())]
+                    parts.append(f"fields found in its records: {', '.join(found) or 'none'}"
+                                 + (f"; missing: {', '.join(scan.missing_fields)}" if scan.missing_fields else ""))
+                first = scan.first
+                by_id = await self._read_record(mapped.nl_id, first.id)
+                parts.append(f"GET list/{mapped.nl_id}/record/<id>: "
+                             + (seen.get(api.RECORD_ENDPOINT, "?") if by_id is not None else "no record"))
+                if first.email:
+                    by_email = await self._read_by_email(mapped.nl_id, first.email)
+                    parts.append(f"GET list/{mapped.nl_id}/field/email/value/<e-mail>: "
+                                 + (seen.get(api.FIND_ENDPOINT, "?") if by_email is not None else "no record"))
+            lines.append("; ".join(parts))
+        return lines
 
     # --- reading --------------------------------------------------------------------------
 
     async def _read_list(self, nl_id: str) -> list[Record]:
         """Every record of a list (``GET list/<nl_id>``); indexes them by e-mail."""
         what = f"read list {nl_id}"
-        response = await self.http.request("GET", api.LIST_PATH.format(nl_id=nl_id))
-        _check(response, what)
-        rows = [] if not response.content.strip() else json_of(response, what, shape=list)
-        records = [_record(row) for row in rows if isinstance(row, dict)]
+        try:
+            response = await self.http.request("GET", api.LIST_PATH.format(nl_id=nl_id))
+            _check(response, what)
+            text = _body_text(response, what)
+            value = _json(text, what, response) if text else _NO_BODY
+            rows, reading = records_of(value, text, f"{api.LIST_ENDPOINT} ({what})")
+        except ProviderError as exc:
+            self._scans[nl_id] = exc
+            raise
+        reader = _RecordReader(f"{api.LIST_ENDPOINT} ({what})", self._wanted(nl_id))
+        try:
+            records = [reader.record(row, key) for key, row in rows]
+        except UnknownReadingError as exc:
+            self._scans[nl_id] = exc
+            raise
+        reader.note(self.readings)
+        self.readings.note(api.LIST_ENDPOINT if rows else api.LIST_EMPTY_ENDPOINT, reading)
         index: dict[str, Record] = {}
         for record in sorted(records, key=lambda r: _sort_id(r.id)):
             index.setdefault(record.email, record)   # a non-unique list: the oldest record stands
         self._index[nl_id] = index
+        unseen = set(self._wanted(nl_id))
+        for _, row in rows:
+            if not unseen:
+                break
+            unseen.difference_update(row)
+        self._scans[nl_id] = ListScan(
+            len(records), sum(not record.active for record in records), reading,
+            sorted(unseen) if rows else None, next((r for r in sorted(records, key=lambda r: _sort_id(r.id))
+                                                   if r.email), None), reader.active, reader.status_time)
         return records
 
-    async def _read_one(self, path: str, what: str) -> Record | None:
+    async def _read_one(self, path: str, what: str, endpoint: str, nl_id: str, *, record_id: str | None = None,
+                        email: str | None = None) -> Record | None:
+        """One record (by id, or the oldest with ``email``), in any one-record reading; None when
+        the service has none."""
         response = await self.http.request("GET", path)
         _check(response, what)
-        if not response.content.strip():
-            return None                  # documented: an empty body when there is no such record
-        return _record(json_of(response, what, required=(api.RECORD_ID_FIELD,)))
+        text = _body_text(response, what)
+        value = _json(text, what, response) if text else _NO_BODY
+        found = one_record(value, text, f"{endpoint} ({what})")
+        if found is None:
+            self.readings.note(f"{endpoint} {api.NO_RECORD_SUFFIX}", _compact(value) or api.READ_EMPTY_BODY)
+            return None
+        rows, reading = found
+        reader = _RecordReader(f"{endpoint} ({what})", self._wanted(nl_id))
+        records = [reader.record(row, key if key is not None else record_id if reading == api.READ_OBJECT else None)
+                   for key, row in rows]
+        reader.note(self.readings)
+        self.readings.note(endpoint, reading)
+        if record_id is not None:
+            matching = [record for record in records if record.id == record_id]
+            if not matching:
+                raise unknown_reading(f"{endpoint} ({what})", [f"the record {record_id} asked for"],
+                                      {"ids": [record.id for record in records][:10]})
+        else:
+            wanted = normalize_email(email or "")
+            matching = [record for record in records if record.email == wanted]
+        return min(matching, key=lambda r: _sort_id(r.id)) if matching else None
 
     async def _read_record(self, nl_id: str, record_id: str) -> Record | None:
         return await self._read_one(api.LIST_RECORD_PATH.format(nl_id=nl_id, id=quote(record_id, safe="")),
-                                    f"read record {record_id} of list {nl_id}")
+                                    f"read record {record_id} of list {nl_id}", api.RECORD_ENDPOINT, nl_id,
+                                    record_id=record_id)
 
     async def _read_by_email(self, nl_id: str, email: str) -> Record | None:
-        found = await self._read_one(api.LIST_FIELD_PATH.format(nl_id=nl_id, field=api.EMAIL_FIELD,
-                                                                value=quote(email, safe="")),
-                                     f"find {api.EMAIL_FIELD} in list {nl_id}")
-        return found if found is not None and found.email == normalize_email(email) else None
+        return await self._read_one(api.LIST_FIELD_PATH.format(nl_id=nl_id, field=api.EMAIL_FIELD,
+                                                               value=quote(email, safe="")),
+                                    f"find {api.EMAIL_FIELD} in list {nl_id}", api.FIND_ENDPOINT, nl_id, email=email)
 
     async def _find(self, nl_id: str, email: str) -> Record | None:
         """The record holding ``email``: from the index of a list read this session, else asked."""
@@ -283,9 +579,13 @@ class MailMasterPlusProvider:
             payload.get("custom_fields") or {})
 
     async def upsert_members(self, batch: Sequence[MemberUpsert]) -> list[PushOutcome]:
-        return list(await asyncio.gather(*(self._upsert_one(item) for item in batch)))
+        # (address, list) the engine re-subscribes in this batch: an unsubscribed record there does
+        # not withhold the address's creation in its other lists (the same newer consent covers it)
+        resubscribing = frozenset((normalize_email(item.email), remote) for item in batch if item.resubscribe
+                                  for remote in item.remote_lists)
+        return list(await asyncio.gather(*(self._upsert_one(item, resubscribing) for item in batch)))
 
-    async def _upsert_one(self, item: MemberUpsert) -> PushOutcome:
+    async def _upsert_one(self, item: MemberUpsert, resubscribing: frozenset[tuple[str, str]]) -> PushOutcome:
         try:
             if len(item.remote_lists) != 1 or item.remote_lists[0] not in self._by_nl:
                 return PushOutcome(item.key, rejected=RejectedRow(
@@ -300,20 +600,50 @@ class MailMasterPlusProvider:
             if record is None:
                 record = await self._find(mapped.nl_id, item.email)
             if record is None:
-                return await self._create(mapped, item)
+                return await self._create(mapped, item, resubscribing)
             return await self._update(mapped, item, record)
         except FatalError:
             raise
         except ProviderError as exc:
             return PushOutcome(item.key, rejected=_as_reject(exc))
 
-    async def _create(self, mapped: MappedList, item: MemberUpsert) -> PushOutcome:
-        """Subscribe an address the list does not hold. Never for someone to be unsubscribed: a
-        record is not created only to unsubscribe it (the README's rule for RET)."""
+    async def _unsubscribed_elsewhere(self, mapped: MappedList, email: str,
+                                      resubscribing: frozenset[tuple[str, str]]) -> tuple[MappedList, Record] | None:
+        """A record of ``email`` that another mapped list holds unsubscribed (and this batch does not
+        re-subscribe): from the lists' index (read by the status pull), else asked. A mapped list
+        the service refuses to read (406) is a reject of this create, retried later: an opt-out
+        that cannot be seen is not an absent one."""
+        address = normalize_email(email)
+        for other in sorted(self._by_nl.values(), key=lambda m: _sort_id(m.nl_id)):
+            if other.nl_id == mapped.nl_id or (address, other.nl_id) in resubscribing:
+                continue
+            try:
+                found = await self._find(other.nl_id, email)
+            except RejectedRow as exc:
+                raise RejectedRow(
+                    f"not created in MMP list {mapped.nl_id}: MMP list {other.nl_id} (CRM list {other.crm_list}) "
+                    f"cannot be read, so an unsubscribe of the address there cannot be ruled out ({exc.reason}; "
+                    "will retry)", status_code=exc.status_code, provider_code=api.OPT_OUT_UNCHECKED) from exc
+            if found is not None and not found.active:
+                return other, found
+        return None
+
+    async def _create(self, mapped: MappedList, item: MemberUpsert, resubscribing: frozenset[tuple[str, str]], *,
+                      check_other_lists: bool = True) -> PushOutcome:
+        """Subscribe an address the list does not hold. Never for someone to be unsubscribed (a
+        record is not created only to unsubscribe it, the README's rule for RET), and never while
+        another mapped list holds the address unsubscribed, unless the engine re-subscribes it."""
         if item.payload.get("status") != "active":
             return PushOutcome(item.key, rejected=RejectedRow(
                 f"not created in MMP list {mapped.nl_id}: the member is to be unsubscribed and the list does not "
                 "hold the address", provider_code="not_created_unsubscribed"))
+        if check_other_lists and not item.resubscribe:
+            blocking = await self._unsubscribed_elsewhere(mapped, item.email, resubscribing)
+            if blocking is not None:
+                other, record = blocking
+                log.info("mmp.create_withheld", remote_list=mapped.nl_id, unsubscribed_in=other.nl_id,
+                         record=record.id)
+                return PushOutcome(item.key, suppressed=self._suppression(other, record))
         body = {api.EMAIL_FIELD: normalize_email(item.email)} | self._fields_for(mapped, item.payload)
         path = api.SUBSCRIBE_PATH.format(nl_id=mapped.nl_id, ns_id=mapped.subscribe_form)
         what = f"subscribe to list {mapped.nl_id}"
@@ -332,7 +662,7 @@ class MailMasterPlusProvider:
                                           status_code=exc.status_code) from exc
                 continue
             _check(response, what)
-            answer = number_of(response, what)
+            answer = number_answer(response, what, api.SUBSCRIBE_ENDPOINT, self.readings)
             if answer is None:
                 raise MalformedAnswerError(f"{what}: an empty answer where a record id or a code was expected")
             return await self.resolve_subscribe_answer(mapped, item, answer)
@@ -341,23 +671,24 @@ class MailMasterPlusProvider:
     async def resolve_subscribe_answer(self, mapped: MappedList, item: MemberUpsert, answer: int) -> PushOutcome:
         """THE RULE for a subscribe's bare-number answer (api.SUBSCRIBE_*).
 
-        - ``answer >= 3``: the new record's id. No code is 3 or more, in either dialect.
+        - ``answer >= 3``: the new record's id. No code is 3 or more, in either reading.
         - ``0``: another failure: a reject, retried by a later run.
-        - ``1, 2, -1, -2``: ambiguous. In the document's dialect 1 = "already on this unique
-          list" and 2 = "malformed e-mail", in the public clients' dialect those are -1 and -2,
+        - ``1, 2, -1, -2``: ambiguous. In the document's reading 1 = "already on this unique
+          list" and 2 = "malformed e-mail", in the public clients' reading those are -1 and -2,
           and 1 and 2 are also the ids of a list's first two records. The address is read back
           (``list/<nl_id>/field/email/value/<email>``):
             - found: the list holds the address under the id read (just created by us, or there
               before); it is treated as an existing record: its state is checked, and it is
               updated unless it is unsubscribed (then reported, nothing written). For a record
-              we have just created that update is a harmless repeat of the same values.
+              we have just created the values are there already, so nothing more is sent.
             - not found: the answer was a code. 2/-2: "MMP finds the e-mail malformed", a reject.
               1/-1: "exists" yet not found, a reject retried by a later run.
         - anything else (-3 and below): an answer the document does not have: retried later.
         """
         email = normalize_email(item.email)
         if answer >= 3:
-            record = Record(str(answer), email, True, dt.datetime.now(dt.UTC))
+            body = self._fields_for(mapped, item.payload)
+            record = Record(str(answer), email, True, None, body)
             self._remember(mapped.nl_id, record, email)
             return PushOutcome(item.key, remote_id=record.id)
         if answer == api.SUBSCRIBE_FAILED:
@@ -369,6 +700,8 @@ class MailMasterPlusProvider:
             if found is not None:
                 self._remember(mapped.nl_id, found, email)
                 return await self._update(mapped, item, found)
+            self.readings.note(api.SUBSCRIBE_ENDPOINT + " (codes)", api.CODES_DOCUMENT if answer > 0
+                               else api.CODES_NEGATIVE)
             if answer in api.SUBSCRIBE_MALFORMED_CODES:
                 return PushOutcome(item.key, rejected=RejectedRow(
                     f"MMP finds the e-mail address malformed (answer {answer})", provider_code="malformed_email"))
@@ -379,24 +712,30 @@ class MailMasterPlusProvider:
 
     async def _update(self, mapped: MappedList, item: MemberUpsert, record: Record) -> PushOutcome:
         """An existing record: report it if it is unsubscribed and the engine does not re-subscribe;
-        re-subscribe by delete + subscribe (api.RESUBSCRIBE_BY_RECREATE); else update its fields
-        and, when the engine pushes "unsubscribed", unsubscribe it."""
+        re-subscribe by delete + subscribe (api.RESUBSCRIBE_BY_RECREATE); else update the fields
+        that differ (nothing is sent when none does) and, when the engine pushes "unsubscribed",
+        unsubscribe it."""
         wanted = item.payload.get("status")
         if wanted == "active" and not record.active:
             if not item.resubscribe:
                 return PushOutcome(item.key, remote_id=record.id, suppressed=self._suppression(mapped, record))
+            log.info("mmp.resubscribe_replaces_record", remote_list=mapped.nl_id, record=record.id,
+                     unsubscribed_at=record.changed_at.isoformat() if record.changed_at else None)
             await self._delete_record(mapped.nl_id, record.id, item.email)
-            return await self._create(mapped, replace(item, remote_id=None, resubscribe=False))
-        what = f"update record {record.id} of list {mapped.nl_id}"
-        response = await self.http.request("PUT", api.UPDATE_RECORD_PATH.format(
-            nl_id=mapped.nl_id, ns_id=mapped.update_form, id=quote(record.id, safe="")),
-            json=self._fields_for(mapped, item.payload))
-        _check(response, what)
-        changed = number_of(response, what)
-        if not changed:                       # empty (documented failure) or 0 records
-            return PushOutcome(item.key, rejected=RejectedRow(
-                f"{what}: MMP answered {'nothing' if changed is None else changed} (will retry)",
-                provider_code="update_failed"))
+            return await self._create(mapped, replace(item, remote_id=None, resubscribe=False), frozenset(),
+                                      check_other_lists=False)
+        body = self._fields_for(mapped, item.payload)
+        if _differs(record.fields, body):
+            what = f"update record {record.id} of list {mapped.nl_id}"
+            response = await self.http.request("PUT", api.UPDATE_RECORD_PATH.format(
+                nl_id=mapped.nl_id, ns_id=mapped.update_form, id=quote(record.id, safe="")), json=body)
+            _check(response, what)
+            changed = number_answer(response, what, api.UPDATE_ENDPOINT, self.readings)
+            if changed is None:                   # the documented failure: an empty body
+                return PushOutcome(item.key, rejected=RejectedRow(f"{what}: MMP answered nothing (will retry)",
+                                                                  provider_code="update_failed"))
+            # (0 after our own read of the record: nothing changed, as a service counting affected rows says)
+            record = replace(record, fields={**record.fields, **body})
         if wanted != "active" and record.active:
             await self._unsubscribe(mapped.nl_id, record.id)
             record = replace(record, active=False)
@@ -404,17 +743,25 @@ class MailMasterPlusProvider:
         return PushOutcome(item.key, remote_id=record.id)
 
     async def _unsubscribe(self, nl_id: str, record_id: str) -> None:
+        """``GET unsubscribe/<nl_id>/record/<id>``; a "0" is success when the record reads back
+        unsubscribed (it was already, or a repeat of a call whose answer was lost)."""
         what = f"unsubscribe record {record_id} of list {nl_id}"
         response = await self.http.request("GET", api.UNSUBSCRIBE_RECORD_PATH.format(
             nl_id=nl_id, id=quote(record_id, safe="")))
         _check(response, what)
-        if number_of(response, what) != api.SUCCESS:
+        if number_answer(response, what, api.UNSUBSCRIBE_ENDPOINT, self.readings, booleans=True) == api.SUCCESS:
+            return
+        found = await self._read_record(nl_id, record_id)
+        if found is None or found.active:
             raise RejectedRow(f"{what}: MMP answered 0 (will retry)", provider_code="unsubscribe_0")
 
     @staticmethod
     def _suppression(mapped: MappedList, record: Record) -> RemoteStatus:
-        return RemoteStatus(record.email, "unsubscribed", record.changed_at or dt.datetime.now(dt.UTC),
-                            remote_id=record.id, remote_list=mapped.nl_id)
+        """An unsubscribed record as that list's suppression, dated by the service where it gives a
+        time; without one, by this read and flagged undated (see ``_UNDATED``)."""
+        status = RemoteStatus(record.email, "unsubscribed", record.changed_at or dt.datetime.now(dt.UTC),
+                              remote_id=record.id, remote_list=mapped.nl_id)
+        return status if record.changed_at is not None else replace(status, **_UNDATED)
 
     # --- removals -------------------------------------------------------------------------
 
@@ -423,32 +770,44 @@ class MailMasterPlusProvider:
 
     async def _delete_one(self, item: MemberDelete) -> PushOutcome:
         """Delete the member's record in each of its lists: by the stored id, else (a crash left no
-        id, or the id now holds another address) the record found by e-mail."""
+        id, or the id now holds another address) the record found by e-mail. An unsubscribed record
+        is left as it is (the provider's proof of the opt-out) unless this is a KVKK erasure."""
+        erasure = item.reason == api.ERASURE_REASON
+        left: list[str] = []
         try:
-            for nl_id in self._lists_of(item):
-                record_id = item.remote_id
-                if record_id is not None:
-                    record = await self._read_record(nl_id, record_id)
-                    record_id = record.id if record is not None and record.email == normalize_email(item.email) \
-                        else None
-                if record_id is None:
+            for nl_id in self._lists_of(item, erasure=erasure):
+                record = None
+                if item.remote_id is not None:
+                    record = await self._read_record(nl_id, item.remote_id)
+                    if record is not None and record.email != normalize_email(item.email):
+                        record = None
+                if record is None:
                     found = await self._find(nl_id, item.email)
-                    record_id = found.id if found is not None else None
-                if record_id is not None:
-                    await self._delete_record(nl_id, record_id, item.email)
+                    # (the index is as old as the status pull: its state is read again before a delete)
+                    record = found if found is None or nl_id not in self._index \
+                        else await self._read_record(nl_id, found.id)
+                if record is None:
+                    continue
+                if not record.active and not erasure:
+                    log.info("mmp.unsubscribed_record_kept", remote_list=nl_id, record=record.id, reason=item.reason)
+                    left.append(nl_id)
+                    continue
+                await self._delete_record(nl_id, record.id, item.email)
         except FatalError:
             raise
         except ProviderError as exc:
             return PushOutcome(item.key, rejected=_as_reject(exc))
-        return PushOutcome(item.key, remote_id=item.remote_id, action="deleted")
+        return PushOutcome(item.key, remote_id=item.remote_id, action=api.LEFT_UNSUBSCRIBED if left else "deleted")
 
-    def _lists_of(self, item: MemberDelete) -> tuple[str, ...]:
+    def _lists_of(self, item: MemberDelete, *, erasure: bool) -> tuple[str, ...]:
         """The MMP lists a removal concerns: the link's, else (a provisional link has none yet) the
-        one its CRM list maps to, else every mapped list."""
+        one its CRM list maps to, else, for a KVKK erasure only, every mapped list."""
         if item.remote_lists:
             return tuple(item.remote_lists)
         mapped = self._lists.get(item.key.crm_list_id)
-        return (mapped.nl_id,) if mapped is not None else tuple(sorted(self._by_nl, key=_sort_id))
+        if mapped is not None:
+            return (mapped.nl_id,)
+        return tuple(sorted(self._by_nl, key=_sort_id)) if erasure else ()
 
     async def _delete_record(self, nl_id: str, record_id: str, email: str) -> None:
         """``DELETE delete/<nl_id>/record/<id>``; a "0" is success when the record is gone (a
@@ -457,7 +816,8 @@ class MailMasterPlusProvider:
         response = await self.http.request("DELETE", api.DELETE_RECORD_PATH.format(
             nl_id=nl_id, id=quote(record_id, safe="")))
         _check(response, what)
-        if number_of(response, what) != api.SUCCESS and await self._read_record(nl_id, record_id) is not None:
+        if number_answer(response, what, api.DELETE_ENDPOINT, self.readings, booleans=True) != api.SUCCESS \
+                and await self._read_record(nl_id, record_id) is not None:
             raise RejectedRow(f"{what}: MMP answered 0 and the record is still there (will retry)",
                               provider_code="delete_0")
         self._remember(nl_id, None, email)
@@ -469,7 +829,7 @@ class MailMasterPlusProvider:
         (``GET list/<nl_id>``); each unsubscribed record is one suppression of that list
         (``remote_list``). ``since`` is ignored: the document offers no filter by date. A list the
         service refuses (406: not the account's) is logged and skipped; its members' pushes
-        become rejects that say so."""
+        become rejects that say so. An answer in no reading stops the run (UnknownReadingError)."""
         for nl_id in sorted(self._by_nl, key=_sort_id):
             try:
                 records = await self._read_list(nl_id)
@@ -485,10 +845,6 @@ class MailMasterPlusProvider:
         (``_upsert_one``), reporting an unsubscribe made since the pull as ``suppressed``."""
         return
         yield  # an async generator that yields nothing
-
-
-def _sort_id(value: str) -> tuple[int, str]:
-    return (int(value), "") if value.isdigit() else (1 << 62, value)
 
 
 def _custom_text(value: Any) -> str:

@@ -5,8 +5,25 @@ choices in ``sync.providers.mailmasterplus.api`` (the one wire contract shared w
 Each username/password is an account with lists made "in the panel" (:meth:`add_list`): a list
 has its own field names, subscribe forms and update forms, and may take each e-mail only once
 (``unique``). Record ids start at 1 within each list, so a list's first records have the ids
-that also are the subscribe answer's codes. The codes come in the document's dialect (1/2/0) or
-the public clients' (-1/-2/0): ``dialect="document"|"negative"``.
+that also are the subscribe answer's codes.
+
+Where the document does not show an answer, the sandbox answers in one of the readings api.py's
+table accepts, chosen by ``dialect`` (:data:`DIALECTS`, the default first); every accepted reading
+is served by at least one dialect:
+
+- ``document`` (the document's literal reading): codes 1/2/0, bare numbers as text, an update
+  counts the records it changed; the whole list as an object keyed by record id (the document's
+  "asszociatív JSON tömb", PHP's ``json_encode``), an empty list and a missing record as an empty
+  body ("üres"), one record by e-mail as an object; ``active`` as text "1"/"0"; no field the
+  document does not name (no status time, no subdate/lastupdate).
+- ``negative`` (the public clients' reading): codes -1/-2/0, numbers as JSON; an update counts the
+  records it matched; the whole list and a record found by e-mail as arrays, ``[]`` for none;
+  ``active`` as a number 1/0; ``mssys_last_statuschange_date``, ``subdate``, ``lastupdate`` and
+  ``mssys_sub_status`` as the C# client's model has them.
+- ``typed`` (a service that keeps JSON types): numbers as JSON strings, unsubscribe and delete as
+  ``true``/``false`` (``false`` when nothing changed); the whole list and a record found by e-mail
+  as objects keyed by id whose records carry no ``id``; ``{}`` for an empty list, ``false`` for a
+  missing record by id, ``0`` by e-mail; ``active`` as a boolean; the status time in ISO 8601.
 
 Only what the document offers is accepted: HTTP basic auth on every call (401 otherwise), the
 documented paths and methods (404 unknown path, 405 wrong method), and 406 for parameters the
@@ -29,7 +46,7 @@ import time
 import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,6 +60,40 @@ from sync.sandbox.transport import SandboxApp, answer
 
 #: The field names a list has unless :meth:`MailMasterPlusSandbox.add_list` says otherwise.
 DEFAULT_LIST_FIELDS = tuple(api.DEFAULT_FIELDS.values())
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How one dialect answers where the document leaves the answer open (api.py's table)."""
+
+    codes: Mapping[str, int]
+    numbers: Literal["text", "json", "quoted"]
+    #: unsubscribe and delete answer ``true``/``false`` (``false`` when nothing changed)
+    booleans: bool
+    #: an update answers the number of records it changed, or of those it matched
+    update_counts: Literal["changed", "matched"]
+    whole_list: Literal["id_keyed", "array"]
+    empty_list: bytes
+    by_email: Literal["object", "array", "id_keyed"]
+    no_record_by_id: bytes
+    no_record_by_email: bytes
+    active: Literal["text", "number", "boolean"]
+    status_time: Literal["none", "local", "iso"]
+    ids_in_records: bool
+    #: subdate, lastupdate and mssys_sub_status (the C# client's model)
+    system_fields: bool
+
+
+_READINGS: dict[str, _Reading] = {
+    "document": _Reading({"exists": 1, "malformed": 2, "failed": 0}, "text", False, "changed", "id_keyed", b"",
+                         "object", b"", b"", "text", "none", True, False),
+    "negative": _Reading({"exists": -1, "malformed": -2, "failed": 0}, "json", False, "matched", "array", b"[]",
+                         "array", b"[]", b"[]", "number", "local", True, True),
+    "typed": _Reading({"exists": 1, "malformed": 2, "failed": 0}, "quoted", True, "changed", "id_keyed", b"{}",
+                      "id_keyed", b"false", b"0", "boolean", "iso", False, False),
+}
+#: The readings this sandbox serves, the document's literal one first (``sandbox serve --dialect``).
+DIALECTS: tuple[str, ...] = tuple(_READINGS)
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _ID = re.compile(r"^[1-9][0-9]{0,18}$")
@@ -100,12 +151,14 @@ class _Account:
 Handler = Callable[[Request, _Account], Awaitable[Response]]
 
 
-def _number(value: int) -> Response:
-    return Response(str(value), 200, headers={"content-type": api.NUMBER_CONTENT_TYPE})
-
-
 def _empty() -> Response:
     return Response(b"", 200, headers={"content-type": api.NUMBER_CONTENT_TYPE})
+
+
+def _raw_json(content: bytes) -> Response:
+    """A "no record" answer as the dialect gives it (an empty body as text, like the numbers)."""
+    return Response(content, 200, headers={"content-type": "application/json" if content
+                                           else api.NUMBER_CONTENT_TYPE})
 
 
 class MailMasterPlusSandbox:
@@ -113,9 +166,10 @@ class MailMasterPlusSandbox:
 
     def __init__(self, accounts: Mapping[str, str] | None = None, *, dialect: str = "document",
                  faults: FaultPlan | None = None, clock: Callable[[], float] = time.time) -> None:
-        if dialect not in api.DIALECTS:
-            raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(api.DIALECTS)}")
-        self.codes = api.DIALECTS[dialect]
+        if dialect not in _READINGS:
+            raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+        self.reading = _READINGS[dialect]
+        self.codes = self.reading.codes
         self.dialect = dialect
         self.clock = clock
         self.fault_plan = faults or FaultPlan()
@@ -148,12 +202,13 @@ class MailMasterPlusSandbox:
         return {nl_id: item.name for nl_id, item in self._accounts[account].lists.items()}
 
     def records(self, account: str, nl_id: str | int) -> list[dict[str, Any]]:
-        """Every record of a list, as ``GET list/<nl_id>`` shows it."""
+        """Every record of a list, in one shape whatever the dialect: ids as text, ``active`` "1"
+        or "0", every date field (for tests; the wire shape is the dialect's)."""
         mail_list = self._accounts[account].lists[str(nl_id)]
         return [self._render(mail_list, record) for _, record in sorted(mail_list.records.items())]
 
     def find(self, account: str, nl_id: str | int, email: str) -> dict[str, Any] | None:
-        """The oldest record of ``email`` in the list, or None."""
+        """The oldest record of ``email`` in the list (as :meth:`records` shows it), or None."""
         mail_list = self._accounts[account].lists[str(nl_id)]
         found = mail_list.by_email(email)
         return self._render(mail_list, found[0]) if found else None
@@ -271,6 +326,40 @@ class MailMasterPlusSandbox:
     def _stamp(self, ts: float) -> str:
         return dt.datetime.fromtimestamp(ts, _TZ).strftime(api.DATE_FORMAT)
 
+    def _number(self, value: int) -> Response:
+        """A bare-number answer in the dialect's reading."""
+        if self.reading.numbers == "text":
+            return Response(str(value), 200, headers={"content-type": api.NUMBER_CONTENT_TYPE})
+        text = str(value) if self.reading.numbers == "json" else json.dumps(str(value))
+        return Response(text, 200, headers={"content-type": "application/json"})
+
+    def _result(self, done: bool, *, changed: bool) -> Response:
+        """An unsubscribe's or a delete's answer: 1/0, or ``true`` only when something changed."""
+        if self.reading.booleans:
+            return Response("true" if done and changed else "false", 200, headers={"content-type": "application/json"})
+        return self._number(api.SUCCESS if done else api.FAILURE)
+
+    def _wire(self, mail_list: _List, record: _Record) -> dict[str, Any]:
+        """One record as the dialect's ``GET list`` answers show it."""
+        reading = self.reading
+        row: dict[str, Any] = {api.RECORD_ID_FIELD: str(record.id)} if reading.ids_in_records else {}
+        row[api.EMAIL_FIELD] = record.email
+        row[api.ACTIVE_FIELD] = {"text": "1" if record.active else "0", "number": int(record.active),
+                                 "boolean": record.active}[reading.active]
+        if reading.status_time == "local":
+            row[api.STATUS_CHANGED_FIELD] = self._stamp(record.status_changed_at)
+        elif reading.status_time == "iso":
+            row[api.STATUS_CHANGED_FIELD] = dt.datetime.fromtimestamp(record.status_changed_at, _TZ).isoformat()
+        if reading.system_fields:
+            row |= {api.SUBSCRIBED_AT_FIELD: self._stamp(record.subscribed_at),
+                    api.UPDATED_AT_FIELD: self._stamp(record.updated_at), api.SIGNUP_STATUS_FIELD: "1"}
+        return row | {name: record.fields.get(name, "") for name in mail_list.fields}
+
+    def _many(self, mail_list: _List, records: list[_Record], shape: str) -> Any:
+        if shape == "array":
+            return [self._wire(mail_list, record) for record in records]
+        return {str(record.id): self._wire(mail_list, record) for record in records}
+
     def _render(self, mail_list: _List, record: _Record) -> dict[str, Any]:
         return {api.RECORD_ID_FIELD: str(record.id), api.EMAIL_FIELD: record.email,
                 api.ACTIVE_FIELD: "1" if record.active else "0",
@@ -303,16 +392,16 @@ class MailMasterPlusSandbox:
         body = await self._body(request, mail_list, subscribe=True)
         email = body.pop(api.EMAIL_FIELD).strip()
         if not _EMAIL_SHAPE.match(email):
-            return _number(self.codes["malformed"])
+            return self._number(self.codes["malformed"])
         if normalize_email(email) in self.refused:
-            return _number(self.codes["failed"])
+            return self._number(self.codes["failed"])
         if mail_list.unique and mail_list.by_email(email):
-            return _number(self.codes["exists"])
+            return self._number(self.codes["exists"])
         now = self.clock()
         record = _Record(mail_list.next_id, email, True, body, now, now, now)
         mail_list.records[record.id] = record
         mail_list.next_id += 1
-        return _number(record.id)
+        return self._number(record.id)
 
     def _apply_update(self, mail_list: _List, records: list[_Record], body: dict[str, str]) -> Response:
         if not records:
@@ -325,12 +414,17 @@ class MailMasterPlusSandbox:
             if mail_list.unique and (len(records) > 1 or taken - {records[0].id}):
                 return _empty()
         now = self.clock()
+        changed = 0
         for record in records:
+            differs = any(record.fields.get(name, "") != value for name, value in body.items()) or (
+                new_email is not None and record.email != new_email.strip())
             record.fields.update(body)
             if new_email is not None:
                 record.email = new_email.strip()
-            record.updated_at = now
-        return _number(len(records))
+            if differs:
+                record.updated_at = now
+                changed += 1
+        return self._number(changed if self.reading.update_counts == "changed" else len(records))
 
     async def _update_record(self, request: Request, acc: _Account) -> Response:
         mail_list = self._list_of(request, acc)
@@ -348,40 +442,51 @@ class MailMasterPlusSandbox:
 
     async def _list_all(self, request: Request, acc: _Account) -> Response:
         mail_list = self._list_of(request, acc)
-        return JSONResponse([self._render(mail_list, record) for _, record in sorted(mail_list.records.items())])
+        records = [record for _, record in sorted(mail_list.records.items())]
+        if not records:
+            return _raw_json(self.reading.empty_list)
+        return JSONResponse(self._many(mail_list, records, self.reading.whole_list))
 
     async def _list_record(self, request: Request, acc: _Account) -> Response:
         mail_list = self._list_of(request, acc)
         record = self._record_of(request, mail_list)
-        return JSONResponse(self._render(mail_list, record)) if record else _empty()
+        return JSONResponse(self._wire(mail_list, record)) if record else _raw_json(self.reading.no_record_by_id)
 
     async def _list_by_field(self, request: Request, acc: _Account) -> Response:
+        """Records by a field's value: "egyszerre csak egy feliratkozó adatát adja vissza" (one at a
+        time) in the document's reading, every match in the others."""
         mail_list = self._list_of(request, acc)
         records = self._matching(request, mail_list)
-        return JSONResponse(self._render(mail_list, records[0])) if records else _empty()
+        if not records:
+            return _raw_json(self.reading.no_record_by_email)
+        if self.reading.by_email == "object":
+            return JSONResponse(self._wire(mail_list, records[0]))
+        return JSONResponse(self._many(mail_list, records, self.reading.by_email))
 
     async def _unsubscribe_record(self, request: Request, acc: _Account) -> Response:
         mail_list = self._list_of(request, acc)
         record = self._record_of(request, mail_list)
         if record is None:
-            return _number(api.FAILURE)
+            return self._result(False, changed=False)
+        changed = record.active
         self._set_active(record, False)
-        return _number(api.SUCCESS)
+        return self._result(True, changed=changed)
 
     async def _unsubscribe_email(self, request: Request, acc: _Account) -> Response:
         mail_list = self._list_of(request, acc)
         records = mail_list.by_email(request.path_params["email"])
+        changed = any(record.active for record in records)
         for record in records:
             self._set_active(record, False)
-        return _number(api.SUCCESS if records else api.FAILURE)
+        return self._result(bool(records), changed=changed)
 
     async def _delete_record(self, request: Request, acc: _Account) -> Response:
         mail_list = self._list_of(request, acc)
         record = self._record_of(request, mail_list)
         if record is None:
-            return _number(api.FAILURE)
+            return self._result(False, changed=False)
         del mail_list.records[record.id]
-        return _number(api.SUCCESS)
+        return self._result(True, changed=True)
 
 
 def _fault_response(fault: Fault) -> Response:

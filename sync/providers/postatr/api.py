@@ -9,12 +9,14 @@ three ProcessTypes and a table of error codes. It shows no full answer but Authe
 
 What the document does NOT offer, and the daemon therefore cannot do: no list or member delete, no
 unsubscribe (a Member has no status field), no read of members, lists or groups, and no pull of
-unsubscribes or bounces (the member report knows only Ulaştı / Açtı / Tıkladı).
+unsubscribes or bounces (the member report knows only Ulaştı / Açtı / Tıkladı, and a recipient's
+ErrorCode, stored as that campaign's result, never as a member's state).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,8 +44,8 @@ TOKEN_LIFETIME_S: Final = 600.0
 #: Our choice: a token is renewed this long before its 10 minutes are over (a request that takes
 #: the token at 9:59 must not arrive at 10:01).
 TOKEN_RENEW_MARGIN_S: Final = 60.0
-#: ASSUMED: ASMX's default XML answer, ``<string xmlns="http://tempuri.org/">…</string>``, served
-#: as ``text/xml``; the client reads the element's text with or without the namespace.
+#: The document's answer: ASMX's XML ``<string>``; the client reads the element's text with or
+#: without a declaration and a namespace (and the other readings of the table below).
 TOKEN_ANSWER = re.compile(r"^\s*(?:<\?xml[^>]*\?>\s*)?<string(?:\s[^>]*)?>\s*([0-9A-Za-z-]+)\s*</string>\s*$")
 
 
@@ -52,18 +54,101 @@ def token_answer(token: str) -> str:
     return f'<?xml version="1.0" encoding="utf-8"?>\n<string xmlns="http://tempuri.org/">{token}</string>'
 
 
-# --- JSON answers (ASSUMED shapes; the document only names the fields) --------------------------
-#: ASSUMED: every JSON answer is ASP.NET's ScriptService envelope ``{"d": {...}}``; the client also
-#: reads a bare object (unwrap_answer). "ErrorCode: Hata kodu varsa buradaki değeri okuyun" (read
-#: the error code here when there is one): ASSUMED 0 when there is none, and an error answer is an
-#: object with a non-zero ErrorCode (and maybe nothing else), still with HTTP 200.
+# --- answers: what the document leaves open, the readings accepted, how each is recognised -----
+#: The document shows one answer (Authenticate's ``<string>``) and otherwise only NAMES the fields
+#: an answer returns. Every other shape is open, so the client (``answers.py``) accepts each
+#: reasonable reading, normalises it once, notes which one came (``client.readings``), and fails
+#: with one line (UnknownReadingError) on an answer in none of them: never an empty pull, never a
+#: default state.
+#:
+#: Left open by the document -> readings accepted -> how each is recognised:
+#:
+#: - the envelope of every JSON answer -> bare; ASMX's ``{"d": ...}``; ``{"d": "<JSON text>"}`` (a
+#:   method returning a serialised string) -> an object whose only key is ``d`` (any case); a string
+#:   in it that parses as JSON. ASMX's ``"__type"`` hints in any object are left out (TYPE_HINT).
+#: - Authenticate's answer (shown: ``<string>GUID</string>``) -> XML ``<string>`` with or without a
+#:   declaration and a namespace; a JSON string, bare or in ``d``; an object with ``Token`` /
+#:   ``AuthenticateResult`` / ``Result``; a bare GUID as text -> TOKEN_ANSWER, JSON, TOKEN_KEYS, TOKEN_TEXT.
+#: - refused credentials ("0 döner", shown as the all-zero GUID) -> the all-zero GUID; ``0`` -> ZERO_TOKENS.
+#: - where ErrorCode is -> a field of the answer object; a field of each recipient row (ReportMembers);
+#:   the one row of an array that names nothing (``[{"Email": null, ..., "ErrorCode": 1}]``, a list
+#:   method's error) -> ERROR_CODE, key compared without case; an object naming a recipient (Email
+#:   or Memberid not empty) is a row, and its code is the recipient's, not the answer's.
+#: - ErrorCode's value -> a number or a numeric string; absent, null or "" = none (ASSUMED) -> int().
+#: - ReportCampaign / ReportMembers rows -> a bare array; an array in ``d``; under a key
+#:   (CAMPAIGN_ROW_KEYS / MEMBER_ROW_KEYS, else the one list of rows the object has), also nested
+#:   once as the document's request nests ``Members.Member`` (``{"Members": {"Member": [...]}}``, one
+#:   row object there too); an object keyed by CampId / Memberid; one row object (ReportCampaign by
+#:   CampId); ErrorCode alone, or ``null``, = no rows -> in that order; a row is an object with a
+#:   documented field (ROW_FIELDS); anything else in the object is an unknown reading (never 0
+#:   rows with data left unread).
+#: - an account without a campaign -> an empty listing; ReportCampaign without CampId answering 40
+#:   ("Kampanya yok": no campaign) -> NO_CAMPAIGN, only for the listing (by CampId it is that
+#:   campaign's reject).
+#: - a campaign's id in ReportCampaign rows (the document lists none) -> CAMPAIGN_ID_KEYS; the key of
+#:   an id-keyed object; the CampId asked -> a listing row without one is an unknown reading.
+#: - several rows for one campaign (the listed fields include Email and Memberid) -> grouped by
+#:   campaign: its first campaign Status, earliest SentDate, latest LastOpenDate.
+#: - key spellings -> any case, ``_`` / ``-`` / spaces ignored (``Memberid``, ``MemberId``,
+#:   ``member_id``; ``Reason``, ``reason``) -> answer_key().
+#: - status words -> the document's, in any case, with or without Turkish letters (``Tikladi``) -> fold().
+#: - a recipient not sent yet -> a campaign status (Kuyrukta, Gönderiliyor, İşleniyor) as its Status
+#:   -> stored without a send date; any other unknown Status is an unknown reading.
+#: - a failed recipient -> a non-zero ErrorCode on its row, whatever its Status -> stored as
+#:   ``bounce_type`` FAILED_RECIPIENT with the code and its meaning, never as sent.
+#: - dates -> DATE_READINGS in Turkey's time; ISO 8601 (Turkey's time without an offset); ASP.NET's
+#:   ``/Date(ms)/`` (UTC) -> in that order; a non-empty date in none is an unknown reading.
+#: - StartProcess's answer -> an object with inserted / updated / ignored / ignored_details / campid
+#:   / ErrorCode in any key case (bare, in ``d``, JSON text, an array of one) -> any of them present.
+#: - ignored_details -> a list of objects (Memberid, Email, a reason under REASON_KEYS); an object
+#:   keyed by Memberid (a reason text or an object); JSON text of either; texts naming the member ->
+#:   by Memberid, else by e-mail, else a text naming one member of the request; members counted in
+#:   ``ignored`` that no detail names are found by halving the request (an upsert may be resent).
+#: - StartProcess's login (parameter list: ``Token``; example: Username, Password, EncryptedId in
+#:   MyData) -> Token in MyData first; the example's three fields too once the token is refused
+#:   there -> error 1 right after a fresh login (a refusal: nothing was applied).
+#: - ReportMembers without Memberids ("Göndermezseniz kampanyadaki tüm alıcıları raporlar") -> every
+#:   recipient in one answer (the document pages nothing) -> where that is refused with 93 (too
+#:   many at once), our linked member ids in chunks.
+#: - the MyColumns names of the CRM's phone and city (the document names no such column) ->
+#:   DEFAULT_COLUMNS ("phone", "city"), or the ``columns`` setting's -> sent as text, "" when empty.
+#: - an e-mail's case (the document shows lower-case examples only) -> the local part as the CRM wrote
+#:   it, the domain folded (RFC 5321: only a domain is case-blind) -> outgoing_email().
 ANSWER_ENVELOPE: Final = "d"
+#: ASMX's ScriptService writes the .NET type of an object into it as ``"__type"``: left out of every answer.
+TYPE_HINT: Final = "__type"
 ERROR_CODE: Final = "ErrorCode"
+#: ASSUMED: no ErrorCode, null or "" means no error ("Hata kodu varsa": only when there is one).
 NO_ERROR: Final = 0
+#: Keys an object answer of Authenticate may carry its token under (compared without case).
+TOKEN_KEYS: Final = ("Token", "AuthenticateResult", "Result", "d")
+TOKEN_TEXT = re.compile(r"^\s*\"?\s*([0-9A-Za-z]{8}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{12})"
+                        r"\s*\"?\s*$")
+#: "Bilgiler yanlış ise 0 döner" (wrong credentials give 0), shown as the all-zero GUID.
+ZERO_TOKENS: Final = (ZERO_GUID, "0")
+#: Keys rows may come under (compared without case); otherwise the one list of rows an object has.
+CAMPAIGN_ROW_KEYS: Final = ("Campaigns", "Campaign", "ReportCampaignResult", "Data", "Result", "Results", "Rows",
+                            "Items", "Table", "Report")
+MEMBER_ROW_KEYS: Final = ("Members", "Member", "Recipients", "ReportMembersResult", "Data", "Result", "Results",
+                          "Rows", "Items", "Table", "Report")
+#: The fields the document lists for both reports (a row is an object with at least one of them).
+ROW_FIELDS: Final = ("Email", "Status", "SentDate", "OpenCount", "LastOpenDate", "Memberid", "CampId")
+#: Where a campaign's id may be (ASSUMED: the document lists no id among ReportCampaign's fields;
+#: ``CampId`` is the request's own name for it).
+CAMPAIGN_ID_KEYS: Final = ("CampId", "CampaignId", "Id", "KampanyaId", "KampanyaNo")
+MEMBER_ID_KEYS: Final = ("Memberid",)
+#: Where an ignored member's reason may be (compared without case).
+REASON_KEYS: Final = ("Reason", "Message", "Error", "Description", "Detail", "Details", "Aciklama", "Sebep", "Neden")
+
+
+def answer_key(name: str) -> str:
+    """A key as compared: without case, ``_``, ``-`` or spaces (``Member_Id`` == ``memberid``)."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
 def unwrap_answer(body: Any) -> Any:
-    """The answer inside ASP.NET's ``{"d": ...}`` envelope, or the body as it is."""
+    """The answer inside ASP.NET's ``{"d": ...}`` envelope, or the body as it is (the sandbox's own
+    reading; the client reads every envelope with ``answers.unwrap``)."""
     if isinstance(body, dict) and set(body) == {ANSWER_ENVELOPE}:
         return body[ANSWER_ENVELOPE]
     return body
@@ -102,7 +187,9 @@ MAX_FIELD_LENGTH: Final = 128
 
 @dataclass(frozen=True)
 class PostatrMember:
-    """One ``Members.Member[]`` entry. ``my_columns``: mapped custom CRM fields (none yet)."""
+    """One ``Members.Member[]`` entry. ``my_columns``: the connection's custom fields (``fields``
+    setting) and the contract columns Postatr has no Member field for (phone, city: under
+    DEFAULT_COLUMNS or the columns the ``columns`` setting names)."""
 
     member_id: str
     first_name: str
@@ -120,7 +207,8 @@ def build_start_process(token_slot: dict[str, Any], list_id: str, member_groups:
     """THE StartProcess body this daemon sends: DataOnly, always.
 
     ``token_slot`` is the dict the token is written into (``MyData`` itself: the authenticator fills
-    ``Token`` before every attempt). There is deliberately no ProcessType, MailSubject, MailBody,
+    ``Token`` before every attempt, and the example's Username/Password/EncryptedId where the service
+    wants them: the table above). There is deliberately no ProcessType, MailSubject, MailBody,
     StartDate or MailTestAddress parameter: the body cannot express a campaign.
     """
     token_slot.update({
@@ -135,19 +223,23 @@ def build_start_process(token_slot: dict[str, Any], list_id: str, member_groups:
 
 #: Answer fields (documented): campid (only when a campaign was started), inserted, updated,
 #: ignored, ignored_details, ErrorCode.
-#: ASSUMED shape of ``ignored_details``: a list of ``{"Memberid", "Email", "Reason"}``, the reason
-#: in Turkish; the ones the sandbox gives, with their English text for the reject:
+#: ``ignored_details``: "Hatalı ve işlenmeyen üyelerin detayları" (the details of the members not
+#: processed); its shape is open (the table above). The reasons the sandbox gives, in Turkish (ASSUMED),
+#: with their English text for the reject; any other reason is kept as it came:
 IGNORED_REASONS: Final[Mapping[str, str]] = {
     "Email adresi hatalı": "the e-mail address is invalid",
     "Memberid boş": "the Memberid is empty",
     "Gerekli veri hatalı": "a required value is invalid (a field is too long)",
+    "Bu email adresi belirtilen işlemi yapamıyor": "this e-mail address cannot do this operation",
 }
 
 # --- ReportCampaign / ReportMembers --------------------------------------------------------------
 #: ReportCampaign: Token and CampId; "şimdiye kadar gönderdiğiniz tüm kampanyaların genel bilgileri"
 #: (general information of every campaign so far): ASSUMED that is the answer without CampId.
-#: ASSUMED answer: ``{"ErrorCode": 0, "Campaigns": [{"CampId", "MailDescription", "MailSubject",
-#: "Status", "SentDate", "OpenCount", "LastOpenDate"}]}``, the same shape (one item) with a CampId.
+#: Returned fields (documented): Email, Status, SentDate, OpenCount, LastOpenDate, Memberid, ErrorCode;
+#: their container is open (the table above). The sandbox's "document" dialect answers
+#: ``{"d": {"ErrorCode": 0, "Campaigns": [{"CampId", "MailDescription", "MailSubject", "Status",
+#: "SentDate", "OpenCount", "LastOpenDate"}]}}``, the same shape (one item) with a CampId.
 CAMPAIGNS_FIELD: Final = "Campaigns"
 #: Campaign statuses (documented): being processed, being sent, queued, completed.
 CAMPAIGN_STATUSES: Final = ("İşleniyor", "Gönderiliyor", "Kuyrukta", "Tamamlandı")
@@ -156,20 +248,39 @@ CAMPAIGN_COMPLETED: Final = "Tamamlandı"
 #: are final only this many days after it was sent.
 FINAL_AFTER_DAYS: Final = 30
 #: ReportMembers: Token, CampId, Memberids (our member ids; "Göndermezseniz kampanyadaki tüm alıcıları
-#: raporlar": without them every recipient). ASSUMED answer: ``{"ErrorCode": 0, "Members": [{"Memberid",
-#: "Email", "Status", "SentDate", "OpenCount", "LastOpenDate"}]}``; a member id not in the campaign
-#: is absent.
+#: raporlar": without them every recipient). The client asks WITHOUT Memberids: one call per campaign
+#: (the document pages nothing), whoever the recipients are. Returned fields (documented): Email,
+#: Status, SentDate, OpenCount, LastOpenDate, Memberid, ErrorCode (per recipient: "hata kodu varsa");
+#: the container is open (the table above). The sandbox's "document" dialect answers ``{"d":
+#: {"ErrorCode": 0, "Members": [{"Memberid", "Email", "Status", "SentDate", "OpenCount", "LastOpenDate",
+#: "ErrorCode"}]}}``; a member id not in the campaign is absent.
 MEMBERS_FIELD: Final = "Members"
 #: Recipient statuses (documented): delivered, opened, clicked (a click implies an open).
 RECIPIENT_STATUSES: Final = ("Ulaştı", "Açtı", "Tıkladı")
 #: ASSUMED: how many member ids ReportMembers takes before it answers 93 ("Çok fazla sayıda üyeyi aynı
-#: anda raporlamaya çalışıyorsunuz"). The client starts with REPORT_MEMBERS_CHUNK and halves the
-#: chunk whenever 93 still comes (the real limit may be lower); the sandbox's limit is configurable.
+#: anda raporlamaya çalışıyorsunuz"). Only used where the service answers 93 to the call without ids
+#: (a reading of a large campaign): the client then asks by our linked member ids, starting with
+#: REPORT_MEMBERS_CHUNK and halving the chunk whenever 93 still comes; the sandbox's limit is configurable.
 REPORT_MEMBERS_LIMIT: Final = 100
 REPORT_MEMBERS_CHUNK: Final = 100
+#: Our choice: recipients handed to the engine per page (it stores each page in its own transaction).
+REPORT_PAGE: Final = 1000
+#: What a recipient with a non-zero ErrorCode is stored as (``campaign_results.bounce_type``, 8
+#: characters): not sent, and not known to be a hard or a soft bounce.
+FAILED_RECIPIENT: Final = "failed"
 #: Dates: the document shows "27.01.2018 14:07" (StartDate's stated format) and "2019-04-14 18:59:59"
-#: (its example). ASSUMED: answers use the first, in Turkey's time; the client reads both.
-DATE_FORMATS: Final = ("%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
+#: (its example). ASSUMED: answers use either, in Turkey's time; the client also reads .NET's
+#: ``DateTime.ToString()`` of a server in another culture ("27/01/2018 14:07:00"; with AM/PM, month
+#: first: "1/27/2018 2:07:00 PM"), ISO 8601 and ASP.NET's ``/Date(ms)/`` (the table above).
+DATE_READINGS: Final[Mapping[str, str]] = {
+    "%d.%m.%Y %H:%M": "dd.MM.yyyy HH:mm[:ss]", "%d.%m.%Y %H:%M:%S": "dd.MM.yyyy HH:mm[:ss]",
+    "%Y-%m-%d %H:%M:%S": "yyyy-MM-dd HH:mm[:ss]", "%Y-%m-%d %H:%M": "yyyy-MM-dd HH:mm[:ss]",
+    "%d.%m.%Y": "dd.MM.yyyy", "%Y-%m-%d": "yyyy-MM-dd",
+    "%d/%m/%Y %H:%M:%S": "dd/MM/yyyy HH:mm[:ss]", "%d/%m/%Y %H:%M": "dd/MM/yyyy HH:mm[:ss]",
+    "%m/%d/%Y %I:%M:%S %p": "M/d/yyyy h:mm:ss AM/PM",
+}
+DATE_FORMATS: Final = tuple(DATE_READINGS)
+MS_AJAX_DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
 SERVICE_TIME_ZONE: Final = "Europe/Istanbul"
 
 # --- error codes: THE table ---------------------------------------------------------------------
@@ -240,6 +351,8 @@ ERROR_CODES: Final[Mapping[int, ErrorCode]] = {error.code: error for error in _E
 #: lütfen iletişime geçin": contact us): fatal, so a person looks.
 UNKNOWN_ERROR_ACTION: Final[Action] = "fatal"
 RELOGIN: Final = 1
+#: "Kampanya yok veya henüz işlenmedi": to ReportCampaign without CampId, an account without a campaign.
+NO_CAMPAIGN: Final = 40
 TOO_MANY_TO_REPORT: Final = 93
 NOTHING_PROCESSED: Final = 97
 
@@ -330,3 +443,111 @@ def parse_list_settings(key: str, value: Mapping[str, Any]) -> dict[str, Any]:
             item["member_groups"] = normalize_groups(text)
         checked[str(crm_list)] = item
     return checked
+
+
+# --- member columns: what a Member carries ------------------------------------------------------
+#: A Member has Memberid, FName, LName, Email and MyColumns (documented); MyColumns holds the
+#: account's own database columns ("Kendi tanımladığınız veritabanı alanı": a column you defined),
+#: named by the tenant in Postatr. The CRM contract's phone and city have no Member field, so they
+#: go in MyColumns: by default under the CRM contract's own names (DEFAULT_COLUMNS), ASSUMED, since
+#: the document names no phone or city column; its example's MyColumns keys are lower-case words,
+#: English ones among them ("subject", "message"). The ``columns`` setting names the account's own
+#: columns instead (``{"phone": "telefon", "city": "sehir"}``), or ``""`` / null to send one not at all.
+CONTRACT_COLUMNS: Final = ("phone", "city")
+#: Source: the CRM source contract's column names (README, "The CRM source contract").
+DEFAULT_COLUMNS: Final[Mapping[str, str]] = {"phone": "phone", "city": "city"}
+#: The contract columns a Member carries in its own fields (so neither ``columns`` nor ``fields``).
+MEMBER_FIELD_OF: Final[Mapping[str, str]] = {"email": "Email", "first_name": "FName", "last_name": "LName"}
+#: A Postatr database column name, as the document's examples show them (``bagissifresi``,
+#: ``uyekodu``, ``TestGrup``): letters (Turkish ones too), digits and ``_``. ASSUMED: at most 64.
+_COLUMN_NAME = re.compile(r"^[^\W\d]\w{0,63}$")
+COLUMNS_HELP: Final = ('optional, {"phone"?: column, "city"?: column}: the Postatr database columns (MyColumns) '
+                       'the CRM phone and city are sent in (default: "phone" and "city"; "" = not sent)')
+
+
+def parse_column_settings(key: str, value: Mapping[str, Any]) -> dict[str, str]:
+    """The ``columns`` setting, checked: CRM contract column -> Postatr database column, ``""`` for a
+    column not sent; one line for the first problem."""
+    checked: dict[str, str] = {}
+    for column, target in value.items():
+        where = f"setting {key}: {column!r}"
+        if column in MEMBER_FIELD_OF:
+            raise ConfigurationError(f"{where} is sent in the Member's own field {MEMBER_FIELD_OF[column]} already")
+        if column not in CONTRACT_COLUMNS:
+            raise ConfigurationError(f"{where}: only {', '.join(CONTRACT_COLUMNS)} are named here (CRM contract "
+                                     "columns without a Postatr Member field); extra CRM columns go in the "
+                                     "fields setting")
+        if target is None or (isinstance(target, str) and not target.strip()):
+            checked[str(column)] = ""
+            continue
+        if not isinstance(target, str) or not _COLUMN_NAME.match(target.strip()):
+            raise ConfigurationError(f"{where} must name a Postatr database column (letters, digits and _), "
+                                     f"e.g. \"telefon\", or be \"\" to send it not at all: {target!r}")
+        if target.strip() in checked.values():
+            raise ConfigurationError(f"{where}: column {target.strip()!r} is named twice")
+        checked[str(column)] = target.strip()
+    return checked
+
+
+def _field_targets(fields: Mapping[str, Any]) -> set[str]:
+    return {str(spec["field"]) if isinstance(spec, Mapping) else str(spec) for spec in fields.values()}
+
+
+def member_columns(columns: Mapping[str, str], fields: Mapping[str, Any]) -> dict[str, str]:
+    """The MyColumns the contract columns go in: the ``columns`` setting over DEFAULT_COLUMNS, without
+    those set to ``""``; a default column that a custom field (``fields``) sends already is left to
+    that field (the tenant named it). ConfigurationError when the ``columns`` setting itself names a
+    custom field's column (one CRM value per column)."""
+    targets = _field_targets(fields)
+    clash = next((target for target in columns.values() if target and target in targets), None)
+    if clash is not None:
+        raise ConfigurationError(f"Postatr column {clash!r} is named by both the columns and the fields setting: "
+                                 "one CRM value per column")
+    chosen = {column: columns.get(column, DEFAULT_COLUMNS[column]) for column in CONTRACT_COLUMNS}
+    return {column: target for column, target in chosen.items()
+            if target and not (column not in columns and target in targets)}
+
+
+def check_fields(key: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``fields`` setting of a Postatr connection: the common check (``sync.fields``), with a
+    true line for a contract column: Postatr gets phone and city in MyColumns already (named by the
+    ``columns`` setting), and has no field for the consent columns (they decide the member's status
+    and are not sent)."""
+    from sync.fields import RESERVED, check_field_mapping
+
+    for column in mapping:
+        where = f"setting {key}: {column!r}"
+        if column in CONTRACT_COLUMNS:
+            example = "telefon" if column == "phone" else "sehir"
+            raise ConfigurationError(
+                f"{where} is a column of the CRM source contract, sent already in MyColumns (as "
+                f"\"{DEFAULT_COLUMNS[column]}\" unless the columns setting names another column): to send it under "
+                f"another name use --setting 'columns={{\"{column}\": \"{example}\"}}'")
+        if column in MEMBER_FIELD_OF:
+            raise ConfigurationError(f"{where} is a column of the CRM source contract, sent in the Member's own "
+                                     f"field {MEMBER_FIELD_OF[column]} already")
+        if column in RESERVED:
+            raise ConfigurationError(f"{where} is a column of the CRM source contract that decides the member's "
+                                     "status or identity; Postatr has no field for it and it is not a custom field")
+    return check_field_mapping(key, mapping)
+
+
+def outgoing_email(address: str) -> str:
+    """An address as Postatr gets it: the local part exactly as the CRM has it (RFC 5321 lets a
+    mailbox's local part be case-sensitive), the domain folded (domains are not); trimmed."""
+    from sync.emails import normalize_email
+
+    text = unicodedata.normalize("NFC", address.strip())
+    local, at, domain = text.rpartition("@")
+    return f"{local}@{normalize_email(domain)}" if at else text
+
+
+_TR_ASCII = str.maketrans({"ş": "s", "ı": "i", "ç": "c", "ğ": "g", "ü": "u", "ö": "o", "â": "a", "î": "i",
+                           "û": "u"})
+
+
+def fold(text: str) -> str:
+    """A status word as compared: without case, Turkish letters or surrounding space (``Tikladi``
+    == ``Tıkladı``)."""
+    folded = unicodedata.normalize("NFC", str(text).strip().replace("İ", "i").replace("I", "ı").casefold())
+    return unicodedata.normalize("NFC", folded.translate(_TR_ASCII)).replace("\u0307", "")

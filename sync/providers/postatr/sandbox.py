@@ -19,6 +19,24 @@ stays: a DataOnly update never re-activates a member (nothing documented does).
 
 Faults from a ``FaultPlan`` apply to every call but Authenticate (see sync.sandbox.faults); a
 ``StartProcess`` is the only write.
+
+Readings (``dialect``, :data:`DIALECTS`): the document shows no answer but Authenticate's, so the
+sandbox serves each reading of ``api.py``'s table the client accepts, one dialect at a time, and is
+as strict as the document elsewhere. ``document`` (the default): ``<string xmlns=...>`` token, ASMX's
+``{"d": {...}}`` with rows under ``Campaigns`` / ``Members`` and ASMX's ``"__type"`` in every object.
+``bare``: ``<string>`` without namespace, bare arrays (one object for a campaign asked by CampId,
+``CampaignId``), a report's error as the array's one empty row, ``yyyy-MM-dd HH:mm:ss`` dates, and
+StartProcess logged in only by the example's Username/Password/EncryptedId in MyData. ``d-array``:
+``{"d": "token"}``, arrays in ``d`` (``null`` when empty), ``/Date(ms)/`` dates, ignored members as
+texts, and ReportMembers without Memberids refused with 93 above ``report_members_limit``.
+``d-json-text``: a bare JSON string token, ``{"d": "<JSON text>"}`` with rows under ``Data``, en-US
+.NET dates (``1/27/2018 2:07:00 PM``). ``lowercase``: a plain-text token, bare objects with camelCase
+keys (``errorCode``, ``campId``, ``memberId``, ``reason``), rows nested as the request nests
+``Members.Member`` (``{"members": {"member": [...]}}``), statuses without Turkish letters, ISO 8601
+dates. ``id-keyed``: rows as objects keyed by CampId / Memberid, ignored members as an object keyed
+by Memberid, ``dd/MM/yyyy HH:mm:ss`` dates, and error 40 ("Kampanya yok") for the listing of an
+account without a campaign. Every dialect puts an ErrorCode on a failed recipient's row
+(``simulate_campaign`` fails about one recipient in twenty with 92).
 """
 
 from __future__ import annotations
@@ -32,7 +50,7 @@ import uuid
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,6 +70,65 @@ _ERROR_PAGES = {
     502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
     503: "<html><head><title>Service Unavailable</title></head><body><h2>Service Unavailable</h2></body></html>",
 }
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """How one reading of the document answers (see the module's docstring)."""
+
+    login_answer: Literal["xml-ns", "xml", "d-string", "json-string", "text"] = "xml-ns"
+    envelope: Literal["d", "bare", "d-text"] = "d"
+    rows: Literal["keyed", "array", "id-keyed"] = "keyed"
+    row_keys: tuple[str, str] = (api.CAMPAIGNS_FIELD, api.MEMBERS_FIELD)
+    campaign_id: str = "CampId"
+    camel: bool = False
+    ascii_status: bool = False
+    dates: Literal["tr", "iso", "iso-t", "ms", "us", "slash"] = "tr"
+    single_details: bool = False
+    zero_error_on_rows: bool = True
+    ignored: Literal["list", "id-keyed", "texts"] = "list"
+    failed_status: str = ""
+    credentials_only: bool = False
+    everyone_limited: bool = False
+    #: ASMX ScriptService's ``"__type"`` in every object it writes.
+    type_hints: bool = False
+    #: Rows nested once more, as the document's request nests ``Members.Member``: ``{"Members": {"Member": [...]}}``.
+    nested: bool = False
+    #: A report's error as the array's one row, every field empty (a list method's error).
+    error_row: bool = False
+    #: No rows is ``null`` (a list method returning nothing).
+    null_when_empty: bool = False
+    #: ReportCampaign without CampId for an account without a campaign: ErrorCode 40 ("Kampanya yok").
+    no_campaign_error: bool = False
+
+
+_DIALECTS: dict[str, _Dialect] = {
+    "document": _Dialect(type_hints=True),
+    "bare": _Dialect(login_answer="xml", envelope="bare", rows="array", campaign_id="CampaignId", dates="iso",
+                     single_details=True, failed_status="Ulaşmadı", credentials_only=True, error_row=True),
+    "d-array": _Dialect(login_answer="d-string", rows="array", dates="ms", ignored="texts", everyone_limited=True,
+                        null_when_empty=True),
+    "d-json-text": _Dialect(login_answer="json-string", envelope="d-text", row_keys=("Data", "Data"), dates="us"),
+    "lowercase": _Dialect(login_answer="text", envelope="bare", row_keys=("campaigns", "members"), camel=True,
+                          ascii_status=True, dates="iso-t", zero_error_on_rows=False, nested=True),
+    "id-keyed": _Dialect(rows="id-keyed", ignored="id-keyed", dates="slash", no_campaign_error=True),
+}
+#: The .NET type names the ``document`` dialect writes as ``__type`` (ASMX's ScriptService does).
+_TYPE_NAMES = ("Postatr.Api.CampaignReport", "Postatr.Api.MemberReport")
+_NESTED_KEYS = {"campaigns": "campaign", "members": "member", "Campaigns": "Campaign", "Members": "Member"}
+#: The readings this sandbox serves (``dialect=``), the first the default.
+DIALECTS: tuple[str, ...] = tuple(_DIALECTS)
+_CAMEL = {"ErrorCode": "errorCode", "CampId": "campId", "CampaignId": "campaignId",
+          "MailDescription": "mailDescription", "MailSubject": "mailSubject", "Status": "status",
+          "SentDate": "sentDate", "OpenCount": "openCount",
+          "LastOpenDate": "lastOpenDate", "Memberid": "memberId", "Email": "email", "Reason": "reason"}
+_ASCII = str.maketrans({"ş": "s", "ı": "i", "ç": "c", "ğ": "g", "ü": "u", "ö": "o", "Ş": "S", "İ": "I", "Ç": "C",
+                        "Ğ": "G", "Ü": "U", "Ö": "O"})
+#: About this share of a simulated campaign's recipients fail (ErrorCode 92 on their row).
+FAILED_SHARE = 0.05
+FAILED_CODE = 92
+#: The reason an address the account refuses (``refused_emails``) is ignored with: error 92's text.
+REFUSED_REASON = "Bu email adresi belirtilen işlemi yapamıyor"
 
 
 class _Refused(Exception):
@@ -83,6 +160,7 @@ class _Recipient:
     status: str = "Ulaştı"
     open_count: int = 0
     last_open: float | None = None
+    error_code: int = api.NO_ERROR
 
 
 @dataclass
@@ -110,7 +188,11 @@ class PostatrSandbox:
 
     def __init__(self, accounts: Mapping[str, tuple[str, str]] | None = None, *, faults: FaultPlan | None = None,
                  clock: Callable[[], float] = time.time, report_members_limit: int = api.REPORT_MEMBERS_LIMIT,
-                 seed: int = 0) -> None:
+                 seed: int = 0, dialect: str = DIALECTS[0]) -> None:
+        if dialect not in _DIALECTS:
+            raise ValueError(f"unknown Postatr sandbox dialect {dialect!r}; valid: {', '.join(DIALECTS)}")
+        self.dialect = dialect
+        self._dialect = _DIALECTS[dialect]
         self.clock = clock
         self.fault_plan = faults or FaultPlan()
         self.report_members_limit = report_members_limit
@@ -126,6 +208,8 @@ class PostatrSandbox:
         self._accounts: dict[str, _Account] = {}
         self._tokens: dict[str, tuple[str, float]] = {}      # token -> (account, issued at)
         self._campaigns: dict[str, _Campaign] = {}
+        #: Normalised addresses the accounts refuse (ignored with REFUSED_REASON, as a blacklist would).
+        self.refused_emails: set[str] = set()
         self._next_campaign = 10041
         for username, (password, encrypted_id) in (accounts or {}).items():
             self.add_account(username, password, encrypted_id)
@@ -178,7 +262,9 @@ class PostatrSandbox:
                 continue
             recipient = _Recipient(member_id, member.email)
             draw = self._rng.random()
-            if draw < 0.5:
+            if draw > 1 - FAILED_SHARE:
+                recipient.status, recipient.error_code = "", FAILED_CODE
+            elif draw < 0.5:
                 recipient.status = "Tıkladı" if draw < 0.17 else "Açtı"
                 recipient.open_count = self._rng.randint(1, 3)
                 recipient.last_open = now - self._rng.randint(0, 3600)
@@ -186,7 +272,8 @@ class PostatrSandbox:
         return camp_id
 
     def campaign_report(self, camp_id: str) -> list[dict[str, Any]]:
-        """Every recipient of a campaign, as ReportMembers shows it."""
+        """Every recipient of a campaign, as the ``document`` dialect's ReportMembers shows it (a failed
+        recipient: a non-zero ErrorCode)."""
         campaign = self._campaigns[camp_id]
         return [self._render_recipient(campaign, r) for _, r in sorted(campaign.recipients.items())]
 
@@ -220,19 +307,117 @@ class PostatrSandbox:
             try:
                 body = json.loads(await request.body())
             except (ValueError, UnicodeDecodeError):
-                return _error(95)
+                return self._error(95)
             if not isinstance(body, dict):
-                return _error(95)
+                return self._error(95)
             try:
                 return handler(body)
             except _Refused as exc:
-                return _error(exc.code, exc.extra)
+                return self._error(exc.code, exc.extra, report=handler != self._start_process)
         return endpoint
 
     # --- state helpers -------------------------------------------------------------------
 
     def _stamp(self, ts: float | None) -> str:
         return "" if ts is None else dt.datetime.fromtimestamp(ts, _TZ).strftime(api.DATE_FORMATS[0])
+
+    # --- the dialect: how an answer is written ---------------------------------------------
+
+    def _date(self, ts: float | None) -> str | None:
+        kind = self._dialect.dates
+        if ts is None:
+            return None if kind == "ms" else ""
+        if kind == "ms":
+            return f"/Date({int(ts * 1000)})/"
+        when = dt.datetime.fromtimestamp(ts, _TZ)
+        if kind == "iso-t":
+            return when.replace(microsecond=0).isoformat()
+        if kind == "us":        # .NET's DateTime.ToString() in en-US
+            return (f"{when.month}/{when.day}/{when.year} {(when.hour % 12) or 12}:{when:%M:%S} "
+                    f"{'PM' if when.hour >= 12 else 'AM'}")
+        if kind == "slash":     # .NET's DateTime.ToString() in en-GB
+            return when.strftime("%d/%m/%Y %H:%M:%S")
+        return when.strftime(api.DATE_FORMATS[2] if kind == "iso" else api.DATE_FORMATS[0])
+
+    def _keys(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return {_CAMEL.get(key, key): value for key, value in obj.items()} if self._dialect.camel else dict(obj)
+
+    def _status(self, status: str) -> str:
+        return status.translate(_ASCII) if self._dialect.ascii_status else status
+
+    def _row(self, row: Mapping[str, Any], dates: Mapping[str, float | None]) -> dict[str, Any]:
+        """A report row (canonical keys) as the dialect writes it."""
+        out = dict(row)
+        out.update({key: self._date(ts) for key, ts in dates.items()})
+        if "CampId" in out and self._dialect.campaign_id != "CampId":
+            out[self._dialect.campaign_id] = out.pop("CampId")
+        code = out.get(api.ERROR_CODE, api.NO_ERROR)
+        if code != api.NO_ERROR and "Email" in out:
+            out["Status"] = self._dialect.failed_status
+        out["Status"] = self._status(str(out.get("Status", "")))
+        if code == api.NO_ERROR and not self._dialect.zero_error_on_rows:
+            out.pop(api.ERROR_CODE, None)
+        return self._keys(out)
+
+    def _rows(self, kind: int, rows: list[dict[str, Any]], id_key: str, *, single: bool = False) -> Response:
+        """Rows in the dialect's container (``kind``: 0 campaigns, 1 members)."""
+        dialect = self._dialect
+        if dialect.type_hints:
+            rows = [{"__type": _TYPE_NAMES[kind], **row} for row in rows]
+        if single and dialect.single_details and len(rows) == 1:
+            return self._answer({api.ERROR_CODE: api.NO_ERROR, **rows[0]})
+        if not rows and dialect.null_when_empty:
+            return self._answer(None)
+        if dialect.rows == "array":
+            return self._answer(rows)
+        if dialect.rows == "id-keyed":
+            key = _CAMEL.get(id_key, id_key) if dialect.camel else id_key
+            return self._answer({str(row[key]): {k: v for k, v in row.items() if k != key} for row in rows})
+        name = dialect.row_keys[kind]
+        holder: Any = {_NESTED_KEYS.get(name, name): rows} if dialect.nested else rows
+        return self._answer({name: holder, api.ERROR_CODE: api.NO_ERROR})
+
+    def _answer(self, payload: Any) -> Response:
+        """A JSON answer in the dialect's envelope (ErrorCode keys written its way)."""
+        if isinstance(payload, dict):
+            payload = self._keys(payload)
+            if self._dialect.type_hints:
+                payload = {"__type": "Postatr.Api.Result", **payload}
+        if self._dialect.envelope == "bare":
+            return JSONResponse(payload)
+        if self._dialect.envelope == "d-text":
+            return JSONResponse({api.ANSWER_ENVELOPE: json.dumps(payload, ensure_ascii=False)})
+        return JSONResponse({api.ANSWER_ENVELOPE: payload})
+
+    def _ok(self, body: Mapping[str, Any]) -> Response:
+        return self._answer({**body, api.ERROR_CODE: api.NO_ERROR})
+
+    def _error(self, code: int, extra: Mapping[str, Any] | None = None, *, report: bool = False) -> Response:
+        if report and self._dialect.error_row:     # a report's error as its one, empty row
+            empty = {"Email": None, "Status": None, "SentDate": None, "OpenCount": 0, "LastOpenDate": None,
+                     "Memberid": None}
+            return self._answer([self._keys({**empty, api.ERROR_CODE: code})])
+        return self._answer({**(extra or {}), api.ERROR_CODE: code})
+
+    def _ignored_details(self, ignored: list[dict[str, str]]) -> Any:
+        kind = self._dialect.ignored
+        if kind == "id-keyed":
+            return {entry["Memberid"]: entry["Reason"] for entry in ignored}
+        if kind == "texts":
+            return [f"{entry['Memberid'] or entry['Email']}: {entry['Reason']}" for entry in ignored]
+        return [self._keys(entry) for entry in ignored]
+
+    def _token_answer(self, token: str) -> Response:
+        kind = self._dialect.login_answer
+        if kind == "xml-ns":
+            return Response(api.token_answer(token), 200, media_type="text/xml")
+        if kind == "xml":
+            return Response(f"<string>{token}</string>", 200, media_type="text/xml")
+        if kind == "d-string":
+            return JSONResponse({api.ANSWER_ENVELOPE: token})
+        if kind == "json-string":
+            return JSONResponse(token)
+        return Response(token, 200, media_type="text/plain")
 
     @staticmethod
     def _render(member: _Member) -> dict[str, Any]:
@@ -243,10 +428,15 @@ class PostatrSandbox:
     def _render_recipient(self, campaign: _Campaign, recipient: _Recipient) -> dict[str, Any]:
         return {"Memberid": recipient.member_id, "Email": recipient.email, "Status": recipient.status,
                 "SentDate": self._stamp(campaign.sent_at), "OpenCount": recipient.open_count,
-                "LastOpenDate": self._stamp(recipient.last_open)}
+                "LastOpenDate": self._stamp(recipient.last_open), api.ERROR_CODE: recipient.error_code}
 
-    def _account_of_token(self, body: Mapping[str, Any], *, credentials_allowed: bool = False) -> _Account:
-        token = body.get(api.TOKEN_FIELD)
+    def _recipient_answer_row(self, campaign: _Campaign, recipient: _Recipient) -> dict[str, Any]:
+        row = self._render_recipient(campaign, recipient)
+        return self._row(row, {"SentDate": campaign.sent_at, "LastOpenDate": recipient.last_open})
+
+    def _account_of_token(self, body: Mapping[str, Any], *, credentials_allowed: bool = False,
+                          credentials_only: bool = False) -> _Account:
+        token = None if credentials_only else body.get(api.TOKEN_FIELD)
         if isinstance(token, str) and token in self._tokens:
             account, issued = self._tokens[token]
             if self.clock() - issued < api.TOKEN_LIFETIME_S and self._faults.use_token(token):
@@ -288,28 +478,32 @@ class PostatrSandbox:
     def _authenticate(self, body: dict[str, Any]) -> Response:
         acc = self._check_credentials(body)
         if acc is None:
-            return Response(api.token_answer(api.ZERO_GUID), 200, media_type="text/xml")
+            return self._token_answer(api.ZERO_GUID)
         token = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         self._tokens[token] = (acc.username, self.clock())
-        return Response(api.token_answer(token), 200, media_type="text/xml")
+        return self._token_answer(token)
 
     def _report_campaign(self, body: dict[str, Any]) -> Response:
         acc = self._account_of_token(body)
         if body.get("CampId") in (None, ""):
             campaigns = [c for _, c in sorted(self._campaigns.items()) if c.account == acc.username]
-            return _ok({api.CAMPAIGNS_FIELD: [self._render_campaign(c, details=False) for c in campaigns]})
+            if not campaigns and self._dialect.no_campaign_error:
+                raise _Refused(api.NO_CAMPAIGN)
+            return self._rows(0, [self._render_campaign(c, details=False) for c in campaigns],
+                              self._dialect.campaign_id)
         campaign = self._campaign_of(acc, body.get("CampId"))
-        return _ok({api.CAMPAIGNS_FIELD: [self._render_campaign(campaign, details=True)]})
+        return self._rows(0, [self._render_campaign(campaign, details=True)], self._dialect.campaign_id,
+                          single=True)
 
     def _render_campaign(self, campaign: _Campaign, *, details: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"CampId": campaign.camp_id, "MailDescription": campaign.description,
-                               "MailSubject": campaign.subject, "Status": campaign.status,
-                               "SentDate": self._stamp(campaign.sent_at)}
+                               "MailSubject": campaign.subject, "Status": campaign.status}
+        dates: dict[str, float | None] = {"SentDate": campaign.sent_at}
         if details:
             opens = [r.last_open for r in campaign.recipients.values() if r.last_open is not None]
-            row |= {"OpenCount": sum(r.open_count for r in campaign.recipients.values()),
-                    "LastOpenDate": self._stamp(max(opens) if opens else None)}
-        return row
+            row["OpenCount"] = sum(r.open_count for r in campaign.recipients.values())
+            dates["LastOpenDate"] = max(opens) if opens else None
+        return self._row(row, dates)
 
     def _report_members(self, body: dict[str, Any]) -> Response:
         acc = self._account_of_token(body)
@@ -322,16 +516,17 @@ class PostatrSandbox:
         else:
             ids = list(dict.fromkeys(wanted))
         self.report_member_requests.append(len(ids))
-        if len(ids) > self.report_members_limit:
+        if len(ids) > self.report_members_limit and (wanted is not None or self._dialect.everyone_limited):
             raise _Refused(api.TOO_MANY_TO_REPORT)
-        rows = [self._render_recipient(campaign, campaign.recipients[i]) for i in ids if i in campaign.recipients]
-        return _ok({api.MEMBERS_FIELD: rows})
+        rows = [self._recipient_answer_row(campaign, campaign.recipients[i]) for i in ids if i in campaign.recipients]
+        return self._rows(1, rows, "Memberid")
 
     def _start_process(self, body: dict[str, Any]) -> Response:
         data = body.get("MyData")
         if not isinstance(data, dict):
             raise _Refused(96)
-        acc = self._account_of_token(data, credentials_allowed=True)
+        acc = self._account_of_token(data, credentials_allowed=True,
+                                     credentials_only=self._dialect.credentials_only)
         process_type = data.get("ProcessType")
         self.process_types.append(process_type if isinstance(process_type, str) else None)
         if not isinstance(process_type, str) or not process_type.strip():
@@ -351,12 +546,12 @@ class PostatrSandbox:
         group_set = {g for g in api.normalize_groups(str(groups)).split(",") if g != api.NO_GROUPS}
         inserted, updated, ignored = self._upsert(acc, list_id.lower(), group_set, members)
         result: dict[str, Any] = {"campid": "", "inserted": inserted, "updated": updated, "ignored": len(ignored),
-                                  "ignored_details": ignored}
+                                  "ignored_details": self._ignored_details(ignored)}
         if inserted + updated == 0:
             raise _Refused(api.NOTHING_PROCESSED, result)
         if process_type != api.DATA_ONLY:
             result["campid"] = self._start_campaign(acc, process_type, data, members)
-        return _ok(result)
+        return self._ok(result)
 
     def _upsert(self, acc: _Account, list_id: str, groups: set[str], members: list[Any]
                 ) -> tuple[int, int, list[dict[str, str]]]:
@@ -373,6 +568,7 @@ class PostatrSandbox:
             columns = entry.get("MyColumns") or {}
             reason = ("Memberid boş" if not member_id else
                       "Email adresi hatalı" if not _EMAIL_SHAPE.match(email) else
+                      REFUSED_REASON if normalize_email(email) in self.refused_emails else
                       "Gerekli veri hatalı" if any(len(t) > api.MAX_FIELD_LENGTH for t in texts)
                       or not isinstance(columns, dict) else None)
             if reason is not None:
@@ -417,13 +613,6 @@ class PostatrSandbox:
         return camp_id
 
 
-def _ok(body: Mapping[str, Any]) -> Response:
-    return JSONResponse({api.ANSWER_ENVELOPE: {**body, api.ERROR_CODE: api.NO_ERROR}})
-
-
-def _error(code: int, extra: Mapping[str, Any] | None = None) -> Response:
-    return JSONResponse({api.ANSWER_ENVELOPE: {**(extra or {}), api.ERROR_CODE: code}})
-
 
 def _fault_response(fault: Fault) -> Response:
     """A 429 with Retry-After, or a 5xx page as IIS in front of the service would give it."""
@@ -433,4 +622,4 @@ def _fault_response(fault: Fault) -> Response:
     return Response(_ERROR_PAGES[fault.status], fault.status, media_type="text/html")
 
 
-__all__ = ["PostatrSandbox"]
+__all__ = ["DIALECTS", "PostatrSandbox"]

@@ -9,12 +9,35 @@ phone, so an answer costs what it returns.
 
 Only what the document offers is accepted: the secret key in the header the sandbox is told
 (documented ``X-CIB-SecretKey``), the documented path spellings (``Instances`` with a capital I),
-GET with the request model in the query string or POST with it as JSON, ``startDate``/``enddate``
-as YYYY-MM-DD, ``chatPhoneNumber`` digits only and at least 9 of them, an ``instanceID`` the account
-has. Every answer is the envelope; the service's own errors are ``status: false`` with a
-``statusCode`` (api.CODE_*). ``chatoperation`` (send a WhatsApp message) and ``addconversation``
-(save a call result) are answered and RECORDED (:attr:`sent_messages`, :attr:`saved_results`), so a
-test can prove the daemon never sends one.
+GET or POST on every read with the request model as the dialect reads it (below),
+``startDate``/``enddate`` as YYYY-MM-DD, ``chatPhoneNumber`` digits only and at least 9 of them,
+an ``instanceID`` the account has. Every answer is the envelope; the service's own errors are
+``status: false`` with a ``statusCode`` (api.CODE_*). ``chatoperation`` (send a WhatsApp message)
+and ``addconversation`` (save a call result) are answered and RECORDED (:attr:`sent_messages`,
+:attr:`saved_results`), so a test can prove the daemon never sends one.
+
+Dialects (``dialect=``, :data:`DIALECTS`, the first the default): each one server's choice where
+the document is silent (api.READINGS), so that every reading the client accepts is served:
+
+- ``document``: the document read literally: the request model is the JSON body, whatever the
+  method (a GET's query string is not read); the envelope and rows keyed as shown; ``data`` an
+  array; ISO dates in Turkey's time (``2026-11-30T12:15:00``, ``sentdate`` YYYY-MM-DD,
+  ``senttime`` HH:MM:SS).
+- ``query``: as ``document``, but a GET's model is its query string (a POST's is its body).
+- ``pascal``: a .NET server's PascalCase keys (``Data``, ``Status``, ``CreateDate``...),
+  ``statusCode`` a number, Instances as an object keyed by id, users and instances keyed
+  ``UserID``/``UserName``, ``InstanceID``/``InstanceName``, ASP.NET dates ``/Date(ms+0300)/``,
+  an empty ``data`` null.
+- ``turkish``: a GET's model from the query string; Turkish-culture text: ``30.11.2026 12:15:00``,
+  ``sentdate`` ``30.11.2026``, ``senttime`` ``12:15``, durations ``00:01:35``, the direction as
+  digits; ``data`` as JSON text (the document's model shows ``"data": ""``), an empty one "";
+  Instances keyed by id, users and instances keyed ``userID``/``instanceID``.
+- ``epoch``: ``createDate`` as Unix seconds (``addconversation`` takes the call time so),
+  ``sentdate`` a .NET DateTime ``2026-11-30T00:00:00``, ``senttime`` a TimeSpan
+  ``12:15:00.0000000``, an empty ``data`` "".
+- ``get-only``: a server that answers the reads on GET only (POST: 405) with the model in the
+  query string. Stricter than the document ("GET veya POST Olabilir"): it exists so that the
+  request-reading fallback of ``connection test`` has something to find.
 
 Faults from a ``FaultPlan`` apply to every call (there is no token endpoint; ``token_expire_after``
 does not apply); the two write paths count as writes for ``apply_then_drop_rate``.
@@ -33,7 +56,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +78,34 @@ _ERROR_PAGES = {
     503: "<html><head><title>503 Service Unavailable</title></head>"
          "<body><h1>503 Service Unavailable</h1></body></html>",
 }
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One server's reading of what the document leaves open (see the module docstring)."""
+
+    request: Literal["body", "query", "get-only"]
+    keys: Literal["document", "pascal"] = "document"
+    dates: Literal["iso", "turkish", "epoch", "aspnet"] = "iso"
+    instances_keyed: bool = False
+    long_reference_keys: bool = False
+    empty: Any = field(default_factory=list)
+    data_as_text: bool = False
+    numeric_status_code: bool = False
+
+
+DIALECT_TABLE: Mapping[str, Dialect] = {
+    "document": Dialect("body"),
+    "query": Dialect("query"),
+    "pascal": Dialect("body", keys="pascal", dates="aspnet", instances_keyed=True, long_reference_keys=True,
+                      empty=None, numeric_status_code=True),
+    "turkish": Dialect("query", dates="turkish", instances_keyed=True, long_reference_keys=True, empty="",
+                       data_as_text=True),
+    "epoch": Dialect("body", dates="epoch", empty=""),
+    "get-only": Dialect("get-only"),
+}
+#: The readings this sandbox serves; the first is the document's literal reading (the default).
+DIALECTS: tuple[str, ...] = tuple(DIALECT_TABLE)
 _NOTES = ("Müşteri geri aranacak", "Fiyat bilgisi verildi", "Şikâyet iletildi", "Sipariş alındı", "")
 _TEXTS = ("Merhaba, siparişim ne durumda?", "Kargonuz yarın teslim edilecek.", "Teşekkürler 🙏",
           "İade talebinizi aldık.", "Fatura bilgilerinizi paylaşır mısınız?", "Görüşmek üzere, iyi günler!")
@@ -89,8 +140,12 @@ class WapcrmSandbox:
     """A stateful, in-memory WapCRM; ``.app`` is the Starlette app to mount or serve."""
 
     def __init__(self, accounts: Mapping[str, str] | None = None, *, secret_header: str = api.SECRET_HEADER,
-                 faults: FaultPlan | None = None, seed: int = 0,
+                 faults: FaultPlan | None = None, seed: int = 0, dialect: str = DIALECTS[0],
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        if dialect not in DIALECT_TABLE:
+            raise ValueError(f"unknown WapCRM sandbox dialect {dialect!r} (valid: {', '.join(DIALECTS)})")
+        self.dialect = dialect
+        self._dialect = DIALECT_TABLE[dialect]
         self.secret_header = secret_header
         self.clock = clock
         self.fault_plan = faults or FaultPlan()
@@ -217,12 +272,13 @@ class WapcrmSandbox:
         await answer(scope, receive, send, app, fault, _fault_response, self.request_log)
 
     def _routes(self) -> list[Route]:
+        reads = ("GET",) if self._dialect.request == "get-only" else ("GET", "POST")
         table: list[tuple[str, Handler, tuple[str, ...]]] = [
-            (api.USERS_PATH, self._users, ("GET", "POST")),
-            (api.INSTANCES_PATH, self._instances, ("GET", "POST")),
-            (api.CALL_RESULTS_PATH, self._call_results, ("GET", "POST")),
-            (api.CONVERSATIONS_PATH, self._conversations, ("GET", "POST")),
-            (api.MESSAGES_PATH, self._messages, ("GET", "POST")),
+            (api.USERS_PATH, self._users, reads),
+            (api.INSTANCES_PATH, self._instances, reads),
+            (api.CALL_RESULTS_PATH, self._call_results, reads),
+            (api.CONVERSATIONS_PATH, self._conversations, reads),
+            (api.MESSAGES_PATH, self._messages, reads),
             (api.SEND_MESSAGE_PATH, self._send_message, ("POST",)),
             (api.SAVE_CALL_RESULT_PATH, self._save_result, ("GET", "POST")),
         ]
@@ -230,8 +286,10 @@ class WapcrmSandbox:
                 for path, handler, methods in table]
 
     def _envelope(self, data: Any, *, status: bool = True, message: str = "Success", code: str = "") -> Response:
-        return JSONResponse({"data": data, "status": status, "message": message, "statusCode": code,
-                             "requestID": str(uuid.UUID(int=self._rng.getrandbits(128), version=4))})
+        shown_code: Any = (int(code) if code.isdigit() else 0) if self._dialect.numeric_status_code else code
+        body = {"data": data, "status": status, "message": message, "statusCode": shown_code,
+                "requestID": str(uuid.UUID(int=self._rng.getrandbits(128), version=4))}
+        return JSONResponse(self._keyed(body))
 
     def _endpoint(self, path: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -242,15 +300,16 @@ class WapcrmSandbox:
                 if self.envelope_failures > 0:
                     self.envelope_failures -= 1
                     raise _Refused(api.CODE_INTERNAL, "Beklenmeyen bir hata oluştu")
-                return self._envelope(handler(params, acc))
+                return self._envelope(self._render(path, handler(params, acc)))
             except _Refused as exc:
                 return self._envelope("", status=False, message=exc.message, code=exc.code)
         return endpoint
 
-    @staticmethod
-    async def _params(request: Request) -> dict[str, Any]:
-        """The request model: the query string of a GET (ASSUMED), the JSON body of a POST."""
-        if request.method == "GET":
+    async def _params(self, request: Request) -> dict[str, Any]:
+        """The request model as the dialect reads it: the JSON body whatever the method
+        (``document``), or a GET's query string and a POST's JSON body (``query`` and the others
+        that read a query string)."""
+        if request.method == "GET" and self._dialect.request != "body":
             return dict(request.query_params)
         raw = await request.body()
         try:
@@ -260,6 +319,76 @@ class WapcrmSandbox:
         if not isinstance(body, dict):
             raise _Refused(api.CODE_BAD_REQUEST, "Geçersiz istek modeli")
         return body
+
+    # --- answers in the dialect ------------------------------------------------------------
+
+    def _keyed(self, value: Any) -> Any:
+        """Keys in the dialect's casing (PascalCase: the first letter upper), all the way down."""
+        if self._dialect.keys != "pascal":
+            return value
+        if isinstance(value, dict):
+            return {key[:1].upper() + key[1:]: self._keyed(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._keyed(item) for item in value]
+        return value
+
+    def _render(self, path: str, data: Any) -> Any:
+        """A handler's rows (in the document's shapes) as the dialect answers them."""
+        if not isinstance(data, list):
+            return data
+        dialect = self._dialect
+        rows: Any
+        if path == api.CONVERSATIONS_PATH:
+            rows = [self._conversation_row(row) for row in data]
+        elif path == api.MESSAGES_PATH:
+            rows = [self._message_row(row) for row in data]
+        elif path in (api.USERS_PATH, api.INSTANCES_PATH) and dialect.long_reference_keys:
+            prefix = "user" if path == api.USERS_PATH else "instance"
+            rows = [{(f"{prefix}ID" if key == "id" else f"{prefix}Name" if key == "name" else key): value
+                     for key, value in row.items()} for row in data]
+        else:
+            rows = data
+        if path == api.INSTANCES_PATH and dialect.instances_keyed and rows:
+            id_key = "instanceID" if dialect.long_reference_keys else "id"
+            rows = {str(row[id_key]): row for row in rows}
+        if not rows:
+            return dialect.empty
+        rows = self._keyed(rows)
+        return json.dumps(rows, ensure_ascii=False) if dialect.data_as_text else rows
+
+    def _moment(self, local: dt.datetime) -> Any:
+        """A date and time (Turkey's, naive) as the dialect writes ``createDate``."""
+        aware = local.replace(tzinfo=_TZ)
+        dates = self._dialect.dates
+        if dates == "turkish":
+            return local.strftime("%d.%m.%Y %H:%M:%S")
+        if dates == "epoch":
+            return int(aware.timestamp())
+        if dates == "aspnet":
+            return f"/Date({int(aware.timestamp() * 1000)}+0300)/"
+        return local.isoformat(timespec="seconds")
+
+    def _conversation_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        shown = dict(row)
+        shown["createDate"] = self._moment(dt.datetime.fromisoformat(row["createDate"]))
+        if self._dialect.dates == "turkish":
+            for key in ("ringTime", "callTime"):
+                if isinstance(row.get(key), int):
+                    shown[key] = f"{row[key] // 3600:02d}:{row[key] // 60 % 60:02d}:{row[key] % 60:02d}"
+            shown["conversationResultDirection"] = str(row["conversationResultDirection"])
+        return shown
+
+    def _message_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        shown = dict(row)
+        day = dt.datetime.strptime(row["sentdate"], api.SENT_DATE_FORMAT)
+        dates = self._dialect.dates
+        if dates == "turkish":
+            shown["sentdate"], shown["senttime"] = day.strftime("%d.%m.%Y"), row["senttime"][:5]
+        elif dates == "epoch":
+            shown["sentdate"], shown["senttime"] = day.isoformat(timespec="seconds"), row["senttime"] + ".0000000"
+        elif dates == "aspnet":
+            shown["sentdate"] = self._moment(day)
+        return shown
 
     def _authenticate(self, request: Request) -> _Account:
         given = request.headers.get(self.secret_header, "")

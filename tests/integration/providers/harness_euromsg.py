@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sync.providers.euromsg.sandbox import EuromsgSandbox
+from sync.providers.euromsg import api
+from sync.providers.euromsg.sandbox import DIALECT_TABLE, DIALECTS, EuromsgSandbox
 from sync.sandbox import FaultPlan
 from tests.integration.providers.harness import RemoteMember, SandboxHarness
 
@@ -23,14 +24,26 @@ class EuromsgHarness(SandboxHarness):
     credentials: ClassVar[dict[str, str]] = {"api_key": "acme-euromsg-anahtar-0001"}
     integrator_credentials: ClassVar[dict[str, str]] = {"client_name": "crm-entegrator",
                                                         "password": "Entegratör-şifre-1"}
-    settings: ClassVar[dict[str, Any]] = {"iys": False}
     base_url = "http://euromsg.sandbox/"
+    #: Every reading the sandbox serves; the shared suite runs once per dialect (harness.py).
+    dialects: ClassVar[tuple[str, ...]] = DIALECTS
+    dialect: str = DIALECTS[0]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The connection's settings: where this dialect takes the API key and has its lists are
+        request readings, picked by the ``api_key_in`` and ``list_path`` settings (the defaults:
+        the document's literal reading, ``emailList``)."""
+        dialect = DIALECT_TABLE[self.dialect]
+        return {"iys": False,
+                **({} if dialect.api_key_in == api.API_KEY_IN_DEFAULT else {api.API_KEY_SETTING: dialect.api_key_in}),
+                **({} if dialect.list_path == api.LIST_PATHS[0] else {api.LIST_PATH_SETTING: dialect.list_path})}
 
     def start(self, faults: FaultPlan | None = None, clock: Any = None) -> None:
         extra = {"clock": clock} if clock else {}
         self.sandbox = EuromsgSandbox(
             {self.integrator_credentials["client_name"]: self.integrator_credentials["password"]},
-            {self.credentials["api_key"]: "Acme Ticaret"}, faults=faults, seed=3, **extra)
+            {self.credentials["api_key"]: "Acme Ticaret"}, faults=faults, seed=3, dialect=self.dialect, **extra)
 
     @property
     def _key(self) -> str:

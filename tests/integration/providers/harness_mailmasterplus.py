@@ -5,12 +5,15 @@ named as sync.sample names them), and the connection's ``lists`` setting maps th
 one record per list; the suite's "member" is the union of an address's records: its lists are
 the lists holding a record, its status "active" only if every record is active. MMP documents
 no complaints and no bounces, and no campaign reports.
+
+The suite runs once per reading the sandbox serves (``dialects``: harness.py's ``with_dialects``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from sync.providers.mailmasterplus.sandbox import DIALECTS
 from sync.sample import LIST_NAMES
 from sync.sandbox import FaultPlan, MailMasterPlusSandbox
 from tests.integration.providers.harness import RemoteMember, SandboxHarness
@@ -26,7 +29,8 @@ class MailMasterPlusHarness(SandboxHarness):
         crm_list: {"nl_id": nl_id, "subscribe_form": sub, "update_form": upd, "name": LIST_NAMES[n]}
         for n, (crm_list, (nl_id, sub, upd)) in enumerate(sorted(LISTS.items()))}}
     base_url = "http://mailmasterplus.sandbox/"
-    dialect = "document"
+    dialects: ClassVar[tuple[str, ...]] = DIALECTS
+    dialect = DIALECTS[0]
 
     def start(self, faults: FaultPlan | None = None, clock: Any = None) -> None:
         extra = {"clock": clock} if clock else {}
@@ -63,6 +67,16 @@ class MailMasterPlusHarness(SandboxHarness):
             if self.sandbox.find(self._account, nl_id, email) is not None:
                 self.sandbox.unsubscribe(self._account, nl_id, email)
 
+    def unsubscribe_from_list(self, email: str, list_name: str) -> None:
+        """The recipient unsubscribes from one list (the link in a mail of that list)."""
+        lists = self.sandbox.lists(self._account)
+        self.sandbox.unsubscribe(self._account, next(i for i, title in lists.items() if title == list_name), email)
+
+    def list_statuses(self, email: str) -> dict[str, str]:
+        """List name -> the state of the address's record there."""
+        return {name: "active" if row["active"] == "1" else "unsubscribed" for name, row in self._records()
+                if row["email"].lower() == email.lower()}
+
     def complain(self, email: str) -> None:
         raise NotImplementedError("MailMasterPlus documents no spam complaints")
 
@@ -94,9 +108,3 @@ class MailMasterPlusHarness(SandboxHarness):
     def send_campaign(self) -> dict[str, dict[str, int]]:
         """MMP's API has no campaigns or reports: nothing to compare."""
         return {}
-
-
-class MailMasterPlusNegativeHarness(MailMasterPlusHarness):
-    """The same, with the service answering -1/-2 (the public clients' dialect)."""
-
-    dialect = "negative"

@@ -8,6 +8,9 @@ documents no complaints and no bounces.
 Every look at the sandbox also checks the guarantee that the daemon never starts a campaign: every
 StartProcess the sandbox received in the test so far was DataOnly, and no request started one
 (``_assert_no_campaign_started``). So the whole shared suite, run for Postatr, is that proof too.
+
+The suite runs once per reading the sandbox serves (``dialects``: the sandbox's DIALECTS); a campaign's
+truth counts a failed recipient (an ErrorCode on its row) as bounced, never as opened or clicked.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from sync.providers.postatr import api
+from sync.providers.postatr.sandbox import DIALECTS
 from sync.sandbox import FaultPlan, PostatrSandbox
 from tests.integration.providers.harness import RemoteMember, SandboxHarness
 
@@ -25,12 +29,14 @@ class PostatrHarness(SandboxHarness):
                                              "encrypted_id": "12FD8A5F-2H34-486F-871D-5E697677BFC4"}
     settings: ClassVar[dict[str, Any]] = {"lists": {"L1": {"member_groups": "1354,1359"}}}
     base_url = "http://postatr.sandbox/api.asmx/"
+    dialects: ClassVar[tuple[str, ...]] = DIALECTS
+    dialect: str = DIALECTS[0]
 
     def start(self, faults: FaultPlan | None = None, clock: Any = None) -> None:
         extra = {"clock": clock} if clock else {}
         self.sandbox = PostatrSandbox({self._account: (self.credentials["password"],
                                                        self.credentials["encrypted_id"])},
-                                      faults=faults, seed=5, **extra)
+                                      faults=faults, seed=5, dialect=self.dialect, **extra)
 
     @property
     def _account(self) -> str:
@@ -92,6 +98,9 @@ class PostatrHarness(SandboxHarness):
         truth: dict[str, dict[str, int]] = {}
         for row in self.sandbox.campaign_report(camp_id):
             rules = truth.setdefault(row["Email"].lower(), {"subscribers": 1})
+            if row[api.ERROR_CODE] != api.NO_ERROR:
+                rules["bounced"] = 1
+                continue
             if row["Status"] in ("Açtı", "Tıkladı"):
                 rules["opened"] = 1
             if row["Status"] == "Tıkladı":
