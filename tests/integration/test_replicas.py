@@ -79,6 +79,10 @@ def _tick(moment: dt.datetime) -> dt.datetime:
 
 def test_three_replicas_run_each_connection_once_per_tick_and_take_over_a_killed_ones_leases(
         replica_db_url: str, tmp_path: Path) -> None:
+    """Three real daemon processes on one database. It takes 1–2 minutes because the schedule is
+    cron, whose finest unit is a minute: it waits for the next whole-minute tick (A), kills the
+    replica holding a lease there, and waits for the tick after (B), where the survivors must take
+    the expired lease over. Faking the clock would not test the scheduler the daemon really runs."""
     engine = db.create_engine(replica_db_url)
     db.upgrade(engine)
     create_reference_schema(engine, CrmSource())
