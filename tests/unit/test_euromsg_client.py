@@ -717,18 +717,20 @@ def test_a_new_member_of_several_lists_is_one_request() -> None:
     assert all(len(row["emailListIds"]) == 3 for row in sb.members(ACME))
 
 
+def drop_list_set(request: httpx.Request) -> httpx.Request:
+    """A gateway that ignores the list set of a member create (takes only ``emailListId``)."""
+    if request.method == "POST" and request.url.path == "/member":
+        body = {k: v for k, v in json.loads(request.content).items() if k != "emailListIds"}
+        return httpx.Request("POST", request.url, headers={"Authorization": request.headers["Authorization"]},
+                             json=body)
+    return request
+
+
 def test_a_gateway_that_ignores_the_list_set_of_a_create_is_found_out_by_its_answer() -> None:
     """Where the answer shows the card in fewer lists than asked, the missing ones are added
     (and the panel's kept): never a member silently missing from a list."""
     sb = sandbox()
     a, b = sb.create_list(ACME, "A"), sb.create_list(ACME, "B")
-
-    def drop_list_set(request: httpx.Request) -> httpx.Request:
-        if request.method == "POST" and request.url.path == "/member":
-            body = {k: v for k, v in json.loads(request.content).items() if k != "emailListIds"}
-            return httpx.Request("POST", request.url, headers={"Authorization": request.headers["Authorization"]},
-                                 json=body)
-        return request
 
     async def scenario(client: httpx.AsyncClient) -> None:
         p = provider(client)
@@ -1050,13 +1052,6 @@ def test_a_gateway_that_answers_only_an_id_and_ignores_the_list_set_gets_each_ca
     multi-list member's card is read and its other lists added (panel lists kept)."""
     sb = sandbox(dialect="pascal")
     a, b = sb.create_list(ACME, "A"), sb.create_list(ACME, "B")
-
-    def drop_list_set(request: httpx.Request) -> httpx.Request:
-        if request.method == "POST" and request.url.path == "/member":
-            body = {k: v for k, v in json.loads(request.content).items() if k != "emailListIds"}
-            return httpx.Request("POST", request.url, headers={"Authorization": request.headers["Authorization"]},
-                                 json=body)
-        return request
 
     async def scenario(client: httpx.AsyncClient) -> EuromsgProvider:
         p = for_dialect(client, "pascal")

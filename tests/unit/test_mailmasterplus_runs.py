@@ -18,13 +18,10 @@ from typing import cast
 
 import pytest
 
-from sync import db, registry
-from sync.config import CrmSource, Secret, Settings
-from sync.crypto import Vault, generate_key
+from sync import db
 from sync.providers.base import RemoteStatus
 from sync.providers.mailmasterplus.sandbox import DIALECTS
-from sync.sample import seed_crm
-from tests.integration.providers.conftest import TENANT, World
+from tests.integration.providers.conftest import World, make_world
 from tests.integration.providers.harness import Harness
 from tests.integration.providers.harness_mailmasterplus import MailMasterPlusHarness
 
@@ -42,15 +39,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path)
     harness = MailMasterPlusHarness()
     harness.dialect = request.param
     harness.start()
-    settings = Settings(database_url=str(engine.url), master_keys=(Secret(generate_key()),), lookback_seconds=300,
-                        worker_id="test-worker")
-    seed_crm(engine, CrmSource(), [TENANT], 60, seed=7)
-    with db.transaction(db.session_factory(engine)) as session:
-        registry.add_tenant(session, TENANT)
-        connection = registry.add_connection(session, Vault(settings.master_keys), TENANT, harness.name,
-                                             harness.credentials, settings=harness.settings,
-                                             base_url=harness.base_url)
-    yield World(engine, settings, cast(Harness, harness), connection.id)
+    yield make_world(engine, cast(Harness, harness), members=60)
     engine.dispose()
 
 

@@ -215,11 +215,11 @@ def harness(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return instance
 
 
-@pytest.fixture
-def world(engine: sa.Engine, harness: Harness) -> Iterator[World]:
+def make_world(engine: sa.Engine, harness: Harness, members: int = 120) -> World:
+    """A sample CRM of ``members`` members and one tenant connected to the (started) harness."""
     settings = Settings(database_url=str(engine.url), master_keys=(Secret(generate_key()),), lookback_seconds=300,
                         worker_id="test-worker")
-    seed_crm(engine, CrmSource(), [TENANT], 120, seed=7)
+    seed_crm(engine, CrmSource(), [TENANT], members, seed=7)
     with db.transaction(db.session_factory(engine)) as session:
         registry.add_tenant(session, TENANT)
         connection = registry.add_connection(session, Vault(settings.master_keys), TENANT, harness.name,
@@ -228,4 +228,9 @@ def world(engine: sa.Engine, harness: Harness) -> Iterator[World]:
         integrator = getattr(harness, "integrator_credentials", None)   # Euromsg: the integrator's own login
         if integrator:
             registry.set_integrator_credentials(session, Vault(settings.master_keys), harness.name, integrator)
-    yield World(engine, settings, harness, connection.id)
+    return World(engine, settings, harness, connection.id)
+
+
+@pytest.fixture
+def world(engine: sa.Engine, harness: Harness) -> Iterator[World]:
+    yield make_world(engine, harness)
