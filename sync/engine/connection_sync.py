@@ -50,6 +50,7 @@ from sync.models import (
     utcnow,
 )
 from sync.providers.base import (
+    LEFT_UNSUBSCRIBED,
     SUPPRESSION_RANK,
     ConsentPull,
     ListPush,
@@ -102,6 +103,9 @@ TOO_LONG = "too_long"
 EVERY_RUN = frozenset({LIST_PENDING})
 #: The reason of a removal because the member is in no list any more.
 LEFT_EVERY_LIST = "left every list"
+#: ``status_pushed`` of a link whose record the provider keeps unsubscribed after the member left
+#: its list: not removed again; only a KVKK erasure deletes it.
+LEFT_KEPT = "left_kept"
 #: A member deleted in the CRM (soft or hard delete): a KVKK erasure, audited (``erasures``).
 ERASED = "deleted in the CRM"
 #: The reject of a removal the provider cannot make (``member_removal == "none"``).
@@ -1188,7 +1192,7 @@ class ConnectionSync:
                                  link, status, resubscribe or (status == "active"
                                                                and list_map[crm_list] in superseded_lists))
                 for crm_list, stale in links.items():
-                    if crm_list not in wanted:
+                    if crm_list not in wanted and stale.status_pushed != LEFT_KEPT:
                         self._delete(plan, stale, "left the list")
                 self._settle(plan, member, links)
             else:
@@ -1364,7 +1368,17 @@ class ConnectionSync:
                 session.execute(sa.update(MemberLink), [
                     {"id": plan.links[key].id, "remote_lists": [], "payload_hash": "",
                      "status_pushed": "unsubscribed", "pushed_at": utcnow()} for key in kept])
-            removed = [key for key in removed if key not in by_key and key not in kept]  # an e-mail change re-points
+            # A record the provider keeps unsubscribed (its proof of the opt-out: never deleted but
+            # for a KVKK erasure) keeps its link too, marked LEFT_KEPT: not removed again, and a
+            # later erasure of the member still reaches it.
+            left_kept = [o.key for o in deleted if o.rejected is None and o.action == LEFT_UNSUBSCRIBED
+                         and reasons.get(o.key) != ERASED and o.key not in by_key]
+            if left_kept:
+                session.execute(sa.update(MemberLink), [
+                    {"id": plan.links[key].id, "payload_hash": "", "status_pushed": LEFT_KEPT,
+                     "pushed_at": utcnow()} for key in left_kept if key in plan.links])
+            removed = [key for key in removed
+                       if key not in by_key and key not in kept and key not in left_kept]  # an e-mail change re-points
             for part in _chunks(removed):
                 session.execute(sa.delete(MemberLink).where(
                     MemberLink.connection_id == self.connection_id,

@@ -159,8 +159,14 @@ class PushOutcome:
     remote_id: str | None = None
     rejected: RejectedRow | None = None
     suppressed: RemoteStatus | None = None
-    #: For a removal: what the provider did ("deleted", "unsubscribed", "anonymised").
+    #: For a removal: what the provider did ("deleted", "unsubscribed", "anonymised", or
+    #: LEFT_UNSUBSCRIBED: the record was found unsubscribed and kept, the provider's proof of the
+    #: opt-out).
     action: str = "deleted"
+
+
+#: ``PushOutcome.action`` of a removal that found the record unsubscribed and left it so.
+LEFT_UNSUBSCRIBED = "left_unsubscribed"
 
 
 @dataclass(frozen=True)

@@ -135,3 +135,25 @@ def test_a_leave_and_an_address_change_keep_the_unsubscribed_record_and_an_erasu
     harness.reset_log()
     world.run()
     assert harness.write_requests() == 0
+
+
+def test_a_record_kept_unsubscribed_after_a_leave_is_still_reached_by_a_later_erasure(world: World) -> None:
+    """Item 12b's other half: the link of a record left unsubscribed stays (marked, not removed
+    again: a no-change run writes nothing), so a KVKK erasure months later still deletes it."""
+    harness = _harness(world)
+    world.run()
+    email, member_id, crm_list = _members_in_one_list(world)[0]
+    harness.unsubscribe_from_list(email, world.list_name(crm_list))
+    world.run()
+    world.leave_list(member_id, crm_list)
+    world.run()
+    assert harness.list_statuses(email) == {world.list_name(crm_list): "unsubscribed"}
+    harness.reset_log()
+    world.run()
+    assert harness.write_requests() == 0, "the kept record was removed again"
+    world.update_member(member_id, deleted_at=world.now())     # the KVKK erasure, later
+    world.run()
+    assert harness.list_statuses(email) == {}
+    harness.reset_log()
+    world.run()
+    assert harness.write_requests() == 0

@@ -75,6 +75,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from sync.errors import ConfigurationError
+from sync.providers import base
 
 #: Documented address ("Az API URL je: http://restapi.emesz.com"). Every path is relative to it.
 DEFAULT_BASE_URL: Final = "http://restapi.emesz.com/"
@@ -195,7 +196,7 @@ RESUBSCRIBE_BY_RECREATE: Final = True
 #: delete an unsubscribed record. A list leave or an address change leaves it, unsubscribed.
 ERASURE_REASON: Final = "deleted in the CRM"
 #: ``PushOutcome.action`` of a removal that found the record unsubscribed and left it so.
-LEFT_UNSUBSCRIBED: Final = "left_unsubscribed"
+LEFT_UNSUBSCRIBED: Final = base.LEFT_UNSUBSCRIBED
 #: ``RejectedRow.provider_code`` of a create withheld because another mapped list could not be
 #: read (406) to rule out an unsubscribe of the address there (the opt-out is address-wide).
 OPT_OUT_UNCHECKED: Final = "opt_out_unchecked"
