@@ -32,9 +32,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync.config import CrmSource
-from sync.engine.bulk import text_array
 from sync.errors import ConfigurationError
 from sync.models import EMAIL, ID, UTCDateTime
+from sync.sql import crm_now, text_array
 
 
 @dataclass(frozen=True)
@@ -627,8 +627,6 @@ def check_contract(engine: sa.Engine, source: CrmSource, tenant_id: str | None =
                 problems.append(Problem(names[key], f"is an integer column; CRM tenant id {tenant_id!r} is not "
                                         "a whole number", "tenant_id"))
                 return problems
-    from sync.engine.runner import crm_now  # the run's upper bound comes from the same clock
-
     now = crm_now(engine)
     with engine.connect() as conn:
         for key in names:

@@ -44,6 +44,7 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 
 from sync import db
 from sync.config import Settings
+from sync.daemon_state import DaemonState
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.errors import ConfigurationError
@@ -159,21 +160,6 @@ def sd_notify(message: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.sendto(message.encode("utf-8"), target)
     return True
-
-
-@dataclass
-class DaemonState:
-    """What the daemon is doing, for ``STATUS=``, ``/healthz`` and ``/metrics`` (thread-safe)."""
-
-    started_monotonic: float = field(default_factory=time.monotonic)
-    last_tick_monotonic: float | None = None
-    running: set[str] = field(default_factory=set)
-    finished: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def tick_age(self) -> float | None:
-        with self.lock:
-            return None if self.last_tick_monotonic is None else time.monotonic() - self.last_tick_monotonic
 
 
 @dataclass

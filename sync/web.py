@@ -45,8 +45,8 @@ from sync.ops.status import (
 )
 
 if TYPE_CHECKING:
+    from sync.daemon_state import DaemonState
     from sync.engine.runner import RunResult
-    from sync.scheduler import DaemonState
 
 log = structlog.get_logger(__name__)
 #: /healthz fails when the scheduler's loop has not ticked for this long (it ticks every 15 s at most).

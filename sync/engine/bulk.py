@@ -20,6 +20,8 @@ import structlog
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from sync.sql import NULL, SEP, text_array
+
 log = structlog.get_logger(__name__)
 
 #: Rows per statement: well below every driver's parameter limit (SQLite's is 32,766).
@@ -45,9 +47,8 @@ def upsert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]],
 
 #: Rows per statement on PostgreSQL, where a statement carries one text per column.
 UNNEST_ROWS = 10_000
-#: How a column's values travel in one text: separated by _SEP, NULL as _NULL (control
-#: characters no id, address or hash holds; a value that holds one is sent as an array instead).
-_SEP, _NULL = "\x1f", "\x1e"
+#: How a column's values travel in one text (sync.sql.SEP, NULL).
+_SEP, _NULL = SEP, NULL
 
 
 def _upsert_unnest(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str],
@@ -151,19 +152,6 @@ def one_of(dialect: str, column: Any, values: Sequence[Any]) -> Any:
     if dialect == "postgresql":
         return column == sa.any_(text_array(values, postgresql.ARRAY(sa.String())))
     return column.in_(list(values))
-
-
-def text_array(values: Sequence[Any], array_type: Any, cast_to: Any = None) -> Any:
-    """An array parameter for PostgreSQL: ``string_to_array(:one_text, sep)`` (joined in C; psycopg
-    quotes a list item by item, about 10 µs each), or the list itself where a value is not a text,
-    holds the separator, or is one empty text (which would split into nothing)."""
-    texts = list(values)
-    joined = _SEP.join(texts) if all(isinstance(value, str) for value in texts) else ""
-    if not joined or joined.count(_SEP) != len(texts) - 1:
-        listed = sa.bindparam(None, texts, type_=array_type)
-        return listed if cast_to is None else sa.cast(listed, cast_to)
-    split = sa.func.string_to_array(sa.bindparam(None, joined, type_=sa.Text()), sa.literal(_SEP, sa.Text()))
-    return split if cast_to is None else sa.cast(split, cast_to)
 
 
 def analyze(session: Session, tables: Sequence[sa.Table], *, reason: str, rows: int) -> None:

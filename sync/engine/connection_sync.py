@@ -33,7 +33,7 @@ from sync.crm import CrmMember, CrmReader, source_digest
 from sync.emails import email_digest, normalize_email, valid_email
 from sync.engine.activity import pull_activity
 from sync.engine.ahead import read_ahead
-from sync.engine.bulk import analyze, one_of, text_array, update_by_key, upsert
+from sync.engine.bulk import analyze, one_of, update_by_key, upsert
 from sync.engine.reports import pull_reports
 from sync.engine.state import position_for, renew_lease, set_position, set_watermark, watermark_for
 from sync.errors import FatalError, ProviderError, RejectedRow
@@ -68,6 +68,7 @@ from sync.providers.base import (
     payload_hash,
 )
 from sync.providers.specs import COMMON_SETTINGS
+from sync.sql import text_array
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -40,6 +40,7 @@ from sync.models import Connection, Reject, SyncRun, Tenant, utcnow
 from sync.providers.base import IMPLEMENTATIONS, Capabilities, build_provider
 from sync.providers.readings import merged_readings, reading_changes, readings_of
 from sync.providers.specs import get_spec
+from sync.sql import crm_now
 
 log = structlog.get_logger(__name__)
 
@@ -273,20 +274,6 @@ def outcome_of(new_rejects: int, open_rejects: int) -> str:
     if new_rejects:
         return NEW_REJECTS_STATUS
     return "succeeded_with_rejects" if open_rejects else "succeeded"
-
-
-def crm_now(crm_engine: sa.Engine) -> dt.datetime:
-    """The run's upper bound, read from the CRM database's own clock (its ``updated_at`` values
-    come from there), as aware UTC."""
-    expression = {"postgresql": "SELECT (now() AT TIME ZONE 'UTC')", "mysql": "SELECT UTC_TIMESTAMP(6)",
-                  "mariadb": "SELECT UTC_TIMESTAMP(6)"}.get(crm_engine.dialect.name,
-                                                            "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-    with crm_engine.connect() as conn:
-        value = conn.scalar(sa.text(expression))
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    assert isinstance(value, dt.datetime), value
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 async def _timed(result: RunResult, phase: str, work: Any) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sync import db
-from sync.scheduler import DaemonState
+from sync.daemon_state import DaemonState
 from sync.web import HttpEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,10 +22,10 @@ from sync import db, registry
 from sync.config import CrmSource, Secret, Settings
 from sync.crm import create_reference_schema
 from sync.crypto import Vault, generate_key
+from sync.daemon_state import DaemonState
 from sync.models import Reject, SyncRun
 from sync.sample import seed_crm
 from sync.sandbox import PostacellSandbox, serve_in_thread
-from sync.scheduler import DaemonState
 from sync.web import HttpEndpoint
 
 
