@@ -122,3 +122,10 @@ class RejectedRow(ProviderError):
                  provider_code: str | None = None) -> None:
         super().__init__(reason, status_code=status_code, provider_code=provider_code)
         self.reason = reason
+
+
+# --- stopping (whose fault: nobody's; someone asked) -----------------------------------------
+
+
+class StopRequested(SyncError):
+    """Stopped at a safe point: SIGTERM or Ctrl-C asked the run to stop."""

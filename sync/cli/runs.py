@@ -68,14 +68,16 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
 
     from sync.engine.connection_sync import RunOptions
     from sync.engine.runner import run_once
+    from sync.stopping import stop_on_signals
 
     app.vault()   # a missing or malformed master key fails here, before any run starts
     engine = app.migrated_engine()
     crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
     require_contract(app, crm_engine)
     show_progress = backfill and app.out.is_terminal
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=app.out, disable=not show_progress) as progress:
+    with stop_on_signals() as stop, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                             TimeElapsedColumn(), console=app.out,
+                                             disable=not show_progress) as progress:
         tasks: dict[str, Any] = {}
 
         def on_progress(phase: str, done: int, total: int) -> None:
@@ -89,11 +91,15 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
                            on_progress=on_progress)
     if crm_engine is not engine:
         crm_engine.dispose()
+    stopped = stop.exit_status()
     if not results:
-        app.out.print("no enabled connection matches")
+        app.out.print(f"stopped by {stop.signal.name} before any run started" if stop.signal is not None
+                      else "no enabled connection matches")
+        if stopped:
+            sys.exit(stopped)
         return
     (_print_plan if dry_run else _print_results)(app, results)
-    code = exit_status([r.status for r in results])
+    code = stopped or exit_status([r.status for r in results])
     if code:
         sys.exit(code)
 
@@ -139,6 +145,9 @@ EXIT_STATUS_HELP = """
       2  usage or configuration error (nothing ran)
       3  every run did its work, but one rejected rows that were not rejected before (partial):
          see `crm-esp-sync rejects list`
+      130, 143  stopped by Ctrl-C or SIGTERM (128 + the signal's number): the run stopped at its
+         next safe point (a second signal stops at once), committed what it had done, was
+         recorded as interrupted and released its lease; the next run goes on from there
 """
 
 

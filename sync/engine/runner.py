@@ -32,7 +32,7 @@ from sync.engine.connection_sync import (
     RunOptions,
 )
 from sync.engine.state import LeaseKeeper, close_orphaned_runs, set_watermark, watermark_for
-from sync.errors import ConfigurationError, LeaseHeldError, LeaseLostError, SyncError
+from sync.errors import ConfigurationError, LeaseHeldError, LeaseLostError, StopRequested, SyncError
 from sync.fields import field_maps
 from sync.http import Auth, HttpPolicy, ProviderHTTP
 from sync.logs import SECRETS, bind_context, clear_context
@@ -41,6 +41,7 @@ from sync.providers.base import IMPLEMENTATIONS, Capabilities, build_provider
 from sync.providers.readings import merged_readings, reading_changes, readings_of
 from sync.providers.specs import get_spec
 from sync.sql import crm_now
+from sync.stopping import STOP
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +57,12 @@ NEW_REJECTS_STATUS = "partial"
 #: The run did its work; ``succeeded_with_rejects``: only rows already open before it are still
 #: rejected (a known typo does not page anyone every night).
 SUCCESS_STATUSES = frozenset({"succeeded", "succeeded_with_rejects", "skipped"})
+#: Stopped when asked (SIGTERM, Ctrl-C: sync/stopping.py): what was done is committed, the rest
+#: waits for the next run. ``once``/``backfill`` exit 128 + the signal's number.
+INTERRUPTED_STATUS = "interrupted"
 #: Every outcome a finished run can have (``crashed``: closed when its lease was taken over).
-RUN_STATUSES = (*sorted(SUCCESS_STATUSES), NEW_REJECTS_STATUS, *sorted(FAILING_STATUSES), "crashed")
+RUN_STATUSES = (*sorted(SUCCESS_STATUSES), NEW_REJECTS_STATUS, *sorted(FAILING_STATUSES), INTERRUPTED_STATUS,
+                "crashed")
 
 
 @dataclass
@@ -129,7 +134,11 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
 
     sync: ConnectionSync | None = None
     provider: Any = None
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
     try:
+        if task is not None:        # a second SIGTERM/Ctrl-C cancels this run wherever it waits
+            STOP.set_cancel(lambda: loop.call_soon_threadsafe(task.cancel))
+        STOP.check()
         if connection.provider not in IMPLEMENTATIONS:
             result.status = "skipped"
             result.error = f"{connection.provider}: no sync implementation in this version"
@@ -168,16 +177,28 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             mass_delete_limits=(int(connection.settings.get("max_delete_members", MAX_DELETE_MEMBERS)),
                                 float(connection.settings.get("max_delete_percent", MAX_DELETE_PERCENT))))
         open_before = open_reject_ids(sessions, connection_id)
+        # (STOP.check(): a stop asked for by SIGTERM or Ctrl-C is made here, between phases)
         await _timed(result, "pull_statuses", sync.pull_statuses())     # a dry run stores nothing
+        STOP.check()
         await _timed(result, "pull_consents", sync.pull_consents())
+        STOP.check()
         sync.check_mass_delete()
         list_map = await _timed(result, "lists", sync.sync_lists())
+        STOP.check()
         await _timed(result, "members", sync.push_members(list_map))
+        STOP.check()
         if not options.dry_run:
             await _timed(result, "reports", sync.pull_reports())
         sync.counts["rejects_new"], sync.counts["rejects_open"] = rejects_of_run(
             sessions, connection_id, run_id, open_before)
         result.status = outcome_of(sync.counts["rejects_new"], sync.counts["rejects_open"])
+    except StopRequested as exc:
+        result.status, result.error = INTERRUPTED_STATUS, exc.message
+    except asyncio.CancelledError:
+        if not STOP.requested:
+            raise               # not ours: the caller's cancellation goes on, after the finally below
+        assert STOP.signal is not None
+        result.status, result.error = INTERRUPTED_STATUS, f"stopped at once by a second {STOP.signal.name}"
     except LeaseLostError as exc:
         result.status, result.error = "lost_lease", exc.message
     except LeaseHeldError as exc:
@@ -188,6 +209,7 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
         result.status, result.error = "failed", SECRETS.scrub(f"internal error: {type(exc).__name__}: {exc}")
         log.exception("run.crashed")
     finally:
+        STOP.set_cancel(None)
         if heartbeat is not None:
             heartbeat.cancel()
         await client.aclose()
@@ -289,13 +311,16 @@ def run_once(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, *, te
              transport_factory: TransportFactory | None = None,
              on_progress: ProgressCallback | None = None,
              http_policy: HttpPolicy | None = None) -> list[RunResult]:
-    """Run every matching enabled connection now, one after the other."""
-    return [
-        asyncio.run(run_connection(settings, engine, crm_engine, connection_id, options,
-                                   transport_factory=transport_factory, on_progress=on_progress,
-                                   http_policy=http_policy))
-        for connection_id in select_connections(engine, tenant, provider)
-    ]
+    """Run every matching enabled connection now, one after the other (after a stop request,
+    no further one starts)."""
+    results = []
+    for connection_id in select_connections(engine, tenant, provider):
+        if STOP.requested:
+            break
+        results.append(asyncio.run(run_connection(settings, engine, crm_engine, connection_id, options,
+                                                  transport_factory=transport_factory, on_progress=on_progress,
+                                                  http_policy=http_policy)))
+    return results
 
 
 def _settings_digest(connection: Connection) -> str:

@@ -58,13 +58,14 @@ def age_text(seconds: int | None) -> str:
 
 
 def health_of(enabled: bool, last_status: str | None) -> str:
-    """``failing`` (the last run failed, was blocked, lost its lease or crashed), ``new_rejects``
+    """``failing`` (the last run failed, was blocked, lost its lease, crashed or was interrupted:
+    it did not do all its work), ``new_rejects``
     (it ended partial), ``never_run``, ``ok`` or ``disabled``."""
     if not enabled:
         return "disabled"
     if last_status is None:
         return "never_run"
-    if last_status in FAILING_STATUSES or last_status == "crashed":
+    if last_status in FAILING_STATUSES or last_status in ("crashed", "interrupted"):
         return "failing"
     return "new_rejects" if last_status == NEW_REJECTS_STATUS else "ok"
 
