@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,6 +214,10 @@ class CrmMember:
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: The digest of the row's planned columns (CrmReader._row_digest_sql), for :func:`source_digest`.
     row_digest: str = ""
+    #: Rows the members relation holds for this id (more than one: a broken view, e.g. a join
+    #: that fans out). Such a member is rejected and left as it is at the provider: which row is
+    #: meant cannot be known, and alternating between them would delete and create contacts.
+    rows: int = 1
 
 
 #: Separators of the digested text: a field, and a NULL (neither occurs in a CRM's text).
@@ -437,6 +441,12 @@ class CrmReader:
         extra = [(column, at[column]) for column in self.extra_columns]
         digest_at = at.get(ROW_DIGEST)
         digested_at = [at[name] for name in digested]
+        counted = Counter(r[id_] for r in rows)
+        if len(counted) < len(rows):     # one member per id, with how many rows it had
+            first_row: dict[str, sa.Row[Any]] = {}
+            for r in rows:
+                first_row.setdefault(r[id_], r)
+            rows = list(first_row.values())
         return [
             CrmMember(
                 id=r[id_], email=r[email], first_name=r[first], last_name=r[last], phone=r[phone], city=r[city],
@@ -445,6 +455,7 @@ class CrmReader:
                 list_ids=frozenset(lists_of.get(r[id_], ())),
                 extra={column: r[index] for column, index in extra},
                 row_digest=r[digest_at] if digest_at is not None else _python_row_digest([r[i] for i in digested_at]),
+                rows=counted[r[id_]],
             )
             for r in rows
         ]
@@ -601,7 +612,7 @@ def check_contract(engine: sa.Engine, source: CrmSource, tenant_id: str | None =
             columns = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema)}
         except sa.exc.NoSuchTableError:
             problems.append(Problem(full_name, "relation does not exist: create it as a view over the CRM "
-                                    "(see the README, \"The CRM source contract\"), or run `crm-esp-sync crm "
+                                    "(see docs/crm-contract.md), or run `crm-esp-sync crm "
                                     "init-reference` for the reference tables"))
             continue
         kinds.update(((key, column), _id_kind(columns.get(column))) for column in ID_COLUMNS[key])
