@@ -57,7 +57,7 @@ class CrmSource:
     #: PostgreSQL only: a bigint column of members and memberships holding the id of the
     #: transaction that last wrote the row (``pg_current_xact_id()``, e.g. set by a trigger).
     #: When set, changes are found by transaction id against the snapshot's oldest running
-    #: transaction, which does not depend on commit timing (see the README, "Late commits").
+    #: transaction, which does not depend on commit timing (see docs/guarantees.md, "Late commits").
     change_xid: str = ""
 
 

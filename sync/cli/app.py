@@ -107,7 +107,7 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
     unsubscribes, İYS consents and campaign reports.
 
     Settings come from CRM_ESP_SYNC_* variables (DATABASE_URL, CRM_DATABASE_URL, MASTER_KEY or
-    MASTER_KEY_FILE, LOG_FORMAT, LOG_LEVEL, ...) and an optional TOML file; see the README.
+    MASTER_KEY_FILE, LOG_FORMAT, LOG_LEVEL, ...) and an optional TOML file; see docs/operating.md.
     """
     app = ctx.obj = App(config_file)
     ctx.call_on_close(app.close)

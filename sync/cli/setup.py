@@ -73,7 +73,7 @@ def crm_init_reference(app: App) -> None:
 @click.option("--crm-tenant-id", help="check the rows of this CRM tenant id only (default: every tenant)")
 @pass_app
 def crm_check(app: App, crm_tenant_id: str | None) -> None:
-    """Check the three CRM relations against the contract (README, "The CRM source contract"):
+    """Check the three CRM relations against the contract (docs/crm-contract.md):
     relations, columns and their types, unique ids, updated_at set and not in the future,
     memberships of known lists and members, helpful indexes. One line per problem; exit
     status 2 if the contract does not hold (hints alone exit 0)."""

@@ -16,7 +16,7 @@ from sync.cli.app import PROVIDER_CHOICE, App, cli, pass_app
 @click.option("--tenant", help="only this tenant")
 @click.option("--provider", type=PROVIDER_CHOICE, help="only this provider")
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 100), help="recent runs per connection")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON document (schema in the README)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document (schema in docs/operating.md)")
 @pass_app
 def status(app: App, tenant: str | None, provider: str | None, runs: int, as_json: bool) -> None:
     """Per connection: health, the last runs (outcome, counts, timings, HTTP requests), watermarks and their age,

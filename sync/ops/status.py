@@ -1,7 +1,7 @@
 """What an operator asks first: how is each connection doing? Plain functions over the daemon's tables.
 
 ``connection_statuses`` returns plain dicts in a stable shape (``STATUS_SCHEMA_VERSION``): the
-CLI prints them as a table or as JSON (``status --json``, documented in the README), and the HTTP
+CLI prints them as a table or as JSON (``status --json``, documented in docs/operating.md), and the HTTP
 endpoint reads the same functions for ``/metrics`` and the status page.
 """
 
@@ -99,7 +99,7 @@ def run_view(run: SyncRun) -> dict[str, Any]:
 
 def connection_statuses(session: Session, tenant: str | None = None, provider: str | None = None, *,
                         runs: int = 5, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The status document of every matching connection (see the README for its schema)."""
+    """The status document of every matching connection (see docs/operating.md for its schema)."""
     now = now or utcnow()
     db_now = _database_now(session) or now
     connections = select_connections(session, tenant, provider)

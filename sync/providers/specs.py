@@ -116,7 +116,7 @@ COMMON_SETTINGS: Mapping[str, SettingSpec] = {
     "max_delete_members": SettingSpec(5000, "int", minimum=0, help="most members one run may remove"),
     "max_delete_percent": SettingSpec(25, "number", minimum=0, help="most members/lists (in %) one run may remove"),
     "fields": CheckedMappingSpec({}, "mapping", check=check_field_mapping,
-                                 help="extra CRM member columns -> provider custom fields (README, Custom fields)"),
+                                 help="extra CRM member columns -> provider custom fields (docs/crm-contract.md)"),
 }
 
 
@@ -213,8 +213,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
                 "columns": CheckedMappingSpec({}, "mapping", check=postatr_api.parse_column_settings,
                                               help=postatr_api.COLUMNS_HELP),
                 "fields": CheckedMappingSpec({}, "mapping", check=postatr_api.check_fields,
-                                             help="extra CRM member columns -> Postatr MyColumns (README, Custom "
-                                                  "fields); phone and city go by the columns setting"),
+                                             help="extra CRM member columns -> Postatr MyColumns "
+                                                  "(docs/crm-contract.md); phone and city go by the columns setting"),
             },
         ),
         ProviderSpec(

@@ -631,7 +631,7 @@ class MailMasterPlusProvider:
     async def _create(self, mapped: MappedList, item: MemberUpsert, resubscribing: frozenset[tuple[str, str]], *,
                       check_other_lists: bool = True) -> PushOutcome:
         """Subscribe an address the list does not hold. Never for someone to be unsubscribed (a
-        record is not created only to unsubscribe it, the README's rule for RET), and never while
+        record is not created only to unsubscribe it, the rule for RET in docs/crm-contract.md), and never while
         another mapped list holds the address unsubscribed, unless the engine re-subscribes it."""
         if item.payload.get("status") != "active":
             return PushOutcome(item.key, rejected=RejectedRow(

@@ -454,7 +454,7 @@ def parse_list_settings(key: str, value: Mapping[str, Any]) -> dict[str, Any]:
 #: English ones among them ("subject", "message"). The ``columns`` setting names the account's own
 #: columns instead (``{"phone": "telefon", "city": "sehir"}``), or ``""`` / null to send one not at all.
 CONTRACT_COLUMNS: Final = ("phone", "city")
-#: Source: the CRM source contract's column names (README, "The CRM source contract").
+#: Source: the CRM source contract's column names (docs/crm-contract.md, "The CRM source contract").
 DEFAULT_COLUMNS: Final[Mapping[str, str]] = {"phone": "phone", "city": "city"}
 #: The contract columns a Member carries in its own fields (so neither ``columns`` nor ``fields``).
 MEMBER_FIELD_OF: Final[Mapping[str, str]] = {"email": "Email", "first_name": "FName", "last_name": "LName"}

@@ -2,7 +2,7 @@
 
 On PostgreSQL ``now()`` is the transaction's start: a long CRM transaction writes an
 ``updated_at`` far older than its commit. With the time watermark such a row is missed (the
-README says exactly when); with ``crm_change_xid`` (a commit-ordered transaction id per row) it
+docs/guarantees.md says exactly when); with ``crm_change_xid`` (a commit-ordered transaction id per row) it
 is found on the next run, however late it committed.
 """
 
