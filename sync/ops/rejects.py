@@ -1,7 +1,7 @@
 """Acting on rejects without SQL: find them, retry them, dismiss them (who, when and why).
 
 The engine retries a member's open reject by itself (ours on every run, the provider's after an
-exponential backoff: ``ConnectionSync._rejects_due``). ``retry`` makes a reject due at the next
+exponential backoff: ``sync.engine.rejects.rejects_due``). ``retry`` makes a reject due at the next
 run by moving its last attempt back past the longest backoff; ``dismiss`` records an operator's
 decision and sets ``resolved_at`` too, so the engine, which only retries open rejects, stops.
 """

@@ -1,0 +1,293 @@
+"""Member planning (step 4 of a connection's run): one chunk of CRM members, with their links and
+every member an e-mail swap or move ties them to, turned into the upserts, removals and rejects
+its push makes (``plan_chunk``). Consent decides the status pushed: a suppression stands unless
+the CRM holds a consent dated after it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from sync.crm import CrmMember, source_digest
+from sync.emails import normalize_email, valid_email
+from sync.engine.context import MEMBER_LINKS, LinkRow, RunContext, Suppression, chunks
+from sync.engine.erasures import ERASED
+from sync.engine.rejects import TOO_LONG, VALIDATION
+from sync.engine.statuses import IYS_RET, load_suppressions
+from sync.errors import RejectedRow
+from sync.fields import convert
+from sync.models import ID, MemberLink, Reject
+from sync.providers.base import MemberDelete, MemberKey, MemberSnapshot, MemberUpsert, payload_hash
+
+#: The reason of a removal because the member is in no list any more.
+LEFT_EVERY_LIST = "left every list"
+#: ``status_pushed`` of a link whose record the provider keeps unsubscribed after the member left
+#: its list: not removed again; only a KVKK erasure deletes it.
+LEFT_KEPT = "left_kept"
+
+
+@dataclass
+class Chunk:
+    """The plan of one chunk of members (or of a push window: sync/engine/push.py merges chunks)."""
+
+    ids: list[str] = field(default_factory=list)
+    upserts: list[MemberUpsert] = field(default_factory=list)
+    deletes: list[MemberDelete] = field(default_factory=list)
+    invalid: list[tuple[MemberKey, str | None, str, str]] = field(default_factory=list)  # key, email, reason, code
+    links: dict[MemberKey, LinkRow] = field(default_factory=dict)
+    hashes: dict[MemberKey, str] = field(default_factory=dict)
+    statuses: dict[MemberKey, str] = field(default_factory=dict)
+    #: Links whose lists changed only because a list went away at the provider: fixed locally.
+    rehash: list[dict[str, Any]] = field(default_factory=list)
+    #: (member, list) waiting for a list that does not exist at the provider; and those no longer waiting.
+    pending: list[tuple[MemberKey, str | None, str]] = field(default_factory=list)
+    unpend: list[MemberKey] = field(default_factory=list)
+    #: Members gone from the CRM: their open rejects are resolved.
+    gone: list[str] = field(default_factory=list)
+    #: Members planned to the end, with the source digest their links get once the push is done;
+    #: and (member, link id, digest) of their existing links whose stored digest differs.
+    sources: dict[str, str] = field(default_factory=dict)
+    settled: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+def _status_for(ctx: RunContext, member: CrmMember, suppressions: Sequence[Suppression]
+                ) -> tuple[str, str | None, bool]:
+    """(status to push, why it must not be pushed at all, re-subscribe). A suppression stands
+    unless the CRM holds a consent dated after it; one that no longer stands at THIS provider
+    means the push deliberately makes the contact active again."""
+    refused = (member.consent_status or "").upper() == "RET"
+    onay = (member.consent_status or "").upper() == "ONAY"
+    standing = [s for s in suppressions if not s.remote_list and (
+        member.consent_date is None or member.consent_date <= s.occurred_at or (s.status == IYS_RET and not onay))]
+    if any(s.connection_id == ctx.connection_id for s in standing):
+        return "unsubscribed", "suppressed at this provider", False
+    if standing and not ctx.caps.supports_unsubscribe:
+        return "unsubscribed", "suppressed at another provider; this one cannot unsubscribe", False
+    status = "unsubscribed" if refused or standing else "active"
+    superseded = any(s.connection_id == ctx.connection_id and not s.remote_list for s in suppressions)
+    return status, None, status == "active" and superseded
+
+
+def _blocked_lists(ctx: RunContext, member: CrmMember, suppressions: Sequence[Suppression]) -> set[str]:
+    """Remote lists of this provider the member unsubscribed from (a per-list unsubscribe):
+    they block that list only, until a newer CRM consent."""
+    return {s.remote_list for s in suppressions if s.remote_list and s.connection_id == ctx.connection_id
+            and (member.consent_date is None or member.consent_date <= s.occurred_at)}
+
+
+def _link_holders(ctx: RunContext, session: Session, emails: Iterable[str]) -> set[str]:
+    """Which CRM members hold these e-mails in their links at this provider."""
+    found: set[str] = set()
+    for part in chunks(sorted(set(emails))):
+        found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
+            MemberLink.connection_id == ctx.connection_id, ctx.one_of(MemberLink.email, part))))
+    return found
+
+
+def _waiting_for(ctx: RunContext, session: Session, emails: Iterable[str]) -> set[str]:
+    """Members refused because another member held one of these addresses (an open validation
+    reject on it): planned with the members that hold or held it, so a released address
+    reaches its next owner in the same run."""
+    if ctx.waiting is None:     # read once a run (they are few), then kept up by record_reject
+        ctx.waiting = defaultdict(set)
+        for member_id, email in session.execute(sa.select(Reject.crm_member_id, Reject.email).where(
+                Reject.connection_id == ctx.connection_id, Reject.resolved_at.is_(None),
+                Reject.provider_code == VALIDATION, Reject.crm_member_id != "", Reject.email.is_not(None))):
+            ctx.waiting[str(email)].add(member_id)
+    return {member_id for email in emails for member_id in ctx.waiting.get(email, ())}
+
+
+def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
+                ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, LinkRow]]]:
+    """The chunk's CRM rows and links, plus every member whose link holds an address one of
+    them now has, and every member waiting for an address one of them has or had (e-mail
+    swaps and moves converge in one run because both sides are planned together, from the
+    CRM's current state)."""
+    ids = list(dict.fromkeys(chunk_ids))
+    members: dict[str, CrmMember] = {}
+    links_of: dict[str, dict[str, LinkRow]] = defaultdict(dict)
+    fresh = ids
+    for _ in range(4):
+        members.update((m.id, m) for m in ctx.crm.members(fresh))
+        for part in chunks(fresh):
+            for found in session.execute(sa.select(MEMBER_LINKS).where(
+                    MEMBER_LINKS.c.connection_id == ctx.connection_id,
+                    ctx.one_of(MEMBER_LINKS.c.crm_member_id, part))):
+                links_of[found.crm_member_id][found.crm_list_id] = found
+        emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
+        held = {link.email for m in fresh for link in links_of.get(m, {}).values()}
+        known = set(ids)
+        fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)) - known)
+        if not fresh:
+            break
+        ids += fresh
+    return ids, members, links_of
+
+
+def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list_map: dict[str, str]) -> Chunk:
+    ids, members, links_of = _load_chunk(ctx, session, chunk_ids)
+    plan = Chunk(ids=ids)
+    for links in links_of.values():
+        for found in links.values():
+            plan.links[MemberKey(found.crm_member_id, found.crm_list_id)] = found
+    emails = {m.id: normalize_email(m.email) for m in members.values()}
+    old_emails = {link.email for links in links_of.values() for link in links.values()}
+    suppressions = load_suppressions(ctx, session, [*emails.values(), *old_emails])
+    owner = _owners(ids, members, emails, links_of)
+    per_list = ctx.caps.membership_model == "per_list"
+    for member_id in ids:
+        member = members.get(member_id)
+        links = links_of.get(member_id, {})
+        if member is None or member.deleted:
+            for gone in links.values():
+                _delete(ctx, plan, gone, ERASED)
+            plan.gone.append(member_id)
+            continue
+        if len(member_id) > ID:
+            plan.invalid.append((MemberKey(member_id[:ID]), member.email,
+                                 f"the CRM member id is {len(member_id)} characters long; at most {ID} fit",
+                                 TOO_LONG))
+            continue
+        email = emails[member_id]
+        if not valid_email(email):
+            if links or member.list_ids:
+                plan.invalid.append((MemberKey(member_id), member.email, "invalid e-mail address", VALIDATION))
+            continue
+        if owner.get(email) != member_id:
+            plan.invalid.append((MemberKey(member_id), email,
+                                 f"e-mail also belongs to CRM member {owner.get(email)}; "
+                                 "the provider keeps one contact per e-mail", VALIDATION))
+            continue
+        previous_emails = {link.email for link in links.values()}
+        own = [s for e in {email, *previous_emails} for s in suppressions.get(e, ())]
+        status, blocked, resubscribe = _status_for(ctx, member, own)
+        if blocked is not None:
+            if member.list_ids:
+                ctx.plan.blocked_by_suppression.append(email)
+            _settle(ctx, plan, member, links)
+            continue
+        for crm_list in sorted(member.list_ids):
+            if crm_list in list_map or (ctx.crm_lists is not None and crm_list not in ctx.crm_lists):
+                plan.unpend.append(MemberKey(member_id, crm_list))
+            else:
+                plan.pending.append((MemberKey(member_id, crm_list), email,
+                                     f"waits for list {crm_list}, which does not exist at the provider yet"))
+        if status == "unsubscribed" and not links:
+            continue    # never create a contact for someone who refused or unsubscribed
+        try:
+            snapshot = MemberSnapshot(
+                email=email, first_name=member.first_name, last_name=member.last_name, phone=member.phone,
+                city=member.city, status=status,  # type: ignore[arg-type]
+                consent_status=member.consent_status, consent_date=member.consent_date,
+                consent_source=member.consent_source, recipient_type=member.recipient_type,
+                fields=convert(ctx.fields, member.extra) if ctx.fields else {}, email_as_written=member.email)
+            assert ctx.member_api is not None
+            payload = ctx.member_api.build_payload(snapshot)
+        except RejectedRow as exc:
+            plan.invalid.append((MemberKey(member_id), email, exc.reason, exc.provider_code or VALIDATION))
+            continue
+        wanted = sorted(crm_list for crm_list in member.list_ids if crm_list in list_map)
+        if per_list:
+            unsubscribed_from = _blocked_lists(ctx, member, own)
+            superseded_lists = {s.remote_list for s in own if s.remote_list
+                                and s.connection_id == ctx.connection_id} - unsubscribed_from
+            for crm_list in wanted:
+                link = links.get(crm_list)
+                if list_map[crm_list] in unsubscribed_from:   # left alone: not re-subscribed, not removed
+                    ctx.plan.blocked_by_suppression.append(email)
+                    continue
+                if link is not None and link.email != email and ctx.caps.member_key == "email":
+                    _delete(ctx, plan, link, "e-mail changed")
+                    link = None
+                if status == "unsubscribed" and link is None:
+                    continue    # never create a record for someone who refused or unsubscribed
+                _upsert(ctx, plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
+                        link, status, resubscribe or (status == "active"
+                                                      and list_map[crm_list] in superseded_lists))
+            for crm_list, stale in links.items():
+                if crm_list not in wanted and stale.status_pushed != LEFT_KEPT:
+                    _delete(ctx, plan, stale, "left the list")
+            _settle(ctx, plan, member, links)
+        else:
+            link = links.get("")
+            if link is not None and link.email != email and ctx.caps.member_key == "email":
+                _delete(ctx, plan, link, "e-mail changed")
+                link = None
+            if not wanted:
+                # Leaving the last list is a removal, as never having been in one (once: a link
+                # kept as "unsubscribed, no lists" is that removal already done).
+                if link is not None and not (link.status_pushed == "unsubscribed" and not link.remote_lists):
+                    _delete(ctx, plan, link, LEFT_EVERY_LIST)
+                _settle(ctx, plan, member, links)
+                continue
+            _upsert(ctx, plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
+                    status, resubscribe)
+            _settle(ctx, plan, member, links)
+    return plan
+
+
+def _settle(ctx: RunContext, plan: Chunk, member: CrmMember, links: dict[str, LinkRow]) -> None:
+    """The member is planned to the end: once its push is done without a refusal, its links
+    hold the digest of the CRM state it was planned from (the next backfill skips it)."""
+    digest = source_digest(member.row_digest, member.list_ids, ctx.salt)
+    plan.sources[member.id] = digest
+    plan.settled += [(member.id, link.id, digest) for link in links.values() if link.source_digest != digest]
+
+
+def _owners(ids: Sequence[str], members: dict[str, CrmMember], emails: dict[str, str],
+            links_of: dict[str, dict[str, LinkRow]]) -> dict[str, str]:
+    """e-mail -> the one CRM member it belongs to, from the CRM's CURRENT state: among the live
+    members that now have it, the one whose link already holds it, else the first by id."""
+    claims: dict[str, list[str]] = defaultdict(list)
+    for member_id in ids:
+        member = members.get(member_id)
+        if member is not None and not member.deleted and emails.get(member_id):
+            claims[emails[member_id]].append(member_id)
+    owner = {}
+    for email, claimants in claims.items():
+        holding = [m for m in claimants if any(link.email == email for link in links_of.get(m, {}).values())]
+        owner[email] = (holding or sorted(claimants))[0]
+    return owner
+
+
+def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: dict[str, Any],
+            remote_lists: tuple[str, ...], link: LinkRow | None, status: str, resubscribe: bool) -> None:
+    digest = payload_hash(payload, remote_lists)
+    lost = link is not None and bool(ctx.lost_remote.intersection(link.remote_lists))
+    if link is not None and link.email == email and link.payload_hash == digest and not lost \
+            and link.email not in ctx.dry_cleared:
+        ctx.counts["members_unchanged"] += 1
+        return
+    if link is not None and link.email == email and link.remote_id and ctx.gone_remote and not lost \
+            and set(remote_lists) <= set(link.remote_lists) \
+            and set(link.remote_lists) - set(remote_lists) <= ctx.gone_remote \
+            and payload_hash(payload, link.remote_lists) == link.payload_hash:
+        # Only lists that went away at the provider differ: the provider already agrees.
+        ctx.counts["members_rehashed"] += 1
+        plan.rehash.append({"id": link.id, "remote_lists": list(remote_lists), "payload_hash": digest})
+        return
+    # A provider keyed by our member id keeps the contact through an address change (an update).
+    known = link is not None and (link.email == email or ctx.caps.member_key == "crm_id")
+    # Making active again a contact that only OUR push had unsubscribed is not a re-subscribe
+    # over the recipient's will: the provider's "unsubscribed" is our own echo.
+    resubscribe = resubscribe or (status == "active" and known and link is not None
+                                  and link.status_pushed == "unsubscribed")
+    (ctx.plan.members_update if known and link and link.remote_id else ctx.plan.members_add).append(email)
+    plan.hashes[key] = digest
+    plan.statuses[key] = status
+    plan.upserts.append(MemberUpsert(key, email, payload, remote_lists,
+                                     tuple(r for r in link.remote_lists if r not in ctx.lost_remote)
+                                     if known and link else (),
+                                     link.remote_id if known and link else None, resubscribe=resubscribe))
+
+
+def _delete(ctx: RunContext, plan: Chunk, link: LinkRow, why: str) -> None:
+    ctx.plan.members_remove.append(f"{link.email} ({why})")
+    plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
+                                     link.remote_id, tuple(link.remote_lists), reason=why))

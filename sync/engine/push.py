@@ -1,0 +1,387 @@
+"""Steps 4 and 5 of a connection's run: members, planned chunk by chunk into a push window and
+pushed with a checkpoint per window (``push_members``).
+
+Before a window goes out its provisional links are committed; after it, ONE transaction records
+the provider's answers, the rejects, the statuses, the watermark and the lease ("Crash safety" in
+sync/engine/connection_sync.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync.emails import normalize_email
+from sync.engine.bulk import update_by_key, upsert
+from sync.engine.compare import changed_members, member_chunks, requeued_members, vanished_members_due
+from sync.engine.context import (
+    MEMBER_LINKS,
+    MEMBERS_STREAM,
+    MEMBERS_XID_STREAM,
+    SUPPRESSIONS_SEEN_STREAM,
+    VANISHED_STREAM,
+    RunContext,
+    chunks,
+)
+from sync.engine.erasures import ERASED, audit_erasures
+from sync.engine.plan import LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
+from sync.engine.rejects import (
+    LIST_PENDING,
+    REMOVAL_UNSUPPORTED,
+    TOO_LONG,
+    load_open_rejects,
+    record_reject,
+    rejects_due,
+)
+from sync.engine.state import set_position, set_watermark, watermark_for
+from sync.engine.statuses import members_with_new_suppressions, record_statuses
+from sync.errors import RejectedRow
+from sync.models import MemberLink, Reject, utcnow
+from sync.providers.base import LEFT_UNSUBSCRIBED, MemberKey, PushOutcome, RemoteStatus
+
+#: The unique key of a link, and the part of it that varies within a connection.
+LINK_KEY = ("connection_id", "crm_member_id", "crm_list_id")
+LINK_MATCH = ("crm_member_id", "crm_list_id")
+#: What the provider's answer writes into a link.
+ANSWER_COLUMNS = ("email", "payload_hash", "remote_id", "remote_lists", "pushed_at", "status_pushed", "source_digest")
+
+
+def _merge(into: Chunk, plan: Chunk) -> None:
+    """Add one planned chunk to a window's plan, keeping only the links a push or its commit
+    reads (those of the members it upserts or removes), so a window of unchanged members holds
+    little more than their ids."""
+    into.ids += plan.ids
+    into.upserts += plan.upserts
+    into.deletes += plan.deletes
+    into.invalid += plan.invalid
+    touched = {item.key for item in plan.upserts} | {item.key for item in plan.deletes}
+    into.links.update((key, link) for key, link in plan.links.items() if key in touched)
+    into.hashes.update(plan.hashes)
+    into.statuses.update(plan.statuses)
+    into.rehash += plan.rehash
+    into.pending += plan.pending
+    into.unpend += plan.unpend
+    into.gone += plan.gone
+    into.sources.update(plan.sources)
+    into.settled += plan.settled
+
+
+@dataclass
+class _Window:
+    """Planned chunks waiting to be pushed together (``Capabilities.push_window``): a provider
+    that groups a push into its own requests sends fewer, fuller ones from a larger window."""
+
+    plan: Chunk = field(default_factory=Chunk)
+    #: The planned chunks' member ids, each with the newest change it covers.
+    chunks: list[tuple[Sequence[str], dt.datetime | None]] = field(default_factory=list)
+    covered_until: dt.datetime | None = None
+    members: int = 0
+    _planned: set[str] = field(default_factory=set)
+    _emails: set[str] = field(default_factory=set)
+
+    def overlaps(self, plan: Chunk) -> bool:
+        """The chunk was planned without what the window will write: it needs a member the window
+        holds, or pushes an address the window pushes or removes (two CRM rows with one address,
+        the second planned before the first one's link exists)."""
+        return not self._planned.isdisjoint(plan.ids) or not self._emails.isdisjoint(_addresses(plan))
+
+    def add(self, chunk_ids: Sequence[str], plan: Chunk, covered_until: dt.datetime | None) -> None:
+        _merge(self.plan, plan)
+        self.chunks.append((chunk_ids, covered_until))
+        self._planned.update(plan.ids)
+        self._emails.update(_addresses(plan))
+        self.members += len(chunk_ids)
+        if covered_until is not None and (self.covered_until is None or covered_until > self.covered_until):
+            self.covered_until = covered_until
+
+    def full(self, push_window: int, max_batch: int) -> bool:
+        """Enough to push (``push_window`` upserts and removals), or as many members planned as
+        a window may hold (so a window of unchanged members is committed too)."""
+        work = len(self.plan.upserts) + len(self.plan.deletes)
+        return work >= push_window or self.members >= max(push_window, max_batch)
+
+    def clear(self) -> None:
+        self.plan, self.chunks, self.covered_until, self.members = Chunk(), [], None, 0
+        self._planned, self._emails = set(), set()
+
+
+def _addresses(plan: Chunk) -> set[str]:
+    return {item.email for item in plan.upserts} | {normalize_email(item.email) for item in plan.deletes}
+
+
+async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
+    if ctx.member_api is None:
+        return
+    changed = [] if ctx.options.backfill else changed_members(ctx)
+    vanished_due, vanished = vanished_members_due(ctx)
+    with ctx.sessions() as session:
+        retry = rejects_due(ctx, session)
+        requeued = requeued_members(ctx, session)
+        suppressed = members_with_new_suppressions(ctx, session)
+    changed_at = {member_id: at for at, member_id in changed}
+    # Changed members first, oldest change first: each chunk's watermark then covers every
+    # change before it. Retries, re-planned list members and vanished ids come after the
+    # changes. A backfill then streams every CRM member, page by page (flat memory).
+    ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *suppressed, *vanished]))
+    total = len(ordered) + (ctx.crm.member_count() if ctx.options.backfill else 0)
+    considered = 0
+    done = 0
+    window = _Window()
+    for chunk_ids in member_chunks(ctx, ordered):
+        if chunk_ids:
+            considered += len(chunk_ids)
+            covered = max((changed_at[m] for m in chunk_ids if m in changed_at), default=None)
+            done += await _add_chunk(ctx, window, chunk_ids, covered, list_map)
+        if ctx.on_progress:
+            skipped = ctx.counts["members_skipped_unchanged"]
+            ctx.on_progress("members", min(done + window.members + skipped, total),
+                            max(total, considered + skipped))
+    done += await _flush(ctx, window, list_map)
+    ctx.counts["members_considered"] = considered
+    ctx.counts["members_vanished"] = len(vanished)
+    if not ctx.options.dry_run:
+        with ctx.sessions.begin() as session:
+            if not ctx.options.backfill:
+                current = watermark_for(session, ctx.connection_id, MEMBERS_STREAM)
+                set_watermark(session, ctx.connection_id, MEMBERS_STREAM, max(ctx.until, current or ctx.until))
+            if vanished_due or ctx.options.backfill:
+                current = watermark_for(session, ctx.connection_id, VANISHED_STREAM)
+                set_watermark(session, ctx.connection_id, VANISHED_STREAM, max(ctx.until, current or ctx.until))
+            if ctx.xid_mark is not None:
+                set_position(session, ctx.connection_id, MEMBERS_XID_STREAM, ctx.xid_mark)
+            current = watermark_for(session, ctx.connection_id, SUPPRESSIONS_SEEN_STREAM)
+            set_watermark(session, ctx.connection_id, SUPPRESSIONS_SEEN_STREAM,
+                          max(ctx.started_at, current or ctx.started_at))
+            ctx.checkpoint(session)
+        ctx.refresh_statistics(final=True)
+    ctx.counts["link_and_status_rows_written"] = ctx.rows_written
+
+
+async def _remove(ctx: RunContext, plan: Chunk) -> list[PushOutcome]:
+    """Removals, as far as the provider can do them (``capabilities.member_removal``): deleted,
+    or unsubscribed (and anonymised where it allows) by the provider; where it can do neither,
+    each removal stays an open reject saying what a person must do in the provider's panel."""
+    if ctx.caps.member_removal == "none":
+        return [PushOutcome(item.key, rejected=RejectedRow(
+            f"{ctx.provider.name} cannot remove members through its API: remove {item.email} "
+            f"({item.reason}) in its panel", provider_code=REMOVAL_UNSUPPORTED)) for item in plan.deletes]
+    assert ctx.member_api is not None
+    outcomes = await ctx.member_api.delete_members(plan.deletes)
+    for outcome in outcomes:
+        if outcome.rejected is None and outcome.suppressed is None:
+            ctx.counts[f"members_{outcome.action}"] += 1
+    return outcomes
+
+
+async def _refresh_before_updates(ctx: RunContext, plan: Chunk) -> bool:
+    """Ask the provider for suppressions that appeared since the pull, in the lists of the
+    contacts this batch updates; True when some were new (the batch is planned again)."""
+    lists = sorted({remote for item in plan.upserts if item.remote_id
+                    for remote in (*item.remote_lists, *item.previous_remote_lists)})
+    if not lists:
+        return False
+    if ctx.status_api is None:
+        return False
+    fresh = [status async for status in ctx.status_api.refresh_statuses(lists)]
+    if not fresh:
+        return False
+    with ctx.sessions.begin() as session:
+        changed = record_statuses(ctx, session, fresh)
+        ctx.checkpoint(session)
+    ctx.counts["statuses_refreshed"] += len(changed)
+    return bool(changed)
+
+
+async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str], covered: dt.datetime | None,
+                     list_map: dict[str, str], *, refresh: bool = True) -> int:
+    """Plan one chunk into the window, pushing the window first when the chunk depends on what
+    it holds, and after when it is full; return how many members were pushed."""
+    with ctx.sessions() as session:
+        plan = plan_chunk(ctx, session, chunk_ids, list_map)
+    pushed = 0
+    if window.overlaps(plan):
+        # A member this chunk needs (an address it takes or releases) is planned already and
+        # not pushed yet: push the window first, then plan the chunk on its result.
+        pushed += await _flush(ctx, window, list_map, refresh=refresh)
+        with ctx.sessions() as session:
+            plan = plan_chunk(ctx, session, chunk_ids, list_map)
+    window.add(chunk_ids, plan, covered)
+    if window.full(ctx.caps.push_window or ctx.caps.max_batch, ctx.caps.max_batch):
+        pushed += await _flush(ctx, window, list_map, refresh=refresh)
+    return pushed
+
+
+async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, refresh: bool = True) -> int:
+    """Push and commit what the window holds (one checkpoint); return how many members it
+    covered and empty it."""
+    if not window.chunks:
+        return 0
+    if refresh and not ctx.options.dry_run and await _refresh_before_updates(ctx, window.plan):
+        # Suppressions appeared since the pull: plan the window's members again, on them.
+        chunks = window.chunks
+        window.clear()
+        again = _Window()
+        pushed = 0
+        for chunk_ids, covered in chunks:
+            pushed += await _add_chunk(ctx, again, chunk_ids, covered, list_map, refresh=False)
+        return pushed + await _flush(ctx, again, list_map, refresh=False)
+    plan, covered_until, members = window.plan, window.covered_until, window.members
+    window.clear()
+    ctx.plan.invalid += [(str(email), reason) for _, email, reason, _ in plan.invalid]
+    ctx.plan.invalid += [(str(email), reason) for _, email, reason in plan.pending]
+    if not ctx.options.dry_run:
+        await _push(ctx, plan, covered_until)
+        ctx.refresh_statistics(final=False)
+    return members
+
+
+async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None) -> None:
+    """The provisional links, the removals and the upserts of a window, then ONE transaction
+    recording the answers, the rejects, the watermark and the lease."""
+    _write_provisional_links(ctx, plan)
+    assert ctx.member_api is not None
+    deleted = await _remove(ctx, plan) if plan.deletes else []
+    upserted = await ctx.member_api.upsert_members(plan.upserts) if plan.upserts else []
+    by_key = {item.key: item for item in plan.upserts}
+    with ctx.sessions.begin() as session:
+        open_rejects = load_open_rejects(ctx, session, plan.ids)
+        resolved: list[int] = []
+        removed = [o.key for o in deleted if o.rejected is None]
+        audit_erasures(ctx, session, plan.deletes, deleted, open_rejects)
+        ctx.counts["members_removed"] += len(removed)
+        # A member who left every list at a provider that can only unsubscribe keeps its link,
+        # marked as our "unsubscribed" push with no lists: the status pulled back is then our
+        # echo, and rejoining a list makes the contact active again.
+        reasons = {item.key: item.reason for item in plan.deletes}
+        kept = [o.key for o in deleted if o.rejected is None and o.action == "unsubscribed"
+                and reasons.get(o.key) == LEFT_EVERY_LIST and o.key not in by_key]
+        if kept:
+            session.execute(sa.update(MemberLink), [
+                {"id": plan.links[key].id, "remote_lists": [], "payload_hash": "",
+                 "status_pushed": "unsubscribed", "pushed_at": utcnow()} for key in kept])
+        # A record the provider keeps unsubscribed (its proof of the opt-out: never deleted but
+        # for a KVKK erasure) keeps its link too, marked LEFT_KEPT: not removed again, and a
+        # later erasure of the member still reaches it.
+        left_kept = [o.key for o in deleted if o.rejected is None and o.action == LEFT_UNSUBSCRIBED
+                     and reasons.get(o.key) != ERASED and o.key not in by_key]
+        if left_kept:
+            session.execute(sa.update(MemberLink), [
+                {"id": plan.links[key].id, "payload_hash": "", "status_pushed": LEFT_KEPT,
+                 "pushed_at": utcnow()} for key in left_kept if key in plan.links])
+        removed = [key for key in removed
+                   if key not in by_key and key not in kept and key not in left_kept]  # an e-mail change re-points
+        for part in chunks(removed):
+            session.execute(sa.delete(MemberLink).where(
+                MemberLink.connection_id == ctx.connection_id,
+                sa.tuple_(MemberLink.crm_member_id, MemberLink.crm_list_id).in_(
+                    [(k.crm_member_id, k.crm_list_id) for k in part])).execution_options(
+                synchronize_session=False))
+        updates: list[dict[str, Any]] = []
+        remote_ids: list[dict[str, Any]] = []
+        now = utcnow()
+        suppressed: list[RemoteStatus] = []
+        # Members the provider refused or holds suppressed, in part: their links keep the digest
+        # they had, so a backfill plans them again.
+        unsettled = {o.key.crm_member_id for o in deleted + upserted
+                     if o.rejected is not None or o.suppressed is not None}
+        for outcome in deleted + upserted:
+            item = by_key.get(outcome.key)
+            if outcome.rejected is not None:
+                record_reject(ctx, session, open_rejects, outcome.key, item.email if item else None, outcome.rejected)
+                continue
+            if outcome.suppressed is not None:    # nothing was written: the provider holds it suppressed
+                suppressed.append(outcome.suppressed)
+                ctx.counts["members_suppressed_at_provider"] += 1
+                known = plan.links.get(item.key) if item is not None else None
+                if item is not None and outcome.remote_id and (known is None or not known.remote_id):
+                    remote_ids.append({"crm_member_id": item.key.crm_member_id,
+                                       "crm_list_id": item.key.crm_list_id, "remote_id": outcome.remote_id})
+                continue
+            if open_rejects:
+                if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
+                    resolved.append(open_rejects[outcome.key].id)
+                member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
+                if outcome.key != member_wide and member_wide in open_rejects \
+                        and open_rejects[member_wide].provider_code != TOO_LONG:
+                    resolved.append(open_rejects[member_wide].id)
+            if item is None:
+                continue
+            # (no link loaded: its provisional row was written just before the push)
+            link = plan.links.get(item.key)
+            known_remote = link.remote_id if link is not None else None
+            ctx.counts["members_added" if known_remote is None else "members_updated"] += 1
+            updates.append({"crm_member_id": item.key.crm_member_id, "crm_list_id": item.key.crm_list_id,
+                            "email": item.email, "payload_hash": plan.hashes[item.key],
+                            "remote_id": outcome.remote_id or known_remote,
+                            "remote_lists": list(item.remote_lists), "pushed_at": now,
+                            "status_pushed": plan.statuses[item.key],
+                            "source_digest": None if item.key.crm_member_id in unsettled
+                            else plan.sources.get(item.key.crm_member_id)})
+        update_by_key(session, MEMBER_LINKS, remote_ids, key={"connection_id": ctx.connection_id},
+                      match=LINK_MATCH)
+        # Every answered link exists (the provisional row, or the link it updates): an upsert by
+        # the unique key is that UPDATE, in multi-row statements instead of one per row.
+        # (one row per key, the upsert's answer last: a removal of the same key, an address
+        # change, comes first; one statement must not touch a row twice)
+        answered = {(row["crm_member_id"], row["crm_list_id"]): row for row in updates}
+        upsert(session, MEMBER_LINKS, [{"connection_id": ctx.connection_id, **row} for row in answered.values()],
+               key=LINK_KEY, update=ANSWER_COLUMNS)
+        ctx.rows_written += len(updates)
+        if plan.rehash:
+            session.execute(sa.update(MemberLink), plan.rehash)
+        gone_links = {plan.links[item.key].id for item in plan.deletes if item.key in plan.links}
+        settled = {link_id: digest for member_id, link_id, digest in plan.settled
+                   if member_id not in unsettled and link_id not in gone_links}
+        update_by_key(session, MEMBER_LINKS, [{"id": link_id, "source_digest": digest}
+                                              for link_id, digest in settled.items()],
+                      key={"connection_id": ctx.connection_id}, match=("id",))
+        if suppressed:
+            record_statuses(ctx, session, suppressed)
+        for key, email, reason, code in plan.invalid:
+            record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=code))
+        for key, email, reason in plan.pending:
+            record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=LIST_PENDING))
+        resolved += [open_rejects[key].id for key in plan.unpend
+                     if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
+        gone = set(plan.gone)
+        # A removal the provider cannot make stays open until a person removes the member in
+        # its panel and dismisses the reject; the member's other rejects are moot now.
+        resolved += [row.id for key, row in open_rejects.items() if key.crm_member_id in gone
+                     and row.provider_code != REMOVAL_UNSUPPORTED]
+        # (a reject this transaction added has no id yet and stands: e.g. the old address of a
+        # member whose new address was just pushed, at a provider that cannot remove it)
+        for part in chunks(sorted({reject_id for reject_id in resolved if reject_id is not None})):
+            session.execute(sa.update(Reject).where(Reject.id.in_(part), Reject.resolved_at.is_(None))
+                            .values(resolved_at=utcnow()).execution_options(synchronize_session=False))
+        if covered_until is not None and not ctx.options.backfill:
+            current = watermark_for(session, ctx.connection_id, MEMBERS_STREAM)
+            if current is None or covered_until > current:
+                set_watermark(session, ctx.connection_id, MEMBERS_STREAM, min(covered_until, ctx.until))
+        ctx.checkpoint(session)
+
+
+def _write_provisional_links(ctx: RunContext, plan: Chunk) -> None:
+    """Record, BEFORE the provider sees them, every member it may create, so that a crash
+    after its answer and before our commit still leaves a link to update or delete.
+
+    That is the one write of a new link before the push; the one after it (``update_by_key``
+    in ``_push``) records the provider's answer (remote id, hash) and cannot be folded
+    into this one without losing the crash guarantee."""
+    fresh = [item for item in plan.upserts if item.key not in plan.links]
+    if not fresh:
+        return
+    now = utcnow()
+    rows: list[dict[str, Any]] = [{"connection_id": ctx.connection_id, "crm_member_id": item.key.crm_member_id,
+             "crm_list_id": item.key.crm_list_id, "email": item.email, "remote_id": None,
+             "remote_lists": [], "payload_hash": "", "pushed_at": now, "status_pushed": None,
+             "source_digest": None}
+            for item in fresh]
+    with ctx.sessions.begin() as session:
+        # One multi-row statement; the rows are found again by their unique key afterwards.
+        upsert(session, MEMBER_LINKS, rows, key=LINK_KEY, update=("email",))
+        ctx.checkpoint(session)
+    ctx.rows_written += len(rows)

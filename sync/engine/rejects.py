@@ -1,0 +1,84 @@
+"""Rejects: rows the provider refused, or we refused before sending, kept open (one per member
+and list, ``crm_member_id == ""`` for a list's own problem) until a later push succeeds; which of
+them a run tries again (``rejects_due``), and the reject codes of our own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from sync.engine.context import RunContext, chunks
+from sync.errors import RejectedRow
+from sync.models import EMAIL, ID, Reject, utcnow
+from sync.providers.base import MemberKey
+
+#: A row the PROVIDER refused is retried after 1 h, 2 h, 4 h ... at most a day (unless it changes).
+REJECT_BACKOFF_MAX = dt.timedelta(hours=24)
+#: A row we refuse before sending (bad address, e-mail held by another member, a field value the
+#: provider cannot take). It is planned again when the member changes, when another member
+#: releases the address it waits for (``_load_chunk`` in sync/engine/plan.py), and otherwise with
+#: the provider backoff: an unchanged row would be refused the same way, and re-planning every such
+#: row on every run made a run with no change O(rejects) (4,000 members at 1,000,000).
+VALIDATION = "validation"
+#: A member waits for a list that does not exist at the provider yet (refused or failed create).
+LIST_PENDING = "list_pending"
+#: A CRM value longer than our tables hold: reported once, retried when the row changes.
+TOO_LONG = "too_long"
+#: Reject codes of our own re-checked on every run (the others back off).
+EVERY_RUN = frozenset({LIST_PENDING})
+#: The reject of a removal the provider cannot make (``member_removal == "none"``).
+REMOVAL_UNSUPPORTED = "removal_unsupported"
+
+
+def rejects_due(ctx: RunContext, session: Session) -> list[str]:
+    """Members with an open reject to try again: those waiting for a list every run, the others
+    (the provider's refusals, our validation) with an exponential backoff."""
+    due = []
+    for member_id, code, attempts, last_seen in session.execute(
+            sa.select(Reject.crm_member_id, Reject.provider_code, Reject.attempts, Reject.last_seen_at).where(
+                Reject.connection_id == ctx.connection_id, Reject.resolved_at.is_(None),
+                Reject.crm_member_id != "")):
+        if code == TOO_LONG:
+            continue
+        wait = min(dt.timedelta(hours=2 ** max(attempts - 1, 0)), REJECT_BACKOFF_MAX)
+        # (a backfill tries every one again: it compares no CRM digest for them)
+        if code in EVERY_RUN or last_seen + wait <= ctx.until or ctx.options.backfill:
+            due.append(member_id)
+    return list(dict.fromkeys(due))
+
+
+def load_open_rejects(ctx: RunContext, session: Session, member_ids: Sequence[str],
+                      lists: Sequence[str] | None = None) -> dict[MemberKey, Reject]:
+    found: dict[MemberKey, Reject] = {}
+    for part in chunks(member_ids):
+        query = sa.select(Reject).where(Reject.connection_id == ctx.connection_id,
+                                        ctx.one_of(Reject.crm_member_id, [m[:ID] for m in part]))
+        if lists is not None:
+            query = query.where(Reject.crm_list_id.in_(lists))
+        for row in session.scalars(query):
+            found[MemberKey(row.crm_member_id, row.crm_list_id)] = row
+    return found
+
+
+def record_reject(ctx: RunContext, session: Session, rejects: dict[MemberKey, Reject], key: MemberKey,
+                  email: str | None, error: RejectedRow) -> None:
+    ctx.counts["rejected"] += 1
+    email = None if email is None else email[:EMAIL]
+    if ctx.waiting is not None and email and key.crm_member_id and error.provider_code == VALIDATION:
+        ctx.waiting[email].add(key.crm_member_id)
+    reason = error.reason[:2000]
+    row = rejects.get(key)
+    if row is None:
+        rejects[key] = row = Reject(connection_id=ctx.connection_id, run_id=ctx.run_id,
+                                    crm_member_id=key.crm_member_id, crm_list_id=key.crm_list_id, email=email,
+                                    provider_code=error.provider_code, reason=reason)
+        session.add(row)
+        return
+    # (attempts is None on a row added earlier in this transaction: one key rejected twice)
+    row.attempts = (row.attempts or 0) + 1 if row.resolved_at is None else 1
+    row.run_id, row.email, row.provider_code, row.reason = ctx.run_id, email, error.provider_code, reason
+    row.last_seen_at, row.resolved_at = utcnow(), None

@@ -1,0 +1,258 @@
+"""Steps 2 and 2b of a connection's run: statuses and İYS consents pulled from the provider, and
+the suppressions planning reads back.
+
+Unsubscribes, bounces and complaints go into member_statuses (``record_statuses``), İYS states of
+a provider that is the tenant's İYS integrator into iys_consents. ``load_suppressions`` is what
+planning reads of them, for every provider of the tenant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from sync.engine.bulk import upsert
+from sync.engine.context import (
+    CONSENTS_STREAM,
+    MEMBER_STATUSES,
+    STATUSES_STREAM,
+    SUPPRESSIONS_SEEN_MARGIN,
+    SUPPRESSIONS_SEEN_STREAM,
+    RunContext,
+    Suppression,
+    chunks,
+)
+from sync.engine.state import set_watermark, watermark_for
+from sync.models import EMAIL, ID, IysConsent, MemberLink, MemberStatus, utcnow
+from sync.providers.base import SUPPRESSION_RANK, RemoteStatus
+
+#: Statuses that stop a member from being pushed as active; a soft bounce is only information.
+BLOCKING = frozenset({"unsubscribed", "complaint", "hard_bounce"})
+#: An İYS RET pulled from the tenant's İYS integrator (iys_consents), as a suppression.
+IYS_RET = "iys_ret"
+#: Pulled statuses stored per transaction while a pull streams in.
+STATUS_CHUNK = 5000
+
+
+async def pull_statuses(ctx: RunContext) -> None:
+    """Unsubscribes, bounces and complaints into member_statuses (see record_statuses)."""
+    since = ctx.read_since(STATUSES_STREAM)
+    if ctx.status_api is None:
+        return
+    if not ctx.options.dry_run:
+        await _store_pulled_statuses(ctx, ctx.status_api.pull_statuses(since))
+        return
+    pulled = [status async for status in ctx.status_api.pull_statuses(since)]
+    ctx.counts["statuses_seen"] += len(pulled)
+    # Plan with what the real run would store, and store nothing: the plan then equals
+    # the run that follows.
+    with ctx.sessions() as session:
+        changed = record_statuses(ctx, session, pulled)
+        for part in chunks(sorted(changed)):
+            for row in session.scalars(sa.select(MemberStatus).where(
+                    MemberStatus.connection_id == ctx.connection_id, MemberStatus.email.in_(part))):
+                ctx.dry_statuses[(row.email, row.remote_list_id)] = Suppression(
+                    ctx.connection_id, row.status, row.occurred_at, row.remote_list_id)
+        ctx.dry_cleared.update(changed)
+        session.rollback()
+
+
+async def _store_pulled_statuses(ctx: RunContext, pulled: AsyncIterator[RemoteStatus]) -> None:
+    """Store a pull as it streams in, ``STATUS_CHUNK`` statuses per transaction (memory flat in
+    the size of a full scan); the watermark moves in the last transaction, after all of them
+    (storing a status again is a no-op, so a crash in between only repeats work)."""
+    newest: dt.datetime | None = None
+    chunk: list[RemoteStatus] = []
+
+    def store(rows: list[RemoteStatus], *, last: bool) -> None:
+        with ctx.sessions.begin() as session:
+            record_statuses(ctx, session, rows)
+            if last and newest is not None:
+                previous = watermark_for(session, ctx.connection_id, STATUSES_STREAM)
+                set_watermark(session, ctx.connection_id, STATUSES_STREAM, max(newest, previous or newest))
+            ctx.checkpoint(session)
+
+    async for status in pulled:
+        ctx.counts["statuses_seen"] += 1
+        newest = status.occurred_at if newest is None else max(newest, status.occurred_at)
+        chunk.append(status)
+        if len(chunk) >= STATUS_CHUNK:
+            store(chunk, last=False)
+            chunk = []
+    store(chunk, last=True)
+    ctx.refresh_statistics(final=True)
+
+
+def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteStatus]) -> set[str]:
+    """Store pulled statuses; return the e-mails whose status was new or changed.
+
+    The stored time only moves forward and the stored status only gets stronger, so a later
+    unsubscribe after a complaint still beats an older CRM consent. An "unsubscribed" for a
+    contact whose last push from us was "unsubscribed" is our own echo and is not stored:
+    what the recipient did and what we pushed stay distinct. Only contacts whose status
+    changed lose their link hash (a full-scan provider returns every suppressed contact on
+    every pull; the unchanged ones must not be pushed again).
+    """
+    emails = sorted({s.email for s in pulled})
+    # (email, scope) -> the stored row's columns, as plain dicts: a full-scan pull sees every
+    # suppressed contact of the account, and no ORM object is built per row.
+    existing: dict[tuple[str, str], dict[str, Any]] = {}
+    echoes: set[str] = set()
+    # e-mail -> (remote lists, pushed at) of its links pushed "active", where an undated status came
+    undated = any(not s.dated for s in pulled)
+    pushed_active: dict[str, list[tuple[tuple[str, ...], dt.datetime]]] = {}
+    columns = ("email", "remote_list_id", "remote_id", "status", "occurred_at", "pulled_at")
+    for part in chunks(emails):
+        existing.update(((row.email, row.remote_list_id), dict(row._mapping)) for row in session.execute(
+            sa.select(*(MEMBER_STATUSES.c[name] for name in columns)).where(
+                MEMBER_STATUSES.c.connection_id == ctx.connection_id, ctx.one_of(MEMBER_STATUSES.c.email, part))))
+        echoes.update(session.scalars(sa.select(MemberLink.email).where(
+            MemberLink.connection_id == ctx.connection_id, ctx.one_of(MemberLink.email, part),
+            MemberLink.status_pushed == "unsubscribed")))
+        if undated:
+            for email, remote_lists, pushed_at in session.execute(sa.select(
+                    MemberLink.email, MemberLink.remote_lists, MemberLink.pushed_at).where(
+                    MemberLink.connection_id == ctx.connection_id, ctx.one_of(MemberLink.email, part),
+                    MemberLink.status_pushed == "active")):
+                pushed_active.setdefault(email, []).append((tuple(remote_lists or ()), pushed_at))
+    changed: set[str] = set()
+    writes: dict[tuple[str, str], dict[str, Any]] = {}
+    now = utcnow()
+    for status in pulled:
+        # Only an unsubscribe can be one list's; a complaint or a hard bounce blocks everything.
+        scope = status.remote_list[:ID] if status.status == "unsubscribed" else ""
+        key = (status.email, scope)
+        if status.status == "unsubscribed" and status.email in echoes and key not in existing:
+            ctx.counts["status_echoes_ignored"] += 1
+            continue
+        row = existing.get(key)
+        if row is None:
+            existing[key] = writes[key] = {
+                "email": status.email, "remote_list_id": scope, "remote_id": status.remote_id,
+                "status": status.status, "occurred_at": status.occurred_at, "pulled_at": now}
+            if status.status in BLOCKING:     # a soft bounce is stored as information only
+                changed.add(status.email)
+            continue
+        stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row["status"]]
+        later = status.occurred_at > row["occurred_at"]
+        if later and not status.dated:
+            # An undated status (its time is this pull's) seen again keeps the time first seen,
+            # unless we pushed the contact active after it (a re-subscribe): then it is a new one.
+            later = any(pushed_at > row["occurred_at"] and (not scope or scope in lists)
+                        for lists, pushed_at in pushed_active.get(status.email, ()))
+        if stronger or later:
+            row["status"] = status.status if stronger else row["status"]
+            row["occurred_at"] = max(row["occurred_at"], status.occurred_at)
+            # A soft bounce seen again with a later time is no news (our own update of the
+            # contact moves the provider's update date); only a blocking status's time matters
+            # (it is compared with the CRM's consent date).
+            if stronger or row["status"] in BLOCKING:
+                row["pulled_at"] = now
+                changed.add(status.email)
+            writes[key] = row
+    upsert(session, MEMBER_STATUSES, [{"tenant_id": ctx.tenant_id, "connection_id": ctx.connection_id, **row}
+                                      for row in writes.values()],
+           key=("connection_id", "email", "remote_list_id"), update=("status", "occurred_at", "pulled_at"))
+    ctx.rows_written += len(writes)
+    ctx.counts["statuses_pulled"] += len(changed)
+    for part in chunks(sorted(changed)):
+        session.execute(sa.update(MemberLink).where(
+            MemberLink.connection_id == ctx.connection_id, MemberLink.email.in_(part))
+            .values(payload_hash="", source_digest=None).execution_options(synchronize_session=False))
+    return changed
+
+
+async def pull_consents(ctx: RunContext) -> None:
+    """İYS states from a provider that is the tenant's İYS integrator, into iys_consents. A
+    state only moves to a newer consent date; a RET blocks the e-mail channel at every provider
+    of the tenant until the CRM records a newer ONAY (see load_suppressions)."""
+    if ctx.consent_api is None:
+        return
+    pulled = [consent async for consent in ctx.consent_api.pull_consents(ctx.read_since(CONSENTS_STREAM))]
+    ctx.counts["consents_seen"] += len(pulled)
+    if ctx.options.dry_run or not pulled:
+        return
+    with ctx.sessions.begin() as session:
+        existing: dict[tuple[str, str, str], IysConsent] = {}
+        for part in chunks(sorted({c.recipient for c in pulled})):
+            for found in session.scalars(sa.select(IysConsent).where(
+                    IysConsent.connection_id == ctx.connection_id, IysConsent.recipient.in_(part))):
+                existing[(found.recipient, found.consent_type, found.recipient_type)] = found
+        for consent in pulled:
+            key = (consent.recipient[:EMAIL], consent.channel, consent.recipient_type)
+            row = existing.get(key)
+            if row is None:
+                existing[key] = IysConsent(
+                    tenant_id=ctx.tenant_id, connection_id=ctx.connection_id, recipient=key[0],
+                    consent_type=consent.channel, recipient_type=consent.recipient_type, status=consent.status,
+                    consent_date=consent.consent_date, source=consent.source)
+                session.add(existing[key])
+            elif consent.consent_date > row.consent_date:
+                row.status, row.consent_date, row.source = consent.status, consent.consent_date, consent.source
+                row.pulled_at = utcnow()
+            else:
+                continue
+            ctx.counts["consents_pulled"] += 1
+        newest = max(c.consent_date for c in pulled)
+        previous = watermark_for(session, ctx.connection_id, CONSENTS_STREAM)
+        set_watermark(session, ctx.connection_id, CONSENTS_STREAM, max(newest, previous or newest))
+        ctx.checkpoint(session)
+
+
+def members_with_new_suppressions(ctx: RunContext, session: Session) -> list[str]:
+    """Linked members of this connection whose address got a suppression or an İYS state at
+    ANY provider of the tenant since this connection last looked: they are planned again, so
+    an unsubscribe at one provider reaches the others without waiting for a CRM change."""
+    mark = watermark_for(session, ctx.connection_id, SUPPRESSIONS_SEEN_STREAM)
+    if mark is None:
+        return []
+    since = mark - SUPPRESSIONS_SEEN_MARGIN
+    emails = set(session.scalars(sa.select(MemberStatus.email).where(
+        MemberStatus.tenant_id == ctx.tenant_id, MemberStatus.pulled_at > since,
+        MemberStatus.status.in_(sorted(BLOCKING)))))
+    emails.update(session.scalars(sa.select(IysConsent.recipient).where(
+        IysConsent.tenant_id == ctx.tenant_id, IysConsent.pulled_at > since, IysConsent.status == "RET")))
+    found: set[str] = set()
+    for part in chunks(sorted(emails)):
+        found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
+            MemberLink.connection_id == ctx.connection_id, MemberLink.email.in_(part))))
+    return sorted(found)
+
+
+def load_suppressions(ctx: RunContext, session: Session, emails: Iterable[str]) -> dict[str, list[Suppression]]:
+    found: dict[str, list[Suppression]] = defaultdict(list)
+    for part in chunks(sorted(set(emails))):
+        for row in session.execute(sa.select(MemberStatus.email, MemberStatus.connection_id, MemberStatus.status,
+                                             MemberStatus.occurred_at, MemberStatus.remote_list_id).where(
+                MemberStatus.tenant_id == ctx.tenant_id, ctx.one_of(MemberStatus.email, part))):
+            if row.status in BLOCKING and not (row.connection_id == ctx.connection_id
+                                               and (row.email, row.remote_list_id) in ctx.dry_statuses):
+                found[row.email].append(Suppression(row.connection_id, row.status, row.occurred_at,
+                                                    row.remote_list_id))
+        # İYS RET pulled from the tenant's İYS integrator: the e-mail channel is refused at
+        # every provider of the tenant until the CRM records a newer ONAY.
+        # A RET that is not newer than our own "unsubscribed" push to that provider is the echo
+        # of the CRM's own earlier RET (we push the CRM's consent fields), not the recipient's.
+        pushed_unsubscribed = {(row.connection_id, row.email): row.pushed_at for row in session.execute(
+            sa.select(MemberLink.connection_id, MemberLink.email, MemberLink.pushed_at).where(
+                ctx.one_of(MemberLink.email, part), MemberLink.status_pushed == "unsubscribed",
+                MemberLink.connection_id.in_(sa.select(IysConsent.connection_id).where(
+                    IysConsent.tenant_id == ctx.tenant_id).scalar_subquery())))}
+        for recipient, connection_id, consent_date in session.execute(
+                sa.select(IysConsent.recipient, IysConsent.connection_id, IysConsent.consent_date).where(
+                    IysConsent.tenant_id == ctx.tenant_id, ctx.one_of(IysConsent.recipient, part),
+                    IysConsent.consent_type == "EPOSTA", IysConsent.status == "RET")):
+            echo_until = pushed_unsubscribed.get((connection_id, recipient))
+            if echo_until is not None and consent_date <= echo_until:
+                continue
+            found[recipient].append(Suppression(connection_id, IYS_RET, consent_date))
+    wanted = set(emails)
+    for (email, _), suppression in ctx.dry_statuses.items():
+        if email in wanted and suppression.status in BLOCKING:
+            found[email].append(suppression)
+    return found
