@@ -344,23 +344,29 @@ class CrmReader:
         with self.engine.connect() as conn:
             return [(row.at, row.member_id) for row in conn.execute(query)]
 
-    def deleted_member_ids(self, member_ids: Sequence[str]) -> list[str]:
-        """Those of the given members whose row is soft-deleted (ids only, for the mass-delete guard)."""
+    def _removed(self) -> Any:
+        """A member whose links a run removes: soft-deleted, or without an address (a member the
+        daemon can no longer address keeps no contact at the address the CRM no longer holds)."""
+        m = self.tables.members
+        return sa.or_(m.c.deleted_at.is_not(None), m.c.email.is_(None), sa.func.trim(m.c.email) == "")
+
+    def removed_member_ids(self, member_ids: Sequence[str]) -> list[str]:
+        """Those of the given members whose row is soft-deleted or has no e-mail (ids only, for
+        the mass-delete guard)."""
         m = self.tables.members
         found: list[str] = []
         with self.engine.connect() as conn:
             for chunk in _chunks(member_ids, IN_CHUNK):
                 found += conn.scalars(sa.select(m.c.id).where(
-                    m.c.tenant_id == self.tenant_id, m.c.id.in_(list(chunk)), m.c.deleted_at.is_not(None)))
+                    m.c.tenant_id == self.tenant_id, m.c.id.in_(list(chunk)), self._removed()))
         return found
 
-    def soft_deleted_member_ids(self) -> list[str]:
-        """Every member of the tenant whose row is soft-deleted: one read (a backfill's mass-delete
-        guard, where every member counts as changed)."""
+    def all_removed_member_ids(self) -> list[str]:
+        """Every member of the tenant whose row is soft-deleted or has no e-mail: one read (a
+        backfill's mass-delete guard, where every member counts as changed)."""
         m = self.tables.members
         with self.engine.connect() as conn:
-            return list(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id,
-                                                             m.c.deleted_at.is_not(None))))
+            return list(conn.scalars(sa.select(m.c.id).where(m.c.tenant_id == self.tenant_id, self._removed())))
 
     def member_ids_in_lists(self, list_ids: Sequence[str]) -> list[str]:
         """Members with a live membership in any of these lists (a list created, re-created or

@@ -31,8 +31,9 @@ def check_mass_delete(ctx: RunContext) -> None:
     """Before anything is sent: count what the run would remove and stop above the limits.
 
     Counted: linked members whose CRM row vanished (when the vanished check is due), linked
-    members among the changed ones whose row is soft-deleted, and linked lists the CRM no
-    longer has. This is what a broken CRM view looks like (no rows, or every row deleted). A
+    members among the changed ones whose row is soft-deleted or lost its e-mail, and linked
+    lists the CRM no longer has. This is what a broken CRM view looks like (no rows, every row
+    deleted, or a join that lost the address column). A
     member leaving one list is not counted. Raises MassDeleteRefused (one line: the numbers,
     the limits, and how to go on)."""
     limit, percent = ctx.mass_delete_limits
@@ -49,9 +50,9 @@ def check_mass_delete(ctx: RunContext) -> None:
     vanished = vanished_members_due(ctx)[1]
     with ctx.sessions() as session:
         if ctx.options.backfill:    # every member changed: one read of the soft-deleted ones instead
-            deleted = _linked_among(ctx, session, ctx.crm.soft_deleted_member_ids())
+            deleted = _linked_among(ctx, session, ctx.crm.all_removed_member_ids())
         else:
-            deleted = ctx.crm.deleted_member_ids(_linked_among(ctx, session, with_links))
+            deleted = ctx.crm.removed_member_ids(_linked_among(ctx, session, with_links))
     removals = len(set(vanished) | set(deleted))
     live_lists = {item.id for item in ctx.crm.lists() if not item.deleted}
     lists_gone = len(linked_lists - live_lists)

@@ -30,6 +30,8 @@ LEFT_EVERY_LIST = "left every list"
 #: ``status_pushed`` of a link whose record the provider keeps unsubscribed after the member left
 #: its list: not removed again; only a KVKK erasure deletes it.
 LEFT_KEPT = "left_kept"
+#: The reason of a removal because the CRM row no longer holds a valid address.
+ADDRESS_GONE = "no valid e-mail address in the CRM"
 
 
 @dataclass
@@ -144,6 +146,14 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
     for member_id in ids:
         member = members.get(member_id)
         links = links_of.get(member_id, {})
+        if member is not None and member.rows > 1:
+            # Which of the rows is meant cannot be known, and alternating between them would delete
+            # and create contacts: rejected, and left at the provider as it is.
+            plan.invalid.append((MemberKey(member_id), member.email,
+                                 f"the CRM members relation has {member.rows} rows for this member id; it "
+                                 "must have one (`crm-esp-sync crm check` names the relation); left as it "
+                                 "is at the provider", VALIDATION))
+            continue
         if member is None or member.deleted:
             for gone in links.values():
                 _delete(ctx, plan, gone, ERASED)
@@ -157,7 +167,13 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
         email = emails[member_id]
         if not valid_email(email):
             if links or member.list_ids:
-                plan.invalid.append((MemberKey(member_id), member.email, "invalid e-mail address", VALIDATION))
+                plan.invalid.append((MemberKey(member_id), member.email,
+                                     "no e-mail address" if not email else "invalid e-mail address", VALIDATION))
+            # The CRM no longer holds the address its links carry: no mail goes there any more
+            # (a record kept unsubscribed, or our own "unsubscribed, no lists", is removed already).
+            for stale in links.values():
+                if not _removed_already(stale):
+                    _delete(ctx, plan, stale, ADDRESS_GONE)
             continue
         if owner.get(email) != member_id:
             plan.invalid.append((MemberKey(member_id), email,
@@ -222,7 +238,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             if not wanted:
                 # Leaving the last list is a removal, as never having been in one (once: a link
                 # kept as "unsubscribed, no lists" is that removal already done).
-                if link is not None and not (link.status_pushed == "unsubscribed" and not link.remote_lists):
+                if link is not None and not _removed_already(link):
                     _delete(ctx, plan, link, LEFT_EVERY_LIST)
                 _settle(ctx, plan, member, links)
                 continue
@@ -285,6 +301,12 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
                                      tuple(r for r in link.remote_lists if r not in ctx.lost_remote)
                                      if known and link else (),
                                      link.remote_id if known and link else None, resubscribe=resubscribe))
+
+
+def _removed_already(link: LinkRow) -> bool:
+    """A link that is a removal done: a record the provider keeps unsubscribed (LEFT_KEPT), or our
+    own "unsubscribed, no lists" at a provider that can only unsubscribe."""
+    return link.status_pushed == LEFT_KEPT or (link.status_pushed == "unsubscribed" and not link.remote_lists)
 
 
 def _delete(ctx: RunContext, plan: Chunk, link: LinkRow, why: str) -> None:

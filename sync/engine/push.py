@@ -28,11 +28,12 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.erasures import ERASED, audit_erasures
-from sync.engine.plan import LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
+from sync.engine.plan import ADDRESS_GONE, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
 from sync.engine.rejects import (
     LIST_PENDING,
     REMOVAL_UNSUPPORTED,
     TOO_LONG,
+    VALIDATION,
     load_open_rejects,
     record_reject,
     rejects_due,
@@ -42,6 +43,7 @@ from sync.engine.statuses import members_with_new_suppressions, record_statuses
 from sync.errors import RejectedRow
 from sync.models import MemberLink, Reject, utcnow
 from sync.providers.base import LEFT_UNSUBSCRIBED, MemberKey, PushOutcome, RemoteStatus
+from sync.stopping import STOP
 
 #: The unique key of a link, and the part of it that varies within a connection.
 LINK_KEY = ("connection_id", "crm_member_id", "crm_list_id")
@@ -132,6 +134,9 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
     done = 0
     window = _Window()
     for chunk_ids in member_chunks(ctx, ordered):
+        # A safe point (SIGTERM, Ctrl-C: sync/stopping.py): every window pushed so far is
+        # committed with its watermark; the one being planned holds nothing sent yet and is dropped.
+        STOP.check()
         if chunk_ids:
             considered += len(chunk_ids)
             covered = max((changed_at[m] for m in chunk_ids if m in changed_at), default=None)
@@ -253,12 +258,12 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
         removed = [o.key for o in deleted if o.rejected is None]
         audit_erasures(ctx, session, plan.deletes, deleted, open_rejects)
         ctx.counts["members_removed"] += len(removed)
-        # A member who left every list at a provider that can only unsubscribe keeps its link,
-        # marked as our "unsubscribed" push with no lists: the status pulled back is then our
-        # echo, and rejoining a list makes the contact active again.
+        # A member who left every list (or lost its address) at a provider that can only
+        # unsubscribe keeps its link, marked as our "unsubscribed" push with no lists: the status
+        # pulled back is then our echo, and rejoining a list makes the contact active again.
         reasons = {item.key: item.reason for item in plan.deletes}
         kept = [o.key for o in deleted if o.rejected is None and o.action == "unsubscribed"
-                and reasons.get(o.key) == LEFT_EVERY_LIST and o.key not in by_key]
+                and reasons.get(o.key) in (LEFT_EVERY_LIST, ADDRESS_GONE) and o.key not in by_key]
         if kept:
             session.execute(sa.update(MemberLink), [
                 {"id": plan.links[key].id, "remote_lists": [], "payload_hash": "",
@@ -288,6 +293,9 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
         # they had, so a backfill plans them again.
         unsettled = {o.key.crm_member_id for o in deleted + upserted
                      if o.rejected is not None or o.suppressed is not None}
+        # (a member rejected again in this plan, e.g. the address it lost, keeps its reject open
+        # when the removal of its old contact succeeds)
+        still_invalid = {key.crm_member_id for key, *_ in plan.invalid}
         for outcome in deleted + upserted:
             item = by_key.get(outcome.key)
             if outcome.rejected is not None:
@@ -301,7 +309,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
                     remote_ids.append({"crm_member_id": item.key.crm_member_id,
                                        "crm_list_id": item.key.crm_list_id, "remote_id": outcome.remote_id})
                 continue
-            if open_rejects:
+            if open_rejects and outcome.key.crm_member_id not in still_invalid:
                 if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
                     resolved.append(open_rejects[outcome.key].id)
                 member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
@@ -345,6 +353,12 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=code))
         for key, email, reason in plan.pending:
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=LIST_PENDING))
+        # A member planned to the end has valid CRM data now: our own validation reject of it is
+        # moot, also when its link is unchanged and nothing was pushed (an address lost and
+        # restored at a provider that kept the contact).
+        resolved += [row.id for member_id in plan.sources if member_id not in still_invalid
+                     and member_id not in unsettled and (row := open_rejects.get(MemberKey(member_id))) is not None
+                     and row.provider_code == VALIDATION]
         resolved += [open_rejects[key].id for key in plan.unpend
                      if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
         gone = set(plan.gone)

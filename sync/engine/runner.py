@@ -177,7 +177,8 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             mass_delete_limits=(int(connection.settings.get("max_delete_members", MAX_DELETE_MEMBERS)),
                                 float(connection.settings.get("max_delete_percent", MAX_DELETE_PERCENT))))
         open_before = open_reject_ids(sessions, connection_id)
-        # (STOP.check(): a stop asked for by SIGTERM or Ctrl-C is made here, between phases)
+        # (STOP.check(): a stop asked for by SIGTERM or Ctrl-C is made here, between phases, and by
+        # the members phase before each chunk it plans)
         await _timed(result, "pull_statuses", sync.pull_statuses())     # a dry run stores nothing
         STOP.check()
         await _timed(result, "pull_consents", sync.pull_consents())

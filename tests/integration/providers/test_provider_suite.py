@@ -6,6 +6,7 @@ not apply, the test asserts what the provider does instead, or skips naming the 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import Any
@@ -520,3 +521,62 @@ def test_a_create_does_not_revive_a_card_unsubscribed_while_in_no_list(world: Wo
     world.harness.reset_log()
     world.run()
     assert world.harness.members()[email].status == "unsubscribed"
+
+
+def _members_view_with_a_second_row(world: World, member_id: str, email: str) -> None:
+    """A members view that holds ``member_id`` twice, the second row with another address (what a
+    join that fans out gives), and the run reading it."""
+    t = world.crm.members
+    second = sa.select(*[sa.literal(email).label("email") if column.name == "email" else column
+                         for column in t.c]).where(t.c.id == member_id)
+    query = sa.union_all(sa.select(t), second)
+    sql = str(query.compile(world.engine, compile_kwargs={"literal_binds": True}))
+    with world.engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE VIEW crm_members_twice AS {sql}"))
+    world.settings = dataclasses.replace(world.settings, crm=dataclasses.replace(world.settings.crm,
+                                                                                  members="crm_members_twice"))
+
+
+def test_a_member_id_with_two_rows_in_the_view_is_rejected_and_left_alone(world: World) -> None:
+    """Issue 24, item 1: a view with two rows for one id made a run delete and create contacts as
+    it alternated between them. The member is rejected with the reason, nothing is written for
+    it, and the run says so (partial: a new reject)."""
+    world.run()
+    emails = sorted(world.valid_active_members())
+    twice = world.valid_active_members()[emails[7]]
+    _members_view_with_a_second_row(world, twice.id, "ikinci.satir@ornek.com.tr")
+    world.update_member(twice.id, first_name="Değişti")
+    world.harness.reset_log()
+    for _ in range(2):
+        result = world.run()
+        assert result.status in ("partial", "succeeded_with_rejects"), result.error
+        assert world.harness.write_requests() == 0
+    reasons = open_rejects_of(world, twice.id, "validation")
+    assert reasons and "2 rows for this member id" in reasons[0], reasons
+    remote = world.harness.members()
+    assert "ikinci.satir@ornek.com.tr" not in remote
+    assert remote[twice.email.lower()].status == "active"
+    assert_member_lists(world, remote[twice.email.lower()].lists, twice.id)
+
+
+def test_a_member_whose_email_becomes_null_stops_receiving_at_the_old_address(world: World) -> None:
+    """Issue 24, item 2: the old address left active in its lists kept receiving mail the CRM no
+    longer addresses. It is removed as the provider can remove it, the member is a reject until
+    the CRM has an address again, and then it is back in its lists."""
+    require(capabilities(world).pushes_members, "the provider takes no members")
+    world.run()
+    emails = sorted(world.valid_active_members())
+    lost = world.valid_active_members()[emails[9]]
+    world.update_member(lost.id, email=None)
+    result = world.run()
+    assert result.status == "partial", result.error
+    assert_removed(world, lost.email.lower(), lost.id)
+    assert open_rejects_of(world, lost.id, "validation") == ["no e-mail address"]
+    world.harness.reset_log()
+    world.run()
+    assert world.harness.write_requests() == 0          # removed once, not again on every run
+    assert open_rejects_of(world, lost.id, "validation") == ["no e-mail address"]
+    world.update_member(lost.id, email=lost.email)
+    world.run()
+    assert_mirrors_crm(world)
+    assert open_rejects_of(world, lost.id, "validation") == []
