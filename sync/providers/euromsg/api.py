@@ -22,6 +22,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sync.emails import IdnReading
 from sync.errors import ConfigurationError
 
 # --- readings: what the document leaves open -> the readings accepted -> how each is recognised --
@@ -233,8 +234,6 @@ def parse_list_path(key: str, value: Any) -> str:
     return text
 
 
-LIST_NAME_MAX: Final = 255
-
 # --- members (documented operations; ASSUMED paths and fields) ----------------------------
 #: POST {"emailListId" (and "listId", LIST_ID_KEYS), "email", ...fields} -> data = the member
 #: (documented: add a member to an existing list, "listid ile birlikte"). ASSUMED:
@@ -265,6 +264,33 @@ WRITABLE_STATUSES: Final = ("Active", "Unsubscribed")
 SUPPRESSED_STATUSES: Final = ("Unsubscribed", "HardBounced", "Spam")
 #: ASSUMED: every member row also has "memberId" (int), "statusDate" (when ``status`` last
 #: changed), "emailListIds" [int], "createDate", "updateDate" and the İYS fields below.
+
+# --- field contents: what the document allows, and our bounds where it is silent ----------------
+#: The document names no member field but the e-mail ("sadece e-posta adresi zorunlu gelmesi
+#: gereken bilgidir": only the e-mail address is mandatory) and the İYS ones (below), gives no
+#: length and says nothing of the characters of an address. The client refuses before sending
+#: (``client.build_payload``, reject code "validation"); the sandbox answers a malformed address
+#: VALIDATION_ERROR (ASSUMED code, above) by the same reading, and refuses no length.
+#:
+#: The address: ASCII local part (RFC 5322 dot-atom). Source: "not in the document: chosen because
+#: nothing there says a UTF-8 (SMTPUTF8) address is taken".
+ADDRESS_UTF8_LOCAL: Final = False
+#: A non-ASCII (IDN) domain: refused with a reason saying so. Source: "not in the document: it
+#: shows no address at all, neither a Unicode domain nor its punycode (xn--) form".
+ADDRESS_IDN: Final[IdnReading] = "reject"
+ADDRESS_SOURCE: Final = "its document shows no UTF-8 or punycode (IDN) address, so only ASCII ones are sent"
+#: firstName, lastName (ASSUMED names): "not in the document: ours, the width of first_name and
+#: last_name in the CRM reference schema (sync/crm.py, String(255))". Refused above it, never cut.
+MAX_NAME_LENGTH: Final = 255
+#: phone, city (ASSUMED names): "not in the document: ours, 255 as the names".
+MAX_PHONE_LENGTH: Final = 255
+MAX_CITY_LENGTH: Final = 255
+LENGTH_SOURCE: Final = "our bound: the document gives no length"
+#: The text fields and their bounds (payload key -> (CRM column, limit)). The İYS fields take only
+#: the values of IYS_* below (checked by ``client.iys_fields``).
+TEXT_LIMITS: Final[Mapping[str, tuple[str, int]]] = {
+    "firstName": ("first_name", MAX_NAME_LENGTH), "lastName": ("last_name", MAX_NAME_LENGTH),
+    "phone": ("phone", MAX_PHONE_LENGTH), "city": ("city", MAX_CITY_LENGTH)}
 
 # --- İYS (documented requirement; ASSUMED field names; rules of the İYS registry) --------
 #: Documented: when the tenant made Euromsg its İYS integrator, every member pushed must carry

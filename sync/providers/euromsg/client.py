@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from sync.emails import normalize_email
+from sync.emails import address_problem, normalize_email
 from sync.errors import (
     AnswerLostError,
     AuthenticationError,
@@ -76,6 +76,8 @@ PUSHED_STATUSES: Mapping[str, str] = {"active": "Active", "unsubscribed": "Unsub
 CREATE_ATTEMPTS = 3
 #: Reject code of a row whose İYS fields break the registry's rules (our validation).
 IYS_REJECT_CODE = "iys_invalid"
+#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
+VALIDATION = "validation"
 #: Reject code of a member whose card does not show its lists (we cannot change them safely).
 LISTS_UNKNOWN_CODE = "lists_unknown"
 #: ``MemberDelete.reason`` of a KVKK erasure (sync.engine.connection_sync.ERASED; base.py lists the
@@ -414,6 +416,21 @@ def turkey_text(value: dt.datetime) -> str:
     """A datetime (naive = UTC, as the CRM's are) as api.DATE_FORMAT in Turkey's time."""
     aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return aware.astimezone(api.TURKEY).strftime(api.DATE_FORMAT)
+
+
+def check_member(payload: Mapping[str, Any]) -> None:
+    """RejectedRow (code "validation") for a member card Euromsg's document does not allow or that
+    is over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
+    is ever cut to fit."""
+    email = str(payload["email"])
+    problem = address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
+    if problem is not None:
+        raise RejectedRow(f"the e-mail address {email!r} {problem}; Euromsg: {api.ADDRESS_SOURCE}",
+                          provider_code=VALIDATION)
+    for key, (column, limit) in api.TEXT_LIMITS.items():
+        if len(payload.get(key) or "") > limit:
+            raise RejectedRow(f"{column} ({key}) is {len(payload[key])} characters long; Euromsg takes at most "
+                              f"{limit} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
 
 
 def iys_fields(member: MemberSnapshot, now: dt.datetime) -> dict[str, str]:
@@ -825,6 +842,7 @@ class EuromsgProvider:
             "lastName": member.last_name or None, "phone": member.phone or None, "city": member.city or None,
             "status": PUSHED_STATUSES[member.status],
         }
+        check_member(payload)
         if self.iys:
             payload.update(iys_fields(member, self._now()))
         return payload

@@ -74,6 +74,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sync.emails import IdnReading
 from sync.errors import ConfigurationError
 from sync.providers import base
 
@@ -216,6 +217,29 @@ DEFAULT_FIELDS: Final[Mapping[str, str]] = {
     "last_name": "mssys_lastname",
     "phone": "mssys_mobile",
 }
+
+# --- field contents: what the document allows, and our bounds where it is silent ----------------
+#: The document: "Szintaktikailag hibás e mail cím esetén a body értéke: 2" (a syntactically wrong
+#: e-mail address: the subscribe answers 2); "Az MMP API minden adatcseréhez UTF 8
+#: karakterkódolást használ" (every exchange is UTF-8: the encoding of the data, not a rule that
+#: an address may hold non-ASCII letters); no length for any field. The client refuses before
+#: sending (``client.build_payload``, reject code "validation"); the sandbox answers the subscribe
+#: 2 (an update: an empty body, "Sikertelen adatmódosítás") for an address malformed by the same
+#: reading, and refuses no length.
+#:
+#: The address: ASCII local part (RFC 5322 dot-atom). Source: "not in the document: chosen because
+#: it says only 'syntactically wrong', and nothing of a UTF-8 (SMTPUTF8) address".
+ADDRESS_UTF8_LOCAL: Final = False
+#: A non-ASCII (IDN) domain: refused with a reason saying so. Source: "not in the document: it
+#: shows no address, neither a Unicode domain nor its punycode (xn--) form".
+ADDRESS_IDN: Final[IdnReading] = "reject"
+ADDRESS_SOURCE: Final = ("its document says only that a syntactically wrong address is refused (answer 2) and shows "
+                         "no UTF-8 or punycode (IDN) address, so only ASCII ones are sent")
+#: A list field's value (the mapped CRM columns: first name, last name, phone, city, consent
+#: columns; custom fields): "not in the document: ours, the width of first_name, last_name and city
+#: in the CRM reference schema (sync/crm.py, String(255))". Refused above it, never cut.
+MAX_FIELD_LENGTH: Final = 255
+LENGTH_SOURCE: Final = "our bound: the document gives no length"
 
 # --- the connection's ``lists`` setting -----------------------------------------------------
 #: {"<CRM list id>": {"nl_id": 101, "subscribe_form": 201, "update_form": 301,

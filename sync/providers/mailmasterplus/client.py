@@ -39,7 +39,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from sync.emails import normalize_email
+from sync.emails import address_problem, normalize_email
 from sync.errors import (
     AnswerLostError,
     AuthenticationError,
@@ -64,6 +64,8 @@ from sync.providers.mailmasterplus import api
 from sync.providers.readings import ReadingLog, unknown_reading
 
 log = structlog.get_logger(__name__)
+#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
+VALIDATION = "validation"
 
 #: No batch endpoint: every record is its own request, so a batch is only a checkpoint.
 #: No documented rate limit (rate_per_s None); four requests in flight per connection.
@@ -570,8 +572,10 @@ class MailMasterPlusProvider:
                                    for column, value in values.items()}
         if member.fields:     # the connection's custom fields: list field name -> value, sent to every list
             payload["custom_fields"] = {name: _custom_text(value) for name, value in sorted(member.fields.items())}
-        return payload | {"email": normalize_email(member.email),
-                          "status": "active" if member.status == "active" else "unsubscribed"}
+        payload |= {"email": normalize_email(member.email),
+                    "status": "active" if member.status == "active" else "unsubscribed"}
+        check_record(payload)
+        return payload
 
     @staticmethod
     def _fields_for(mapped: MappedList, payload: Mapping[str, Any]) -> dict[str, str]:
@@ -845,6 +849,23 @@ class MailMasterPlusProvider:
         (``_upsert_one``), reporting an unsubscribe made since the pull as ``suppressed``."""
         return
         yield  # an async generator that yields nothing
+
+
+def check_record(payload: Mapping[str, Any]) -> None:
+    """RejectedRow (code "validation") for a record MailMasterPlus's document does not allow or that
+    is over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
+    is ever cut to fit."""
+    email = str(payload["email"])
+    problem = address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
+    if problem is not None:
+        raise RejectedRow(f"the e-mail address {email!r} {problem}; MailMasterPlus: {api.ADDRESS_SOURCE}",
+                          provider_code=VALIDATION)
+    values = [(column, _text(payload.get(column))) for column in api.CRM_COLUMNS if column in payload]
+    values += [(f"custom field {name}", text) for name, text in (payload.get("custom_fields") or {}).items()]
+    for name, text in values:
+        if len(text) > api.MAX_FIELD_LENGTH:
+            raise RejectedRow(f"{name} is {len(text)} characters long; MailMasterPlus takes at most "
+                              f"{api.MAX_FIELD_LENGTH} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
 
 
 def _custom_text(value: Any) -> str:

@@ -53,7 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sync.emails import normalize_email
+from sync.emails import address_problem, normalize_email
 from sync.providers.mailmasterplus import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
 from sync.sandbox.transport import SandboxApp, answer
@@ -95,7 +95,7 @@ _READINGS: dict[str, _Reading] = {
 #: The readings this sandbox serves, the document's literal one first (``sandbox serve --dialect``).
 DIALECTS: tuple[str, ...] = tuple(_READINGS)
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
+
 _ID = re.compile(r"^[1-9][0-9]{0,18}$")
 _TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
 _ERROR_PAGES = {
@@ -104,6 +104,11 @@ _ERROR_PAGES = {
     503: "<html><head><title>503 Service Unavailable</title></head>"
          "<body><h1>503 Service Unavailable</h1></body></html>",
 }
+
+
+def _malformed(email: str) -> bool:
+    """Answer 2 ("Szintaktikailag hibás e mail cím"), by api.py's reading of an address (``ADDRESS_*``)."""
+    return address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN) is not None
 
 
 class _BadParameters(Exception):
@@ -391,7 +396,7 @@ class MailMasterPlusSandbox:
         self._form(request, mail_list.subscribe_forms)
         body = await self._body(request, mail_list, subscribe=True)
         email = body.pop(api.EMAIL_FIELD).strip()
-        if not _EMAIL_SHAPE.match(email):
+        if _malformed(email):
             return self._number(self.codes["malformed"])
         if normalize_email(email) in self.refused:
             return self._number(self.codes["failed"])
@@ -408,7 +413,7 @@ class MailMasterPlusSandbox:
             return _empty()
         new_email = body.pop(api.EMAIL_FIELD, None)
         if new_email is not None:
-            if not _EMAIL_SHAPE.match(new_email.strip()):
+            if _malformed(new_email.strip()):
                 return _empty()
             taken = {record.id for record in mail_list.by_email(new_email)}
             if mail_list.unique and (len(records) > 1 or taken - {records[0].id}):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from sync.emails import IdnReading
+
 #: Documented host and version prefix. Every path below is relative to it.
 DEFAULT_BASE_URL: Final = "https://app.postacell.com.tr/api/v1/"
 
@@ -124,3 +126,32 @@ JSON_ONLY_PATHS: Final = ("email/subscribers", "email/subscribers/json")
 #: consent newer than the suppression); ``soft_bounce`` is kept as the service set it.
 SUPPRESSED_STATUSES: Final = ("unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
 #: Errors are DRF-shaped: 400 {"<field>": ["message", ...]} or {"detail": "message"}.
+
+# --- field contents: what the document allows, and our bounds where it is silent ----------------
+#: The document gives NO length for any subscriber field ("first_name – Adı", "last_name –
+#: Soyadı", "phone – Telefon numarası", fields "Aboneye özel alanlardır"), says nothing of the
+#: characters of an address, and refuses a bad request with "400 Bad Request – json object
+#: return" (POST email/subscribers, subscribers/json). The client refuses before sending
+#: (``client.build_payload``, reject code "validation"); the sandbox answers a malformed address
+#: 400 ``{"email": ["Enter a valid email address."]}`` (a bulk row: its error result) by the same
+#: reading, and refuses no length (the document states none).
+#:
+#: The address: ASCII local part (RFC 5322 dot-atom). Source: "not in the document: chosen because
+#: nothing there says a UTF-8 (SMTPUTF8) address is taken" (its examples are masked).
+ADDRESS_UTF8_LOCAL: Final = False
+#: A non-ASCII (IDN) domain: refused with a reason saying so. Source: "not in the document: it
+#: shows neither a Unicode domain nor its punycode (xn--) form, so neither is sent".
+ADDRESS_IDN: Final[IdnReading] = "reject"
+ADDRESS_SOURCE: Final = "its document shows no UTF-8 or punycode (IDN) address, so only ASCII ones are sent"
+#: first_name, last_name: "not in the document: ours, the width of first_name and last_name in the
+#: CRM reference schema (sync/crm.py, String(255))". A longer value is refused, never cut.
+MAX_NAME_LENGTH: Final = 255
+#: phone ("Telefon numarası", free text): "not in the document: ours, 255 as the names (a CRM view
+#: may hold any text; the reference schema's phone is 32)".
+MAX_PHONE_LENGTH: Final = 255
+#: A custom field's value sent as text ("fields – Aboneye özel alanlardır", types text, number,
+#: date): "not in the document: ours, 255 as the names".
+MAX_FIELD_VALUE_LENGTH: Final = 255
+LENGTH_SOURCE: Final = "our bound: the document gives no length"
+#: The standard text fields and their bounds (payload key -> limit).
+TEXT_LIMITS: Final = {"first_name": MAX_NAME_LENGTH, "last_name": MAX_NAME_LENGTH, "phone": MAX_PHONE_LENGTH}

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sync.emails import normalize_email
+from sync.emails import address_problem, normalize_email
 from sync.providers.postacell import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
 from sync.sandbox.transport import SandboxApp, answer
@@ -65,7 +65,6 @@ REQUIRED = "This field is required."
 _ACCESS_NOT_VALID = "Given token not valid for any token type"
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 _TOKEN_PATHS = frozenset({api.TOKEN_PATH.strip("/"), api.TOKEN_REFRESH_PATH.strip("/")})
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _I_VARIANTS = str.maketrans({"İ": "i", "I": "i", "ı": "i"})
 _TO_ASCII = str.maketrans("çğıöşüÇĞİÖŞÜ", "cgiosuCGIOSU")
 _ERROR_PAGES = {
@@ -1031,8 +1030,9 @@ def _required_text(body: Mapping[str, Any], name: str) -> str:
 def _clean_email(value: Any, errors: dict[str, list[str]]) -> str:
     if not value:
         errors["email"] = [REQUIRED]
-    elif not isinstance(value, str) or not _EMAIL_RE.match(value.strip()):
-        errors["email"] = ["Enter a valid email address."]
+    elif not isinstance(value, str) or address_problem(value.strip(), utf8_local=api.ADDRESS_UTF8_LOCAL,
+                                                       idn=api.ADDRESS_IDN):
+        errors["email"] = ["Enter a valid email address."]   # by api.py's reading of an address
     return str(value or "").strip()
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from sync.emails import IdnReading
 from sync.errors import ConfigurationError
 
 #: Documented address ("Bağlantı URL ? http://api.postatr.com/api.asmx"); methods are ``<base>/<Method>``.
@@ -179,10 +180,34 @@ TOKEN_FIELD: Final = "Token"
 #: and answers 96 ("cannot read the members of this JSON") above it.
 MAX_MEMBERS_PER_PROCESS: Final = 500
 #: Member fields (documented): Memberid (the member's number "sizde kayıtlı", i.e. our CRM member id),
-#: FName, LName, Email, MyColumns. ASSUMED: at most 128 characters for each text field (no length
-#: is documented; the CRM's own ids and names fit); the sandbox ignores a longer one.
+#: FName, LName, Email, MyColumns.
 MEMBER_FIELDS: Final = ("Memberid", "FName", "LName", "Email", "MyColumns")
-MAX_FIELD_LENGTH: Final = 128
+
+# --- field contents: what the document allows, and our bounds where it is silent ----------------
+#: The document gives NO length for any Member field and says nothing of the characters of an
+#: address. What it says: StartProcess answers "ignored: Email adresi veya gerekli başka bir
+#: verisi hatalı olan üye sayısı" (members whose e-mail address or another required value is
+#: wrong are ignored, with ``ignored_details``); its examples are ASCII (``test1@postatr.com``).
+#: The client refuses before sending (``client.build_payload``, reject code "validation"); the
+#: sandbox ignores a member with "Email adresi hatalı" for an address of the same reading, and
+#: refuses no length (the document states none).
+#:
+#: The address: ASCII local part (RFC 5322 dot-atom): the document shows no other. Source: "not in
+#: the document: chosen because nothing there says a UTF-8 (SMTPUTF8) address is taken".
+ADDRESS_UTF8_LOCAL: Final = False
+#: A non-ASCII (IDN) domain: refused with a reason saying so. Source: "not in the document: it
+#: shows neither a Unicode domain nor its punycode (xn--) form, so neither is sent".
+ADDRESS_IDN: Final[IdnReading] = "reject"
+ADDRESS_SOURCE: Final = "its document shows ASCII addresses only, neither a UTF-8 nor a punycode (IDN) one"
+#: FName and LName: "not in the document: ours, the width of first_name and last_name in the CRM
+#: reference schema (sync/crm.py, String(255))". A longer value is refused, never cut.
+MAX_NAME_LENGTH: Final = 255
+#: A MyColumns value (phone, city, custom fields): "not in the document: ours, 255 as above". The
+#: example's own values read "Test Konu max 99 char" and "Test Mesaj max 250 char": the widths of
+#: THAT account's columns ("Kendi tanımladığınız veritabanı alanı": each tenant defines its own),
+#: not a limit of the service; a tenant's narrower column is Postatr's to refuse.
+MAX_COLUMN_LENGTH: Final = 255
+LENGTH_SOURCE: Final = "our bound: the document gives no length"
 
 
 @dataclass(frozen=True)
@@ -229,7 +254,7 @@ def build_start_process(token_slot: dict[str, Any], list_id: str, member_groups:
 IGNORED_REASONS: Final[Mapping[str, str]] = {
     "Email adresi hatalı": "the e-mail address is invalid",
     "Memberid boş": "the Memberid is empty",
-    "Gerekli veri hatalı": "a required value is invalid (a field is too long)",
+    "Gerekli veri hatalı": "a required value is invalid",
     "Bu email adresi belirtilen işlemi yapamıyor": "this e-mail address cannot do this operation",
 }
 

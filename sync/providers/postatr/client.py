@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 
-from sync.emails import normalize_email
+from sync.emails import address_problem, normalize_email
 from sync.errors import AuthenticationError, FatalError, RejectedRow, UnknownReadingError
 from sync.http import Auth, ProviderHTTP, Verdict
 from sync.logs import SECRETS
@@ -54,9 +54,29 @@ CAPABILITIES = Capabilities(
     pulls_consents=False, has_campaign_reports=True, custom_fields=True,
 )
 Clock = Callable[[], float]
+#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
+VALIDATION = "validation"
 
 
 # --- answers ---------------------------------------------------------------------------------------
+
+def check_member(values: Mapping[str, str], columns: Mapping[str, str]) -> None:
+    """RejectedRow (code "validation") for a Member Postatr's document does not allow or that is
+    over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
+    is ever cut to fit."""
+    problem = address_problem(values["Email"], utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
+    if problem is not None:
+        raise RejectedRow(f"the e-mail address {values['Email']!r} {problem}; Postatr: {api.ADDRESS_SOURCE}",
+                          provider_code=VALIDATION)
+    for name, crm_name in (("FName", "first_name"), ("LName", "last_name")):
+        if len(values[name]) > api.MAX_NAME_LENGTH:
+            raise RejectedRow(f"{crm_name} ({name}) is {len(values[name])} characters long; Postatr takes at most "
+                              f"{api.MAX_NAME_LENGTH} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+    for column, value in columns.items():
+        if len(value) > api.MAX_COLUMN_LENGTH:
+            raise RejectedRow(f"MyColumns {column} is {len(value)} characters long; Postatr takes at most "
+                              f"{api.MAX_COLUMN_LENGTH} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+
 
 def classify(response: httpx.Response) -> Verdict | None:
     """This provider's answer classifier (``ProviderHTTP.classifier``): the answer's ErrorCode inside
@@ -298,11 +318,8 @@ class PostatrProvider:
         keep = bool(written) and local.isascii() and normalize_email(written) == member.email
         values = {"FName": member.first_name or "", "LName": member.last_name or "",
                   "Email": api.outgoing_email(written if keep else member.email)}
-        for field_name, value in values.items():
-            if len(value) > api.MAX_FIELD_LENGTH:
-                raise RejectedRow(f"{field_name} is {len(value)} characters long; Postatr takes at most "
-                                  f"{api.MAX_FIELD_LENGTH} (assumed)", provider_code="too_long")
-        return values | {"MyColumns": self.my_columns(member), "status": member.status}
+        check_member(values, columns := self.my_columns(member))
+        return values | {"MyColumns": columns, "status": member.status}
 
     def my_columns(self, member: MemberSnapshot) -> dict[str, str]:
         """``MyColumns``: the connection's custom fields (``fields`` setting, sync/fields.py) and the

@@ -11,7 +11,8 @@ ids than ``report_members_limit``, 95/96 for JSON it cannot read, 97 when no mem
 
 Members are kept per account by Memberid (api: one member per Memberid, remembering every ListId
 and group it was sent with). ``DataOnly`` upserts them and answers inserted / updated / ignored /
-ignored_details (an invalid e-mail is ignored with its reason, the rest of the request goes on).
+ignored_details (an invalid e-mail is ignored with its reason, the rest of the request goes on;
+invalid by api.py's reading of an address, ``ADDRESS_*``; no length is refused: the document states none).
 ``ThisOnly`` and ``AllDatabase`` really start a campaign here, so a test can prove the daemon never
 sends them: every ProcessType received is recorded (``process_types``) and every campaign a request
 started too (``campaigns_started_by_requests``). A recipient's unsubscribe (:meth:`unsubscribe`)
@@ -57,12 +58,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sync.emails import normalize_email
+from sync.emails import address_problem, normalize_email
 from sync.providers.postatr import api
 from sync.sandbox.faults import Fault, FaultInjector, FaultPlan
 from sync.sandbox.transport import SandboxApp, answer
 
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _GROUPS = re.compile(r"^\s*[0-9]{1,10}(\s*,\s*[0-9]{1,10})*\s*$")
 _TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
 _ERROR_PAGES = {
@@ -564,13 +564,13 @@ class PostatrSandbox:
                 continue
             member_id = str(entry.get("Memberid") or "").strip()
             email = str(entry.get("Email") or "").strip()
-            texts = [member_id, email, str(entry.get("FName") or ""), str(entry.get("LName") or "")]
             columns = entry.get("MyColumns") or {}
+            # (the document states no length: none is refused; an address is "hatalı" by api.py's reading)
             reason = ("Memberid boş" if not member_id else
-                      "Email adresi hatalı" if not _EMAIL_SHAPE.match(email) else
+                      "Email adresi hatalı" if address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL,
+                                                                idn=api.ADDRESS_IDN) else
                       REFUSED_REASON if normalize_email(email) in self.refused_emails else
-                      "Gerekli veri hatalı" if any(len(t) > api.MAX_FIELD_LENGTH for t in texts)
-                      or not isinstance(columns, dict) else None)
+                      "Gerekli veri hatalı" if not isinstance(columns, dict) else None)
             if reason is not None:
                 ignored.append({"Memberid": member_id, "Email": email, "Reason": reason})
                 continue

@@ -54,6 +54,16 @@ WRITE_PATHS: Final = frozenset({SEND_MESSAGE_PATH, SAVE_CALL_RESULT_PATH})
 START_DATE_PARAM: Final = "startDate"
 END_DATE_PARAM: Final = "enddate"            # lower-case d in the document
 PHONE_PARAM: Final = "chatPhoneNumber"
+# --- field contents: what the document allows ---------------------------------------------------
+#: WapCRM is only read: no member field (no name, no address, no city) is ever sent to it. The one
+#: CRM value that goes out is a phone, as ``chatPhoneNumber`` of messagelistforphone. The document
+#: (chatoperation, the same field): "Türkiye numaraları için 905******** formatında ve 9 hane ve
+#: üzeri olmak zorundadır" (Turkish numbers as 905..., 9 digits or more). The client sends only the
+#: normalised ``905XXXXXXXXX`` of ``sync.phones.normalize_phone`` (a number it cannot make is the
+#: member's reject, code "phone_invalid"); the sandbox refuses a ``chatPhoneNumber`` that is not
+#: digits or has fewer than MIN_PHONE_DIGITS (``status: false``, CODE_BAD_REQUEST) and, the
+#: document giving no upper bound, no longer one.
+MIN_PHONE_DIGITS: Final = 9
 INSTANCE_PARAM: Final = "instanceID"
 #: "YIL-AY-GÜN" (documented). ASSUMED: both dates are inclusive; startDate = enddate asks for one day.
 DATE_FORMAT: Final = "%Y-%m-%d"

@@ -71,7 +71,8 @@ from sync.sandbox.transport import SandboxApp, answer
 PREFIX = "/api/"
 _TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DIGITS = re.compile(r"^\d{9,15}$")
+#: "9 hane ve üzeri" (documented): at least api.MIN_PHONE_DIGITS digits, no upper bound documented.
+_DIGITS = re.compile(rf"^[0-9]{{{api.MIN_PHONE_DIGITS},}}$")
 _ERROR_PAGES = {
     500: "<html><body><h1>500 Internal Server Error</h1></body></html>",
     502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
