@@ -425,3 +425,20 @@ class WapcrmMessage(Base):
     text: Mapped[str | None] = mapped_column(sa.Text)
     sent_at: Mapped[dt.datetime | None]
     pulled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ExportCursor(Base):
+    """A named position in an export of pulled rows (``suppressions export --cursor NAME``, ``reports
+    export --cursor NAME``): the (time, id) key of the last row handed out, moved only once a whole
+    export was written (sync/ops/pulled.py). ``filters``: the --tenant/--provider it was made with;
+    a later export of it must give the same ones."""
+
+    __tablename__ = "export_cursors"
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    stream: Mapped[str] = mapped_column(sa.String(32), primary_key=True)   # suppressions | campaign_results
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    position_at: Mapped[dt.datetime | None]
+    position_id: Mapped[int | None]
+    rows_exported: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -4,7 +4,7 @@ Every expected failure (bad input, missing key, unreachable database) is one lin
 and a non-zero exit; nothing is changed by a command that fails.
 """
 
-from sync.cli import erasure, registry, rejects, runs, sandbox, setup, status  # noqa: F401  (they register the commands)
+from sync.cli import erasure, pulled, registry, rejects, runs, sandbox, setup, status  # noqa: F401  (they register the commands)
 from sync.cli.app import cli, main
 
 __all__ = ["cli", "main"]
