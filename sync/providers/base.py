@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from sync.emails import IdnReading, address_problem
 from sync.errors import ConfigurationError, RejectedRow
 
 #: Statuses pulled from providers, strongest first; a weaker one never replaces a stronger one.
@@ -502,3 +503,24 @@ __all__ = [
     "payload_hash",
     "provider_class",
 ]
+
+
+# --- field contents: the one way a client refuses a value its provider's document does not allow ----
+
+#: ``RejectedRow.provider_code`` of a value refused before anything is sent (sync/engine/rejects.py).
+VALIDATION = "validation"
+
+
+def refuse_bad_address(email: str, provider: str, *, utf8_local: bool, idn: IdnReading, source: str) -> None:
+    """RejectedRow naming the address, what is wrong with it and where the provider's reading comes
+    from, when ``address_problem`` finds something (sync/emails.py)."""
+    problem = address_problem(email, utf8_local=utf8_local, idn=idn)
+    if problem is not None:
+        raise RejectedRow(f"the e-mail address {email!r} {problem}; {provider}: {source}", provider_code=VALIDATION)
+
+
+def refuse_too_long(field_name: str, text: str, limit: int, provider: str, source: str) -> None:
+    """RejectedRow when ``text`` is longer than ``limit``: nothing is ever cut to fit."""
+    if len(text) > limit:
+        raise RejectedRow(f"{field_name} is {len(text)} characters long; {provider} takes at most {limit} ({source})",
+                          provider_code=VALIDATION)

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from sync.emails import address_problem, normalize_email
+from sync.emails import normalize_email
 from sync.errors import (
     AnswerLostError,
     AuthenticationError,
@@ -52,6 +52,8 @@ from sync.providers.base import (
     RemoteList,
     RemoteStatus,
     ReportContext,
+    refuse_bad_address,
+    refuse_too_long,
 )
 from sync.providers.euromsg import api
 from sync.providers.readings import ReadingLog, unknown_reading
@@ -76,8 +78,6 @@ PUSHED_STATUSES: Mapping[str, str] = {"active": "Active", "unsubscribed": "Unsub
 CREATE_ATTEMPTS = 3
 #: Reject code of a row whose İYS fields break the registry's rules (our validation).
 IYS_REJECT_CODE = "iys_invalid"
-#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
-VALIDATION = "validation"
 #: Reject code of a member whose card does not show its lists (we cannot change them safely).
 LISTS_UNKNOWN_CODE = "lists_unknown"
 #: ``MemberDelete.reason`` of a KVKK erasure (sync.engine.connection_sync.ERASED; base.py lists the
@@ -422,15 +422,10 @@ def check_member(payload: Mapping[str, Any]) -> None:
     """RejectedRow (code "validation") for a member card Euromsg's document does not allow or that
     is over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
     is ever cut to fit."""
-    email = str(payload["email"])
-    problem = address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
-    if problem is not None:
-        raise RejectedRow(f"the e-mail address {email!r} {problem}; Euromsg: {api.ADDRESS_SOURCE}",
-                          provider_code=VALIDATION)
+    refuse_bad_address(str(payload["email"]), "Euromsg", utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN,
+                       source=api.ADDRESS_SOURCE)
     for key, (column, limit) in api.TEXT_LIMITS.items():
-        if len(payload.get(key) or "") > limit:
-            raise RejectedRow(f"{column} ({key}) is {len(payload[key])} characters long; Euromsg takes at most "
-                              f"{limit} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+        refuse_too_long(f"{column} ({key})", payload.get(key) or "", limit, "Euromsg", api.LENGTH_SOURCE)
 
 
 def iys_fields(member: MemberSnapshot, now: dt.datetime) -> dict[str, str]:

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from sync.emails import address_problem, normalize_email
+from sync.emails import normalize_email
 from sync.errors import (
     AnswerLostError,
     AuthenticationError,
@@ -59,13 +59,13 @@ from sync.providers.base import (
     PushOutcome,
     RemoteList,
     RemoteStatus,
+    refuse_bad_address,
+    refuse_too_long,
 )
 from sync.providers.mailmasterplus import api
 from sync.providers.readings import ReadingLog, unknown_reading
 
 log = structlog.get_logger(__name__)
-#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
-VALIDATION = "validation"
 
 #: No batch endpoint: every record is its own request, so a batch is only a checkpoint.
 #: No documented rate limit (rate_per_s None); four requests in flight per connection.
@@ -855,17 +855,12 @@ def check_record(payload: Mapping[str, Any]) -> None:
     """RejectedRow (code "validation") for a record MailMasterPlus's document does not allow or that
     is over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
     is ever cut to fit."""
-    email = str(payload["email"])
-    problem = address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
-    if problem is not None:
-        raise RejectedRow(f"the e-mail address {email!r} {problem}; MailMasterPlus: {api.ADDRESS_SOURCE}",
-                          provider_code=VALIDATION)
+    refuse_bad_address(str(payload["email"]), "MailMasterPlus", utf8_local=api.ADDRESS_UTF8_LOCAL,
+                       idn=api.ADDRESS_IDN, source=api.ADDRESS_SOURCE)
     values = [(column, _text(payload.get(column))) for column in api.CRM_COLUMNS if column in payload]
     values += [(f"custom field {name}", text) for name, text in (payload.get("custom_fields") or {}).items()]
     for name, text in values:
-        if len(text) > api.MAX_FIELD_LENGTH:
-            raise RejectedRow(f"{name} is {len(text)} characters long; MailMasterPlus takes at most "
-                              f"{api.MAX_FIELD_LENGTH} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+        refuse_too_long(name, text, api.MAX_FIELD_LENGTH, "MailMasterPlus", api.LENGTH_SOURCE)
 
 
 def _custom_text(value: Any) -> str:

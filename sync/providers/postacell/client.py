@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 import structlog
 
-from sync.emails import address_problem, normalize_email
+from sync.emails import normalize_email
 from sync.errors import AnswerLostError, AuthenticationError, FatalError, ProviderError, RejectedRow, RetriableError
 from sync.http import Auth, ProviderHTTP, describe, json_of
 from sync.logs import SECRETS
@@ -40,12 +40,12 @@ from sync.providers.base import (
     RemoteList,
     RemoteStatus,
     ReportContext,
+    refuse_bad_address,
+    refuse_too_long,
 )
 from sync.providers.postacell import api
 
 log = structlog.get_logger(__name__)
-#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
-VALIDATION = "validation"
 #: Recipient results given to the engine per page.
 RESULT_PAGE = 1000
 T = TypeVar("T")
@@ -752,20 +752,13 @@ def check_subscriber(payload: Mapping[str, Any]) -> None:
     """RejectedRow (code "validation") for a subscriber Postacell's document does not allow or that
     is over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
     is ever cut to fit."""
-    email = str(payload["email"])
-    problem = address_problem(email, utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
-    if problem is not None:
-        raise RejectedRow(f"the e-mail address {email!r} {problem}; Postacell: {api.ADDRESS_SOURCE}",
-                          provider_code=VALIDATION)
+    refuse_bad_address(str(payload["email"]), "Postacell", utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN,
+                       source=api.ADDRESS_SOURCE)
     for name, limit in api.TEXT_LIMITS.items():
-        if len(payload.get(name) or "") > limit:
-            raise RejectedRow(f"{name} is {len(payload[name])} characters long; Postacell takes at most {limit} "
-                              f"({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+        refuse_too_long(name, payload.get(name) or "", limit, "Postacell", api.LENGTH_SOURCE)
     for item in payload.get("fields") or ():
-        if len(item["value"]) > api.MAX_FIELD_VALUE_LENGTH:
-            raise RejectedRow(f"custom field {item['field']} is {len(item['value'])} characters long; Postacell "
-                              f"takes at most {api.MAX_FIELD_VALUE_LENGTH} ({api.LENGTH_SOURCE})",
-                              provider_code=VALIDATION)
+        refuse_too_long(f"custom field {item['field']}", item["value"], api.MAX_FIELD_VALUE_LENGTH, "Postacell",
+                        api.LENGTH_SOURCE)
 
 
 def _field_text(value: Any) -> str:

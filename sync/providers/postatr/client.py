@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 
-from sync.emails import address_problem, normalize_email
+from sync.emails import normalize_email
 from sync.errors import AuthenticationError, FatalError, RejectedRow, UnknownReadingError
 from sync.http import Auth, ProviderHTTP, Verdict
 from sync.logs import SECRETS
@@ -39,6 +39,8 @@ from sync.providers.base import (
     RemoteCampaign,
     RemoteList,
     ReportContext,
+    refuse_bad_address,
+    refuse_too_long,
 )
 from sync.providers.postatr import answers, api
 from sync.providers.readings import ReadingLog
@@ -54,8 +56,6 @@ CAPABILITIES = Capabilities(
     pulls_consents=False, has_campaign_reports=True, custom_fields=True,
 )
 Clock = Callable[[], float]
-#: The reject code of a value refused before sending (the engine's own: sync/engine/rejects.py).
-VALIDATION = "validation"
 
 
 # --- answers ---------------------------------------------------------------------------------------
@@ -64,18 +64,12 @@ def check_member(values: Mapping[str, str], columns: Mapping[str, str]) -> None:
     """RejectedRow (code "validation") for a Member Postatr's document does not allow or that is
     over our bounds (api.py, "field contents"): the reason names the field and the limit. Nothing
     is ever cut to fit."""
-    problem = address_problem(values["Email"], utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN)
-    if problem is not None:
-        raise RejectedRow(f"the e-mail address {values['Email']!r} {problem}; Postatr: {api.ADDRESS_SOURCE}",
-                          provider_code=VALIDATION)
+    refuse_bad_address(values["Email"], "Postatr", utf8_local=api.ADDRESS_UTF8_LOCAL, idn=api.ADDRESS_IDN,
+                       source=api.ADDRESS_SOURCE)
     for name, crm_name in (("FName", "first_name"), ("LName", "last_name")):
-        if len(values[name]) > api.MAX_NAME_LENGTH:
-            raise RejectedRow(f"{crm_name} ({name}) is {len(values[name])} characters long; Postatr takes at most "
-                              f"{api.MAX_NAME_LENGTH} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+        refuse_too_long(f"{crm_name} ({name})", values[name], api.MAX_NAME_LENGTH, "Postatr", api.LENGTH_SOURCE)
     for column, value in columns.items():
-        if len(value) > api.MAX_COLUMN_LENGTH:
-            raise RejectedRow(f"MyColumns {column} is {len(value)} characters long; Postatr takes at most "
-                              f"{api.MAX_COLUMN_LENGTH} ({api.LENGTH_SOURCE})", provider_code=VALIDATION)
+        refuse_too_long(f"MyColumns {column}", value, api.MAX_COLUMN_LENGTH, "Postatr", api.LENGTH_SOURCE)
 
 
 def classify(response: httpx.Response) -> Verdict | None:
