@@ -52,6 +52,8 @@ from sync.engine.context import (
     SUPPRESSIONS_SEEN_MARGIN,
     SUPPRESSIONS_SEEN_STREAM,
     VANISHED_STREAM,
+    DryPulled,
+    LeftOut,
     LinkRow,
     Plan,
     RunContext,
@@ -77,13 +79,46 @@ from sync.providers.base import Provider
 
 #: The names this module has always offered (the runner, the CLI, ops, tests and bench import them).
 __all__ = [
-    "ANALYZE_MIN_ROWS", "ANSWER_COLUMNS", "BLOCKING", "CONSENTS_STREAM", "ERASED", "EVERY_RUN", "IN_CHUNK",
-    "IYS_RET", "LEFT_EVERY_LIST", "LEFT_KEPT", "LINK_KEY", "LINK_MATCH", "LIST_NAME_MAX", "LIST_PENDING",
-    "LOADED_TABLES", "MASS_DELETE_MIN_BASE", "MAX_DELETE_MEMBERS", "MAX_DELETE_PERCENT", "MEMBERS_STREAM",
-    "MEMBERS_XID_STREAM", "MEMBER_LINKS", "MEMBER_STATUSES", "PLAN_VERSION", "REJECT_BACKOFF_MAX",
-    "REMOVAL_UNSUPPORTED", "STATUSES_STREAM", "STATUS_CHUNK", "SUPPRESSIONS_SEEN_MARGIN", "SUPPRESSIONS_SEEN_STREAM",
-    "TOO_LONG", "VALIDATION", "VANISHED_STREAM", "ConnectionSync", "LinkRow", "MassDeleteRefused", "Plan",
-    "RunContext", "RunOptions",
+    "ANALYZE_MIN_ROWS",
+    "ANSWER_COLUMNS",
+    "BLOCKING",
+    "CONSENTS_STREAM",
+    "ERASED",
+    "EVERY_RUN",
+    "IN_CHUNK",
+    "IYS_RET",
+    "LEFT_EVERY_LIST",
+    "LEFT_KEPT",
+    "LINK_KEY",
+    "LINK_MATCH",
+    "LIST_NAME_MAX",
+    "LIST_PENDING",
+    "LOADED_TABLES",
+    "MASS_DELETE_MIN_BASE",
+    "MAX_DELETE_MEMBERS",
+    "MAX_DELETE_PERCENT",
+    "MEMBERS_STREAM",
+    "MEMBERS_XID_STREAM",
+    "MEMBER_LINKS",
+    "MEMBER_STATUSES",
+    "PLAN_VERSION",
+    "REJECT_BACKOFF_MAX",
+    "REMOVAL_UNSUPPORTED",
+    "STATUSES_STREAM",
+    "STATUS_CHUNK",
+    "SUPPRESSIONS_SEEN_MARGIN",
+    "SUPPRESSIONS_SEEN_STREAM",
+    "TOO_LONG",
+    "VALIDATION",
+    "VANISHED_STREAM",
+    "ConnectionSync",
+    "DryPulled",
+    "LeftOut",
+    "LinkRow",
+    "MassDeleteRefused",
+    "Plan",
+    "RunContext",
+    "RunOptions",
 ]
 
 
@@ -97,12 +132,14 @@ class ConnectionSync:
                  vanished_check: dt.timedelta | None = dt.timedelta(hours=20),
                  mass_delete_limits: tuple[int, float] = (MAX_DELETE_MEMBERS, MAX_DELETE_PERCENT),
                  fields: tuple[FieldMap, ...] = (), plan_salt: str = "",
-                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+                 on_progress: Callable[[str, int, int], None] | None = None,
+                 dry_pulled: DryPulled | None = None) -> None:
         self.ctx = RunContext(
             sessions=sessions, crm=crm, provider=provider, connection_id=connection_id, tenant_id=tenant_id,
             run_id=run_id, lease_owner=lease_owner, lease_seconds=lease_seconds, lookback=lookback, until=until,
             options=options, report_refresh=report_refresh, vanished_check=vanished_check,
-            mass_delete_limits=mass_delete_limits, fields=fields, on_progress=on_progress, plan_salt=plan_salt)
+            mass_delete_limits=mass_delete_limits, fields=fields, on_progress=on_progress, plan_salt=plan_salt,
+            dry_pulled=dry_pulled if dry_pulled is not None else DryPulled())
 
     @property
     def counts(self) -> Counter[str]:

@@ -22,7 +22,7 @@ from sync.crm import CrmReader
 from sync.engine.bulk import analyze, one_of
 from sync.engine.state import renew_lease, watermark_for
 from sync.fields import FieldMap
-from sync.models import MemberLink, MemberStatus, Reject, utcnow
+from sync.models import Connection, MemberLink, MemberStatus, Reject, utcnow
 from sync.providers.base import (
     Capabilities,
     ConsentPull,
@@ -91,6 +91,86 @@ class Plan:
     members_remove: list[str] = field(default_factory=list)
     blocked_by_suppression: list[str] = field(default_factory=list)
     invalid: list[tuple[str, str]] = field(default_factory=list)
+    #: Every member the run leaves out, and why (one entry per member and reason; see ``LeftOut``).
+    left_out: list[LeftOut] = field(default_factory=list)
+
+    _left_keys: set[tuple[str, tuple[str, ...], str]] = field(default_factory=set, repr=False, compare=False)
+    _left_members: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def leave_out(self, entries: Iterable[LeftOut], *, pushed: Iterable[str] = ()) -> None:
+        """Add a pushed window's left-out members; a member ``pushed`` in it is no longer left out
+        (planned again after an earlier window released its address, say). A member planned twice
+        for the same reason is named once."""
+        gone = self._left_members.intersection(pushed)
+        if gone:
+            self.left_out = [entry for entry in self.left_out if entry.member_id not in gone]
+            self._left_keys = {(entry.member_id, entry.lists, entry.reason) for entry in self.left_out}
+            self._left_members -= gone
+        for entry in entries:
+            key = (entry.member_id, entry.lists, entry.reason)
+            if key not in self._left_keys:
+                self._left_keys.add(key)
+                self._left_members.add(entry.member_id)
+                self.left_out.append(entry)
+
+
+#: Why a run leaves a member out (``LeftOut.reason``; docs/operating.md, "The dry run").
+#: Suppressed (unsubscribed, hard bounce, complaint) at this provider, in the account or in one list.
+SUPPRESSED = "suppressed"
+#: Suppressed at another provider of the tenant: the contact is never created here.
+SUPPRESSED_ELSEWHERE = "suppressed_elsewhere"
+#: An İYS RET pulled from the tenant's İYS integrator.
+IYS_REFUSED = "iys_ret"
+#: The CRM's own consent is RET: no contact is created for it.
+CRM_REFUSED = "crm_ret"
+#: Refused before sending: our check of the provider's rules, or (a real run) the provider's refusal.
+REJECTED = "rejected"
+#: The member's list does not exist at the provider (yet): the member waits for it.
+WAITS_FOR_LIST = "waits_for_list"
+#: An open reject of an earlier run that this run does not try again (its backoff runs).
+REJECT_BACKOFF = "reject_backoff"
+LEFT_OUT_REASONS = (SUPPRESSED, SUPPRESSED_ELSEWHERE, IYS_REFUSED, CRM_REFUSED, REJECTED, WAITS_FOR_LIST,
+                    REJECT_BACKOFF)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A member a run does not push (create or update) although the CRM has it in a list."""
+
+    member_id: str
+    email: str | None
+    #: The CRM lists it is left out of (all its lists, unless the reason is one list's).
+    lists: tuple[str, ...]
+    reason: str                     # one of LEFT_OUT_REASONS
+    detail: str                     # for a person: where, what and since when; a reject's reason
+
+
+@dataclass
+class DryConnection:
+    """What a dry run pulled from one connection and a real run would have stored."""
+
+    tenant_id: int
+    #: (e-mail, remote list or "") -> the status as the real run would store it.
+    statuses: dict[tuple[str, str], Suppression] = field(default_factory=dict)
+    #: E-mails whose blocking status the real run would store as new or changed.
+    changed: set[str] = field(default_factory=set)
+    #: (recipient, recipient type) -> (status, consent date) of e-mail (EPOSTA) consents it would store.
+    consents: dict[tuple[str, str], tuple[str, dt.datetime]] = field(default_factory=dict)
+
+
+@dataclass
+class DryPulled:
+    """The statuses and İYS consents the dry runs of one ``once``/``backfill`` pulled and stored
+    nothing of, shared by its connections: the connections of a tenant that run later plan on them,
+    as they would on what a real run of the earlier ones had stored."""
+
+    connections: dict[int, DryConnection] = field(default_factory=dict)
+
+    def of(self, connection_id: int, tenant_id: int) -> DryConnection:
+        return self.connections.setdefault(connection_id, DryConnection(tenant_id))
+
+    def of_tenant(self, tenant_id: int) -> dict[int, DryConnection]:
+        return {cid: dry for cid, dry in self.connections.items() if dry.tenant_id == tenant_id}
 
 
 @dataclass(frozen=True)
@@ -124,6 +204,8 @@ class RunContext:
     fields: tuple[FieldMap, ...]
     on_progress: Callable[[str, int, int], None] | None
     plan_salt: InitVar[str]
+    #: (dry run) What this invocation's dry runs pulled, shared by its connections.
+    dry_pulled: DryPulled = field(default_factory=DryPulled)
     #: What shapes a plan besides the CRM row (settings, planner version): in every source digest.
     salt: str = field(init=False)
     caps: Capabilities = field(init=False)
@@ -149,9 +231,13 @@ class RunContext:
     #: Remote lists that were missing at the provider: their contacts are pushed again even
     #: when their hash is unchanged (the provider may have lost them, or reuse the list id).
     lost_remote: set[str] = field(init=False, default_factory=set)
-    #: Dry run only: the statuses a real run would store, and the e-mails whose hash it would clear.
-    dry_statuses: dict[tuple[str, str], Suppression] = field(init=False, default_factory=dict)
-    dry_cleared: set[str] = field(init=False, default_factory=set)
+    #: Dry run only: the statuses a real run would store (``dry.statuses``), the e-mails whose hash
+    #: it would clear (``dry.changed``) and the İYS consents it would store.
+    dry: DryConnection = field(init=False)
+    #: (not a backfill) Members this run planned: an open reject of another one waits for its backoff.
+    planned: set[str] = field(init=False, default_factory=set)
+    #: Connection id -> "provider (connection N)", for the tenant's connections (read when needed).
+    _labels: dict[int, str] | None = field(init=False, default=None)
     #: The CRM's live lists (set by sync_lists): a membership of a deleted list waits for nothing.
     crm_lists: set[str] | None = field(init=False, default=None)
     #: Rows written to our own link and status tables since their statistics were last refreshed.
@@ -174,6 +260,24 @@ class RunContext:
         self.consent_api = cast(ConsentPull, self.provider) if caps.pulls_consents else None
         bind = self.sessions.kw.get("bind")
         self.dialect = bind.dialect.name if bind is not None else ""
+        self.dry = self.dry_pulled.of(self.connection_id, self.tenant_id) if self.options.dry_run \
+            else DryConnection(self.tenant_id)
+
+    @property
+    def dry_statuses(self) -> dict[tuple[str, str], Suppression]:
+        return self.dry.statuses
+
+    @property
+    def dry_cleared(self) -> set[str]:
+        return self.dry.changed
+
+    def connection_label(self, connection_id: int) -> str:
+        """``euromsg (connection 3)``: where a suppression came from, for a person."""
+        if self._labels is None:
+            with self.sessions() as session:
+                self._labels = {cid: f"{provider} (connection {cid})" for cid, provider in session.execute(
+                    sa.select(Connection.id, Connection.provider).where(Connection.tenant_id == self.tenant_id))}
+        return self._labels.get(connection_id, f"connection {connection_id}")
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ the CRM holds a consent dated after it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,20 @@ from sqlalchemy.orm import Session
 
 from sync.crm import CrmMember, source_digest
 from sync.emails import normalize_email, valid_email
-from sync.engine.context import MEMBER_LINKS, LinkRow, RunContext, Suppression, chunks
+from sync.engine.context import (
+    CRM_REFUSED,
+    IYS_REFUSED,
+    MEMBER_LINKS,
+    REJECTED,
+    SUPPRESSED,
+    SUPPRESSED_ELSEWHERE,
+    WAITS_FOR_LIST,
+    LeftOut,
+    LinkRow,
+    RunContext,
+    Suppression,
+    chunks,
+)
 from sync.engine.erasures import ERASED
 from sync.engine.rejects import TOO_LONG, VALIDATION
 from sync.engine.statuses import IYS_RET, load_suppressions
@@ -52,10 +66,21 @@ class Chunk:
     unpend: list[MemberKey] = field(default_factory=list)
     #: Members gone from the CRM: their open rejects are resolved.
     gone: list[str] = field(default_factory=list)
+    #: Members in a list that this plan does not push, and why (``Plan.left_out``).
+    left_out: list[LeftOut] = field(default_factory=list)
+    #: The CRM lists of the members it planned (a provider's refusal names them).
+    member_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Members planned to the end, with the source digest their links get once the push is done;
     #: and (member, link id, digest) of their existing links whose stored digest differs.
     sources: dict[str, str] = field(default_factory=dict)
     settled: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+def _standing(member: CrmMember, suppressions: Sequence[Suppression]) -> list[Suppression]:
+    """The account-wide suppressions that stand: not lifted by a CRM consent dated after them."""
+    onay = (member.consent_status or "").upper() == "ONAY"
+    return [s for s in suppressions if not s.remote_list and (
+        member.consent_date is None or member.consent_date <= s.occurred_at or (s.status == IYS_RET and not onay))]
 
 
 def _status_for(ctx: RunContext, member: CrmMember, suppressions: Sequence[Suppression]
@@ -64,9 +89,7 @@ def _status_for(ctx: RunContext, member: CrmMember, suppressions: Sequence[Suppr
     unless the CRM holds a consent dated after it; one that no longer stands at THIS provider
     means the push deliberately makes the contact active again."""
     refused = (member.consent_status or "").upper() == "RET"
-    onay = (member.consent_status or "").upper() == "ONAY"
-    standing = [s for s in suppressions if not s.remote_list and (
-        member.consent_date is None or member.consent_date <= s.occurred_at or (s.status == IYS_RET and not onay))]
+    standing = _standing(member, suppressions)
     if any(s.connection_id == ctx.connection_id for s in standing):
         return "unsubscribed", "suppressed at this provider", False
     if standing and not ctx.caps.supports_unsubscribe:
@@ -74,6 +97,44 @@ def _status_for(ctx: RunContext, member: CrmMember, suppressions: Sequence[Suppr
     status = "unsubscribed" if refused or standing else "active"
     superseded = any(s.connection_id == ctx.connection_id and not s.remote_list for s in suppressions)
     return status, None, status == "active" and superseded
+
+
+def _when(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _suppression_text(ctx: RunContext, s: Suppression) -> str:
+    what = {"unsubscribed": "unsubscribed", "hard_bounce": "hard bounce", "complaint": "complaint"}.get(
+        s.status, s.status)
+    if s.status == IYS_RET:
+        return f"İYS RET pulled from {ctx.connection_label(s.connection_id)}, consent date {_when(s.occurred_at)}"
+    where = ctx.connection_label(s.connection_id)
+    scope = f" list {s.remote_list}" if s.remote_list else ""
+    return f"{what} at {where}{scope} on {_when(s.occurred_at)}"
+
+
+def _why_suppressed(ctx: RunContext, member: CrmMember, standing: Sequence[Suppression]) -> tuple[str, str]:
+    """(reason, detail) of a member left out for a suppression or a refused consent: this
+    provider's own first, then an İYS RET, then another provider's; else the CRM's own RET."""
+    if not standing:
+        return CRM_REFUSED, f"the CRM's consent is RET ({member.consent_source or 'no source'}); " \
+                            "no contact is created for it"
+    first = sorted(standing, key=lambda s: (s.connection_id != ctx.connection_id, s.status != IYS_RET,
+                                            s.connection_id, s.occurred_at))[0]
+    reason = IYS_REFUSED if first.status == IYS_RET else \
+        SUPPRESSED if first.connection_id == ctx.connection_id else SUPPRESSED_ELSEWHERE
+    detail = _suppression_text(ctx, first)
+    if len(standing) > 1:
+        detail += f" (and {len(standing) - 1} more)"
+    if member.consent_date is not None:
+        detail += f"; the CRM's consent ({member.consent_status or '-'}, {_when(member.consent_date)}) is not newer"
+    return reason, detail
+
+
+def _leave_out(plan: Chunk, member: CrmMember, email: str | None, reason: str, detail: str,
+               lists: Iterable[str] | None = None) -> None:
+    chosen = tuple(sorted(member.list_ids if lists is None else lists))
+    plan.left_out.append(LeftOut(member.id, email, chosen, reason, detail))
 
 
 def _blocked_lists(ctx: RunContext, member: CrmMember, suppressions: Sequence[Suppression]) -> set[str]:
@@ -186,6 +247,11 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
         if blocked is not None:
             if member.list_ids:
                 ctx.plan.blocked_by_suppression.append(email)
+                standing = _standing(member, own)
+                reason, detail = _why_suppressed(ctx, member, standing)
+                if all(s.connection_id != ctx.connection_id for s in standing):
+                    detail += "; this provider cannot unsubscribe: its contact is left as it is"
+                _leave_out(plan, member, email, reason, detail)
             _settle(ctx, plan, member, links)
             continue
         for crm_list in sorted(member.list_ids):
@@ -195,7 +261,10 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                 plan.pending.append((MemberKey(member_id, crm_list), email,
                                      f"waits for list {crm_list}, which does not exist at the provider yet"))
         if status == "unsubscribed" and not links:
-            continue    # never create a contact for someone who refused or unsubscribed
+            # never create a contact for someone who refused or unsubscribed
+            if member.list_ids:
+                _leave_out(plan, member, email, *_why_suppressed(ctx, member, _standing(member, own)))
+            continue
         try:
             snapshot = MemberSnapshot(
                 email=email, first_name=member.first_name, last_name=member.last_name, phone=member.phone,
@@ -217,12 +286,20 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                 link = links.get(crm_list)
                 if list_map[crm_list] in unsubscribed_from:   # left alone: not re-subscribed, not removed
                     ctx.plan.blocked_by_suppression.append(email)
+                    scoped = [s for s in own if s.remote_list == list_map[crm_list]
+                              and s.connection_id == ctx.connection_id]
+                    _leave_out(plan, member, email, SUPPRESSED,
+                               _suppression_text(ctx, scoped[0]) if scoped else "unsubscribed from this list",
+                               [crm_list])
                     continue
                 if link is not None and link.email != email and ctx.caps.member_key == "email":
                     _delete(ctx, plan, link, "e-mail changed")
                     link = None
                 if status == "unsubscribed" and link is None:
-                    continue    # never create a record for someone who refused or unsubscribed
+                    # never create a record for someone who refused or unsubscribed
+                    _leave_out(plan, member, email, *_why_suppressed(ctx, member, _standing(member, own)),
+                               [crm_list])
+                    continue
                 _upsert(ctx, plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
                         link, status, resubscribe or (status == "active"
                                                       and list_map[crm_list] in superseded_lists))
@@ -245,6 +322,12 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             _upsert(ctx, plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
                     status, resubscribe)
             _settle(ctx, plan, member, links)
+    plan.member_lists = {m.id: tuple(sorted(m.list_ids)) for m in members.values()}
+    for bad, bad_email, why, code in plan.invalid:
+        lists = (bad.crm_list_id,) if bad.crm_list_id else plan.member_lists.get(bad.crm_member_id, ())
+        plan.left_out.append(LeftOut(bad.crm_member_id, bad_email, lists, REJECTED, f"{code}: {why}"))
+    for waits, waits_email, why in plan.pending:
+        plan.left_out.append(LeftOut(waits.crm_member_id, waits_email, (waits.crm_list_id,), WAITS_FOR_LIST, why))
     return plan
 
 

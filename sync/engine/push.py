@@ -22,8 +22,12 @@ from sync.engine.context import (
     MEMBER_LINKS,
     MEMBERS_STREAM,
     MEMBERS_XID_STREAM,
+    REJECT_BACKOFF,
+    REJECTED,
+    SUPPRESSED,
     SUPPRESSIONS_SEEN_STREAM,
     VANISHED_STREAM,
+    LeftOut,
     RunContext,
     chunks,
 )
@@ -34,6 +38,7 @@ from sync.engine.rejects import (
     REMOVAL_UNSUPPORTED,
     TOO_LONG,
     VALIDATION,
+    WaitingReject,
     load_open_rejects,
     record_reject,
     rejects_due,
@@ -70,6 +75,8 @@ def _merge(into: Chunk, plan: Chunk) -> None:
     into.gone += plan.gone
     into.sources.update(plan.sources)
     into.settled += plan.settled
+    into.left_out += plan.left_out
+    into.member_lists.update(plan.member_lists)
 
 
 @dataclass
@@ -120,8 +127,9 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
         return
     changed = [] if ctx.options.backfill else changed_members(ctx)
     vanished_due, vanished = vanished_members_due(ctx)
+    waiting: list[WaitingReject] = []
     with ctx.sessions() as session:
-        retry = rejects_due(ctx, session)
+        retry = rejects_due(ctx, session, waiting)
         requeued = requeued_members(ctx, session)
         suppressed = members_with_new_suppressions(ctx, session)
     changed_at = {member_id: at for at, member_id in changed}
@@ -146,6 +154,8 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
             ctx.on_progress("members", min(done + window.members + skipped, total),
                             max(total, considered + skipped))
     done += await _flush(ctx, window, list_map)
+    if waiting and not ctx.options.backfill:
+        _leave_out_waiting(ctx, [entry for entry in waiting if entry.member_id not in ctx.planned])
     ctx.counts["members_considered"] = considered
     ctx.counts["members_vanished"] = len(vanished)
     if not ctx.options.dry_run:
@@ -164,6 +174,22 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
             ctx.checkpoint(session)
         ctx.refresh_statistics(final=True)
     ctx.counts["link_and_status_rows_written"] = ctx.rows_written
+
+
+def _leave_out_waiting(ctx: RunContext, waiting: Sequence[WaitingReject]) -> None:
+    """Members with an open reject this run does not try again: left out too (with their lists)."""
+    if not waiting:
+        return
+    lists = {member.id: tuple(sorted(member.list_ids)) for member in ctx.crm.members(
+        sorted({entry.member_id for entry in waiting}))}
+    left = []
+    for entry in waiting:
+        when = "when its CRM row changes" if entry.retry_at is None else \
+            f"from {entry.retry_at.strftime('%Y-%m-%d %H:%M UTC')} (or when its CRM row changes)"
+        left.append(LeftOut(entry.member_id, entry.email,
+                            (entry.list_id,) if entry.list_id else lists.get(entry.member_id, ()), REJECT_BACKOFF,
+                            f"open reject {entry.code}: {entry.reason}; tried again {when}"))
+    ctx.plan.leave_out(left)
 
 
 async def _remove(ctx: RunContext, plan: Chunk) -> list[PushOutcome]:
@@ -207,6 +233,8 @@ async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str],
     it holds, and after when it is full; return how many members were pushed."""
     with ctx.sessions() as session:
         plan = plan_chunk(ctx, session, chunk_ids, list_map)
+    if not ctx.options.backfill:    # (a backfill tries every open reject: none waits)
+        ctx.planned.update(plan.ids)
     pushed = 0
     if window.overlaps(plan):
         # A member this chunk needs (an address it takes or releases) is planned already and
@@ -238,6 +266,7 @@ async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, 
     window.clear()
     ctx.plan.invalid += [(str(email), reason) for _, email, reason, _ in plan.invalid]
     ctx.plan.invalid += [(str(email), reason) for _, email, reason in plan.pending]
+    ctx.plan.leave_out(plan.left_out, pushed={item.key.crm_member_id for item in plan.upserts})
     if not ctx.options.dry_run:
         await _push(ctx, plan, covered_until)
         ctx.refresh_statistics(final=False)
@@ -289,6 +318,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
         remote_ids: list[dict[str, Any]] = []
         now = utcnow()
         suppressed: list[RemoteStatus] = []
+        left: list[LeftOut] = []
         # Members the provider refused or holds suppressed, in part: their links keep the digest
         # they had, so a backfill plans them again.
         unsettled = {o.key.crm_member_id for o in deleted + upserted
@@ -300,8 +330,15 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             item = by_key.get(outcome.key)
             if outcome.rejected is not None:
                 record_reject(ctx, session, open_rejects, outcome.key, item.email if item else None, outcome.rejected)
+                if item is not None:
+                    left.append(LeftOut(item.key.crm_member_id, item.email, _lists_of(plan, item.key), REJECTED,
+                                        f"{outcome.rejected.provider_code or 'provider'}: {outcome.rejected.reason}"))
                 continue
             if outcome.suppressed is not None:    # nothing was written: the provider holds it suppressed
+                if item is not None:
+                    left.append(LeftOut(item.key.crm_member_id, item.email, _lists_of(plan, item.key), SUPPRESSED,
+                                        f"{outcome.suppressed.status} at {ctx.connection_label(ctx.connection_id)}, "
+                                        "found while pushing"))
                 suppressed.append(outcome.suppressed)
                 ctx.counts["members_suppressed_at_provider"] += 1
                 known = plan.links.get(item.key) if item is not None else None
@@ -349,6 +386,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
                       key={"connection_id": ctx.connection_id}, match=("id",))
         if suppressed:
             record_statuses(ctx, session, suppressed)
+        ctx.plan.leave_out(left)
         for key, email, reason, code in plan.invalid:
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=code))
         for key, email, reason in plan.pending:
@@ -376,6 +414,10 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             if current is None or covered_until > current:
                 set_watermark(session, ctx.connection_id, MEMBERS_STREAM, min(covered_until, ctx.until))
         ctx.checkpoint(session)
+
+
+def _lists_of(plan: Chunk, key: MemberKey) -> tuple[str, ...]:
+    return (key.crm_list_id,) if key.crm_list_id else plan.member_lists.get(key.crm_member_id, ())
 
 
 def _write_provisional_links(ctx: RunContext, plan: Chunk) -> None:

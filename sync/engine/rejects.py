@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -34,20 +35,39 @@ EVERY_RUN = frozenset({LIST_PENDING})
 REMOVAL_UNSUPPORTED = "removal_unsupported"
 
 
-def rejects_due(ctx: RunContext, session: Session) -> list[str]:
+@dataclass(frozen=True)
+class WaitingReject:
+    """An open reject this run does not try again (its backoff runs, or it waits for a change)."""
+
+    member_id: str
+    list_id: str
+    email: str | None
+    code: str
+    reason: str
+    #: When a run tries it again; None: when its CRM row changes.
+    retry_at: dt.datetime | None
+
+
+def rejects_due(ctx: RunContext, session: Session, waiting: list[WaitingReject] | None = None) -> list[str]:
     """Members with an open reject to try again: those waiting for a list every run, the others
-    (the provider's refusals, our validation) with an exponential backoff."""
+    (the provider's refusals, our validation) with an exponential backoff. The others go to
+    ``waiting`` when given."""
     due = []
-    for member_id, code, attempts, last_seen in session.execute(
-            sa.select(Reject.crm_member_id, Reject.provider_code, Reject.attempts, Reject.last_seen_at).where(
+    for member_id, list_id, email, code, reason, attempts, last_seen in session.execute(
+            sa.select(Reject.crm_member_id, Reject.crm_list_id, Reject.email, Reject.provider_code, Reject.reason,
+                      Reject.attempts, Reject.last_seen_at).where(
                 Reject.connection_id == ctx.connection_id, Reject.resolved_at.is_(None),
                 Reject.crm_member_id != "")):
         if code == TOO_LONG:
+            if waiting is not None:
+                waiting.append(WaitingReject(member_id, list_id, email, code or "", reason, None))
             continue
         wait = min(dt.timedelta(hours=2 ** max(attempts - 1, 0)), REJECT_BACKOFF_MAX)
         # (a backfill tries every one again: it compares no CRM digest for them)
         if code in EVERY_RUN or last_seen + wait <= ctx.until or ctx.options.backfill:
             due.append(member_id)
+        elif waiting is not None:
+            waiting.append(WaitingReject(member_id, list_id, email, code or "", reason, last_seen + wait))
     return list(dict.fromkeys(due))
 
 

@@ -28,6 +28,7 @@ from sync.engine.connection_sync import (
     MAX_DELETE_MEMBERS,
     MAX_DELETE_PERCENT,
     ConnectionSync,
+    DryPulled,
     Plan,
     RunOptions,
 )
@@ -98,9 +99,10 @@ def select_connections(engine: sa.Engine, tenant: str | None = None, provider: s
 async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, connection_id: int,
                          options: RunOptions = DEFAULT_OPTIONS, *, transport_factory: TransportFactory | None = None,
                          on_progress: ProgressCallback | None = None,
-                         http_policy: HttpPolicy | None = None) -> RunResult:
+                         http_policy: HttpPolicy | None = None, dry_pulled: DryPulled | None = None) -> RunResult:
     """One run of one connection. Never raises for a provider, data or credential problem:
-    the outcome is in the returned RunResult and in the sync_runs table."""
+    the outcome is in the returned RunResult and in the sync_runs table. ``dry_pulled``: what
+    the dry runs of the same invocation before this one pulled (a dry run plans on it)."""
     sessions = db.session_factory(engine)
     with sessions() as session:
         connection = session.get_one(Connection, connection_id)
@@ -175,7 +177,8 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             report_refresh=dt.timedelta(seconds=settings.report_refresh_seconds),
             vanished_check=dt.timedelta(seconds=settings.vanished_check_seconds),
             mass_delete_limits=(int(connection.settings.get("max_delete_members", MAX_DELETE_MEMBERS)),
-                                float(connection.settings.get("max_delete_percent", MAX_DELETE_PERCENT))))
+                                float(connection.settings.get("max_delete_percent", MAX_DELETE_PERCENT))),
+            dry_pulled=dry_pulled)
         open_before = open_reject_ids(sessions, connection_id)
         # (STOP.check(): a stop asked for by SIGTERM or Ctrl-C is made here, between phases, and by
         # the members phase before each chunk it plans)
@@ -315,12 +318,15 @@ def run_once(settings: Settings, engine: sa.Engine, crm_engine: sa.Engine, *, te
     """Run every matching enabled connection now, one after the other (after a stop request,
     no further one starts)."""
     results = []
+    # Dry runs store nothing they pull; a later connection of the tenant plans on it as it would on
+    # what the real run of an earlier one stored (the plan then equals the `once` that follows).
+    dry_pulled = DryPulled()
     for connection_id in select_connections(engine, tenant, provider):
         if STOP.requested:
             break
         results.append(asyncio.run(run_connection(settings, engine, crm_engine, connection_id, options,
                                                   transport_factory=transport_factory, on_progress=on_progress,
-                                                  http_policy=http_policy)))
+                                                  http_policy=http_policy, dry_pulled=dry_pulled)))
     return results
 
 

@@ -29,7 +29,7 @@ from sync.engine.context import (
 )
 from sync.engine.state import set_watermark, watermark_for
 from sync.models import EMAIL, ID, IysConsent, MemberLink, MemberStatus, utcnow
-from sync.providers.base import SUPPRESSION_RANK, RemoteStatus
+from sync.providers.base import SUPPRESSION_RANK, RemoteConsent, RemoteStatus
 
 #: Statuses that stop a member from being pushed as active; a soft bounce is only information.
 BLOCKING = frozenset({"unsubscribed", "complaint", "hard_bounce"})
@@ -175,7 +175,10 @@ async def pull_consents(ctx: RunContext) -> None:
         return
     pulled = [consent async for consent in ctx.consent_api.pull_consents(ctx.read_since(CONSENTS_STREAM))]
     ctx.counts["consents_seen"] += len(pulled)
-    if ctx.options.dry_run or not pulled:
+    if ctx.options.dry_run:
+        _plan_consents(ctx, pulled)
+        return
+    if not pulled:
         return
     with ctx.sessions.begin() as session:
         existing: dict[tuple[str, str, str], IysConsent] = {}
@@ -204,6 +207,28 @@ async def pull_consents(ctx: RunContext) -> None:
         ctx.checkpoint(session)
 
 
+def _plan_consents(ctx: RunContext, pulled: Sequence[RemoteConsent]) -> None:
+    """(dry run) The İYS consents the real run would store (``pull_consents``), kept in
+    ``ctx.dry`` for planning: nothing is written."""
+    latest: dict[tuple[str, str, str], dt.datetime] = {}
+    with ctx.sessions() as session:
+        for part in chunks(sorted({c.recipient[:EMAIL] for c in pulled})):
+            for recipient, consent_type, recipient_type, consent_date in session.execute(
+                    sa.select(IysConsent.recipient, IysConsent.consent_type, IysConsent.recipient_type,
+                              IysConsent.consent_date).where(
+                        IysConsent.connection_id == ctx.connection_id, IysConsent.recipient.in_(part))):
+                latest[(recipient, consent_type, recipient_type)] = consent_date
+    for consent in pulled:
+        key = (consent.recipient[:EMAIL], consent.channel, consent.recipient_type)
+        known = latest.get(key)
+        if known is not None and consent.consent_date <= known:
+            continue
+        latest[key] = consent.consent_date
+        ctx.counts["consents_pulled"] += 1
+        if consent.channel == "EPOSTA":
+            ctx.dry.consents[(key[0], key[2])] = (consent.status, consent.consent_date)
+
+
 def members_with_new_suppressions(ctx: RunContext, session: Session) -> list[str]:
     """Linked members of this connection whose address got a suppression or an İYS state at
     ANY provider of the tenant since this connection last looked: they are planned again, so
@@ -217,6 +242,10 @@ def members_with_new_suppressions(ctx: RunContext, session: Session) -> list[str
         MemberStatus.status.in_(sorted(BLOCKING)))))
     emails.update(session.scalars(sa.select(IysConsent.recipient).where(
         IysConsent.tenant_id == ctx.tenant_id, IysConsent.pulled_at > since, IysConsent.status == "RET")))
+    if ctx.options.dry_run:     # what the real runs before this one (and its own pull) would have stored
+        for dry in ctx.dry_pulled.of_tenant(ctx.tenant_id).values():
+            emails.update(dry.changed)
+            emails.update(recipient for (recipient, _), (status, _) in dry.consents.items() if status == "RET")
     found: set[str] = set()
     for part in chunks(sorted(emails)):
         found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
@@ -226,12 +255,16 @@ def members_with_new_suppressions(ctx: RunContext, session: Session) -> list[str
 
 def load_suppressions(ctx: RunContext, session: Session, emails: Iterable[str]) -> dict[str, list[Suppression]]:
     found: dict[str, list[Suppression]] = defaultdict(list)
+    # A dry run plans on what the real runs would have stored: its own pull, and those of the
+    # tenant's connections dry-run before it in the same invocation (stored rows they replace
+    # are left out).
+    dry = ctx.dry_pulled.of_tenant(ctx.tenant_id) if ctx.options.dry_run else {}
     for part in chunks(sorted(set(emails))):
         for row in session.execute(sa.select(MemberStatus.email, MemberStatus.connection_id, MemberStatus.status,
                                              MemberStatus.occurred_at, MemberStatus.remote_list_id).where(
                 MemberStatus.tenant_id == ctx.tenant_id, ctx.one_of(MemberStatus.email, part))):
-            if row.status in BLOCKING and not (row.connection_id == ctx.connection_id
-                                               and (row.email, row.remote_list_id) in ctx.dry_statuses):
+            if row.status in BLOCKING and not (row.connection_id in dry
+                                               and (row.email, row.remote_list_id) in dry[row.connection_id].statuses):
                 found[row.email].append(Suppression(row.connection_id, row.status, row.occurred_at,
                                                     row.remote_list_id))
         # İYS RET pulled from the tenant's İYS integrator: the e-mail channel is refused at
@@ -241,18 +274,27 @@ def load_suppressions(ctx: RunContext, session: Session, emails: Iterable[str]) 
         pushed_unsubscribed = {(row.connection_id, row.email): row.pushed_at for row in session.execute(
             sa.select(MemberLink.connection_id, MemberLink.email, MemberLink.pushed_at).where(
                 ctx.one_of(MemberLink.email, part), MemberLink.status_pushed == "unsubscribed",
-                MemberLink.connection_id.in_(sa.select(IysConsent.connection_id).where(
-                    IysConsent.tenant_id == ctx.tenant_id).scalar_subquery())))}
-        for recipient, connection_id, consent_date in session.execute(
-                sa.select(IysConsent.recipient, IysConsent.connection_id, IysConsent.consent_date).where(
-                    IysConsent.tenant_id == ctx.tenant_id, ctx.one_of(IysConsent.recipient, part),
-                    IysConsent.consent_type == "EPOSTA", IysConsent.status == "RET")):
+                sa.or_(MemberLink.connection_id.in_(sa.select(IysConsent.connection_id).where(
+                    IysConsent.tenant_id == ctx.tenant_id).scalar_subquery()),
+                    MemberLink.connection_id.in_(sorted(cid for cid, d in dry.items() if d.consents)))))}
+        wanted_part = set(part)
+        refused = [(recipient, connection_id, consent_date) for recipient, connection_id, recipient_type, consent_date
+                   in session.execute(sa.select(IysConsent.recipient, IysConsent.connection_id,
+                                                IysConsent.recipient_type, IysConsent.consent_date).where(
+                       IysConsent.tenant_id == ctx.tenant_id, ctx.one_of(IysConsent.recipient, part),
+                       IysConsent.consent_type == "EPOSTA", IysConsent.status == "RET"))
+                   if not (connection_id in dry and (recipient, recipient_type) in dry[connection_id].consents)]
+        refused += [(recipient, connection_id, consent_date) for connection_id, d in dry.items()
+                    for (recipient, _), (status, consent_date) in d.consents.items()
+                    if status == "RET" and recipient in wanted_part]
+        for recipient, connection_id, consent_date in refused:
             echo_until = pushed_unsubscribed.get((connection_id, recipient))
             if echo_until is not None and consent_date <= echo_until:
                 continue
             found[recipient].append(Suppression(connection_id, IYS_RET, consent_date))
     wanted = set(emails)
-    for (email, _), suppression in ctx.dry_statuses.items():
-        if email in wanted and suppression.status in BLOCKING:
-            found[email].append(suppression)
+    for d in dry.values():
+        for (email, _), suppression in d.statuses.items():
+            if email in wanted and suppression.status in BLOCKING:
+                found[email].append(suppression)
     return found
