@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from sync import db
@@ -18,6 +21,8 @@ from sync.cli.app import (
     pass_app,
     require_contract,
 )
+from sync.cli.pulled import OneLineUsage, _Choice
+from sync.errors import SyncError
 
 # --- runs ---------------------------------------------------------------------------------
 
@@ -41,40 +46,121 @@ def _print_results(app: App, results: list[Any]) -> None:
             app.out.print(f"{r.tenant}/{r.provider}: {r.status}: {r.error}")
 
 
-def _print_plan(app: App, results: list[Any]) -> None:
+def _print_plan(app: App, results: list[Any], verbose: bool) -> None:
     def sample(items: list[Any]) -> str:
         shown = ", ".join(str(i) for i in items[:5])
         return f"{len(items)}" + (f"  e.g. {shown}" + (" ..." if len(items) > 5 else "") if items else "")
 
     for r in results:
-        app.out.print(f"[bold]{r.tenant}/{r.provider}[/bold]: dry run, nothing sent ({r.status})")
+        app.out.print(f"[bold]{escape(r.tenant)}/{r.provider}[/bold]: dry run, nothing sent ({r.status})")
         if r.error:
-            app.out.print(f"  error: {r.error}")
+            app.out.print(f"  error: {escape(r.error)}")
         if r.plan is None:
             continue
         p = r.plan
         for label, items in (("lists to create", p.lists_create),
                              ("lists to rename", [f"{a} -> {b}" for a, b in p.lists_rename]),
-                             ("lists to delete", p.lists_delete), ("members to add", p.members_add),
-                             ("members to update", p.members_update), ("members to remove", p.members_remove),
-                             ("blocked by suppression", p.blocked_by_suppression),
-                             ("invalid (would be rejected)", [f"{e} ({why})" for e, why in p.invalid])):
-            app.out.print(f"  {label:28} {sample(items)}")
+                             ("lists to delete", p.lists_delete),
+                             ("lists rejected", [f"{a} ({why})" for a, why in p.lists_rejected]),
+                             ("members to add", p.members_add),
+                             ("members to update", p.members_update), ("members to remove", p.members_remove)):
+            app.out.print(f"  {label:28} {escape(sample(items))}")
+        left = len({entry.member_id for entry in p.left_out})
+        app.out.print(f"  {'members left out':28} {left}")
+        for email, why in p.invalid:
+            if email == "(mass delete)":
+                app.out.print(f"  {'mass delete':28} {escape(why)}")
+    _print_left_out(app, results, verbose, dry_run=True)
+
+
+def _print_left_out(app: App, results: list[Any], verbose: bool, *, dry_run: bool) -> None:
+    """The members left out, per connection and reason (a table), and with --verbose by name."""
+    from sync.ops.left_out import by_reason, left_out_rows
+
+    counted = [(r, by_reason(r)) for r in results]
+    if not any(reasons for _, reasons in counted):
+        if dry_run:
+            app.out.print("no member left out")
+        return
+    summary = Table("tenant", "provider", "reason", "members", title="members left out")
+    for r, reasons in counted:
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+            summary.add_row(escape(r.tenant), r.provider, reason, str(count))
+    app.out.print(summary)
+    if not verbose:
+        app.out.print("--verbose names them; --output FILE --format csv|jsonl writes one row per member")
+        return
+    named = Table("tenant", "provider", "member", "email", "lists", "reason", "detail", title="left out")
+    for row in left_out_rows(results):
+        named.add_row(escape(row["tenant"]), row["provider"], escape(row["member_id"]), escape(row["email"] or ""),
+                      escape(" ".join(row["lists"])), row["reason"], escape(row["detail"]))
+    app.out.print(named)
+
+
+def _check_report_options(verbose: bool, output: str | None, fmt: str | None, as_json: bool) -> str | None:
+    """The format of --output (given, or from FILE's suffix); a bad combination is one line, exit 2."""
+    if as_json and verbose:
+        raise OneLineUsage("--json and --verbose exclude each other (--json names every left-out member)")
+    if fmt is not None and output is None:
+        raise OneLineUsage(f"--format {fmt} needs --output FILE")
+    if output is None:
+        return None
+    if output == "-":
+        raise OneLineUsage("--output needs a file: the table goes to stdout (--json prints everything there)")
+    parent = Path(output).parent
+    if not parent.is_dir():
+        raise OneLineUsage(f"--output {output}: the directory {parent} does not exist")
+    if fmt is None:
+        suffix = Path(output).suffix.lower()
+        if suffix not in (".csv", ".jsonl"):
+            raise OneLineUsage(f"--output {output}: say --format csv or --format jsonl (FILE ends in neither "
+                               ".csv nor .jsonl)")
+        fmt = suffix[1:]
+    return fmt
+
+
+def _report(app: App, results: list[Any], *, dry_run: bool, verbose: bool, output: str | None, fmt: str | None,
+            as_json: bool) -> None:
+    from sync.ops.left_out import document, left_out_rows, write_rows
+    from sync.ops.pulled import Output
+
+    if as_json:
+        click.echo(json.dumps(document(results, dry_run=dry_run), ensure_ascii=False, indent=2, default=str))
+    elif dry_run:
+        _print_plan(app, results, verbose)
+    else:
+        _print_results(app, results)
+        if verbose:
+            _print_left_out(app, results, verbose, dry_run=False)
+    if output is not None and fmt is not None:
+        rows = left_out_rows(results)
+        try:
+            write_rows(rows, fmt, Output(output, sys.stdout))
+        except SyncError as exc:
+            click.echo(f"crm-esp-sync: error: {exc.message.split(';')[0]}", err=True)
+            sys.exit(EXIT_FAILURE)
+        line = f"{len(rows)} left-out member row(s) written to {output}"
+        if as_json:
+            click.echo(line, err=True)
+        else:
+            app.out.print(escape(line))
 
 
 def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, backfill: bool,
-         allow_mass_delete: bool = False, replan_all: bool = False) -> None:
+         allow_mass_delete: bool = False, replan_all: bool = False, *, verbose: bool = False,
+         output: str | None = None, fmt: str | None = None, as_json: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sync.engine.connection_sync import RunOptions
     from sync.engine.runner import run_once
     from sync.stopping import stop_on_signals
 
+    fmt = _check_report_options(verbose, output, fmt, as_json)
     app.vault()   # a missing or malformed master key fails here, before any run starts
     engine = app.migrated_engine()
     crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
     require_contract(app, crm_engine)
-    show_progress = backfill and app.out.is_terminal
+    show_progress = backfill and app.out.is_terminal and not as_json
     with stop_on_signals() as stop, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                              TimeElapsedColumn(), console=app.out,
                                              disable=not show_progress) as progress:
@@ -93,12 +179,17 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
         crm_engine.dispose()
     stopped = stop.exit_status()
     if not results:
-        app.out.print(f"stopped by {stop.signal.name} before any run started" if stop.signal is not None
-                      else "no enabled connection matches")
+        if as_json:
+            from sync.ops.left_out import document
+
+            click.echo(json.dumps(document([], dry_run=dry_run), indent=2))
+        else:
+            app.out.print(f"stopped by {stop.signal.name} before any run started" if stop.signal is not None
+                          else "no enabled connection matches")
         if stopped:
             sys.exit(stopped)
         return
-    (_print_plan if dry_run else _print_results)(app, results)
+    _report(app, results, dry_run=dry_run, verbose=verbose, output=output, fmt=fmt, as_json=as_json)
     code = stopped or exit_status([r.status for r in results])
     if code:
         sys.exit(code)
@@ -155,11 +246,19 @@ run_filters = [
     click.option("--tenant", help="only this tenant"),
     click.option("--provider", type=PROVIDER_CHOICE, help="only this provider"),
     click.option("--dry-run", is_flag=True, help="print the plan (lists and members to create, update, remove, "
-                 "blocked by suppression) and write nothing; it reads the provider (statuses, lists) so that "
-                 "the plan equals the run that follows"),
+                 "and every member left out, with the reason) and write nothing; it reads the provider "
+                 "(statuses, İYS consents, lists) so that the plan equals the run that follows"),
     click.option("--allow-mass-delete", is_flag=True,
                  help="go on although the run would remove more members or lists than the connection's "
                  "max_delete_members / max_delete_percent settings allow (default 5000 members, 25 %)"),
+    click.option("--verbose", "-v", is_flag=True,
+                 help="name every member left out (suppressed, İYS RET, rejected, waiting...) with the reason"),
+    click.option("--output", "-o", metavar="FILE",
+                 help="write one row per left-out member to FILE (replaced when complete, mode 0600)"),
+    click.option("--format", "fmt", type=_Choice(["csv", "jsonl"]),
+                 help="of --output FILE (default: from FILE's suffix .csv or .jsonl)"),
+    click.option("--json", "as_json", is_flag=True,
+                 help="print one JSON document: each run's plan or counts and its left-out members"),
 ]
 
 
@@ -172,12 +271,16 @@ def _with_run_filters(command: Any) -> Any:
 @cli.command("once", epilog=EXIT_STATUS_HELP)
 @_with_run_filters
 @pass_app
-def once(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool) -> None:
+def once(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool,
+         verbose: bool, output: str | None, fmt: str | None, as_json: bool) -> None:
     """Run every enabled connection now (incremental, from the watermarks), then exit.
 
-    Rejected rows do not fail a run; new ones give exit status 3.
+    Rejected rows do not fail a run; new ones give exit status 3. With --dry-run it sends nothing
+    and changes nothing a run depends on, and names every member the run would leave out
+    (docs/operating.md, "The dry run").
     """
-    _run(app, tenant, provider, dry_run, backfill=False, allow_mass_delete=allow_mass_delete)
+    _run(app, tenant, provider, dry_run, backfill=False, allow_mass_delete=allow_mass_delete, verbose=verbose,
+         output=output, fmt=fmt, as_json=as_json)
 
 
 @cli.command("backfill", epilog=EXIT_STATUS_HELP)
@@ -187,7 +290,7 @@ def once(app: App, tenant: str | None, provider: str | None, dry_run: bool, allo
                    "are what they were last synced from (the default skips them).")
 @pass_app
 def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool, allow_mass_delete: bool,
-             replan_all: bool) -> None:
+             verbose: bool, output: str | None, fmt: str | None, as_json: bool, replan_all: bool) -> None:
     """Full reconcile: compare EVERY CRM member with what was pushed (ignores watermarks,
     finds hard deletes and changes made without moving updated_at), with progress bars. A member
     whose CRM row and lists are what its links were last synced from is not planned again; every
@@ -196,7 +299,7 @@ def backfill(app: App, tenant: str | None, provider: str | None, dry_run: bool, 
     Exit status as for `once`: 0 success, 1 failure, 2 usage/configuration, 3 new rejects.
     """
     _run(app, tenant, provider, dry_run, backfill=True, allow_mass_delete=allow_mass_delete,
-         replan_all=replan_all)
+         replan_all=replan_all, verbose=verbose, output=output, fmt=fmt, as_json=as_json)
 
 
 @cli.command("run")
