@@ -177,11 +177,13 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
 
 
 def _leave_out_waiting(ctx: RunContext, waiting: Sequence[WaitingReject]) -> None:
-    """Members with an open reject this run does not try again: left out too (with their lists)."""
+    """Members with an open reject this run does not try again: left out too. A dry run reads their
+    CRM lists (one read); a real run names the reject's own list only (its work stays with what
+    changed, not with the open rejects)."""
     if not waiting:
         return
     lists = {member.id: tuple(sorted(member.list_ids)) for member in ctx.crm.members(
-        sorted({entry.member_id for entry in waiting}))}
+        sorted({entry.member_id for entry in waiting}))} if ctx.options.dry_run else {}
     left = []
     for entry in waiting:
         when = "when its CRM row changes" if entry.retry_at is None else \
