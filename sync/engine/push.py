@@ -268,7 +268,14 @@ async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, 
     window.clear()
     ctx.plan.invalid += [(str(email), reason) for _, email, reason, _ in plan.invalid]
     ctx.plan.invalid += [(str(email), reason) for _, email, reason in plan.pending]
-    ctx.plan.leave_out(plan.left_out, pushed={item.key.crm_member_id for item in plan.upserts})
+    cannot = [item for item in plan.upserts if ctx.options.dry_run and not ctx.caps.supports_unsubscribe
+              and plan.statuses.get(item.key) == "unsubscribed"]
+    # (a provider that cannot unsubscribe refuses such an upsert: the real run's reject, foreseen)
+    ctx.plan.leave_out([*plan.left_out, *(LeftOut(
+        item.key.crm_member_id, item.email, _lists_of(plan, item.key), REJECTED,
+        f"{ctx.provider.name} cannot unsubscribe through its API: unsubscribe {item.email} in its panel "
+        "(the real run leaves an open reject)") for item in cannot)],
+        pushed={item.key.crm_member_id for item in plan.upserts if item not in cannot})
     if not ctx.options.dry_run:
         await _push(ctx, plan, covered_until)
         ctx.refresh_statistics(final=False)

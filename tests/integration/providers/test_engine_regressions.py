@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -377,3 +378,31 @@ def test_18_the_dry_run_plan_equals_the_run_that_follows_on_a_mixed_change(world
         assert world.scalar(sa.select(sa.func.count()).select_from(ListLink)) == links_before - 1 + l9_linked
         assert remote_list_name(world, "L2") in world.harness.list_names()
     assert is_blocked(plan, emails[3]) or capabilities(world).status_pull == "none"   # none: never learnt
+
+
+def test_the_dry_run_names_exactly_whom_the_real_run_leaves_out(world: World) -> None:
+    """Issue 25: a dry run names every member it leaves out with the reason, and the run that
+    follows leaves out exactly those, on every provider and reading: a member unsubscribed at the
+    provider (re-planned for it, no CRM change), a mistyped address, and a CRM RET of a synced
+    member (pushed as an unsubscribe; a provider that cannot unsubscribe refuses it)."""
+    world.run()
+    crm = world.valid_active_members()
+    emails = sorted(crm)
+    caps = capabilities(world)
+    if caps.status_pull != "none":
+        world.harness.unsubscribe(emails[5])
+    world.update_member(crm[emails[3]].id, consent_status="RET", consent_date=world.now())
+    world.update_member(crm[emails[7]].id, email="kotu adres")
+    world.harness.reset_log()
+    dry = world.run(dry_run=True)
+    assert world.harness.write_requests() == 0
+    real = world.run()
+
+    def named(result: Any) -> set[tuple[str, str]]:
+        return {(entry.member_id, entry.reason) for entry in result.plan.left_out}
+
+    assert named(dry) == named(real), (dry.plan.left_out, real.plan.left_out)
+    assert (crm[emails[7]].id, "rejected") in named(dry)
+    if caps.status_pull != "none":
+        assert (crm[emails[5]].id, "suppressed") in named(dry)
+    assert ((crm[emails[3]].id, "rejected") in named(dry)) == (not caps.supports_unsubscribe)
