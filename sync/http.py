@@ -1,9 +1,11 @@
 """The one HTTP layer every provider client talks through.
 
 It adds what httpx leaves to us: retries of 429/5xx and transport errors with jittered
-backoff, a Retry-After that holds back every request of the connection, a concurrency cap,
-a token-bucket rate limit, one fresh login on a 401, and log lines and errors that never
-carry a secret. It repeats only what is safe to repeat: a request that may have been applied
+backoff, an adaptive concurrency limit (AIMD, ``AdaptiveLimit``: a 429 or 5xx halves the requests
+in flight without stalling them, answers that come back fast and unrefused add one), a Retry-After
+that the refused request waits out (and every request of the connection, for a 503, or once the
+limit is down to one request), a token-bucket rate limit, one fresh login on a 401, and log lines
+and errors that never carry a secret. It repeats only what is safe to repeat: a request that may have been applied
 (its answer lost, or a 5xx after it was sent) is sent again only when its method is idempotent
 or the caller says so (``idempotent=True``); otherwise ``AnswerLostError`` lets the caller look
 before it sends again. ``json_of`` reads an answer's body or says, in one line, what was wrong.
@@ -38,8 +40,8 @@ from sync.errors import (
     RetriableError,
 )
 
-__all__ = ["AnswerClassifier", "Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket", "Verdict",
-           "WriteGuard", "describe", "json_of", "retry_after_seconds", "safe_url"]
+__all__ = ["AdaptiveLimit", "AnswerClassifier", "Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket",
+           "Verdict", "WriteGuard", "describe", "json_of", "retry_after_seconds", "safe_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,9 @@ NOT_PROCESSED_STATUSES = frozenset({429})
 NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
                                                            httpx.PoolTimeout)
 DESCRIBE_LIMIT = 200
+#: Transport errors that say the provider is overloaded (it did not answer in time): they cut the
+#: adaptive limit like a 429 or 5xx; a refused or reset connection does not.
+_OVERLOAD_ERRORS = frozenset({"ReadTimeout", "WriteTimeout", "PoolTimeout"})
 
 Primitive: TypeAlias = str | int | float | bool | None
 QueryParams: TypeAlias = Mapping[str, Primitive | Sequence[Primitive]]
@@ -117,13 +122,17 @@ class HttpPolicy:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     max_retry_after_s: float = 300.0  # a longer Retry-After is a RetriableError at once
-    concurrency: int = 4  # in-flight requests per connection
+    concurrency: int = 4  # in-flight requests per connection: the ceiling of the adaptive limit
+    #: AIMD between 1 and ``concurrency`` (``AdaptiveLimit``), starting at ``start_concurrency``;
+    #: False: always ``concurrency`` in flight.
+    adaptive: bool = True
+    start_concurrency: int = 2
     rate_per_s: float | None = None  # token bucket per connection; None = unlimited
     burst: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.concurrency < 1 or self.burst < 1:
-            raise ConfigurationError("max_attempts, concurrency and burst must be at least 1")
+        if self.max_attempts < 1 or self.concurrency < 1 or self.burst < 1 or self.start_concurrency < 1:
+            raise ConfigurationError("max_attempts, concurrency, start_concurrency and burst must be at least 1")
         if self.rate_per_s is not None and not self.rate_per_s > 0:
             raise ConfigurationError("rate_per_s must be positive (or None for no limit)")
 
@@ -137,6 +146,84 @@ class HttpStats:
     rate_limited_waits: int = 0  # waits for a rate-limit token or another request's Retry-After
     waited_s: float = 0.0
     by_method: Counter[str] = field(default_factory=Counter)
+    concurrency: int = 0  # requests allowed in flight at the end (the adaptive limit)
+    concurrency_peak: int = 0
+    concurrency_cuts: int = 0  # halvings on a 429 or 5xx
+
+
+class AdaptiveLimit:
+    """How many requests one connection has in flight, found by AIMD (additive increase,
+    multiplicative decrease: TCP's congestion control, as in Netflix's concurrency-limits).
+
+    Every answer that comes back unrefused and no slower than twice the fastest one seen (plus
+    50 ms) adds ``1 / limit`` (one more request in flight per round trip of them); a 429 or 5xx
+    halves the limit, once per round (answers to requests sent before the last cut saw the old
+    limit and do not cut again). Never above ``ceiling`` (the provider's configured concurrency),
+    never below one. Latency alone never cuts: one connection mixes calls as different as a
+    one-member GET and a bulk import, so a slow answer is not a sign of overload by itself; it
+    only stops the increase. What is in flight is never stalled by a cut: it finishes, and the
+    next request waits for a free slot under the new limit.
+    """
+
+    def __init__(self, ceiling: int, start: int, clock: Clock) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = float(min(max(1, start), self.ceiling))
+        self.in_flight = 0
+        self.cuts = 0
+        self.peak = self.allowed
+        self._clock = clock
+        self._cut_at = -math.inf
+        self._fastest = math.inf
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def allowed(self) -> int:
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> None:
+        while self.in_flight >= self.allowed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()        # woken, then cancelled: pass the free slot on
+                raise
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        for _ in range(max(0, self.allowed - self.in_flight)):
+            if not self._waiters:
+                return
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def answered(self, sent_at: float, elapsed: float, *, overloaded: bool) -> bool:
+        """Adapt to one answer (sent at ``sent_at``, after ``elapsed`` seconds); True when it was
+        a refusal that found the limit at one request already (nothing left to slow down)."""
+        if overloaded:
+            if sent_at < self._cut_at:
+                return False            # this round was cut already
+            floor = self.limit <= 1.0
+            self._cut_at = self._clock()
+            if not floor:
+                self.limit = max(1.0, self.limit / 2)
+                self.cuts += 1
+            return floor
+        self._fastest = min(self._fastest, elapsed)
+        if elapsed <= 2 * self._fastest + 0.05:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            self.peak = max(self.peak, self.allowed)
+            self._wake()
+        return False
 
 
 class Auth(Protocol):
@@ -307,6 +394,9 @@ class _Failure:
     cause: httpx.TransportError | None = None
     maybe_applied: bool = True  # False when the provider cannot have acted on the request
     provider_code: str | None = None
+    #: A refusal when the adaptive limit was at one request already: its Retry-After holds back
+    #: the whole connection (below one request in flight, only waiting slows down further).
+    at_floor: bool = False
 
 
 class ProviderHTTP:
@@ -325,7 +415,11 @@ class ProviderHTTP:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._semaphore = asyncio.Semaphore(policy.concurrency)
+        self.limit = AdaptiveLimit(policy.concurrency, policy.start_concurrency if policy.adaptive
+                                   else policy.concurrency, clock)
+        self._adaptive = policy.adaptive
+        self.stats.concurrency = self.stats.concurrency_peak = self.limit.allowed
+        self._floor_hit = False     # the last refusal found the limit at one request
         self._bucket = (TokenBucket(policy.rate_per_s, policy.burst, clock)
                         if policy.rate_per_s is not None else None)
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
@@ -405,7 +499,7 @@ class ProviderHTTP:
                 else:
                     failure = _Failure(f"HTTP {status}", status=status, retry_after=(
                         retry_after_seconds(response) if status in RETRY_AFTER_STATUSES else None),
-                        maybe_applied=status not in NOT_PROCESSED_STATUSES)
+                        maybe_applied=status not in NOT_PROCESSED_STATUSES, at_floor=self._floor_hit)
             if failure.maybe_applied and not repeatable:
                 raise AnswerLostError(
                     f"{self.provider}: {method} {shown} got no usable answer ({failure.reason}) and may have "
@@ -428,7 +522,12 @@ class ProviderHTTP:
         cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (failures - 1))
         delay = self._rng.uniform(0, cap)  # full jitter
         if retry_after is not None:
-            self._not_before = max(self._not_before, self._clock() + retry_after)
+            # The refused request waits its Retry-After. The others wait too only for a 503 (the
+            # service is down), with a fixed concurrency, or when the adaptive limit was at one
+            # request already: otherwise halving what is in flight (AdaptiveLimit) is the slowing
+            # down, and one refusal does not stall the connection.
+            if failure.status != 429 or not self._adaptive or failure.at_floor:
+                self._not_before = max(self._not_before, self._clock() + retry_after)
             delay = max(delay, retry_after)
         self._note_retry(method, shown, failure.reason, failures, delay)
         await self._sleep(delay)
@@ -441,8 +540,9 @@ class ProviderHTTP:
             _tell_observers(self.provider, "retry", reason, delay)
 
     async def _send(self, request: httpx.Request, shown: str, attempt: int) -> httpx.Response:
-        """One attempt: take a slot, wait for our turn, send, and log the outcome."""
-        async with self._semaphore:
+        """One attempt: take a slot, wait for our turn, send, log the outcome and adapt the limit."""
+        await self.limit.acquire()
+        try:
             await self._wait_turn(request.method, shown)
             self.stats.requests += 1
             self.stats.by_method[request.method] += 1
@@ -460,7 +560,18 @@ class ProviderHTTP:
                           status=outcome, elapsed_ms=round(elapsed * 1000, 1), attempt=attempt)
                 if ATTEMPT_OBSERVERS:
                     _tell_observers(self.provider, "attempt", outcome, elapsed)
+                seen: int | str = outcome
+                if self._adaptive and seen != "aborted":
+                    overloaded = seen in RETRY_STATUSES if isinstance(seen, int) else seen in _OVERLOAD_ERRORS
+                    at_floor = self.limit.answered(started, elapsed, overloaded=overloaded)
+                    if overloaded:      # (read by request() before any other task runs)
+                        self._floor_hit = at_floor
+                    self.stats.concurrency = self.limit.allowed
+                    self.stats.concurrency_peak = self.limit.peak
+                    self.stats.concurrency_cuts = self.limit.cuts
             return response
+        finally:
+            self.limit.release()
 
     async def _wait_turn(self, method: str, shown: str) -> None:
         """Wait for a rate-limit token, then until the connection's Retry-After is over."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import sqlalchemy as sa
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -158,6 +158,12 @@ class Metrics:
                                ["provider"], registry=self.registry)
         self.throttled = Counter("crm_esp_sync_http_throttled", "HTTP 429 answers this process got",
                                  ["provider"], registry=self.registry)
+        self.concurrency = Gauge("crm_esp_sync_http_concurrency",
+                                 "Requests in flight the adaptive limit allowed at the end of this process's last run",
+                                 ["provider"], registry=self.registry)
+        self.concurrency_cuts = Counter("crm_esp_sync_http_concurrency_cuts",
+                                        "Halvings of the adaptive limit on a 429, 5xx or timeout in this process",
+                                        ["provider"], registry=self.registry)
         self.registry.register(_DatabaseCollector(engine))
         self.registry.register(_DaemonCollector(state))
         http.ATTEMPT_OBSERVERS.append(self._on_attempt)
@@ -184,6 +190,9 @@ class Metrics:
         self.rows.labels(result.provider, "pulled").inc(sum(counts.get(k, 0) for k in PULLED))
         self.rows.labels(result.provider, "rejected").inc(counts.get("rejected", 0))
         self.requests.labels(result.provider).inc(result.http_requests)
+        if "http_concurrency" in counts:
+            self.concurrency.labels(result.provider).set(counts["http_concurrency"])
+            self.concurrency_cuts.labels(result.provider).inc(counts.get("http_concurrency_cuts", 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -224,6 +224,9 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             result.plan = sync.plan
         result.http_requests = sum(h.stats.requests for h in https)
         result.counts["http_requests"] = result.http_requests     # `status` shows it per run
+        if https:   # the adaptive limit's level at the end of the run, and how often a refusal halved it
+            result.counts["http_concurrency"] = max(h.stats.concurrency for h in https)
+            result.counts["http_concurrency_cuts"] = sum(h.stats.concurrency_cuts for h in https)
         result.timings["total"] = round(time.monotonic() - started, 3)
         with sessions.begin() as session:
             run = session.get_one(SyncRun, run_id)

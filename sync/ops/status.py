@@ -93,6 +93,8 @@ def run_view(run: SyncRun) -> dict[str, Any]:
         "seconds": seconds, "counts": dict(sorted((run.counts or {}).items())),
         "timings": dict(sorted((run.timings or {}).items())),
         "http_requests": (run.counts or {}).get("http_requests"),   # null for runs recorded before it was stored
+        # requests in flight at the end of the run (the adaptive limit, sync.http.AdaptiveLimit)
+        "http_concurrency": (run.counts or {}).get("http_concurrency"),
         "error": run.error,
     }
 

@@ -29,6 +29,7 @@ from sync.errors import (
     RetriableError,
 )
 from sync.http import (
+    AdaptiveLimit,
     Auth,
     HttpPolicy,
     ProviderHTTP,
@@ -239,8 +240,9 @@ def test_retry_after_http_date_is_measured_from_the_response_date() -> None:
     assert script.times[1] - script.times[0] >= 12
 
 
-def test_retry_after_holds_back_every_request_of_the_connection() -> None:
-    """A request started while another one waits out its Retry-After is not sent before it ends."""
+def test_retry_after_holds_back_every_request_of_a_fixed_concurrency_connection() -> None:
+    """With a fixed concurrency (no adaptive limit to halve), a request started while another one
+    waits out its Retry-After is not sent before it ends."""
     time = FakeTime()
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -252,7 +254,7 @@ def test_retry_after_holds_back_every_request_of_the_connection() -> None:
     started = time.now
 
     async def scenario() -> None:
-        async with provider_http(handler, time) as http:
+        async with provider_http(handler, time, adaptive=False) as http:
             first = asyncio.create_task(http.request("GET", "a"))
             await time.sleeping.wait()  # "a" got its 429 and waits now
             assert (await http.request("GET", "b")).status_code == 200
@@ -264,6 +266,84 @@ def test_retry_after_holds_back_every_request_of_the_connection() -> None:
     assert len(script.sent) == 3
     assert sent["/v1/b"] - started >= 10
     assert sent["/v1/a"] - started >= 10
+
+
+def test_a_429_halves_what_is_in_flight_instead_of_stalling_the_connection() -> None:
+    """Issue 24, item 5: one 429 paused every request of the connection (Euromsg and
+    MailMasterPlus fell to about 6 requests/s with one 429 in seven calls). Now the refused
+    request waits its Retry-After, the adaptive limit halves, and the others go on at once."""
+    time = FakeTime()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = not script.sent
+        script.sent.append((time.now, request))
+        return httpx.Response(429, headers={"Retry-After": "10"}) if first else httpx.Response(200)
+
+    script = Script(time, 200)
+    started = time.now
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, concurrency=4, start_concurrency=4) as http:
+            first = asyncio.create_task(http.request("GET", "a"))
+            await time.sleeping.wait()  # "a" got its 429 and waits now
+            assert (await http.request("GET", "b")).status_code == 200
+            assert http.limit.allowed == 2 and http.stats.concurrency_cuts == 1
+            assert (await first).status_code == 200
+            assert http.stats.rate_limited_waits == 0     # nobody waited for another's Retry-After
+
+    run(scenario)
+    sent = {request.url.path: at for at, request in script.sent}
+    assert sent["/v1/b"] == started                        # not held back
+    assert sent["/v1/a"] - started >= 10                   # the refused request waited its Retry-After
+
+
+def test_a_429_at_one_request_in_flight_holds_back_the_whole_connection() -> None:
+    """Below one request in flight only waiting slows down further: at the floor, the Retry-After
+    holds back every request of the connection, as with a fixed concurrency."""
+    time = FakeTime()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = not script.sent
+        script.sent.append((time.now, request))
+        return httpx.Response(429, headers={"Retry-After": "10"}) if first else httpx.Response(200)
+
+    script = Script(time, 200)
+    started = time.now
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, concurrency=4, start_concurrency=1) as http:
+            first = asyncio.create_task(http.request("GET", "a"))
+            await time.sleeping.wait()
+            assert (await http.request("GET", "b")).status_code == 200
+            assert (await first).status_code == 200
+
+    run(scenario)
+    sent = {request.url.path: at for at, request in script.sent}
+    assert sent["/v1/b"] - started >= 10
+
+
+def test_a_503_retry_after_holds_back_the_whole_connection() -> None:
+    """A 503 with Retry-After says the service is down: everybody waits, whatever the limit."""
+    time = FakeTime()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = not script.sent
+        script.sent.append((time.now, request))
+        return httpx.Response(503, headers={"Retry-After": "10"}) if first else httpx.Response(200)
+
+    script = Script(time, 200)
+    started = time.now
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, concurrency=4, start_concurrency=4) as http:
+            first = asyncio.create_task(http.request("GET", "a"))
+            await time.sleeping.wait()
+            assert (await http.request("GET", "b")).status_code == 200
+            assert (await first).status_code == 200
+
+    run(scenario)
+    sent = {request.url.path: at for at, request in script.sent}
+    assert sent["/v1/b"] - started >= 10
 
 
 def test_retry_after_longer_than_the_policy_allows_fails_at_once() -> None:
@@ -418,7 +498,7 @@ def test_concurrency_never_exceeds_the_limit() -> None:
             in_flight -= 1
             return httpx.Response(200)
 
-        async with provider_http(handler, time, concurrency=limit) as http:
+        async with provider_http(handler, time, concurrency=limit, adaptive=False) as http:
             requests = asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(10)))
             async with asyncio.timeout(1):  # real seconds, only ever reached if the test is broken
                 await full.wait()
@@ -429,6 +509,77 @@ def test_concurrency_never_exceeds_the_limit() -> None:
 
     run(scenario)
     assert most == limit
+
+
+def test_the_adaptive_limit_starts_low_grows_on_fast_answers_and_never_passes_its_ceiling() -> None:
+    time = FakeTime()
+    in_flight = 0
+    most: list[int] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight
+        in_flight += 1
+        most.append(in_flight)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return httpx.Response(200)
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, concurrency=5, start_concurrency=2) as http:
+            await asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(12)))
+            assert max(most[:2]) <= 2                      # started low
+            await asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(200)))
+            assert http.limit.allowed == 5 and http.stats.concurrency_peak == 5
+
+    run(scenario)
+    assert max(most) == 5
+
+
+def test_a_refusal_cuts_the_limit_once_per_round_and_never_below_one() -> None:
+    clock = FakeTime()
+    limit = AdaptiveLimit(ceiling=8, start=8, clock=clock.clock)
+    sent_before_the_cut = clock.now
+    clock.now += 1
+    assert limit.answered(sent_before_the_cut, 0.1, overloaded=True) is False
+    assert limit.allowed == 4
+    clock.now += 1
+    # Answers to requests sent before the cut saw the old limit: they do not cut again.
+    assert limit.answered(sent_before_the_cut, 0.1, overloaded=True) is False
+    assert limit.allowed == 4
+    for _ in range(4):
+        clock.now += 1
+        limit.answered(clock.now, 0.1, overloaded=True)
+    assert limit.allowed == 1 and limit.cuts == 3     # 8 -> 4 -> 2 -> 1, then nothing left to halve
+    clock.now += 1
+    assert limit.answered(clock.now, 0.1, overloaded=True) is True    # at the floor: nothing left to halve
+    assert limit.allowed == 1
+
+
+def test_a_slow_answer_stops_the_increase_but_never_cuts() -> None:
+    clock = FakeTime()
+    limit = AdaptiveLimit(ceiling=8, start=2, clock=clock.clock)
+    limit.answered(0.0, 0.02, overloaded=False)
+    grown = limit.limit
+    limit.answered(0.0, 5.0, overloaded=False)      # a bulk import, say
+    assert limit.limit == grown
+
+
+def test_a_waiter_cancelled_after_it_was_woken_passes_the_slot_on() -> None:
+    async def scenario() -> None:
+        limit = AdaptiveLimit(ceiling=1, start=1, clock=FakeTime().clock)
+        await limit.acquire()
+        second = asyncio.create_task(limit.acquire())
+        third = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0)
+        limit.release()             # wakes the second ...
+        second.cancel()             # ... which is cancelled before it runs
+        await asyncio.sleep(0)
+        async with asyncio.timeout(1):
+            await third             # the third gets the slot
+        assert limit.in_flight == 1
+
+    run(scenario)
 
 
 # --- secrets ---------------------------------------------------------------------------------

@@ -35,3 +35,18 @@ def test_request_latency_retries_and_429s_are_counted_until_the_endpoint_closes(
     finally:
         metrics.close()
     assert metrics._on_attempt not in ATTEMPT_OBSERVERS
+
+
+def test_the_adaptive_limit_of_the_last_run_is_a_gauge() -> None:
+    from sync.engine.runner import RunResult
+
+    metrics = Metrics(sa.create_engine("sqlite://"))
+    try:
+        for level, cuts in ((4, 0), (2, 3)):
+            metrics.observe(RunResult(1, "acme", "euromsg", "run", "succeeded",
+                                      counts={"http_concurrency": level, "http_concurrency_cuts": cuts}))
+        text = metrics.render().decode()
+        assert 'crm_esp_sync_http_concurrency{provider="euromsg"} 2.0' in text
+        assert 'crm_esp_sync_http_concurrency_cuts_total{provider="euromsg"} 3.0' in text
+    finally:
+        metrics.close()

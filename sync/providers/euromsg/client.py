@@ -667,7 +667,9 @@ class EuromsgProvider:
         self._scan: dict[str, dict[str, Any]] | None = None
         #: Members in work at once. Each takes one to three sequential requests; without this cap a
         #: whole batch would wait in ProviderHTTP's queue holding one token, which may expire for all.
-        self._slots = asyncio.Semaphore(max(1, capabilities.concurrency))
+        #: Four times the requests in flight: a member waiting out a 429's Retry-After holds a slot,
+        #: and must not hold back the others (ProviderHTTP's adaptive limit is what paces requests).
+        self._slots = asyncio.Semaphore(4 * max(1, capabilities.concurrency))
 
     @classmethod
     def create(cls, http_factory: Callable[[Capabilities, Auth], ProviderHTTP], credentials: Mapping[str, str],
