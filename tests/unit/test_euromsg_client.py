@@ -1090,3 +1090,49 @@ def test_connection_probe_fails_where_a_member_of_a_list_is_not_found_by_its_e_m
     with pytest.raises(ProviderError, match=r"GET member\?email: a member of a list was not found") as caught:
         run_recorded(mock_gateway(answers), scenario)
     assert "u0" not in str(caught.value)
+
+
+class Refusing(httpx.AsyncBaseTransport):
+    """The sandbox behind a transport that answers 503 to the first ``times`` member writes of
+    one address, and holds every other member's answer back by its position (answers come back
+    out of order, the last asked first)."""
+
+    def __init__(self, sb: EuromsgSandbox, address: str, times: int) -> None:
+        self.inner = sandbox_transport(sb.app)
+        self.address, self.times, self.refused, self.asked = address, times, 0, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/member") and request.method != "GET":
+            self.asked += 1
+            await asyncio.sleep(0.002 * max(0, 8 - self.asked))
+            if self.address.encode() in request.content and self.refused < self.times:
+                self.refused += 1
+                return httpx.Response(503, json={"errorCode": api.ERROR_INTERNAL, "message": "busy"})
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("times", [FAST.max_attempts, 2 * FAST.max_attempts - 1, 2 * FAST.max_attempts])
+def test_a_member_whose_attempts_run_out_is_tried_again_after_the_others_never_dropped(times: int) -> None:
+    """A member whose write ran out of attempts on transient faults (5xx, 429, lost answers) while
+    the others went through is tried once more after the rest of the batch: it is pushed, or,
+    when it fails again, a reject with its reason. Each item has exactly one outcome, in the
+    batch's order, whatever order the answers came back in."""
+    sb = sandbox()
+    a = sb.create_list(ACME, "A")
+    unlucky = mail("m3")
+    transport = Refusing(sb, unlucky, times)
+
+    async def scenario(client: httpx.AsyncClient) -> list[Any]:
+        p = provider(client)
+        return await p.upsert_members([upsert(p, mail(f"m{n}"), (a,), member_id=f"M{n}") for n in range(8)])
+
+    outcomes = run_recorded(transport, scenario)
+    assert [o.key.crm_member_id for o in outcomes] == [f"M{n}" for n in range(8)]
+    assert {row["email"] for row in sb.members(ACME)} >= {mail(f"m{n}") for n in range(8) if n != 3}
+    late = outcomes[3]
+    if times < 2 * FAST.max_attempts:
+        assert late.rejected is None and sb.find_member(ACME, unlucky) is not None
+    else:   # failed again on its second chance: a reject saying why, retried by a later run
+        assert late.rejected is not None and "failed" in late.rejected.reason and "will retry" in late.rejected.reason
+        assert sb.find_member(ACME, unlucky) is None
+    assert all(o.rejected is None for n, o in enumerate(outcomes) if n != 3)

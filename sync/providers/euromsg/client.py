@@ -857,13 +857,46 @@ class EuromsgProvider:
           suppression made a moment ago is reported as ``suppressed`` and nothing is written. A soft
           bounce stays the service's. Lists made in the panel stay on the card.
         """
-        return list(await asyncio.gather(*(self._upsert(item) for item in batch)))
+        return await self._each(batch, self._upsert_one)
 
-    async def _upsert(self, item: MemberUpsert) -> PushOutcome:
-        async with self._slots:
-            return await _again_after_401(lambda: self._upsert_one(item))
+    async def _each(self, batch: Sequence[Any], one: Callable[[Any], Awaitable[PushOutcome]]) -> list[PushOutcome]:
+        """One outcome per item, in the batch's order, whatever order the answers come back in.
+
+        A member whose requests ran out of attempts on transient faults (5xx, 429, dropped
+        answers: ``RetriableError``) while the others went through is not a property of the row:
+        it is tried once more after the rest of the batch, on fresh attempts, and only then a
+        reject with the reason (retried by a later run). Every member step is safe to repeat (the
+        card is read before it is written, a create of an existing card is refused or adds it to
+        the list). Before, such a member became a reject at once and waited an hour for a retry:
+        under a burst of faults at the end of a batch (one request left in flight takes every
+        answer of the burst) a member stayed missing from the provider after the run."""
+        async def first(item: Any) -> PushOutcome | RetriableError:
+            async with self._slots:
+                try:
+                    return await _again_after_401(lambda: one(item))
+                except RetriableError as exc:
+                    return exc
+
+        async def again(item: Any, exc: RetriableError) -> PushOutcome:
+            log.info("euromsg.member_tried_again", reason=exc.message)
+            async with self._slots:
+                try:
+                    return await _again_after_401(lambda: one(item))
+                except RetriableError as last:
+                    return PushOutcome(item.key, rejected=_as_reject(last))
+
+        results = list(await asyncio.gather(*(first(item) for item in batch)))
+        late = [n for n, result in enumerate(results) if isinstance(result, RetriableError)]
+        if late:
+            retried = await asyncio.gather(*(again(batch[n], results[n]) for n in late))  # type: ignore[arg-type]
+            for n, outcome in zip(late, retried, strict=True):
+                results[n] = outcome
+        outcomes = [result for result in results if isinstance(result, PushOutcome)]
+        assert len(outcomes) == len(batch) and all(o.key == item.key for o, item in zip(outcomes, batch, strict=True))
+        return outcomes
 
     async def _upsert_one(self, item: MemberUpsert) -> PushOutcome:
+        """One member's requests; a ``RetriableError`` (attempts run out) is raised for ``_each``."""
         try:
             if self._no_package is not None:
                 raise self._no_package
@@ -877,6 +910,8 @@ class EuromsgProvider:
             if exc.provider_code == api.ERROR_NO_PACKAGE and self._no_package is None:
                 self._no_package = exc
                 log.warning("euromsg.no_sending_package")
+            raise
+        except RetriableError:
             raise
         except ProviderError as exc:
             return PushOutcome(item.key, rejected=_as_reject(exc))
@@ -1001,13 +1036,10 @@ class EuromsgProvider:
         """A KVKK erasure deletes the card (documented: hidden, kept for three years under KVKK);
         any other removal (left every list, e-mail changed) only takes OUR lists off the card: the
         card may be in lists made in the panel, and holds the provider's record of an opt-out."""
-        return list(await asyncio.gather(*(self._delete(item) for item in batch)))
-
-    async def _delete(self, item: MemberDelete) -> PushOutcome:
-        async with self._slots:
-            return await _again_after_401(lambda: self._delete_one(item))
+        return await self._each(batch, self._delete_one)
 
     async def _delete_one(self, item: MemberDelete) -> PushOutcome:
+        """One removal's requests; a ``RetriableError`` (attempts run out) is raised for ``_each``."""
         try:
             if item.reason != KVKK_ERASURE:
                 remote_id = await self._unlist(item)
@@ -1019,7 +1051,7 @@ class EuromsgProvider:
                 if current is not None:
                     remote_id = str(current["memberId"])
                     await self._delete_id(remote_id)
-        except FatalError:
+        except (FatalError, RetriableError):
             raise
         except ProviderError as exc:
             return PushOutcome(item.key, rejected=_as_reject(exc))
