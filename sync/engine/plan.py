@@ -380,10 +380,14 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
     (ctx.plan.members_update if known and link and link.remote_id else ctx.plan.members_add).append(email)
     plan.hashes[key] = digest
     plan.statuses[key] = status
+    # A provisional link (no remote id, no hash): an earlier run sent this member and crashed before
+    # the answer was committed, so the provider may hold it already (the client looks it up).
+    unconfirmed = known and link is not None and not link.remote_id and not link.payload_hash
     plan.upserts.append(MemberUpsert(key, email, payload, remote_lists,
                                      tuple(r for r in link.remote_lists if r not in ctx.lost_remote)
                                      if known and link else (),
-                                     link.remote_id if known and link else None, resubscribe=resubscribe))
+                                     link.remote_id if known and link else None, resubscribe=resubscribe,
+                                     unconfirmed=unconfirmed))
 
 
 def _removed_already(link: LinkRow) -> bool:

@@ -367,7 +367,8 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             # (no link loaded: its provisional row was written just before the push)
             link = plan.links.get(item.key)
             known_remote = link.remote_id if link is not None else None
-            ctx.counts["members_added" if known_remote is None else "members_updated"] += 1
+            ctx.counts["members_confirmed" if outcome.confirmed
+                       else "members_added" if known_remote is None else "members_updated"] += 1
             updates.append({"crm_member_id": item.key.crm_member_id, "crm_list_id": item.key.crm_list_id,
                             "email": item.email, "payload_hash": plan.hashes[item.key],
                             "remote_id": outcome.remote_id or known_remote,

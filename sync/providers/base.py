@@ -136,6 +136,10 @@ class MemberUpsert:
     #: The engine decided to make this contact active again although the provider reported it
     #: unsubscribed, bounced or complained (the CRM holds a newer consent).
     resubscribe: bool = False
+    #: The link is provisional (written before an earlier run's request, never answered: a crash
+    #: between the provider's answer and our commit). The provider may hold this contact already;
+    #: a client that can look it up writes only what differs (Postacell does; others ignore it).
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,9 @@ class PushOutcome:
     #: LEFT_UNSUBSCRIBED: the record was found unsubscribed and kept, the provider's proof of the
     #: opt-out).
     action: str = "deleted"
+    #: For an unconfirmed upsert: the provider already held exactly what we would send, and
+    #: nothing was written (counted as ``members_confirmed``).
+    confirmed: bool = False
 
 
 #: ``PushOutcome.action`` of a removal that found the record unsubscribed and left it so.

@@ -70,6 +70,15 @@ REPORT_EXPORT_FILTERS: Final = ("cmp_id", "ordering", "page")
 #: the POST upsert and the bulk import ADD the given lists to the ones the subscriber has.
 SUBSCRIBER_STATUSES: Final = ("active", "unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
 
+# --- recovery: finding contacts a crashed run sent (documented endpoints, our choice) -----------
+#: A provisional link (a request sent, its answer never committed) is looked up, not re-created:
+#: ``subscribers-filter`` with ``lists=<id>`` pages through a list (PAGE_SIZE rows a request); its
+#: rows carry only id, email, dates, status and verify (documented example), so what a contact holds
+#: (names, phone, fields, lists) is read back with ``GET subscribers/<id>``, the one documented
+#: answer that has them. The list pages are used when the lists' counters (LIST_COUNTER_PATH) say
+#: they take fewer requests than one ``email=<address>`` search per contact; otherwise the searches.
+RECOVERY_LOOKUP: Final = ("list pages", "email search")
+
 # --- bulk import (documented: 202 + job id; ASSUMED: how to follow the job) ---------------
 BULK_IMPORT_PATH: Final = "email/subscribers/json"  # POST {"lists": [...], "subscribers": [...]}
 #: ASSUMED: GET -> {"id", "status": "queued"|"processing"|"done"|"failed", "total",

@@ -389,7 +389,12 @@ class PostacellProvider:
         bulk: list[tuple[MemberUpsert, list[str]]] = []
         creates: list[MemberUpsert] = []
         patch: list[MemberUpsert] = []
+        unconfirmed = [item for item in batch if item.remote_id is None and item.unconfirmed and item.remote_lists]
+        if unconfirmed:
+            creates += await self._recover(unconfirmed, bulk, outcomes)
         for item in batch:
+            if item.remote_id is None and item.unconfirmed and item.remote_lists:
+                continue        # looked up by _recover: confirmed, queued as an update, or a create
             if item.remote_id is None:
                 creates.append(item)
                 continue
@@ -409,6 +414,126 @@ class PostacellProvider:
         existing = await self._run_bulk(creates, bulk, outcomes)
         outcomes += await asyncio.gather(*(self._update_existing(item, remote_id) for item, remote_id in existing))
         return outcomes
+
+    # --- recovery: contacts an earlier run sent without our commit of the answer ----------------
+
+    async def _recover(self, items: Sequence[MemberUpsert], bulk: list[tuple[MemberUpsert, list[str]]],
+                       outcomes: list[PushOutcome]) -> list[MemberUpsert]:
+        """Unconfirmed upserts (``MemberUpsert.unconfirmed``: a provisional link, the provider may hold
+        the contact): find each one at the service (``_locate``), read back what it holds (``GET
+        subscribers/<id>``, the only documented answer with names, phone, fields and lists) and
+        compare it with what we would send (``_differs``).
+
+        - The same: a confirmed outcome, nothing written.
+        - Suppressed at the service (read just now) and we would make it active without the
+          engine's re-subscribe: reported as suppressed, nothing written.
+        - Different: appended to ``bulk`` as an update (the bulk import with ``"update": true``:
+          it sets the fields and ADDS the lists it is missing; lists made in the panel stay).
+        - Not found: returned, to be created (``"update": false`` never touches a contact that
+          exists after all).
+        """
+        located = await self._locate(items)
+        creates = [item for item in items if normalize_email(item.email) not in located]
+        found = [(item, located[normalize_email(item.email)]) for item in items
+                 if normalize_email(item.email) in located]
+
+        def read(remote_id: str) -> Callable[[], Awaitable[httpx.Response]]:
+            return partial(self._api, "GET", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
+
+        answers = self._in_order(read(remote_id) for _, remote_id in found)
+        try:
+            for unconfirmed, remote_id in found:
+                response = await anext(answers)
+                if response.status_code == 404:         # deleted since the lookup: create it
+                    creates.append(unconfirmed)
+                    continue
+                try:
+                    _check(response, "read subscriber")
+                    current = json_of(response, "read subscriber", required=("id",))
+                except FatalError:
+                    raise
+                except ProviderError as exc:
+                    outcomes.append(PushOutcome(unconfirmed.key, rejected=_as_reject(exc)))
+                    continue
+                email = normalize_email(unconfirmed.email)
+                status = str(current.get("status") or "active")
+                if status in api.SUPPRESSED_STATUSES:
+                    self._suppressed[email] = status
+                else:
+                    self._suppressed.pop(email, None)   # read just now: older knowledge is stale
+                item = replace(unconfirmed, remote_id=remote_id)
+                blocked = self._blocked(item, status)
+                if blocked is not None:
+                    outcomes.append(blocked)
+                    continue
+                held = {str(entry["id"] if isinstance(entry, dict) else entry) for entry in current.get("lists") or []}
+                if not self._differs(item, current, status, held):
+                    outcomes.append(PushOutcome(item.key, remote_id=remote_id, confirmed=True))
+                    continue
+                missing = sorted(set(item.remote_lists) - held)
+                bulk.append((item, missing or sorted(item.remote_lists)[:1]))
+        finally:
+            await answers.aclose()
+        return creates
+
+    async def _locate(self, items: Sequence[MemberUpsert]) -> dict[str, str]:
+        """normalised e-mail -> subscriber id of the items the service holds, by the cheapest lookup
+        the document offers (api.RECOVERY_LOOKUP): the ``subscribers-filter`` pages of the items'
+        lists (``lists=<id>``, api.PAGE_SIZE rows a request) when their documented counters
+        (``counter/list/<id>``, one request a list, asked only when there are more items than
+        lists) say that takes fewer requests than one e-mail search (``email=<address>``, a
+        "contains" match) per item; otherwise those searches (which also find a contact that is
+        in none of our lists yet)."""
+        wanted = {normalize_email(item.email) for item in items}
+        lists = sorted({remote_list for item in items for remote_list in item.remote_lists})
+        pages = 0
+        if len(lists) < len(items):
+            counters = self._in_order(partial(self._api, "GET", api.LIST_COUNTER_PATH.format(id=remote_list))
+                                      for remote_list in lists)
+            try:
+                async for response in counters:
+                    if response.status_code == 404:
+                        continue        # the list is gone: nobody to find in it
+                    _check(response, "list counter")
+                    total = sum(int(row.get("count") or 0) for row in json_of(response, "list counter", shape=list))
+                    pages += max(1, -(-total // api.PAGE_SIZE))
+            finally:
+                await counters.aclose()
+        located: dict[str, str] = {}
+        if lists and len(lists) < len(items) and pages < len(items):
+            queries = [{"lists": remote_list} for remote_list in lists]
+            async for _, row in self._paged_queries(api.SUBSCRIBERS_FILTER_PATH, queries, "subscriber lookup"):
+                email = normalize_email(str(row.get("email") or ""))
+                if email in wanted:
+                    located[email] = str(row["id"])
+            return located
+        searches = self._in_order(partial(self._find_subscriber, item.email) for item in items)
+        try:
+            for item in items:
+                remote_id = await anext(searches)
+                if remote_id is not None:
+                    located[normalize_email(item.email)] = remote_id
+        finally:
+            await searches.aclose()
+        return located
+
+    def _differs(self, item: MemberUpsert, current: Mapping[str, Any], status: str, held: set[str]) -> bool:
+        """Would an update change what the service holds? Names and phone (an absent value is ""),
+        the custom fields we send (others are the panel's), the status and our lists (lists only
+        the service has stay: ``_update_existing`` adds ours to them the same way)."""
+        for name in api.TEXT_LIMITS:
+            if (item.payload.get(name) or "") != (current.get(name) or ""):
+                return True
+        values = {str(entry["field"]["id"] if isinstance(entry.get("field"), dict) else entry.get("field")):
+                  _field_text(entry.get("value")) for entry in current.get("fields") or () if isinstance(entry, dict)}
+        if any(values.get(str(entry["field"])) != entry["value"] for entry in item.payload.get("fields") or ()):
+            return True
+        wanted = self._status_to_send(item)
+        # An opt-out the service holds (unsubscribed, bounced, complained) is never overwritten by
+        # our "unsubscribed": it already says what we would say, and erasing its kind would lose it.
+        if wanted != status and not (wanted == "unsubscribed" and status in api.SUPPRESSED_STATUSES):
+            return True
+        return not set(item.remote_lists) <= held
 
     async def _run_bulk(self, creates: Sequence[MemberUpsert], updates: Sequence[tuple[MemberUpsert, list[str]]],
                         outcomes: list[PushOutcome]) -> list[tuple[MemberUpsert, str]]:
@@ -503,10 +628,13 @@ class PostacellProvider:
 
     def _status_to_send(self, item: MemberUpsert) -> str:
         """The ``status`` field of an update: what we decided, but a soft bounce the service set
-        stays a soft bounce (we do not own it)."""
+        stays a soft bounce (we do not own it), and our "unsubscribed" leaves a suppression the
+        service holds as it is (a complaint or a bounce is an opt-out of its own kind)."""
         wanted = str(item.payload.get("status"))
         current = self._suppressed.get(normalize_email(item.email))
-        return current if wanted == "active" and current == "soft_bounce" else wanted
+        if wanted == "active" and current == "soft_bounce":
+            return current
+        return current if wanted == "unsubscribed" and current in api.SUPPRESSED_STATUSES else wanted
 
     def _row(self, item: MemberUpsert, update: bool) -> dict[str, Any]:
         return dict(item.payload) | {"status": self._status_to_send(item), "update": update}
