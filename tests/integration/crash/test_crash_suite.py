@@ -808,10 +808,11 @@ def test_postacell_20000_members_on_sqlite_survive_8_sigkills(tmp_path: Path, se
     of 1,000; its jobs accepted before a kill are completed after it), then once + backfill: every
     member there once, active, in its lists, nothing created twice, 0 writes with nothing changed.
 
-    About 4 minutes on a shared 2-core machine: ~75 s waiting out the killed workers' leases, and up
-    to 2 minutes for the process after a late kill, which reads back and updates one by one every
-    contact the killed processes created (Postacell commits once per 50,000-member window, so a kill
-    anywhere in this first sync leaves all of its creates provisional)."""
+    About 4 minutes on a shared 2-core machine: ~75 s waiting out the killed workers' leases, and the
+    process after a late kill, which finds and reads back every contact the killed processes created
+    and writes only those that differ (Postacell commits once per 50,000-member window, so a kill
+    anywhere in this first sync leaves all of its creates provisional; docs/providers/postacell.md,
+    "After a crash")."""
     crash_suite(POSTACELL_SQLITE, tmp_path, server_urls)
 
 
@@ -833,8 +834,8 @@ def test_mailmasterplus_survives_8_sigkills_and_lost_answers(tmp_path: Path, ser
 def test_postacell_on_postgresql_survives_8_sigkills_and_lost_answers(tmp_path: Path, server_urls: Any) -> None:
     """The Postacell case on PostgreSQL (daemon and CRM in one database: its transactions, its
     clock), 5,000 CRM members, 5 % of writes applied with their answer lost (a bulk import sent
-    again). About 2.5 minutes, up to 1 minute of it the read-back and update of the ~5,000 contacts
-    the killed processes left provisional. Skipped without PostgreSQL (CRM_ESP_SYNC_TEST_POSTGRES_URL
+    again). About 2.5 minutes, part of it the lookup and read-back of the ~5,000 contacts the killed
+    processes left provisional. Skipped without PostgreSQL (CRM_ESP_SYNC_TEST_POSTGRES_URL
     or Docker)."""
     crash_suite(POSTACELL_POSTGRESQL, tmp_path, server_urls)
 
