@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo check test lint bench bench-1m bench-pull clean
+.PHONY: demo check test lint bench bench-1m bench-pull clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ check: $(VENV)/.installed-dev
 ## test: set up, then the whole test suite on every core (PostgreSQL/MariaDB from CRM_ESP_SYNC_TEST_*_URL): what CI runs
 test: $(VENV)/.installed-dev
 	$(BIN)/python tests/tiers.py test
+
+## fuzz: the provider state machine with many more examples and steps from a random seed, every harness and
+##       reading on every core; a failure prints its steps and FUZZ_SEED (FUZZ_SEED=... replays it;
+##       FUZZ_ARGS='-k postacell' picks harnesses)
+FUZZ_EXAMPLES ?= 200
+FUZZ_STEPS    ?= 60
+fuzz: $(VENV)/.installed-dev
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_STEPS=$(FUZZ_STEPS) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -n auto \
+		-p no:cacheprovider tests/integration/providers/test_state_machine.py $(FUZZ_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check sync tests bench migrations

@@ -35,6 +35,7 @@ from sync.engine.erasures import ERASED, audit_erasures
 from sync.engine.plan import ADDRESS_GONE, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
 from sync.engine.rejects import (
     LIST_PENDING,
+    PANEL_ACTIONS,
     REMOVAL_UNSUPPORTED,
     TOO_LONG,
     VALIDATION,
@@ -288,6 +289,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
     _write_provisional_links(ctx, plan)
     assert ctx.member_api is not None
     deleted = await _remove(ctx, plan) if plan.deletes else []
+    _repoint_moved_links(ctx, plan, deleted)
     upserted = await ctx.member_api.upsert_members(plan.upserts) if plan.upserts else []
     by_key = {item.key: item for item in plan.upserts}
     with ctx.sessions.begin() as session:
@@ -335,10 +337,16 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
         # (a member rejected again in this plan, e.g. the address it lost, keeps its reject open
         # when the removal of its old contact succeeds)
         still_invalid = {key.crm_member_id for key, *_ in plan.invalid}
+        # The address each outcome is about: a removal's is the address it takes away (an e-mail
+        # change removes the old address under the key that pushes the new one), an upsert's the
+        # address it pushes. A reject names it; a panel action asked for on it is done by it.
+        delete_email = {item.key: item.email for item in plan.deletes}
+        address_of = {id(o): delete_email.get(o.key) for o in deleted}
         for outcome in deleted + upserted:
             item = by_key.get(outcome.key)
+            address = address_of.get(id(outcome), item.email if item else None)
             if outcome.rejected is not None:
-                record_reject(ctx, session, open_rejects, outcome.key, item.email if item else None, outcome.rejected)
+                record_reject(ctx, session, open_rejects, outcome.key, address, outcome.rejected)
                 if item is not None:
                     left.append(LeftOut(item.key.crm_member_id, item.email, _lists_of(plan, item.key), REJECTED,
                                         f"{outcome.rejected.provider_code or 'provider'}: {outcome.rejected.reason}"))
@@ -356,11 +364,14 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
                                        "crm_list_id": item.key.crm_list_id, "remote_id": outcome.remote_id})
                 continue
             if open_rejects and outcome.key.crm_member_id not in still_invalid:
-                if outcome.key in open_rejects and open_rejects[outcome.key].provider_code != LIST_PENDING:
-                    resolved.append(open_rejects[outcome.key].id)
+                row = open_rejects.get(outcome.key)
+                if row is not None and row.provider_code != LIST_PENDING and (
+                        row.provider_code not in PANEL_ACTIONS
+                        or _same_address(row.email, address)):
+                    resolved.append(row.id)
                 member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
                 if outcome.key != member_wide and member_wide in open_rejects \
-                        and open_rejects[member_wide].provider_code != TOO_LONG:
+                        and open_rejects[member_wide].provider_code not in (TOO_LONG, *PANEL_ACTIONS):
                     resolved.append(open_rejects[member_wide].id)
             if item is None:
                 continue
@@ -428,6 +439,30 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
 
 def _lists_of(plan: Chunk, key: MemberKey) -> tuple[str, ...]:
     return (key.crm_list_id,) if key.crm_list_id else plan.member_lists.get(key.crm_member_id, ())
+
+
+def _repoint_moved_links(ctx: RunContext, plan: Chunk, deleted: Sequence[PushOutcome]) -> None:
+    """An address change at a provider keyed by e-mail removes the old contact and creates a new
+    one under the same link. Once the old one is gone, and BEFORE the new one is created, the link
+    is re-pointed to the new address as a provisional link (no remote id, no hash): a crash after
+    the create and before the window's commit then leaves a link to the contact that exists, and a
+    later removal or KVKK erasure of the member reaches it (the link still named the old address,
+    and the new contact was orphaned)."""
+    removed = {o.key for o in deleted if o.rejected is None and o.suppressed is None}
+    moved = [{"id": link.id, "email": item.email, "remote_id": None, "remote_lists": [], "payload_hash": "",
+              "status_pushed": None, "source_digest": None}
+             for item in plan.upserts if item.remote_id is None and item.key in removed
+             and (link := plan.links.get(item.key)) is not None and link.email != item.email]
+    if not moved:
+        return
+    with ctx.sessions.begin() as session:
+        session.execute(sa.update(MemberLink), moved)
+        ctx.checkpoint(session)
+    ctx.rows_written += len(moved)
+
+
+def _same_address(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and normalize_email(a or "") == normalize_email(b or "")
 
 
 def _write_provisional_links(ctx: RunContext, plan: Chunk) -> None:

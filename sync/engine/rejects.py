@@ -33,6 +33,19 @@ TOO_LONG = "too_long"
 EVERY_RUN = frozenset({LIST_PENDING})
 #: The reject of a removal the provider cannot make (``member_removal == "none"``).
 REMOVAL_UNSUPPORTED = "removal_unsupported"
+#: Rejects that ask a person to act in the provider's panel on one ADDRESS (remove it, unsubscribe
+#: it): a later successful push of the member at another address (an e-mail change) is no answer
+#: to them; only a push at that same address is (the member is back there: nothing to remove).
+PANEL_ACTIONS = frozenset({REMOVAL_UNSUPPORTED, "unsubscribe_unsupported"})
+
+
+def reject_backoff(attempts: int) -> dt.timedelta:
+    """How long a reject refused ``attempts`` times waits: 1 h, 2 h, 4 h ... at most a day. The
+    exponent is capped before the power is taken: ``timedelta(hours=2 ** 35)`` raises OverflowError,
+    which stopped every run of the connection on a reject's 36th attempt (about five weeks of
+    nightly retries; sooner for a row tried on every run)."""
+    hours = 2 ** min(max(attempts - 1, 0), 5)  # 2 ** 5 = 32 h, already over the cap
+    return min(dt.timedelta(hours=hours), REJECT_BACKOFF_MAX)
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ def rejects_due(ctx: RunContext, session: Session, waiting: list[WaitingReject] 
             if waiting is not None:
                 waiting.append(WaitingReject(member_id, list_id, email, code or "", reason, None))
             continue
-        wait = min(dt.timedelta(hours=2 ** max(attempts - 1, 0)), REJECT_BACKOFF_MAX)
+        wait = reject_backoff(attempts)
         # (a backfill tries every one again: it compares no CRM digest for them)
         if code in EVERY_RUN or last_seen + wait <= ctx.until or ctx.options.backfill:
             due.append(member_id)

@@ -102,23 +102,22 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
     # (email, scope) -> the stored row's columns, as plain dicts: a full-scan pull sees every
     # suppressed contact of the account, and no ORM object is built per row.
     existing: dict[tuple[str, str], dict[str, Any]] = {}
-    echoes: set[str] = set()
+    # e-mail -> our pushes to it: (remote id, status pushed, pushed at) of each link with that address
+    pushes: dict[str, list[tuple[str | None, str, dt.datetime]]] = {}
     # e-mail -> (remote lists, pushed at) of its links pushed "active", where an undated status came
-    undated = any(not s.dated for s in pulled)
     pushed_active: dict[str, list[tuple[tuple[str, ...], dt.datetime]]] = {}
     columns = ("email", "remote_list_id", "remote_id", "status", "occurred_at", "pulled_at")
     for part in chunks(emails):
         existing.update(((row.email, row.remote_list_id), dict(row._mapping)) for row in session.execute(
             sa.select(*(MEMBER_STATUSES.c[name] for name in columns)).where(
                 MEMBER_STATUSES.c.connection_id == ctx.connection_id, ctx.one_of(MEMBER_STATUSES.c.email, part))))
-        echoes.update(session.scalars(sa.select(MemberLink.email).where(
-            MemberLink.connection_id == ctx.connection_id, ctx.one_of(MemberLink.email, part),
-            MemberLink.status_pushed == "unsubscribed")))
-        if undated:
-            for email, remote_lists, pushed_at in session.execute(sa.select(
-                    MemberLink.email, MemberLink.remote_lists, MemberLink.pushed_at).where(
-                    MemberLink.connection_id == ctx.connection_id, ctx.one_of(MemberLink.email, part),
-                    MemberLink.status_pushed == "active")):
+        for email, remote_id, remote_lists, pushed_at, status_pushed in session.execute(sa.select(
+                MemberLink.email, MemberLink.remote_id, MemberLink.remote_lists, MemberLink.pushed_at,
+                MemberLink.status_pushed).where(
+                MemberLink.connection_id == ctx.connection_id, ctx.one_of(MemberLink.email, part),
+                MemberLink.status_pushed.in_(("active", "unsubscribed")))):
+            pushes.setdefault(email, []).append((remote_id, status_pushed, pushed_at))
+            if status_pushed == "active":
                 pushed_active.setdefault(email, []).append((tuple(remote_lists or ()), pushed_at))
     changed: set[str] = set()
     writes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -127,7 +126,7 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
         # Only an unsubscribe can be one list's; a complaint or a hard bounce blocks everything.
         scope = status.remote_list[:ID] if status.status == "unsubscribed" else ""
         key = (status.email, scope)
-        if status.status == "unsubscribed" and status.email in echoes and key not in existing:
+        if status.status == "unsubscribed" and key not in existing and _our_echo(status, pushes.get(status.email)):
             ctx.counts["status_echoes_ignored"] += 1
             continue
         row = existing.get(key)
@@ -165,6 +164,23 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
             MemberLink.connection_id == ctx.connection_id, MemberLink.email.in_(part))
             .values(payload_hash="", source_digest=None).execution_options(synchronize_session=False))
     return changed
+
+
+def _our_echo(status: RemoteStatus, pushes: list[tuple[str | None, str, dt.datetime]] | None) -> bool:
+    """Is this pulled "unsubscribed" our own push coming back? Yes when OUR LAST push to that
+    contact was an unsubscribe: the contact is the one with the status's remote id where both know
+    one (at a provider keyed by our member id two members' contacts share an address), and the
+    last push is the latest of the links with that address (another member's earlier RET, or a
+    removed contact's, says nothing about a contact we pushed active since). Matching by address
+    alone dropped recipients' unsubscribes as echoes: they were never stored, so never blocked."""
+    if not pushes:
+        return False
+    # (ids compared as text: a provider may answer a number in one call and a string in another)
+    remote_id = str(status.remote_id) if status.remote_id not in (None, "") else None
+    mine = [push for push in pushes if not (remote_id and push[0] and str(push[0]) != remote_id)]
+    if not mine:
+        return False
+    return max(mine, key=lambda push: push[2])[1] == "unsubscribed"
 
 
 async def pull_consents(ctx: RunContext) -> None:

@@ -298,6 +298,22 @@ def test_rejects_are_kept_with_reasons_and_retried(world: World) -> None:
     assert "duzeltildi.adres@ornek.com.tr" in world.harness.members()
 
 
+def test_a_reject_refused_for_months_is_still_retried_daily(world: World) -> None:
+    """The backoff is capped at a day for any number of attempts: a reject on its 36th attempt
+    (about five weeks of nightly retries) made the backoff overflow and stopped every run."""
+    world.run()
+    member_id = world.scalar(sa.select(Reject.crm_member_id).where(Reject.resolved_at.is_(None)))
+    assert member_id is not None
+    for attempts, hours_ago, retried in ((36, 25, True), (10**6, 23, False), (10**6, 25, True)):
+        with world.engine.begin() as conn:
+            conn.execute(sa.update(Reject).where(Reject.crm_member_id == member_id).values(
+                attempts=attempts, last_seen_at=world.now() - dt.timedelta(hours=hours_ago)))
+        run = world.run()
+        assert run.status in ("succeeded_with_rejects", "partial"), run.status
+        now_attempts = world.scalar(sa.select(Reject.attempts).where(Reject.crm_member_id == member_id))
+        assert now_attempts == attempts + (1 if retried else 0), (attempts, hours_ago, now_attempts)
+
+
 def test_faults_are_survived_with_nothing_lost(world: World) -> None:
     """5xx, 429 with Retry-After, dropped connections and token expiry: same end state, no duplicate."""
     world.restart_provider(FaultPlan(seed=11, error_rate=0.15, rate_limit_every=9, retry_after_s=0.01,
