@@ -70,7 +70,8 @@ POLICY = HttpPolicy(backoff_base_s=0.001, backoff_max_s=0.01)
 #: No token bucket: the connection sends as fast as the engine and the sandbox go.
 CONNECTION_SETTINGS = {"rate_per_s": 0}
 PHASES = ("pull_statuses", "lists", "members", "reports")
-SYNC, BACKFILL = RunOptions(), RunOptions(backfill=True)
+# (as the daemon and a plain `once` run: counts kept, no member named in the plan)
+SYNC, BACKFILL = RunOptions(itemize=False), RunOptions(backfill=True, itemize=False)
 #: Where our code lives, as cProfile names its files.
 SYNC_FILE = os.path.dirname(db.__file__) + os.sep
 

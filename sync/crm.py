@@ -25,10 +25,11 @@ import datetime as dt
 import hashlib
 import json
 import re
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -245,6 +246,61 @@ IN_CHUNK = 1000
 ROW_DIGEST = "crm_esp_sync_row_digest"
 
 
+#: Rows a streamed read holds in memory at a time.
+_STREAM = 10_000
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+class ChangedMembers(Sequence[tuple[dt.datetime, str]]):
+    """Changed members, oldest change first: their ids and the time of each one's last change, as
+    microseconds in a flat array (8 bytes a member; the datetimes are rebuilt when asked for).
+    Every time has the same awareness as the first one read (a column's type decides it); a naive
+    time among aware ones is taken as UTC."""
+
+    __slots__ = ("_aware", "_micros", "_tz", "ids")
+
+    def __init__(self, pairs: Iterable[tuple[dt.datetime, str]] = ()) -> None:
+        self.ids: list[str] = []
+        self._micros = array("q")
+        self._tz: dt.tzinfo | None = None
+        self._aware: bool | None = None
+        for at, member_id in pairs:
+            self.append(at, member_id)
+
+    def append(self, at: dt.datetime, member_id: str) -> None:
+        if self._aware is None:
+            self._aware, self._tz = at.tzinfo is not None, at.tzinfo
+        if at.tzinfo is not None:
+            at = at.astimezone(dt.UTC).replace(tzinfo=None)
+        self._micros.append((at - _EPOCH) // dt.timedelta(microseconds=1))
+        self.ids.append(member_id)
+
+    def at(self, index: int) -> dt.datetime:
+        """The change time of the member at ``index``."""
+        at = _EPOCH + dt.timedelta(microseconds=self._micros[index])
+        return at.replace(tzinfo=dt.UTC).astimezone(self._tz) if self._aware else at
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[dt.datetime, str]]:
+        """(change time, member id) pairs, oldest first."""
+        return ((self.at(n), member_id) for n, member_id in enumerate(self.ids))
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[dt.datetime, str]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[dt.datetime, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[dt.datetime, str] | list[tuple[dt.datetime, str]]:
+        if isinstance(index, slice):
+            return [(self.at(n), self.ids[n]) for n in range(*index.indices(len(self.ids)))]
+        return self.at(index), self.ids[index]
+
+
 class CrmReader:
     """Reads one tenant's lists and members from the CRM relations."""
 
@@ -322,10 +378,12 @@ class CrmReader:
             return [CrmList(r.id, r.name, r.updated_at, r.deleted_at is not None) for r in conn.execute(query)]
 
     def changed_member_ids(self, since: dt.datetime | None, until: dt.datetime,
-                           since_xid: int | None = None) -> list[tuple[dt.datetime, str]]:
-        """(change time, member id) of members whose row or memberships changed in (since, until],
-        oldest first. ``since=None`` means every member. With ``since_xid`` (``change_xid`` mode)
-        a change is a row written by a transaction at or above that id, whatever its time."""
+                           since_xid: int | None = None) -> ChangedMembers:
+        """Members whose row or memberships changed in (since, until], oldest change first, with the
+        time of each one's last change (``ChangedMembers``). ``since=None`` means every member. With
+        ``since_xid`` (``change_xid`` mode) a change is a row written by a transaction at or above
+        that id, whatever its time. Streamed from the server into two flat arrays: a first sync
+        of 1,000,000 members holds about 80 bytes a member, not a tuple and a datetime each."""
         m, ms = self.tables.members, self.tables.memberships
         member_q = sa.select(m.c.updated_at.label("at"), m.c.id.label("member_id")).where(
             m.c.tenant_id == self.tenant_id)
@@ -343,8 +401,11 @@ class CrmReader:
         union = sa.union_all(member_q, link_q).subquery()
         query = (sa.select(sa.func.max(union.c.at).label("at"), union.c.member_id)
                  .group_by(union.c.member_id).order_by(sa.text("at"), union.c.member_id))
+        changed = ChangedMembers()
         with self.engine.connect() as conn:
-            return [(row.at, row.member_id) for row in conn.execute(query)]
+            for at, member_id in conn.execution_options(stream_results=True, yield_per=_STREAM).execute(query):
+                changed.append(at, member_id)
+        return changed
 
     def _removed(self) -> Any:
         """A member whose links a run removes: soft-deleted, or without an address (a member the

@@ -82,7 +82,9 @@ def run_connection_job(settings: Settings, engine: sa.Engine, crm_engine: sa.Eng
     """What a scheduled job does: one run of one connection, in this worker thread."""
     with _SCHEDULED_LOCK:
         tick = _SCHEDULED_FOR.pop(f"{JOB_PREFIX}{connection_id}", None)
-    return asyncio.run(run_connection(settings, engine, crm_engine, connection_id, RunOptions(tick=tick)))
+    # (a scheduled run prints nothing: it keeps counts, not every member's name)
+    options = RunOptions(tick=tick, itemize=False)
+    return asyncio.run(run_connection(settings, engine, crm_engine, connection_id, options))
 
 
 def cron_trigger(expression: str, timezone: str) -> Any:

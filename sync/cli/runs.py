@@ -173,7 +173,9 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
 
         results = run_once(app.settings, engine, crm_engine, tenant=tenant, provider=provider,
                            options=RunOptions(dry_run=dry_run, backfill=backfill, allow_mass_delete=allow_mass_delete,
-                                              replan_all=replan_all),
+                                              replan_all=replan_all,
+                                              # (names kept only where they are printed: flat memory)
+                                              itemize=verbose or as_json or output is not None),
                            on_progress=on_progress)
     if crm_engine is not engine:
         crm_engine.dispose()
@@ -199,6 +201,7 @@ def run_connections_now(app: App, connection_ids: list[int]) -> None:
     """Run these connections now, one after the other, print the results and exit as `once` does."""
     import asyncio
 
+    from sync.engine.connection_sync import RunOptions
     from sync.engine.runner import run_connection
 
     app.vault()
@@ -206,7 +209,8 @@ def run_connections_now(app: App, connection_ids: list[int]) -> None:
     crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
     try:
         require_contract(app, crm_engine)
-        results = [asyncio.run(run_connection(app.settings, engine, crm_engine, cid)) for cid in connection_ids]
+        results = [asyncio.run(run_connection(app.settings, engine, crm_engine, cid, RunOptions(itemize=False)))
+                   for cid in connection_ids]
     finally:
         if crm_engine is not engine:
             crm_engine.dispose()

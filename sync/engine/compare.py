@@ -9,7 +9,6 @@ were last reconciled from, compared page by page by source digest.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from sync.crm import ChangedMembers
 from sync.engine.ahead import read_ahead
 from sync.engine.context import (
     IN_CHUNK,
@@ -34,14 +34,22 @@ from sync.sql import text_array
 T = TypeVar("T")
 
 
-def changed_members(ctx: RunContext) -> list[tuple[dt.datetime, str]]:
+def changed_members(ctx: RunContext) -> ChangedMembers:
     if ctx.changed is None:
         since_xid = None
         if ctx.crm.change_xid and not ctx.options.backfill:
             with ctx.sessions() as session:
                 since_xid = position_for(session, ctx.connection_id, MEMBERS_XID_STREAM)
         ctx.xid_mark = ctx.crm.change_xid_mark()     # before the read: see CrmReader
-        ctx.changed = ctx.crm.changed_member_ids(ctx.read_since(MEMBERS_STREAM), ctx.until, since_xid)
+        since = ctx.read_since(MEMBERS_STREAM)
+        if since is None and since_xid is None and not ctx.options.backfill:
+            # No watermark and no change position (a first sync, or one that crashed before its
+            # end): every CRM member changed. member_chunks streams them page by page, as a
+            # backfill does, instead of a list of every id held through the run.
+            ctx.changed_every_member = True
+            ctx.changed = ChangedMembers()
+        else:
+            ctx.changed = ctx.crm.changed_member_ids(since, ctx.until, since_xid)
     return ctx.changed
 
 
@@ -61,16 +69,17 @@ def _vanished_check_due(ctx: RunContext, session: Session) -> bool:
     return mark is None or ctx.until - mark >= ctx.vanished_check
 
 
-def member_chunks(ctx: RunContext, ordered: list[str]) -> Iterator[Sequence[str]]:
+def member_chunks(ctx: RunContext, ordered: Sequence[str]) -> Iterator[Sequence[str]]:
     """The run's members in chunks of ``max_batch``: ``ordered`` (with the vanished ones), then
     (backfill) every CRM member whose CRM state differs from the one its links were last
-    reconciled from, streamed (an empty chunk: a page compared, nothing to plan in it)."""
+    reconciled from, streamed (an empty chunk: a page compared, nothing to plan in it), or
+    (a first sync: ``changed_every_member``) every CRM member, streamed."""
     size = ctx.caps.max_batch
     yield from chunks(ordered, size)
-    if not ctx.options.backfill:
+    if not (ctx.options.backfill or ctx.changed_every_member):
         return
     head = set(ordered)
-    if ctx.options.replan_all:
+    if ctx.options.replan_all or not ctx.options.backfill:
         for ids in ctx.crm.member_id_pages():
             yield from chunks([m for m in ids if m not in head], size)
         return
@@ -176,7 +185,10 @@ def requeued_members(ctx: RunContext, session: Session) -> list[str]:
     """Members of lists created, re-created or deleted this run: their lists changed."""
     if not ctx.requeue_lists:
         return []
-    found = set(ctx.crm.member_ids_in_lists(sorted(ctx.requeue_lists)))
+    # When every CRM member is planned already (a first sync, where every list is created), the
+    # CRM's members of those lists are too: only links can add someone (a member gone from the CRM).
+    every = ctx.changed_every_member and not ctx.options.backfill
+    found = set() if every else set(ctx.crm.member_ids_in_lists(sorted(ctx.requeue_lists)))
     for part in chunks(sorted(ctx.requeue_lists)):
         found.update(session.scalars(sa.select(MemberLink.crm_member_id).where(
             MemberLink.connection_id == ctx.connection_id, MemberLink.crm_list_id.in_(part))))

@@ -18,7 +18,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.crm import CrmReader
+from sync.crm import ChangedMembers, CrmReader
 from sync.engine.bulk import analyze, one_of
 from sync.engine.state import renew_lease, watermark_for
 from sync.fields import FieldMap
@@ -76,6 +76,10 @@ class RunOptions:
     #: The scheduled fire time this run is for (the daemon's jobs): a tick another replica has
     #: already run is skipped (runner.claim_tick).
     tick: dt.datetime | None = None
+    #: Name every member the run adds, updates, removes and leaves out in its ``Plan`` (what
+    #: ``--verbose``, ``--json`` and ``--output`` print; a dry run always does). Off, a real run
+    #: keeps counts only: the daemon and a plain ``once`` hold nothing a member beyond a window.
+    itemize: bool = True
 
 
 @dataclass
@@ -93,6 +97,8 @@ class Plan:
     invalid: list[tuple[str, str]] = field(default_factory=list)
     #: Every member the run leaves out, and why (one entry per member and reason; see ``LeftOut``).
     left_out: list[LeftOut] = field(default_factory=list)
+    #: False: the member lists (``members_*``, ``left_out``) stay empty (``RunOptions.itemize``).
+    itemized: bool = True
 
     _left_keys: set[tuple[str, tuple[str, ...], str]] = field(default_factory=set, repr=False, compare=False)
     _left_members: set[str] = field(default_factory=set, repr=False, compare=False)
@@ -106,6 +112,8 @@ class Plan:
             self.left_out = [entry for entry in self.left_out if entry.member_id not in gone]
             self._left_keys = {(entry.member_id, entry.lists, entry.reason) for entry in self.left_out}
             self._left_members -= gone
+        if not self.itemized:
+            return
         for entry in entries:
             key = (entry.member_id, entry.lists, entry.reason)
             if key not in self._left_keys:
@@ -218,7 +226,9 @@ class RunContext:
     #: This run's start by the worker's clock (the clock that stamps member_statuses.pulled_at).
     started_at: dt.datetime = field(init=False, default_factory=utcnow)
     #: The CRM reads of the members phase, made once (the mass-delete guard reads them first).
-    changed: list[tuple[dt.datetime, str]] | None = field(init=False, default=None)
+    changed: ChangedMembers | None = field(init=False, default=None)
+    #: ``changed`` holds every CRM member (no watermark, no change position: a first sync).
+    changed_every_member: bool = field(init=False, default=False)
     xid_mark: int | None = field(init=False, default=None)
     vanished: tuple[bool, list[str]] | None = field(init=False, default=None)
     counts: Counter[str] = field(init=False, default_factory=Counter)
@@ -234,8 +244,11 @@ class RunContext:
     #: Dry run only: the statuses a real run would store (``dry.statuses``), the e-mails whose hash
     #: it would clear (``dry.changed``) and the İYS consents it would store.
     dry: DryConnection = field(init=False)
-    #: (not a backfill) Members this run planned: an open reject of another one waits for its backoff.
+    #: (not a backfill) Members with an open reject that waits for its backoff (``waiting_ids``) and
+    #: that this run planned all the same (their CRM row changed): not left out as waiting. Only
+    #: those are kept, not every member planned (a first sync plans every one).
     planned: set[str] = field(init=False, default_factory=set)
+    waiting_ids: frozenset[str] = field(init=False, default=frozenset())
     #: Connection id -> "provider (connection N)", for the tenant's connections (read when needed).
     _labels: dict[int, str] | None = field(init=False, default=None)
     #: The CRM's live lists (set by sync_lists): a membership of a deleted list waits for nothing.
@@ -250,6 +263,7 @@ class RunContext:
 
     def __post_init__(self, plan_salt: str) -> None:
         self.salt = f"{PLAN_VERSION}:{plan_salt}"
+        self.plan.itemized = self.options.itemize or self.options.dry_run
         self.caps = caps = self.provider.capabilities
         # The provider seen through the capability protocols it declares (check_provider verified them).
         self.list_api = cast(ListPush, self.provider) if caps.lists == "create" else None

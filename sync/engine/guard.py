@@ -44,12 +44,13 @@ def check_mass_delete(ctx: RunContext) -> None:
             MemberLink.connection_id == ctx.connection_id).limit(1)) is not None
         linked_lists = set(session.scalars(sa.select(ListLink.crm_list_id).where(
             ListLink.connection_id == ctx.connection_id)))
-        with_links = [] if ctx.options.backfill else [m for _, m in changed_members(ctx)]
+        with_links = [] if ctx.options.backfill else changed_members(ctx).ids
     if not any_linked and not linked_lists:
         return
     vanished = vanished_members_due(ctx)[1]
     with ctx.sessions() as session:
-        if ctx.options.backfill:    # every member changed: one read of the soft-deleted ones instead
+        if ctx.options.backfill or ctx.changed_every_member:
+            # every member changed: one read of the soft-deleted ones instead
             deleted = _linked_among(ctx, session, ctx.crm.all_removed_member_ids())
         else:
             deleted = ctx.crm.removed_member_ids(_linked_among(ctx, session, with_links))

@@ -377,7 +377,8 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
     # over the recipient's will: the provider's "unsubscribed" is our own echo.
     resubscribe = resubscribe or (status == "active" and known and link is not None
                                   and link.status_pushed == "unsubscribed")
-    (ctx.plan.members_update if known and link and link.remote_id else ctx.plan.members_add).append(email)
+    if ctx.plan.itemized:
+        (ctx.plan.members_update if known and link and link.remote_id else ctx.plan.members_add).append(email)
     plan.hashes[key] = digest
     plan.statuses[key] = status
     # A provisional link (no remote id, no hash): an earlier run sent this member and crashed before
@@ -397,6 +398,7 @@ def _removed_already(link: LinkRow) -> bool:
 
 
 def _delete(ctx: RunContext, plan: Chunk, link: LinkRow, why: str) -> None:
-    ctx.plan.members_remove.append(f"{link.email} ({why})")
+    if ctx.plan.itemized:
+        ctx.plan.members_remove.append(f"{link.email} ({why})")
     plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
                                      link.remote_id, tuple(link.remote_lists), reason=why))

@@ -9,12 +9,13 @@ sync/engine/connection_sync.py).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 
+from sync.crm import ChangedMembers
 from sync.emails import normalize_email
 from sync.engine.bulk import update_by_key, upsert
 from sync.engine.compare import changed_members, member_chunks, requeued_members, vanished_members_due
@@ -80,6 +81,36 @@ def _merge(into: Chunk, plan: Chunk) -> None:
     into.member_lists.update(plan.member_lists)
 
 
+class _Concatenation(Sequence[str]):
+    """Two lists read as one, not copied into a third (the first may hold every CRM member)."""
+
+    def __init__(self, head: list[str], tail: list[str]) -> None:
+        self.head, self.tail = head, tail
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.head
+        yield from self.tail
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[n] for n in range(start, stop, step)]
+            cut = len(self.head)
+            return self.head[start:min(stop, cut)] + self.tail[max(start - cut, 0):max(stop - cut, 0)]
+        if index < 0:
+            index += len(self)
+        return self.head[index] if index < len(self.head) else self.tail[index - len(self.head)]
+
+
 @dataclass
 class _Window:
     """Planned chunks waiting to be pushed together (``Capabilities.push_window``): a provider
@@ -126,19 +157,27 @@ def _addresses(plan: Chunk) -> set[str]:
 async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
     if ctx.member_api is None:
         return
-    changed = [] if ctx.options.backfill else changed_members(ctx)
+    changed = ChangedMembers() if ctx.options.backfill else changed_members(ctx)
     vanished_due, vanished = vanished_members_due(ctx)
     waiting: list[WaitingReject] = []
     with ctx.sessions() as session:
         retry = rejects_due(ctx, session, waiting)
         requeued = requeued_members(ctx, session)
         suppressed = members_with_new_suppressions(ctx, session)
-    changed_at = {member_id: at for at, member_id in changed}
+    if not ctx.options.backfill:
+        ctx.waiting_ids = frozenset(entry.member_id for entry in waiting)
     # Changed members first, oldest change first: each chunk's watermark then covers every
     # change before it. Retries, re-planned list members and vanished ids come after the
-    # changes. A backfill then streams every CRM member, page by page (flat memory).
-    ordered = list(dict.fromkeys([*(m for _, m in changed), *retry, *requeued, *suppressed, *vanished]))
-    total = len(ordered) + (ctx.crm.member_count() if ctx.options.backfill else 0)
+    # changes. A backfill then streams every CRM member, page by page (flat memory). The changed
+    # ids are not copied (a first sync holds every member's): the others, few, are checked
+    # against them in one pass.
+    extras = list(dict.fromkeys([*retry, *requeued, *suppressed, *vanished]))
+    if extras and changed:
+        among_changed = set(extras).intersection(changed.ids)
+        extras = [m for m in extras if m not in among_changed]
+    ordered = _Concatenation(changed.ids, extras)
+    streamed = ctx.options.backfill or ctx.changed_every_member     # (member_chunks)
+    total = len(ordered) + (ctx.crm.member_count() if streamed else 0)
     considered = 0
     done = 0
     window = _Window()
@@ -147,8 +186,12 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
         # committed with its watermark; the one being planned holds nothing sent yet and is dropped.
         STOP.check()
         if chunk_ids:
+            # Chunks of ``ordered`` come first, in order: the last changed member of a chunk has
+            # its latest change (``changed`` is ordered by time).
+            start = considered
             considered += len(chunk_ids)
-            covered = max((changed_at[m] for m in chunk_ids if m in changed_at), default=None)
+            last_changed = min(considered, len(changed)) - 1
+            covered = changed.at(last_changed) if start <= last_changed else None
             done += await _add_chunk(ctx, window, chunk_ids, covered, list_map)
         if ctx.on_progress:
             skipped = ctx.counts["members_skipped_unchanged"]
@@ -236,8 +279,8 @@ async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str],
     it holds, and after when it is full; return how many members were pushed."""
     with ctx.sessions() as session:
         plan = plan_chunk(ctx, session, chunk_ids, list_map)
-    if not ctx.options.backfill:    # (a backfill tries every open reject: none waits)
-        ctx.planned.update(plan.ids)
+    if ctx.waiting_ids:    # (a backfill tries every open reject: none waits)
+        ctx.planned.update(member_id for member_id in plan.ids if member_id in ctx.waiting_ids)
     pushed = 0
     if window.overlaps(plan):
         # A member this chunk needs (an address it takes or releases) is planned already and
