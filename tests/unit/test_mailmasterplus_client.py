@@ -937,3 +937,25 @@ def test_a_resubscribe_reads_the_record_fresh_and_never_replaces_a_newer_unsubsc
     else:
         assert outcome.rejected is None and outcome.remote_id == row["id"] != created.remote_id
         assert row["active"] == "1" and [m for m, _, _ in sandbox.request_log if m == "DELETE"] == []
+
+
+def test_a_removal_reads_its_record_fresh_and_a_record_gone_since_the_runs_read_is_not_deleted_again() -> None:
+    """A delete is for good: the record found in the cache is read fresh first. Gone since the
+    read (the panel), nothing is sent, and the cache forgets it (a later create subscribes anew)."""
+    sandbox = sandbox_for()
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[PushOutcome], PushOutcome]:
+        await statuses(provider)
+        sandbox.delete_in_panel(USER, 101, "ayse@ornek.com.tr")
+        sandbox.reset_log()
+        removed = await provider.delete_members([MemberDelete(MemberKey("M1", "L1"), "ayse@ornek.com.tr",
+                                                              created.remote_id, ("101",), "left the list")])
+        again = (await push(provider, upsert(provider, "ayse@ornek.com.tr")))[0]
+        return removed, again
+
+    removed, again = run(sandbox, scenario)
+    assert removed[0].rejected is None and again.rejected is None and again.remote_id == "2"
+    assert [(m, p) for m, p, _ in sandbox.request_log] == [
+        ("GET", f"/list/101/record/{created.remote_id}"), ("POST", "/subscribe/101/form/201"),
+        ("GET", "/list/101/field/email/value/ayse@ornek.com.tr")]        # answer 2: a code or the id

@@ -830,7 +830,7 @@ class MailMasterPlusProvider:
             _check(response, what)
             changed = number_answer(response, what, api.UPDATE_ENDPOINT, self.readings)
             if changed is None:                   # the documented failure: an empty body
-                if await self._read_record(mapped.nl_id, record.id) is None and cached:
+                if cached and await self._read_record(mapped.nl_id, record.id) is None:
                     # deleted (in the panel) since the cache's read: made again, with a create's checks
                     log.info("mmp.record_gone_since_read", remote_list=mapped.nl_id, record=record.id)
                     self._remember(mapped.nl_id, None, record.email, gone=record.id)
@@ -908,8 +908,9 @@ class MailMasterPlusProvider:
                     else await self._read_record(nl_id, found.id)
                 if found is not None and record is None:
                     self._remember(nl_id, None, found.email, gone=found.id)    # deleted since the read
-                elif record is not None and record.email != normalize_email(item.email):
-                    self._remember(nl_id, record, record.email)     # the id holds another address now
+                elif found is not None and record is not None and record.email != normalize_email(item.email):
+                    self._remember(nl_id, None, found.email, gone=found.id)    # the id holds another address now
+                    self._remember(nl_id, record, record.email)
                     record = None
                 if record is None:
                     continue
