@@ -113,8 +113,9 @@ def test_record_ids_1_and_2_are_told_from_the_codes_by_reading_the_address_back(
     assert run(sandbox, scenario) == ["1", "2", "3"]
     assert len(sandbox.records(USER, 101)) == 3
     reads_back = [path for method, path, _ in sandbox.request_log if "/field/email/value/" in path]
-    # before each create (the list was not read this session) and after each ambiguous answer
-    assert len(reads_back) == 3 + 2
+    # after each ambiguous answer only: the list is read whole once (the run's cache), not per create
+    assert len(reads_back) == 2
+    assert [path for _, path, _ in sandbox.request_log].count("/list/101") == 1
 
 
 @DIALECTS
@@ -476,8 +477,9 @@ def test_a_record_without_a_readable_active_is_an_error_never_unsubscribed(activ
 
 @pytest.mark.parametrize("active", [None, "2", "missing"])
 def test_a_push_that_reads_a_record_without_a_readable_active_stops_the_run(active: Any) -> None:
-    """Item 9, on the push side: an update reads its record first; a record without a readable
-    ``active`` stops the run (not a reject of one row, and nothing is written)."""
+    """Item 9, on the push side: an update looks its record up first (in the run's cache: the list
+    read whole); a record without a readable ``active`` stops the run (not a reject of one row, and
+    nothing is written)."""
     row: dict[str, Any] = {"id": "3", "email": "ayse@ornek.com.tr"}
     if active != "missing":
         row["active"] = active
@@ -486,11 +488,13 @@ def test_a_push_that_reads_a_record_without_a_readable_active_stops_the_run(acti
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method != "GET":
             writes.append(request.url.path)
+        if request.url.path == "/list/101":
+            return httpx.Response(200, json=[row])
         if request.url.path == "/list/101/record/3":
             return httpx.Response(200, json=row)
         return httpx.Response(200, text="1")
 
-    with pytest.raises(UnknownReadingError, match=r"GET list/<nl_id>/record/<id>.*active"):
+    with pytest.raises(UnknownReadingError, match=r"GET list/<nl_id> \(read list 101\).*active"):
         run(None, lambda p: one(p, "ayse@ornek.com.tr", remote_id="3")(), transport=httpx.MockTransport(handler))
     assert writes == []
 
@@ -783,3 +787,175 @@ def test_a_removal_without_a_list_touches_other_lists_only_for_an_erasure() -> N
     assert len(sandbox.records(USER, 101)) == len(sandbox.records(USER, 102)) == 1
     run(sandbox, remove(api.ERASURE_REASON), lists=TWO_LISTS)
     assert sandbox.records(USER, 101) == sandbox.records(USER, 102) == []
+
+
+# --- the per-run cache (issue 26): each list read once per run, every lookup answered from it ----
+
+
+def _gets(sandbox: MailMasterPlusSandbox) -> list[str]:
+    return [path for method, path, _ in sandbox.request_log if method == "GET" and not path.startswith("/unsubscribe/")]
+
+
+@DIALECTS
+@pytest.mark.parametrize("pulled", [True, False], ids=["after the pull", "without a pull"])
+def test_each_list_is_read_once_per_run_and_every_members_lookup_uses_it(dialect: str, pulled: bool) -> None:
+    """Six updates in two lists and one removal cost their writes, two whole-list reads and the one
+    fresh read a delete makes (a delete is for good): no member is looked up by itself. Before
+    the cache each update read its record by id first (one GET per member)."""
+    sandbox = two_lists(dialect)
+    emails = ("ayse@ornek.com.tr", "can@ornek.com.tr", "deniz@ornek.com.tr")
+
+    async def create(provider: MailMasterPlusProvider) -> list[PushOutcome]:
+        return await push(provider, *(upsert(provider, email, nl_id=nl) for nl in ("101", "102") for email in emails))
+
+    created = run(sandbox, create, lists=TWO_LISTS)
+    sandbox.reset_log()
+
+    async def again(provider: MailMasterPlusProvider) -> tuple[list[PushOutcome], list[PushOutcome]]:
+        if pulled:
+            await statuses(provider)
+        removed = await provider.delete_members([MemberDelete(
+            MemberKey("M9", "L1"), "deniz@ornek.com.tr", created[2].remote_id, ("101",), "left the list")])
+        pairs = [(nl, email) for nl in ("101", "102") for email in emails]
+        updated = await push(provider, *(upsert(provider, email, nl_id=nl, first_name="Yeni",
+                                                remote_id=created[n].remote_id)
+                                         for n, (nl, email) in enumerate(pairs)
+                                         if (nl, email) != ("101", "deniz@ornek.com.tr")))
+        return removed, updated
+
+    removed, updated = run(sandbox, again, lists=TWO_LISTS)
+    assert removed[0].action == "deleted" and all(o.rejected is None and o.suppressed is None for o in updated)
+    assert sorted(_gets(sandbox)) == ["/list/101", f"/list/101/record/{created[2].remote_id}", "/list/102"]
+    assert sandbox.write_requests() == 5 + 1
+    assert {row["mssys_firstname"] for nl in (101, 102) for row in sandbox.records(USER, nl)} == {"Yeni"}
+
+
+def test_the_cache_follows_the_clients_own_writes() -> None:
+    """Within one run: a record made, changed, deleted and made again is known from the cache
+    (no read), so a repeat sends nothing and a create after the delete subscribes anew."""
+    sandbox = sandbox_for("negative")
+
+    async def scenario(provider: MailMasterPlusProvider) -> list[PushOutcome]:
+        made = (await push(provider, upsert(provider, "ayse@ornek.com.tr")))[0]
+        await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=made.remote_id))           # same values
+        await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=made.remote_id, first_name="Yeni"))
+        await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=made.remote_id, first_name="Yeni"))
+        await provider.delete_members([MemberDelete(MemberKey("M1", "L1"), "ayse@ornek.com.tr", made.remote_id,
+                                                    ("101",), "left the list")])
+        return await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=made.remote_id))
+
+    (again,) = run(sandbox, scenario)
+    assert again.rejected is None and again.remote_id == "2"
+    methods = [(method, path) for method, path, _ in sandbox.request_log]
+    assert methods == [("GET", "/list/101"), ("POST", "/subscribe/101/form/201"),
+                       ("GET", "/list/101/field/email/value/ayse@ornek.com.tr"),   # answer 1: a code or the id
+                       ("PUT", "/update/101/form/301/record/1"),
+                       ("GET", "/list/101/record/1"), ("DELETE", "/delete/101/record/1"),
+                       ("POST", "/subscribe/101/form/201"),
+                       ("GET", "/list/101/field/email/value/ayse@ornek.com.tr")]   # answer 2: the same
+    assert [row["mssys_firstname"] for row in sandbox.records(USER, 101)] == ["Ayşe"]
+
+
+@DIALECTS
+def test_an_unsubscribe_after_the_runs_read_is_not_overwritten_and_the_next_run_reports_it(dialect: str) -> None:
+    """The cache says active, the recipient unsubscribed since: the update sends the list fields
+    only (the update form cannot change ``active``), the record stays unsubscribed, and the next
+    run's read reports it (nothing written)."""
+    sandbox = sandbox_for(dialect)
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+
+    async def scenario(provider: MailMasterPlusProvider) -> PushOutcome:
+        await statuses(provider)
+        sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")          # the recipient's link, mid-run
+        return (await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=created.remote_id,
+                                            first_name="Yeni")))[0]
+
+    outcome = run(sandbox, scenario)
+    assert outcome.rejected is None
+    (row,) = sandbox.records(USER, 101)
+    assert row["active"] == "0" and row["mssys_firstname"] == "Yeni"
+    sandbox.reset_log()
+    later = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr", remote_id=created.remote_id, first_name="Yeni")())
+    assert later.suppressed is not None and later.suppressed.remote_list == "101"
+    assert sandbox.write_requests() == 0 and sandbox.records(USER, 101)[0]["active"] == "0"
+
+
+@DIALECTS
+def test_a_record_deleted_in_the_panel_after_the_runs_read_is_created_again(dialect: str) -> None:
+    """The cache holds a record the panel deleted since: the update answers the documented failure
+    (an empty body), the record is read back, and, gone, it is made again by a create."""
+    sandbox = sandbox_for(dialect)
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+
+    async def scenario(provider: MailMasterPlusProvider) -> PushOutcome:
+        await statuses(provider)
+        sandbox.delete_in_panel(USER, 101, "ayse@ornek.com.tr")
+        return (await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=created.remote_id,
+                                            first_name="Yeni")))[0]
+
+    outcome = run(sandbox, scenario)
+    assert outcome.rejected is None and outcome.suppressed is None and outcome.remote_id == "2"
+    (row,) = sandbox.records(USER, 101)
+    assert (row["id"], row["active"], row["mssys_firstname"]) == ("2", "1", "Yeni")
+
+
+@pytest.mark.parametrize("since", ["unsubscribed again", "active again", "deleted"])
+def test_a_resubscribe_reads_the_record_fresh_and_never_replaces_a_newer_unsubscribe(since: str) -> None:
+    """A re-subscribe deletes the record (for good) and makes it anew: it reads the record fresh
+    first. Unsubscribed again after the unsubscribe the engine decided on: reported, nothing
+    written. Active again (the panel): updated, not replaced. Deleted: made anew."""
+    sandbox = sandbox_for("negative")                    # a reading with mssys_last_statuschange_date
+    clock = [1_800_000_000.0]
+    sandbox.clock = lambda: clock[0]
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+    clock[0] += 60
+    sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+
+    async def scenario(provider: MailMasterPlusProvider) -> PushOutcome:
+        await statuses(provider)                        # the cache: unsubscribed at +60 s
+        clock[0] += 60
+        if since == "deleted":
+            sandbox.delete_in_panel(USER, 101, "ayse@ornek.com.tr")
+        else:
+            sandbox.reactivate_in_panel(USER, 101, "ayse@ornek.com.tr")
+        if since == "unsubscribed again":
+            clock[0] += 60
+            sandbox.unsubscribe(USER, 101, "ayse@ornek.com.tr")
+        sandbox.reset_log()
+        return (await push(provider, upsert(provider, "ayse@ornek.com.tr", remote_id=created.remote_id,
+                                            resubscribe=True)))[0]
+
+    outcome = run(sandbox, scenario)
+    (row,) = sandbox.records(USER, 101)
+    if since == "unsubscribed again":
+        assert outcome.suppressed is not None and outcome.suppressed.occurred_at == dt.datetime.fromtimestamp(
+            clock[0], dt.UTC)
+        assert (row["id"], row["active"]) == (created.remote_id, "0") and sandbox.write_requests() == 0
+    elif since == "active again":
+        assert outcome.rejected is None and outcome.suppressed is None
+        assert (row["id"], row["active"]) == (created.remote_id, "1") and sandbox.write_requests() == 0
+    else:
+        assert outcome.rejected is None and outcome.remote_id == row["id"] != created.remote_id
+        assert row["active"] == "1" and [m for m, _, _ in sandbox.request_log if m == "DELETE"] == []
+
+
+def test_a_removal_reads_its_record_fresh_and_a_record_gone_since_the_runs_read_is_not_deleted_again() -> None:
+    """A delete is for good: the record found in the cache is read fresh first. Gone since the
+    read (the panel), nothing is sent, and the cache forgets it (a later create subscribes anew)."""
+    sandbox = sandbox_for()
+    created = run(sandbox, lambda p: one(p, "ayse@ornek.com.tr")())
+
+    async def scenario(provider: MailMasterPlusProvider) -> tuple[list[PushOutcome], PushOutcome]:
+        await statuses(provider)
+        sandbox.delete_in_panel(USER, 101, "ayse@ornek.com.tr")
+        sandbox.reset_log()
+        removed = await provider.delete_members([MemberDelete(MemberKey("M1", "L1"), "ayse@ornek.com.tr",
+                                                              created.remote_id, ("101",), "left the list")])
+        again = (await push(provider, upsert(provider, "ayse@ornek.com.tr")))[0]
+        return removed, again
+
+    removed, again = run(sandbox, scenario)
+    assert removed[0].rejected is None and again.rejected is None and again.remote_id == "2"
+    assert [(m, p) for m, p, _ in sandbox.request_log] == [
+        ("GET", f"/list/101/record/{created.remote_id}"), ("POST", "/subscribe/101/form/201"),
+        ("GET", "/list/101/field/email/value/ayse@ornek.com.tr")]        # answer 2: a code or the id

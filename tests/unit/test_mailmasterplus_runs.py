@@ -157,3 +157,21 @@ def test_a_record_kept_unsubscribed_after_a_leave_is_still_reached_by_a_later_er
     harness.reset_log()
     world.run()
     assert harness.write_requests() == 0
+
+
+def test_a_run_reads_each_list_once_and_looks_no_member_up_by_itself(world: World) -> None:
+    """Issue 26: a run reads each mapped list whole once (the status pull) and answers every
+    member's lookup from that read: a run after CRM changes sends its writes and nothing else
+    (before, each update read its record by id first: one GET per changed record)."""
+    harness = _harness(world)
+    world.run()
+    changed = sorted(world.valid_active_members().values(), key=lambda row: row.id)[:4]
+    for row in changed:
+        world.update_member(row.id, first_name=f"Yeni {row.id}")
+    harness.reset_log()
+    result = world.run()
+    gets = [path for method, path, _ in harness.sandbox.request_log if method == "GET"]
+    assert sorted(gets) == sorted(f"/list/{nl_id}" for nl_id in harness.sandbox.lists(harness._account))
+    updates = [path for method, path, _ in harness.sandbox.request_log if method == "PUT"]
+    assert len(updates) == result.counts["members_updated"] == sum(len(world.lists_of(row.id)) for row in changed)
+    assert len(harness.sandbox.request_log) == len(gets) + len(updates)

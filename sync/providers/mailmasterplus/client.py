@@ -11,8 +11,10 @@ record without a readable ``active`` is such an error, never "unsubscribed".
 
 Opt-outs (docs/providers/mailmasterplus.md):
 
-- An update reads its record first: an unsubscribed record is reported (``PushOutcome.suppressed``,
-  nothing written) unless the engine decided to re-subscribe (``MemberUpsert.resubscribe``).
+- An update looks its record up first, in the run's cache of its list (each list is read whole
+  once per run, see ``MailMasterPlusProvider``): an unsubscribed record is reported
+  (``PushOutcome.suppressed``, nothing written) unless the engine decided to re-subscribe
+  (``MemberUpsert.resubscribe``; the record is then read fresh before it is replaced).
 - A create never makes an address active in a list while one of the connection's mapped lists
   holds it unsubscribed (address-wide), unless the engine re-subscribes it: the recipient told
   this sender "no", and a CRM list join is not a new consent. A mapped list that cannot be read
@@ -225,7 +227,7 @@ class MappedList:
     fields: Mapping[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One MMP record, normalised: ``changed_at`` None when the service gives no time;
     ``fields`` the values (as text) of the fields we send to its list, where the record has them."""
@@ -235,6 +237,45 @@ class Record:
     active: bool
     changed_at: dt.datetime | None
     fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ListRecords:
+    """The run's cache of one list: its records as one whole-list read showed them, by id and by
+    e-mail (of several records of an address, the oldest), kept current by the client's own writes.
+
+    What it may miss (a recipient's or the panel's change after the read) and why no write of ours
+    can then overwrite an unsubscribe: ``MailMasterPlusProvider`` ("the per-run cache")."""
+
+    by_id: dict[str, Record] = field(default_factory=dict)
+    by_email: dict[str, Record] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> ListRecords:
+        cache = cls()
+        for record in sorted(records, key=lambda r: _sort_id(r.id)):
+            cache.by_id[record.id] = record
+            cache.by_email.setdefault(record.email, record)   # a non-unique list: the oldest record stands
+        return cache
+
+    def lookup(self, email: str, record_id: str | None) -> Record | None:
+        """The member's record: the one of its link's id while that still holds its address, else
+        the (oldest) one holding its address; None when the list held neither."""
+        address = normalize_email(email)
+        record = self.by_id.get(record_id) if record_id else None
+        if record is not None and record.email == address:
+            return record
+        return self.by_email.get(address)
+
+    def put(self, record: Record) -> None:
+        self.by_id[record.id] = record
+        self.by_email[record.email] = record
+
+    def drop(self, record_id: str, email: str) -> None:
+        self.by_id.pop(record_id, None)
+        held = self.by_email.get(normalize_email(email))
+        if held is not None and held.id == record_id:
+            del self.by_email[held.email]
 
 
 @dataclass
@@ -362,7 +403,36 @@ def _differs(held: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 
 
 class MailMasterPlusProvider:
-    """The MailMasterPlus side of a connection."""
+    """The MailMasterPlus side of a connection (one instance per run).
+
+    **The per-run cache** (issue 26). The document's only way to read many records is the whole
+    list (``GET list/<nl_id>``: "a listában lévő összes rekordot visszaadja"; it has no paging and
+    no filter by date), and one record costs one request. So each mapped list is read ONCE per run
+    (by the status pull, or by the first member that needs it), kept by id and by e-mail
+    (``ListRecords``), updated with every write of ours, and every member's lookup is answered from
+    it: an update, an unsubscribe pushed and a create cost their writes only. Memory: one
+    ``Record`` per record of the mapped lists (about 0.6 KB with three mapped fields: see
+    docs/providers/mailmasterplus.md), for the run's length.
+
+    What the cache may miss, and why it overwrites no one (a recipient or the panel acting after
+    the read, during the run):
+
+    - **an unsubscribe**: the cache says active, and an update sends the list fields only; the
+      update form cannot change ``active`` (a system field, api.SYSTEM_FIELDS), so the unsubscribe
+      stays and the next run's pull reports it. A re-subscribe (delete + subscribe anew) and a
+      removal (delete) are irreversible: each reads its record fresh first and keeps the
+      guarantees (an unsubscribed record is deleted only for a re-subscribe the engine decided on
+      the unsubscribe it knew, or for a KVKK erasure; an unsubscribe NEWER than the cache's is
+      reported, not re-subscribed).
+    - **a record created** (a sign-up form): the cache says absent, the subscribe answers "exists"
+      (a unique list) and the address is read back and updated as before
+      (``resolve_subscribe_answer``); in a list that takes an address twice a second record is
+      made, as a create trusting the pull did before.
+    - **a record deleted**: the update answers the documented failure (an empty body); the record
+      is read back and, gone, made again by a create (with its opt-out checks).
+    - **a field changed in the panel**: compared with the cache's value, a CRM value equal to the
+      value read is not sent again, so the panel's newer value stays until the CRM changes it.
+    """
 
     name: ClassVar[str] = "mailmasterplus"
     #: What `connection test` says of a passing login and list (sync/ops/connection_test.py).
@@ -379,10 +449,12 @@ class MailMasterPlusProvider:
                        for crm_list, entry in api.parse_list_mapping("lists", lists).items()}
         self._by_nl = {mapped.nl_id: mapped for mapped in self._lists.values()}
         self._custom_fields = tuple(sorted(set(custom_fields)))
-        #: nl_id -> normalised e-mail -> record, from the last full read of that list (the status
-        #: pull), kept current by our own writes. A create trusts it to know whether the address
-        #: is there already; a list not read this session is asked record by record.
-        self._index: dict[str, dict[str, Record]] = {}
+        #: The per-run cache: nl_id -> its records, from the one whole-list read of this run (the
+        #: status pull's, else the first member's), kept current by our own writes. Every member's
+        #: lookup uses it (``_lookup``); see the class docstring for what it may miss.
+        self._cache: dict[str, ListRecords] = {}
+        #: One whole-list read per list at a time (the members of a batch are pushed concurrently).
+        self._reading: dict[str, asyncio.Lock] = {}
         #: nl_id -> what its last full read showed, or the error it ended with.
         self._scans: dict[str, ListScan | ProviderError] = {}
         #: Endpoint -> the reading its answers came in (sync.providers.readings).
@@ -473,7 +545,7 @@ class MailMasterPlusProvider:
     # --- reading --------------------------------------------------------------------------
 
     async def _read_list(self, nl_id: str) -> list[Record]:
-        """Every record of a list (``GET list/<nl_id>``); indexes them by e-mail."""
+        """Every record of a list (``GET list/<nl_id>``), kept as the run's cache of that list."""
         what = f"read list {nl_id}"
         try:
             response = await self.http.request("GET", api.LIST_PATH.format(nl_id=nl_id))
@@ -492,10 +564,7 @@ class MailMasterPlusProvider:
             raise
         reader.note(self.readings)
         self.readings.note(api.LIST_ENDPOINT if rows else api.LIST_EMPTY_ENDPOINT, reading)
-        index: dict[str, Record] = {}
-        for record in sorted(records, key=lambda r: _sort_id(r.id)):
-            index.setdefault(record.email, record)   # a non-unique list: the oldest record stands
-        self._index[nl_id] = index
+        self._cache[nl_id] = ListRecords.of(records)
         unseen = set(self._wanted(nl_id))
         for _, row in rows:
             if not unseen:
@@ -545,21 +614,50 @@ class MailMasterPlusProvider:
                                                                value=quote(email, safe="")),
                                     f"find {api.EMAIL_FIELD} in list {nl_id}", api.FIND_ENDPOINT, nl_id, email=email)
 
-    async def _find(self, nl_id: str, email: str) -> Record | None:
-        """The record holding ``email``: from the index of a list read this session, else asked."""
-        index = self._index.get(nl_id)
-        if index is not None:
-            return index.get(normalize_email(email))
+    async def _cached(self, nl_id: str) -> ListRecords | None:
+        """The run's cache of a list, read whole the first time a run needs it; None when that read
+        failed on a transient fault (the caller then asks record by record, as many requests as
+        before the cache and no more). A list the service refuses (406) is that refusal for each
+        member, without asking again; an answer in no reading stops the run (UnknownReadingError)."""
+        if nl_id not in self._cache and nl_id not in self._scans:
+            async with self._reading.setdefault(nl_id, asyncio.Lock()):
+                if nl_id not in self._cache and nl_id not in self._scans:
+                    try:
+                        await self._read_list(nl_id)
+                    except FatalError:
+                        raise
+                    except ProviderError as exc:
+                        log.warning("mmp.list_read_failed", remote_list=nl_id, reason=exc.message)
+        scan = self._scans.get(nl_id)
+        if nl_id not in self._cache and isinstance(scan, RejectedRow):
+            raise RejectedRow(scan.reason, status_code=scan.status_code, provider_code=scan.provider_code)
+        return self._cache.get(nl_id)
+
+    async def _lookup(self, nl_id: str, email: str, record_id: str | None = None) -> Record | None:
+        """The member's record in a list (``ListRecords.lookup``): from the run's cache, else (the
+        list could not be read whole) asked, by the link's id, then by e-mail."""
+        cache = await self._cached(nl_id)
+        if cache is not None:
+            return cache.lookup(email, record_id)
+        record = await self._read_record(nl_id, record_id) if record_id else None
+        if record is not None and record.email == normalize_email(email):
+            return record
         return await self._read_by_email(nl_id, email)
 
-    def _remember(self, nl_id: str, record: Record | None, email: str) -> None:
-        index = self._index.get(nl_id)
-        if index is None:
+    async def _find(self, nl_id: str, email: str) -> Record | None:
+        """The record holding ``email`` (see ``_lookup``)."""
+        return await self._lookup(nl_id, email)
+
+    def _remember(self, nl_id: str, record: Record | None, email: str, *, gone: str | None = None) -> None:
+        """Our own write, into the run's cache: ``record`` as it now is, or the record ``gone``
+        (its id) deleted."""
+        cache = self._cache.get(nl_id)
+        if cache is None:
             return
-        if record is None:
-            index.pop(normalize_email(email), None)
-        else:
-            index[record.email] = record
+        if record is not None:
+            cache.put(record)
+        elif gone is not None:
+            cache.drop(gone, email)
 
     # --- members --------------------------------------------------------------------------
 
@@ -596,16 +694,11 @@ class MailMasterPlusProvider:
                     f"MMP list {', '.join(item.remote_lists) or '(none)'} is not in the connection's `lists` setting",
                     provider_code="unmapped"))
             mapped = self._by_nl[item.remote_lists[0]]
-            record = None
-            if item.remote_id:
-                record = await self._read_record(mapped.nl_id, item.remote_id)
-                if record is not None and record.email != normalize_email(item.email):
-                    record = None        # the id now holds someone else: not ours
-            if record is None:
-                record = await self._find(mapped.nl_id, item.email)
+            # (the link's id while it holds the member's address, else the record of the address)
+            record = await self._lookup(mapped.nl_id, item.email, item.remote_id)
             if record is None:
                 return await self._create(mapped, item, resubscribing)
-            return await self._update(mapped, item, record)
+            return await self._update(mapped, item, record, cached=mapped.nl_id in self._cache)
         except FatalError:
             raise
         except ProviderError as exc:
@@ -614,7 +707,7 @@ class MailMasterPlusProvider:
     async def _unsubscribed_elsewhere(self, mapped: MappedList, email: str,
                                       resubscribing: frozenset[tuple[str, str]]) -> tuple[MappedList, Record] | None:
         """A record of ``email`` that another mapped list holds unsubscribed (and this batch does not
-        re-subscribe): from the lists' index (read by the status pull), else asked. A mapped list
+        re-subscribe): from the run's cache of each list (``_lookup``). A mapped list
         the service refuses to read (406) is a reject of this create, retried later: an opt-out
         that cannot be seen is not an absent one."""
         address = normalize_email(email)
@@ -714,20 +807,21 @@ class MailMasterPlusProvider:
                 "(will retry)", provider_code="exists_not_found"))
         raise MalformedAnswerError(f"subscribe to list {mapped.nl_id}: answer {answer} is not a documented code")
 
-    async def _update(self, mapped: MappedList, item: MemberUpsert, record: Record) -> PushOutcome:
+    async def _update(self, mapped: MappedList, item: MemberUpsert, record: Record, *,
+                      cached: bool = False) -> PushOutcome:
         """An existing record: report it if it is unsubscribed and the engine does not re-subscribe;
         re-subscribe by delete + subscribe (api.RESUBSCRIBE_BY_RECREATE); else update the fields
         that differ (nothing is sent when none does) and, when the engine pushes "unsubscribed",
-        unsubscribe it."""
+        unsubscribe it. ``cached``: ``record`` comes from the run's cache, not from a read just made
+        (an update that fails is then read back: the record may be gone since)."""
         wanted = item.payload.get("status")
         if wanted == "active" and not record.active:
             if not item.resubscribe:
                 return PushOutcome(item.key, remote_id=record.id, suppressed=self._suppression(mapped, record))
-            log.info("mmp.resubscribe_replaces_record", remote_list=mapped.nl_id, record=record.id,
-                     unsubscribed_at=record.changed_at.isoformat() if record.changed_at else None)
-            await self._delete_record(mapped.nl_id, record.id, item.email)
-            return await self._create(mapped, replace(item, remote_id=None, resubscribe=False), frozenset(),
-                                      check_other_lists=False)
+            fresh = await self._read_record(mapped.nl_id, record.id)
+            if fresh is None or not fresh.active:
+                return await self._resubscribe(mapped, item, record, fresh)
+            record = fresh          # active again since the cache's read: an update as any other
         body = self._fields_for(mapped, item.payload)
         if _differs(record.fields, body):
             what = f"update record {record.id} of list {mapped.nl_id}"
@@ -736,6 +830,11 @@ class MailMasterPlusProvider:
             _check(response, what)
             changed = number_answer(response, what, api.UPDATE_ENDPOINT, self.readings)
             if changed is None:                   # the documented failure: an empty body
+                if cached and await self._read_record(mapped.nl_id, record.id) is None:
+                    # deleted (in the panel) since the cache's read: made again, with a create's checks
+                    log.info("mmp.record_gone_since_read", remote_list=mapped.nl_id, record=record.id)
+                    self._remember(mapped.nl_id, None, record.email, gone=record.id)
+                    return await self._create(mapped, replace(item, remote_id=None), frozenset())
                 return PushOutcome(item.key, rejected=RejectedRow(f"{what}: MMP answered nothing (will retry)",
                                                                   provider_code="update_failed"))
             # (0 after our own read of the record: nothing changed, as a service counting affected rows says)
@@ -745,6 +844,27 @@ class MailMasterPlusProvider:
             record = replace(record, active=False)
         self._remember(mapped.nl_id, record, item.email)
         return PushOutcome(item.key, remote_id=record.id)
+
+    async def _resubscribe(self, mapped: MappedList, item: MemberUpsert, record: Record,
+                           fresh: Record | None) -> PushOutcome:
+        """The engine re-subscribes an unsubscribed record (api.RESUBSCRIBE_BY_RECREATE): delete it
+        and subscribe the address anew. A delete is for good, so the record was read ``fresh`` (the
+        cache is as old as this run's read of the list): gone or holding another address, it is
+        only created; unsubscribed again after the unsubscribe the engine decided on (a later
+        status time), it is reported, not replaced."""
+        if fresh is None or fresh.email != record.email:
+            self._remember(mapped.nl_id, None, record.email, gone=record.id)
+            return await self._create(mapped, replace(item, remote_id=None, resubscribe=False), frozenset(),
+                                      check_other_lists=False)
+        if fresh.changed_at is not None and record.changed_at is not None and fresh.changed_at > record.changed_at:
+            self._remember(mapped.nl_id, fresh, item.email)
+            log.info("mmp.resubscribe_refused_newer_unsubscribe", remote_list=mapped.nl_id, record=fresh.id)
+            return PushOutcome(item.key, remote_id=fresh.id, suppressed=self._suppression(mapped, fresh))
+        log.info("mmp.resubscribe_replaces_record", remote_list=mapped.nl_id, record=fresh.id,
+                 unsubscribed_at=fresh.changed_at.isoformat() if fresh.changed_at else None)
+        await self._delete_record(mapped.nl_id, fresh.id, item.email)
+        return await self._create(mapped, replace(item, remote_id=None, resubscribe=False), frozenset(),
+                                  check_other_lists=False)
 
     async def _unsubscribe(self, nl_id: str, record_id: str) -> None:
         """``GET unsubscribe/<nl_id>/record/<id>``; a "0" is success when the record reads back
@@ -775,21 +895,23 @@ class MailMasterPlusProvider:
     async def _delete_one(self, item: MemberDelete) -> PushOutcome:
         """Delete the member's record in each of its lists: by the stored id, else (a crash left no
         id, or the id now holds another address) the record found by e-mail. An unsubscribed record
-        is left as it is (the provider's proof of the opt-out) unless this is a KVKK erasure."""
+        is left as it is (the provider's proof of the opt-out) unless this is a KVKK erasure.
+
+        The record is found in the run's cache (no request where the list holds none), then read
+        fresh: a delete is for good, and the cache is as old as this run's read of the list."""
         erasure = item.reason == api.ERASURE_REASON
         left: list[str] = []
         try:
             for nl_id in self._lists_of(item, erasure=erasure):
-                record = None
-                if item.remote_id is not None:
-                    record = await self._read_record(nl_id, item.remote_id)
-                    if record is not None and record.email != normalize_email(item.email):
-                        record = None
-                if record is None:
-                    found = await self._find(nl_id, item.email)
-                    # (the index is as old as the status pull: its state is read again before a delete)
-                    record = found if found is None or nl_id not in self._index \
-                        else await self._read_record(nl_id, found.id)
+                found = await self._lookup(nl_id, item.email, item.remote_id)
+                record = found if found is None or nl_id not in self._cache \
+                    else await self._read_record(nl_id, found.id)
+                if found is not None and record is None:
+                    self._remember(nl_id, None, found.email, gone=found.id)    # deleted since the read
+                elif found is not None and record is not None and record.email != normalize_email(item.email):
+                    self._remember(nl_id, None, found.email, gone=found.id)    # the id holds another address now
+                    self._remember(nl_id, record, record.email)
+                    record = None
                 if record is None:
                     continue
                 if not record.active and not erasure:
@@ -824,7 +946,7 @@ class MailMasterPlusProvider:
                 and await self._read_record(nl_id, record_id) is not None:
             raise RejectedRow(f"{what}: MMP answered 0 and the record is still there (will retry)",
                               provider_code="delete_0")
-        self._remember(nl_id, None, email)
+        self._remember(nl_id, None, email, gone=record_id)
 
     # --- pulls ----------------------------------------------------------------------------
 
@@ -845,8 +967,9 @@ class MailMasterPlusProvider:
                     yield self._suppression(self._by_nl[nl_id], record)
 
     async def refresh_statuses(self, remote_lists: Sequence[str]) -> AsyncIterator[RemoteStatus]:
-        """Nothing: MMP cannot tell cheaply what changed, and every update reads its record first
-        (``_upsert_one``), reporting an unsubscribe made since the pull as ``suppressed``."""
+        """Nothing: MMP cannot tell cheaply what changed (one record per request, or the whole list
+        again). An unsubscribe made since this run's read of a list is not overwritten by anything
+        the run sends (the class docstring, "the per-run cache") and the next run's pull reports it."""
         return
         yield  # an async generator that yields nothing
 

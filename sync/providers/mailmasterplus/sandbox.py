@@ -227,6 +227,25 @@ class MailMasterPlusSandbox:
         for record in found:
             self._set_active(record, False)
 
+    def delete_in_panel(self, account: str, nl_id: str | int, email: str) -> None:
+        """The tenant deletes the address's records of a list in the panel (no API call)."""
+        mail_list = self._accounts[account].lists[str(nl_id)]
+        found = mail_list.by_email(email)
+        if not found:
+            raise KeyError(email)
+        for record in found:
+            del mail_list.records[record.id]
+
+    def reactivate_in_panel(self, account: str, nl_id: str | int, email: str) -> None:
+        """The tenant makes the address's records of a list active again in the panel (the API has
+        no call for it: api.RESUBSCRIBE_BY_RECREATE)."""
+        mail_list = self._accounts[account].lists[str(nl_id)]
+        found = mail_list.by_email(email)
+        if not found:
+            raise KeyError(email)
+        for record in found:
+            self._set_active(record, True)
+
     def write_requests(self) -> int:
         """Requests that change something: POST/PUT/DELETE and the GET unsubscribe."""
         return sum(1 for method, path, _ in self.request_log if self._is_write(method, path))
