@@ -19,6 +19,20 @@ subclasses of the sandboxes as they happen), and the daemon's tables agree (no r
 the only open rejects are the invalid addresses). Last, ``once`` and ``backfill`` with nothing
 changed send 0 write requests.
 
+**SIGTERM** (each SQLite case runs a second time, ``[sigterm]``): the same seeded instants, but
+what ``timeout``, ``systemctl stop`` or ``docker stop`` sends, and which must not behave like a
+crash (sync/stopping.py). Each SIGTERMed process must stop cleanly (``judge_stop``): exit 143,
+each run row it wrote closed as ``interrupted`` (or, signalled after the run's last safe point,
+with the status of a run that did its work) with a ``run.finished`` line, the ``run.stopping``
+line of the signal, no row left ``running``, the lease released; the next process starts at once
+(no lease wait) and must not be ``blocked``. A delay counts from the run's start (its
+``run.started`` line), not the process's: before the signal handlers are in place, SIGTERM's
+default action ends a process that has written nothing. A stop lets the process finish the push
+window in flight (Postacell: 50,000 members, the whole first sync here), so a create cut no
+process can reach any more (every create made) becomes a drawn delay at once. Then the same ``once``, ``backfill``,
+full comparison and 0 writes with nothing changed, and no row ``crashed``.
+``test_what_a_clean_stop_is`` spells the contract out on one small case.
+
 Everything is drawn from the case's seed: the CRM, the kill instants and the sandbox's faults
 (the instants are seeded; where they land depends on the machine's speed, and each kill's landing
 is reported). A failure names the seed, the kill instants, where each kill landed and the first
@@ -444,10 +458,12 @@ class Stopped:
     runs: list[str]
     where: str
     problems: list[str]
+    run_started_s: float | None = None
 
     def __str__(self) -> str:
-        return (f"exited {self.returncode} {self.stop_s:.1f} s after the signal, {self.requests_after} requests "
-                f"after it; run row {', '.join(self.runs) or 'not written'}"
+        started = "" if self.run_started_s is None else f"its run started at {self.run_started_s:.1f} s; "
+        return (f"{started}exited {self.returncode} {self.stop_s:.1f} s after the signal, {self.requests_after} "
+                f"requests after it; run row {', '.join(self.runs) or 'not written'}"
                 + (f"; NOT CLEAN: {'; '.join(self.problems)}" if self.problems else "; lease released"))
 
 
@@ -591,6 +607,8 @@ class Daemon:
     logs: Path
     #: SIGKILL: the crash; SIGTERM: the stop a supervisor asks for (``timeout``, ``docker stop``).
     stop: signal.Signals = signal.SIGKILL
+    #: The creates of a full first sync.
+    creates: int = 0
     started: int = 0
     landed: list[Landed] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)
@@ -663,13 +681,22 @@ class Daemon:
         until = max(spec.created or 0, created_before + 1)
         process, path = self.start("backfill")
         started = time.monotonic()
+        # SIGKILL: a delay counts from the process's start. SIGTERM: from its run's start (its
+        # run.started line): before its signal handlers (Python's imports, the settings, the
+        # database: 2 to 5 s on a busy machine) SIGTERM's default action ends a process that has
+        # written nothing, which is a SIGKILL with less to test (``STARTUP``).
+        origin: float | None = started if self.stop == signal.SIGKILL else None
         signalled: float | None = None
         requests_then = 0
         while True:
-            elapsed = time.monotonic() - started
+            now = time.monotonic()
+            elapsed = now - started
             if process.poll() is not None:
                 break
-            if created.total >= until or (spec.delay is not None and elapsed >= spec.delay):
+            if origin is None and '"run.started"' in path.read_text():
+                origin = now
+            if created.total >= until or (spec.delay is not None and origin is not None
+                                          and now - origin >= spec.delay):
                 process.send_signal(self.stop)
                 if process.returncode is not None:     # it ended just before: no signal was sent
                     break
@@ -689,8 +716,9 @@ class Daemon:
                             f"{path.read_text()[-3000:]}")
             time.sleep(POLL_S)
         if signalled is None or (self.stop == signal.SIGKILL and process.returncode != -signal.SIGKILL):
-            # it ended on its own before its instant
-            result = Finished(spec, elapsed, process.returncode, writes_in(self.remote.sandbox, log[first:]))
+            # it ended on its own before its instant (its duration: from where a delay counts)
+            result = Finished(spec, elapsed if origin is None else now - origin, process.returncode,
+                              writes_in(self.remote.sandbox, log[first:]))
             self.finished.append(result)
             if self.stop == signal.SIGTERM and result.returncode not in DONE:
                 # no lease wait after a SIGTERM: the next process starts at once, and must not be blocked
@@ -706,7 +734,8 @@ class Daemon:
             runs = self._runs_after(last_run)
             owner = self._lease()[0]
             where, problems = judge_stop(process.returncode, path.read_text(), runs, len(entries), owner)
-            stop = Stopped(process.returncode, stopped_s, len(log) - requests_then, runs, where, problems)
+            stop = Stopped(process.returncode, stopped_s, len(log) - requests_then, runs, where, problems,
+                           None if origin is None else origin - started)
         landed = Landed(len(self.landed) + 1, spec, elapsed, len(entries), writes_in(self.remote.sandbox, entries),
                         created.total - created_before, created_before, _shape(entries[-1]) if entries else "",
                         left, None if stop is not None else self._wait_for_the_lease(), self.remote.after_kill(),
@@ -723,6 +752,10 @@ class Daemon:
         most ``DELAY_RANGE_S``'s end)."""
         for spec in specs:
             current = spec
+            if self.stop == signal.SIGTERM and spec.created is not None and self.remote.created.total >= self.creates:
+                # A cut no process can reach: every create of the first sync is made (a stop lets
+                # a process finish its window; at Postacell that is the whole first sync).
+                current = KillSpec(delay=round(rng.uniform(*DELAY_RANGE_S), 2))
             for _ in range(4):
                 outcome = self.attempt(current)
                 if isinstance(outcome, Landed):
@@ -897,7 +930,8 @@ def _daemon(case: Case, remote: Remote, engine: sa.Engine, daemon_url: str, crm_
 
 def _crash_and_compare(case: Case, remote: Remote, expected: Expected, engine: sa.Engine, daemon: Daemon) -> None:
     rng = random.Random(case.effective_seed)
-    specs = draw_kills(rng, sum(remote.expected_creates(expected).values()))
+    daemon.creates = sum(remote.expected_creates(expected).values())
+    specs = draw_kills(rng, daemon.creates)
     began = time.monotonic()
     daemon.crash(specs, rng)
     crashed = time.monotonic() - began
