@@ -29,8 +29,8 @@ line of the signal, no row left ``running``, the lease released; the next proces
 ``run.started`` line), not the process's: before the signal handlers are in place, SIGTERM's
 default action ends a process that has written nothing. A stop lets the process finish the push
 window in flight (Postacell: 50,000 members, the whole first sync here), so a create cut no
-process can reach any more (every create made) becomes a drawn delay at once. Then the same ``once``, ``backfill``,
-full comparison and 0 writes with nothing changed, and no row ``crashed``.
+process can reach any more (every create made) becomes a drawn delay at once. Then the same
+``once``, ``backfill``, full comparison and 0 writes with nothing changed, and no row ``crashed``.
 ``test_what_a_clean_stop_is`` spells the contract out on one small case.
 
 Everything is drawn from the case's seed: the CRM, the kill instants and the sandbox's faults
@@ -481,8 +481,8 @@ def _events(output: str) -> list[dict[str, Any]]:
 
 def judge_stop(returncode: int, output: str, runs: list[str], requests: int, lease_owner: str | None) -> \
         tuple[str, list[str]]:
-    """Where a SIGTERM found a process, and how its stop was not clean (docs/guarantees.md,
-    "Stopping"): exit 143; each run row it wrote closed as ``interrupted`` (or, signalled after the
+    """Where a SIGTERM found a process, and how its stop was not clean (docs/guarantees.md, "A stop
+    is not a crash"): exit 143; each run row it wrote closed as ``interrupted`` (or, signalled after the
     run's last safe point, with the status of a run that did its work), never left ``running``;
     a ``run.finished`` line per run row with that status and the ``run.stopping`` line of the
     signal; the lease released. Before its handlers, the signal's default action ends the process:
