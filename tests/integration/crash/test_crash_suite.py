@@ -1006,8 +1006,8 @@ def test_postacell_20000_members_on_sqlite_survive_8_sigkills_or_sigterms(
     SIGTERM: each stop is clean (``judge_stop``) and the next process starts at once. The first
     SIGTERM in the push lets the process finish its 50,000-member window, that is the whole first
     sync here; the later cuts are never reached, those processes finish on their own and the
-    stop lands at a delay instead (startup, lease, status pull, the backfill's reads). Under a
-    minute: no lease waits, no read-back."""
+    stop lands at a delay instead (lease, status pull, the backfill's reads). No lease waits, no
+    read-back: 135 s on a 2-core machine at load 8-13 (758 s for the SIGKILL case beside it)."""
     crash_suite(POSTACELL_SQLITE, tmp_path, server_urls, stop)
 
 
@@ -1018,9 +1018,10 @@ def test_euromsg_survives_8_sigkills_or_sigterms_and_lost_answers(
     1 % of writes applied with their answer lost: kills walk through the first sync, then the full
     comparison (no card created twice, none deleted). SIGKILL: about 2 minutes, ~75 s of it lease
     waits. SIGTERM: each stop lands after the checkpoint in flight, so the stops walk through the
-    sync in steps of 100 cards; about a minute. 2,500, not the 20,000 of the Postacell case: one
-    POST per card makes a 20,000-member first sync take minutes (a SIGKILL run at 20,000 took
-    272 s), and a checkpoint every 100 cards already gives the stops 25 places to land."""
+    sync in steps of 100 cards; 161 s at load 8-13 (249 s for SIGKILL). 2,500, not the 20,000 of
+    the Postacell case: one POST per card makes a 20,000-member first sync take minutes (a SIGKILL
+    run at 20,000 took 272 s), and a checkpoint every 100 cards already gives the stops 25 places
+    to land."""
     crash_suite(EUROMSG_SQLITE, tmp_path, server_urls, stop)
 
 
@@ -1030,9 +1031,9 @@ def test_mailmasterplus_survives_8_sigkills_or_sigterms_and_lost_answers(
     """MailMasterPlus, 2,000 CRM members (one record per member and mapped list: 3,387 records),
     SQLite, 1 % of writes applied with their answer lost: kills walk through the first sync, then
     the full comparison (no record created twice in a list). SIGKILL: about 2 minutes, ~75 s of it
-    lease waits; SIGTERM: about 30 s. 2,000, not 20,000: the sandbox looks a record up by sorting
-    every record of its list on each subscribe (quadratic), and a SIGKILL run at 20,000 took
-    1,009 s."""
+    lease waits; SIGTERM: 96 s at load 8-13 (173 s for SIGKILL). 2,000, not 20,000: the sandbox
+    looks a record up by sorting every record of its list on each subscribe (quadratic), and a
+    SIGKILL run at 20,000 took 1,009 s."""
     crash_suite(MMP_SQLITE, tmp_path, server_urls, stop)
 
 
