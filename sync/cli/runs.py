@@ -161,38 +161,38 @@ def _run(app: App, tenant: str | None, provider: str | None, dry_run: bool, back
     crm_engine = db.create_engine(app.settings.crm_url) if app.settings.crm_database_url else engine
     require_contract(app, crm_engine)
     show_progress = backfill and app.out.is_terminal and not as_json
-    with stop_on_signals() as stop, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                             TimeElapsedColumn(), console=app.out,
-                                             disable=not show_progress) as progress:
-        tasks: dict[str, Any] = {}
+    # The signal handlers stay in place until the report is printed: a SIGTERM that arrives a
+    # moment after the runs ended is recorded (exit 143) instead of ending the process by the
+    # signal's default action before its report.
+    with stop_on_signals() as stop:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=app.out, disable=not show_progress) as progress:
+            tasks: dict[str, Any] = {}
 
-        def on_progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(phase, total=total)
-            progress.update(tasks[phase], completed=done, total=total)
+            def on_progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=total)
+                progress.update(tasks[phase], completed=done, total=total)
 
-        results = run_once(app.settings, engine, crm_engine, tenant=tenant, provider=provider,
-                           options=RunOptions(dry_run=dry_run, backfill=backfill, allow_mass_delete=allow_mass_delete,
-                                              replan_all=replan_all,
-                                              # (names kept only where they are printed: flat memory)
-                                              itemize=verbose or as_json or output is not None),
-                           on_progress=on_progress)
-    if crm_engine is not engine:
-        crm_engine.dispose()
-    stopped = stop.exit_status()
-    if not results:
-        if as_json:
-            from sync.ops.left_out import document
+            results = run_once(app.settings, engine, crm_engine, tenant=tenant, provider=provider,
+                               options=RunOptions(dry_run=dry_run, backfill=backfill,
+                                                  allow_mass_delete=allow_mass_delete, replan_all=replan_all,
+                                                  # (names kept only where they are printed: flat memory)
+                                                  itemize=verbose or as_json or output is not None),
+                               on_progress=on_progress)
+        if crm_engine is not engine:
+            crm_engine.dispose()
+        if not results:
+            if as_json:
+                from sync.ops.left_out import document
 
-            click.echo(json.dumps(document([], dry_run=dry_run), indent=2))
+                click.echo(json.dumps(document([], dry_run=dry_run), indent=2))
+            else:
+                app.out.print(f"stopped by {stop.signal.name} before any run started" if stop.signal is not None
+                              else "no enabled connection matches")
         else:
-            app.out.print(f"stopped by {stop.signal.name} before any run started" if stop.signal is not None
-                          else "no enabled connection matches")
-        if stopped:
-            sys.exit(stopped)
-        return
-    _report(app, results, dry_run=dry_run, verbose=verbose, output=output, fmt=fmt, as_json=as_json)
-    code = stopped or exit_status([r.status for r in results])
+            _report(app, results, dry_run=dry_run, verbose=verbose, output=output, fmt=fmt, as_json=as_json)
+    code = stop.exit_status() or exit_status([r.status for r in results])
     if code:
         sys.exit(code)
 

@@ -132,3 +132,33 @@ def test_a_second_ctrl_c_stops_at_once_and_still_closes_the_run(
     assert run.error == "stopped at once by a second SIGINT"
     assert _lease(engine) is None
     _finish_and_compare(engine, sandbox, env)
+
+
+#: `once` with a SIGTERM sent to itself just before it prints its report: after its run ended,
+#: after the runs' stop handling (the handler stays in place until the report is printed).
+_LATE_SIGTERM = """
+import os, signal
+import sync.cli.runs as runs
+report = runs._report
+def late(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    report(*args, **kwargs)
+runs._report = late
+from sync.cli import main
+main(["once"])
+"""
+
+
+def test_a_sigterm_after_the_run_still_prints_the_report_and_exits_143(
+        engine: sa.Engine, setup: tuple[PostacellSandbox, dict[str, str]]) -> None:
+    """A SIGTERM that arrives once the run has ended, while the report is printed (a supervisor's
+    stop a moment late), no longer kills the process by the signal's default action with no
+    report: the report is printed and the command exits 143. The run did its work and says so."""
+    _, env = setup
+    done = subprocess.run([sys.executable, "-c", _LATE_SIGTERM], env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_SECONDS, check=False)
+    assert done.returncode == 128 + signal.SIGTERM, (done.returncode, done.stdout[-3000:], done.stderr[-3000:])
+    run = _runs(engine)[-1]
+    assert run.status in ("succeeded", "succeeded_with_rejects", "partial") and run.finished_at is not None
+    assert run.status in done.stdout and "postacell" in done.stdout, done.stdout[-3000:]
+    assert _lease(engine) is None
