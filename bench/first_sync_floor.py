@@ -57,8 +57,8 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def crm_read(engine: Any, members: int) -> tuple[float, list[Any]]:
-    reader = CrmReader(engine, CrmSource(), TENANT)
+def crm_read(engine: Any, members: int, tenant: str = TENANT) -> tuple[float, list[Any]]:
+    reader = CrmReader(engine, CrmSource(), tenant)
     ids = [member_id for page in reader.member_id_pages() for member_id in page]
     started = time.perf_counter()
     rows = []

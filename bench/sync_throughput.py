@@ -1,4 +1,4 @@
-"""Throughput of the sync engine against the in-process Postacell sandbox.
+"""Throughput of the sync engine against a provider sandbox (Postacell by default).
 
 Prints figures, asserts nothing. One tenant with ``--members`` CRM members goes through:
 
@@ -7,14 +7,23 @@ Prints figures, asserts nothing. One tenant with ``--members`` CRM members goes 
 3. an incremental run after 1% of the members changed (first_name and updated_at),
 4. optionally (``--backfill``) a backfill run over the unchanged state.
 
-The sandbox runs in process (httpx ASGI transport), the connection has no rate limit
-(``rate_per_s: 0``) and retries back off in milliseconds, so the figures measure this
-code (engine, provider client, HTTP layer, database) plus the sandbox's own CPU time, not
-the sandbox's rate policy or network latency.
+By default the connection has no rate limit (``rate_per_s: 0``), the sandbox answers at once and
+retries back off in milliseconds, so the figures measure this code (engine, provider client, HTTP
+layer, database) plus the sandbox's own CPU time, not a provider's rate policy or network latency.
+
+``--latency-ms`` and ``--rate-per-s`` put a provider's distance and rate limit in front of the
+sandbox (``sync.sandbox.Throttle``: every answer that much later, a request above the rate answered
+429 with Retry-After), ``--faults`` adds the sandbox's own faults (one 429 in seven calls by
+default), and the daemon's own HTTP policy is used. Each run then prints its floors: the request
+floor (the requests it needed over the allowed rate, or times the latency over the connection's
+concurrency) and, for the first sync, the local floor (``bench/first_sync_floor.py``'s parts), and
+the ratio of the wall time to the larger one.
 
     .venv/bin/python bench/sync_throughput.py                      # SQLite, 20 000 members
     .venv/bin/python bench/sync_throughput.py --members 2000 --json
     .venv/bin/python bench/sync_throughput.py --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/sync_throughput.py --provider euromsg --members 10000 --latency-ms 30 --faults \
+        --database-url postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
@@ -55,25 +65,117 @@ from sync.crypto import Vault, generate_key
 from sync.engine.bulk import analyze
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
-from sync.http import HttpPolicy
+from sync.http import HttpPolicy, ProviderHTTP
 from sync.logs import configure_logging
+from sync.providers.base import Capabilities, build_provider
 from sync.sample import seed_crm
-from sync.sandbox import PostacellSandbox, sandbox_transport
+from sync.sandbox import (
+    EuromsgSandbox,
+    FaultPlan,
+    MailMasterPlusSandbox,
+    PostacellSandbox,
+    PostatrSandbox,
+    Throttle,
+    refusal_of,
+    sandbox_transport,
+)
 from sync.sandbox.transport import serve_in_thread
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import first_sync_floor  # bench/ is not a package: the local floor's parts
 
 TENANT = "bench"
 PROVIDER = "postacell"
+PROVIDER_NAMES = ("postacell", "euromsg", "mailmasterplus", "postatr")
 USERNAME, PASSWORD = "bench-api", "Postacell-şifre-123"
 BASE_URL = "http://postacell.sandbox/api/v1/"
 #: Retries in milliseconds: a transient fault must not turn into seconds of sleep in a figure.
 POLICY = HttpPolicy(backoff_base_s=0.001, backoff_max_s=0.01)
+#: With a latency, a rate or faults: the daemon's own policy (backoff from 0.5 s, Retry-After honoured).
+DAEMON_POLICY = HttpPolicy()
 #: No token bucket: the connection sends as fast as the engine and the sandbox go.
 CONNECTION_SETTINGS = {"rate_per_s": 0}
+#: ``--faults`` without a value: one call in seven answered 429, Retry-After 1 s (issue 26).
+DEFAULT_FAULTS = "rate_limit_every=7,retry_after_s=1"
 PHASES = ("pull_statuses", "lists", "members", "reports")
 # (as the daemon and a plain `once` run: counts kept, no member named in the plan)
 SYNC, BACKFILL = RunOptions(itemize=False), RunOptions(backfill=True, itemize=False)
 #: Where our code lives, as cProfile names its files.
 SYNC_FILE = os.path.dirname(db.__file__) + os.sep
+
+
+# --- the providers: a sandbox, its account, the connection's settings ------------------------
+
+
+@dataclass
+class Setup:
+    """One provider's sandbox and what the bench's connection to it needs."""
+
+    provider: str
+    sandbox: Any
+    credentials: dict[str, str]
+    settings: dict[str, Any]
+    path: str                               # of the API under the served root: "api/v1/", "api.asmx/"
+    account: str                            # the sandbox's key of the account (user name or API key)
+    integrator: dict[str, str] | None = None
+
+    @property
+    def in_process_url(self) -> str:
+        return f"http://{self.provider}.sandbox/{self.path}"
+
+    def records(self) -> int | None:
+        """MailMasterPlus: the records the sandbox holds (one per list and member); else None."""
+        if self.provider != "mailmasterplus":
+            return None
+        return sum(len(self.sandbox.records(self.account, nl_id)) for nl_id in self.sandbox.lists(self.account))
+
+
+def make_setup(provider: str, faults: FaultPlan | None, client_rate_per_s: float) -> Setup:
+    """The sandbox of ``provider`` (with ``faults``) and its connection; Postacell's connection sends
+    at most ``client_rate_per_s`` requests a second (0: no limit), the others have no such setting."""
+    if provider == "postacell":
+        return Setup(provider, PostacellSandbox({USERNAME: PASSWORD}, seed=3, faults=faults),
+                     {"username": USERNAME, "password": PASSWORD}, {"rate_per_s": client_rate_per_s}, "api/v1/",
+                     USERNAME)
+    if provider == "euromsg":
+        integrator = {"client_name": "bench-integrator", "password": "Entegratör-şifre-1"}
+        key = "bench-euromsg-anahtar-0001"
+        return Setup(provider, EuromsgSandbox({integrator["client_name"]: integrator["password"]},
+                                              {key: "Bench Ticaret"}, faults=faults, seed=3),
+                     {"api_key": key}, {"iys": False}, "", key, integrator)
+    if provider == "mailmasterplus":
+        account = {"username": "bench-mmp", "password": "MMP-jelszó-123"}
+        sandbox = MailMasterPlusSandbox({account["username"]: account["password"]}, faults=faults)
+        lists = {}
+        for n in range(1, 6):       # the seeded CRM's lists L1..L5, each mapped to a panel list
+            sandbox.add_list(account["username"], 100 + n, f"Liste {n}", subscribe_form=200 + n,
+                             update_form=300 + n)
+            lists[f"L{n}"] = {"nl_id": 100 + n, "subscribe_form": 200 + n, "update_form": 300 + n,
+                              "name": f"Liste {n}"}
+        return Setup(provider, sandbox, account, {"lists": lists}, "", account["username"])
+    if provider == "postatr":
+        login = {"username": "bench-postatr", "password": "Postatr-şifre-123",
+                 "encrypted_id": "12FD8A5F-2H34-486F-871D-5E697677BFC4"}
+        sandbox = PostatrSandbox({login["username"]: (login["password"], login["encrypted_id"])}, faults=faults,
+                                 seed=5)
+        return Setup(provider, sandbox, login, {}, "api.asmx/", login["username"])
+    raise SystemExit(f"--provider: {provider} is not one of {', '.join(PROVIDER_NAMES)}")
+
+
+def capabilities(setup: Setup) -> Capabilities:
+    """The connection's capabilities as its client builds them from the settings (its concurrency:
+    the ceiling of the adaptive limit, sync/http.py)."""
+    found: list[Capabilities] = []
+    client = httpx.AsyncClient()
+
+    def http_factory(caps: Capabilities, auth: Any) -> ProviderHTTP:
+        found.append(caps)
+        return ProviderHTTP(client, provider=setup.provider, base_url=setup.in_process_url, policy=POLICY,
+                            auth=auth)
+
+    build_provider(setup.provider, http_factory, setup.credentials, setup.settings, setup.integrator)
+    asyncio.run(client.aclose())
+    return found[0]
 
 
 # --- the world: a database, a sample CRM, one tenant connected to a sandbox -----------------
@@ -83,7 +185,9 @@ SYNC_FILE = os.path.dirname(db.__file__) + os.sep
 class World:
     engine: sa.Engine
     settings: Settings
-    sandbox: PostacellSandbox
+    setup: Setup
+    #: The sandbox's app behind its latency and rate limit: what the client talks to.
+    throttle: Throttle
     connection_id: int
     backend: str
     #: The sandbox served on localhost: each run then goes in a process of its own (peak RSS of
@@ -92,17 +196,32 @@ class World:
     master_key: str = ""
     #: The daemon's log level in the spawned runs (--log-level).
     log_level: str = "warning"
+    #: The runs' HTTP policy: POLICY, or DAEMON_POLICY against a latency, a rate or faults.
+    policy: HttpPolicy = POLICY
+    #: The connection's requests in flight at most (its capabilities; the adaptive limit's ceiling).
+    concurrency: int = 4
+
+    def request_floor(self, needed: int) -> float:
+        """The least time ``needed`` requests take: over the allowed rate, or each one latency with
+        ``concurrency`` of them in flight, whichever is longer (0: neither is set)."""
+        by_rate = needed / self.throttle.rate_per_s if self.throttle.rate_per_s else 0.0
+        by_latency = needed * self.throttle.latency_s / self.concurrency
+        return max(by_rate, by_latency)
+
+    @property
+    def sandbox(self) -> Any:
+        return self.setup.sandbox
 
     def run(self, options: RunOptions = SYNC) -> RunResult:
         return asyncio.run(run_connection(
             self.settings, self.engine, self.engine, self.connection_id, options,
-            transport_factory=lambda _: sandbox_transport(self.sandbox.app), http_policy=POLICY))
+            transport_factory=lambda _: sandbox_transport(self.throttle), http_policy=self.policy))
 
     def run_isolated(self, options: RunOptions, pool: ProcessPoolExecutor) -> dict[str, Any]:
         """One run in a fresh process (spawned, so it shares no pages with this one)."""
         spec = {"url": self.settings.database_url, "master_key": self.master_key,
                 "connection_id": self.connection_id, "backfill": options.backfill,
-                "log_level": self.log_level}
+                "log_level": self.log_level, "daemon_policy": self.policy is DAEMON_POLICY}
         return pool.submit(isolated_run, spec).result()
 
 
@@ -134,7 +253,8 @@ def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = asyncio.run(run_connection(settings, engine, engine, spec["connection_id"],
-                                            BACKFILL if spec["backfill"] else SYNC, http_policy=POLICY))
+                                            BACKFILL if spec["backfill"] else SYNC,
+                                            http_policy=DAEMON_POLICY if spec.get("daemon_policy") else POLICY))
     finally:
         engine.dispose()
     seconds = time.perf_counter() - started
@@ -185,7 +305,7 @@ def server_version(engine: sa.Engine) -> str:
     return f"{name} {'.'.join(str(part) for part in info if isinstance(part, int))}".strip()
 
 
-def build_world(url: str, backend: str, members: int, seed: int, sandbox: PostacellSandbox,
+def build_world(url: str, backend: str, members: int, seed: int, setup: Setup, throttle: Throttle,
                 served: str | None = None) -> World:
     engine = db.create_engine(url)
     db.upgrade(engine)
@@ -201,14 +321,16 @@ def build_world(url: str, backend: str, members: int, seed: int, sandbox: Postac
         analyze(session, crm_tables(CrmSource()).metadata.sorted_tables, reason="bench: CRM seeded", rows=members)
     with db.transaction(db.session_factory(engine)) as session:
         registry.add_tenant(session, TENANT)
-        connection = registry.add_connection(session, Vault(settings.master_keys), TENANT, PROVIDER,
-                                             {"username": USERNAME, "password": PASSWORD},
-                                             settings=CONNECTION_SETTINGS,
-                                             base_url=f"{served}/api/v1/" if served else BASE_URL)
+        vault = Vault(settings.master_keys)
+        connection = registry.add_connection(session, vault, TENANT, setup.provider, setup.credentials,
+                                             settings=setup.settings,
+                                             base_url=f"{served}/{setup.path}" if served else setup.in_process_url)
+        if setup.integrator is not None:
+            registry.set_integrator_credentials(session, vault, setup.provider, setup.integrator)
         connection_id = connection.id
     if served:
         engine.dispose()        # the runs connect from their own processes
-    return World(engine, settings, sandbox, connection_id, backend, served, master_key)
+    return World(engine, settings, setup, throttle, connection_id, backend, served, master_key)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -231,6 +353,35 @@ class Figure:
     #: Peak RSS of the process that ran the sync (MB), and its RSS before the run (imports done).
     peak_rss_mb: float | None = None
     rss_before_mb: float | None = None
+    #: Requests the sandbox's throttle received, and the 429s (the throttle's and the faults').
+    received: int = 0
+    refused: int = 0
+    #: The least time of the requests the run needed (sent - refused), and of the local work (first
+    #: sync only: bench/first_sync_floor.py's parts); 0 / None: not set.
+    request_floor_s: float = 0.0
+    local_floor_s: float | None = None
+    #: MailMasterPlus: records the sandbox gained in the run (one per list and member).
+    records: int | None = None
+    #: The adaptive limit at the end of the run, and its ceiling.
+    concurrency_end: int | None = None
+    concurrency: int = 0
+
+    @property
+    def floor_s(self) -> float:
+        return max(self.request_floor_s, self.local_floor_s or 0.0)
+
+    @property
+    def ratio(self) -> float | None:
+        """Wall time over the larger floor (1.0: as fast as it can be)."""
+        return self.seconds / self.floor_s if self.floor_s > 0 else None
+
+    @property
+    def refused_share(self) -> float:
+        return self.refused / self.http_requests if self.http_requests else 0.0
+
+    @property
+    def records_per_s(self) -> float | None:
+        return None if self.records is None or self.seconds <= 0 else self.records / self.seconds
 
     @property
     def rows_written(self) -> int:
@@ -246,13 +397,37 @@ class Figure:
                 "members_per_s": round(self.members_per_s, 1), "http_requests": self.http_requests,
                 "sandbox_requests": self.sandbox_requests, "sandbox_write_requests": self.sandbox_writes,
                 "db_rows_written": self.rows_written, "peak_rss_mb": self.peak_rss_mb,
-                "rss_before_mb": self.rss_before_mb,
+                "rss_before_mb": self.rss_before_mb, "throttle_received": self.received,
+                "refused_429": self.refused, "refused_share": round(self.refused_share, 4),
+                "request_floor_s": round(self.request_floor_s, 2),
+                "local_floor_s": None if self.local_floor_s is None else round(self.local_floor_s, 2),
+                "wall_over_floor": None if self.ratio is None else round(self.ratio, 3),
+                "records": self.records, "records_per_s": None if self.records_per_s is None
+                else round(self.records_per_s, 1), "http_concurrency_end": self.concurrency_end,
+                "http_concurrency_ceiling": self.concurrency,
                 "timings": self.timings, "counts": self.counts, "error": self.error, "note": self.note}
 
 
 def measure(world: World, name: str, options: RunOptions = SYNC,
             profiler: cProfile.Profile | None = None, pool: ProcessPoolExecutor | None = None) -> Figure:
     world.sandbox.reset_log()
+    world.throttle.stats.reset()
+    records_before = world.setup.records()
+    figure = _measure(world, name, options, profiler, pool)
+    figure.received = world.throttle.stats.received
+    figure.refused = world.throttle.stats.refused + sum(1 for *_, status in world.sandbox.request_log
+                                                        if status == 429)
+    figure.request_floor_s = world.request_floor(max(0, figure.http_requests - figure.refused))
+    records_after = world.setup.records()
+    if records_before is not None and records_after is not None:
+        figure.records = records_after - records_before
+    figure.concurrency_end = figure.counts.get("http_concurrency")
+    figure.concurrency = world.concurrency
+    return figure
+
+
+def _measure(world: World, name: str, options: RunOptions, profiler: cProfile.Profile | None,
+             pool: ProcessPoolExecutor | None) -> Figure:
     if pool is not None:
         done = world.run_isolated(options, pool)
         counts = done["counts"]
@@ -276,6 +451,35 @@ def measure(world: World, name: str, options: RunOptions = SYNC,
                   result.error, "under cProfile: slower than unprofiled" if profiler is not None else "")
 
 
+def local_floor(world: World, members: int, pool: ProcessPoolExecutor | None) -> dict[str, float]:
+    """The first sync's local floor, by bench/first_sync_floor.py's parts, seconds: reading the CRM
+    rows, writing every link twice and, for Postacell, pushing every contact through the client to a
+    sandbox that answers at once (a fresh one, served on localhost, without latency or rate).
+
+    Measured after the runs: it overwrites the connection's links. The other providers' push is one
+    request per member (or per record), bound by the request floor, so their local floor counts the
+    database's parts only."""
+    engine = db.create_engine(world.settings.database_url)
+    try:
+        read_s, rows = first_sync_floor.crm_read(engine, members, TENANT)
+        write_s = first_sync_floor.link_writes(engine, rows, world.connection_id)
+    finally:
+        engine.dispose()
+    parts = {"crm_read_s": read_s, "link_writes_s": write_s}
+    if world.setup.provider == "postacell":
+        valid = [(m.id, m.email, m.first_name, m.last_name) for m in rows if m.email and "@" in m.email]
+        del rows
+        sandbox = PostacellSandbox({first_sync_floor.USERNAME: first_sync_floor.PASSWORD}, seed=3)
+        with ExitStack() as stack:
+            served = stack.enter_context(serve_in_thread(sandbox.app))
+            if pool is None:
+                pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+            done = pool.submit(first_sync_floor.push, {"base_url": f"{served}/api/v1/", "members": valid}).result()
+        parts["push_s"] = done["seconds"]
+    parts["total_s"] = sum(parts.values())
+    return parts
+
+
 def hotspots(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
     """The ``top`` functions of sync/ by cumulative time (the sandbox included: it is ours too)."""
     stats = pstats.Stats(profiler, stream=io.StringIO())
@@ -294,10 +498,21 @@ def hotspots(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
 def header(meta: dict[str, Any]) -> str:
     where = ("served on localhost by this process, each run in a process of its own"
              if meta.get("isolated") else "in process")
-    return (f"crm-esp-sync throughput: {meta['members']} members, one tenant, Postacell sandbox {where}; "
-            f"database {meta['database']}. No rate limit (rate_per_s=0), retries back off in ms "
-            "(HttpPolicy backoff_base_s=0.001, backoff_max_s=0.01): the figures measure our code and the "
-            "sandbox's CPU, not the provider's rate policy or network.")
+    provider = meta.get("provider", PROVIDER)
+    title = f"crm-esp-sync throughput: {meta['members']} members, one tenant, {provider} sandbox {where}; " \
+            f"database {meta['database']}. "
+    if not meta.get("realistic"):
+        return title + ("No rate limit (rate_per_s=0), retries back off in ms (HttpPolicy backoff_base_s=0.001, "
+                        "backoff_max_s=0.01): the figures measure our code and the sandbox's CPU, not the "
+                        "provider's rate policy or network.")
+    rate = meta["rate_per_s"]
+    return title + (f"The sandbox answers {meta['latency_ms']:g} ms late, "
+                    + (f"admits {rate:g} requests/s (more: 429, Retry-After)" if rate else "has no rate limit")
+                    + (f", faults {meta['faults']}" if meta.get("faults") else "")
+                    + f"; the connection: {meta['concurrency']} requests in flight at most (adaptive), "
+                    + (f"its own rate limit {meta['client_rate_per_s']:g}/s, " if meta.get("client_rate_per_s")
+                       else "no rate limit of its own, ")
+                    + "the daemon's HTTP policy (backoff from 0.5 s, Retry-After honoured).")
 
 
 def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
@@ -322,6 +537,26 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
     for fig in figures:
         phases.add_row(fig.run, *(f"{fig.timings[p]:.2f}" if p in fig.timings else "-" for p in (*PHASES, "total")))
     console.print(phases)
+    if meta.get("realistic"):
+        unit = "records/s" if provider_of(meta) == "mailmasterplus" else "members/s"
+        floors = Table(title="Requests and floors (request floor: the requests needed, sent - refused, over "
+                             "the allowed rate or x latency / concurrency; local floor: bench/first_sync_floor.py)",
+                       title_justify="left")
+        for name in ("run", "requests sent", "429 refused", "request floor s", "local floor s", "wall s",
+                     "wall / floor", unit, "in flight end/max"):
+            floors.add_column(name, justify="left" if name == "run" else "right")
+        for fig in figures:
+            speed = fig.records_per_s if unit == "records/s" else fig.members_per_s
+            floors.add_row(fig.run, f"{fig.http_requests:,}", f"{fig.refused:,} ({100 * fig.refused_share:.1f} %)",
+                           f"{fig.request_floor_s:.1f}" if fig.request_floor_s else "-",
+                           "-" if fig.local_floor_s is None else f"{fig.local_floor_s:.1f}",
+                           f"{fig.seconds:.1f}", "-" if fig.ratio is None else f"{fig.ratio:.2f}",
+                           "-" if speed is None else f"{speed:,.0f}",
+                           f"{fig.concurrency_end or '-'}/{fig.concurrency}")
+        console.print(floors)
+        if meta.get("local_floor"):
+            console.print("local floor of the first sync: " + ", ".join(
+                f"{name.removesuffix('_s')} {seconds:.1f} s" for name, seconds in meta["local_floor"].items()))
     for fig in figures:
         if fig.error or fig.note:
             console.print(f"{fig.run}: " + "; ".join(filter(None, (fig.note, fig.error))))
@@ -333,8 +568,14 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
         for row in profile:
             prof.add_row(row["function"], str(row["calls"]), f"{row['tottime_s']:.2f}", f"{row['cumtime_s']:.2f}")
         console.print(prof)
+    load = meta.get("load_average")
     console.print(f"{meta['date']}: {meta['cpus']} CPUs, Python {meta['python']} ({meta['platform']}), "
-                  f"SQLAlchemy {sa.__version__}, database {meta['database']}")
+                  f"SQLAlchemy {sa.__version__}, database {meta['database']}"
+                  + (f", load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}" if load else ""))
+
+
+def provider_of(meta: dict[str, Any]) -> str:
+    return str(meta.get("provider", PROVIDER))
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -343,10 +584,13 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/sync_throughput.py",
-        description="Print throughput figures of the sync engine against the in-process Postacell sandbox: "
-                    "a first full sync, a run with no CRM change, an incremental run, optionally a backfill. "
-                    "The connection has no rate limit (rate_per_s=0) and retries back off in milliseconds, "
-                    "so the figures measure our code, not the sandbox's policy. Asserts nothing.")
+        description="Print throughput figures of the sync engine against a provider sandbox (Postacell by "
+                    "default): a first full sync, a run with no CRM change, an incremental run, optionally a "
+                    "backfill. By default the connection has no rate limit (rate_per_s=0), the sandbox answers at "
+                    "once and retries back off in milliseconds, so the figures measure our code, not a provider's "
+                    "policy; --latency-ms, --rate-per-s and --faults put a provider's distance, rate limit and "
+                    "429s in front of the sandbox, and each run's floors and wall / floor ratio are printed. "
+                    "Asserts nothing.")
     parser.add_argument("--members", type=_sizes, default=[20000], metavar="N[,N...]",
                         help="CRM members of the one tenant, about 1.9 list memberships each; with two or more "
                              "sizes (e.g. 100000,1000000) each is measured and the growth exponent of every run "
@@ -361,6 +605,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run the syncs in this process with the sandbox behind the ASGI transport, as "
                              "before (no peak RSS figure); by default the sandbox is served on localhost and "
                              "each run goes in a spawned process of its own, whose peak RSS is printed")
+    parser.add_argument("--provider", default=PROVIDER, choices=PROVIDER_NAMES,
+                        help="the provider whose sandbox the tenant's connection syncs into (default: %(default)s)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                        help="the sandbox answers every request this much later, 429s included, as a provider "
+                             "over the network (sync.sandbox.Throttle; default: %(default)s)")
+    parser.add_argument("--rate-per-s", type=float, default=0.0, metavar="N",
+                        help="the sandbox admits at most N requests in any second and answers the others 429 with "
+                             "Retry-After in whole seconds (0: no limit; default: %(default)s)")
+    parser.add_argument("--client-rate-per-s", type=float, default=None, metavar="N",
+                        help="Postacell: the connection's own rate_per_s setting (default: --rate-per-s, as an "
+                             "operator sets the documented limit; 0: none). The other providers have no such "
+                             "setting: their adaptive limit (sync/http.py) meets the sandbox's 429s")
+    parser.add_argument("--faults", nargs="?", const=DEFAULT_FAULTS, default=None, metavar="SPEC",
+                        help="the sandbox's own faults, a FaultPlan spec (without a value: "
+                             f"{DEFAULT_FAULTS!r}, one call in seven answered 429)")
+    parser.add_argument("--local-floor", action=argparse.BooleanOptionalAction, default=None,
+                        help="measure the first sync's local floor after the runs (bench/first_sync_floor.py's "
+                             "parts; default: on with --latency-ms, --rate-per-s or --faults)")
     parser.add_argument("--changed", type=float, default=0.01, metavar="FRACTION",
                         help="fraction of the members (evenly spread) whose first_name changes, with "
                              "updated_at=now, before the incremental run (default: %(default)s)")
@@ -393,6 +655,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--changed must be between 0 and 1")
     if args.top < 1:
         parser.error("--top must be at least 1")
+    if args.latency_ms < 0 or args.rate_per_s < 0:
+        parser.error("--latency-ms and --rate-per-s must not be negative")
+    if args.faults is not None:
+        try:
+            args.fault_plan = FaultPlan.from_spec(args.faults)
+        except ValueError as exc:
+            parser.error(f"--faults: {exc}")
+    else:
+        args.fault_plan = None
+    if args.client_rate_per_s is None:
+        args.client_rate_per_s = args.rate_per_s
+    args.realistic = bool(args.latency_ms or args.rate_per_s or args.faults)
+    if args.local_floor is None:
+        args.local_floor = args.realistic
     return args
 
 
@@ -425,22 +701,33 @@ RUN_NAMES = ("first sync", "no change", "incremental", "backfill")
 def measure_world(args: argparse.Namespace, url_option: str, members: int, err: Console,
                   profiler: cProfile.Profile | None) -> tuple[dict[str, Any], list[Figure]]:
     """The four runs at one size on one database."""
-    meta: dict[str, Any] = {"members": members, "isolated": not args.in_process}
+    setup = make_setup(args.provider, args.fault_plan,
+                       args.client_rate_per_s if args.realistic else CONNECTION_SETTINGS["rate_per_s"])
+    caps = capabilities(setup)
+    throttle = Throttle(setup.sandbox.app, latency_s=args.latency_ms / 1000, rate_per_s=args.rate_per_s,
+                        refusal=refusal_of(setup.sandbox))
+    meta: dict[str, Any] = {"members": members, "isolated": not args.in_process, "provider": args.provider,
+                            "realistic": args.realistic, "latency_ms": args.latency_ms,
+                            "rate_per_s": args.rate_per_s, "faults": args.faults,
+                            "client_rate_per_s": caps.rate_per_s or 0, "concurrency": caps.concurrency,
+                            "connection_settings": setup.settings if args.provider != "mailmasterplus"
+                            else {"lists": f"{len(setup.settings['lists'])} mapped"}}
     figures: list[Figure] = []
-    sandbox = PostacellSandbox({USERNAME: PASSWORD}, seed=3)
     with ExitStack() as stack:
         url, backend = stack.enter_context(database(None if url_option == "sqlite" else url_option))
         served = None
         pool = None
         if not args.in_process:
-            served = stack.enter_context(serve_in_thread(sandbox.app))
+            served = stack.enter_context(serve_in_thread(throttle))
             pool = stack.enter_context(ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1))
         meta["backend"] = backend
         err.print(f"[bench] {backend}: migrating and seeding {members} members ...")
         started = time.perf_counter()
-        world = build_world(url, backend, members, args.seed, sandbox, served)
+        world = build_world(url, backend, members, args.seed, setup, throttle, served)
         world.log_level = args.log_level
+        world.policy = DAEMON_POLICY if args.realistic else POLICY
+        world.concurrency = caps.concurrency
         meta["setup_s"] = round(time.perf_counter() - started, 2)
         if profiler is not None:
             meta["profiled_run"] = args.profile_run
@@ -459,6 +746,11 @@ def measure_world(args: argparse.Namespace, url_option: str, members: int, err: 
             if args.backfill:
                 err.print("[bench] 4/4 backfill over the unchanged state ...")
                 figures.append(measure(world, "backfill", BACKFILL, profiler=profiled("backfill"), pool=pool))
+            if args.local_floor:
+                err.print("[bench] the first sync's local floor (bench/first_sync_floor.py's parts) ...")
+                meta["local_floor"] = {name: round(seconds, 2)
+                                       for name, seconds in local_floor(world, members, pool).items()}
+                figures[0].local_floor_s = meta["local_floor"]["total_s"]
         finally:
             world.engine.dispose()
     return meta, figures
@@ -476,9 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     common: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-        "sqlalchemy": sa.__version__, "http_policy": {"backoff_base_s": POLICY.backoff_base_s,
-                                                      "backoff_max_s": POLICY.backoff_max_s},
-        "connection_settings": CONNECTION_SETTINGS,
+        "sqlalchemy": sa.__version__, "load_average": os.getloadavg(),
+        "http_policy": {"backoff_base_s": (DAEMON_POLICY if args.realistic else POLICY).backoff_base_s,
+                        "backoff_max_s": (DAEMON_POLICY if args.realistic else POLICY).backoff_max_s},
     }
     profiler = cProfile.Profile() if args.profile else None
     measured: list[dict[str, Any]] = []

@@ -2,7 +2,8 @@
 
 Each provider's sandbox lives in its own folder, beside its client and its module of assumptions
 (``sync/providers/<name>/sandbox.py``); this package holds what they share: faults
-(``faults.py``), the ASGI front door and serving (``transport.py``). ``SANDBOXES`` maps a provider
+(``faults.py``), the ASGI front door and serving (``transport.py``), a provider's latency and rate limit
+in front of any of them (``throttle.py``). ``SANDBOXES`` maps a provider
 name to its sandbox class; each sandbox exposes ``.app`` (an ASGI app) to mount with
 ``sandbox_transport`` or to serve with ``serve``. The classes are imported on first use: a
 provider's sandbox imports this package's modules, so this package cannot import it eagerly.
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sync.sandbox.faults import FaultInjector, FaultPlan
+from sync.sandbox.throttle import Throttle, ThrottleStats, refusal_of
 from sync.sandbox.transport import SandboxApp, SandboxDrop, sandbox_transport, serve, serve_in_thread
 
 if TYPE_CHECKING:
@@ -71,7 +73,10 @@ __all__ = [
     "PostatrSandbox",
     "SandboxApp",
     "SandboxDrop",
+    "Throttle",
+    "ThrottleStats",
     "WapcrmSandbox",
+    "refusal_of",
     "sandbox_transport",
     "serve",
     "serve_in_thread",
