@@ -61,6 +61,8 @@ NOT_PROCESSED_STATUSES = frozenset({429})
 NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
                                                            httpx.PoolTimeout)
 DESCRIBE_LIMIT = 200
+#: Redirects followed for one request, all on the provider's own host (see ``_redirect_target``).
+MAX_REDIRECTS = 5
 #: Transport errors that say the provider is overloaded (it did not answer in time): they cut the
 #: adaptive limit like a 429 or 5xx; a refused or reset connection does not.
 _OVERLOAD_ERRORS = frozenset({"ReadTimeout", "WriteTimeout", "PoolTimeout"})
@@ -452,6 +454,7 @@ class ProviderHTTP:
         repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         failures = 0
         relogged = False
+        redirects = 0
         while True:
             send_headers = dict(headers or {})
             if auth is not None:  # before taking a slot: a login must not queue behind us
@@ -469,6 +472,14 @@ class ProviderHTTP:
                 failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=not isinstance(exc, NOT_SENT_ERRORS))
             else:
                 status = response.status_code
+                if response.has_redirect_location:
+                    redirects += 1
+                    url, method = self._redirect_target(response, method, shown, redirects)
+                    shown = safe_url(url)
+                    if method == "GET":     # a 303 (or a 301/302 of a POST): the body stays here
+                        json = data = content = None
+                    params = None           # the Location carries its own query
+                    continue
                 verdict = (self.classifier(response) if self.classifier is not None
                            and status not in RETRY_STATUSES and status != 401 else None)
                 if verdict is not None and verdict.kind == "auth":
@@ -507,6 +518,37 @@ class ProviderHTTP:
                     provider_code=failure.provider_code) from failure.cause
             failures += 1
             await self._back_off(method, shown, failures, failure)
+
+    def _redirect_target(self, response: httpx.Response, method: str, shown: str,
+                         redirects: int) -> tuple[httpx.URL, str]:
+        """Where a redirect leads and with which method, if it stays on the host we were sent to.
+
+        httpx would follow a redirect anywhere and take every header but ``Authorization`` along
+        (a secret key in its own header, WapCRM's) and, on a 307/308, the body (Postatr's token):
+        so redirects are followed here, only to the same host (same scheme, or http to https), and
+        a redirect elsewhere ends the request with one line naming the host, nothing sent there.
+        """
+        here = response.request.url
+        try:
+            target = here.join(response.headers["Location"])
+        except httpx.InvalidURL:
+            raise MalformedAnswerError(f"{self.provider}: {method} {shown} was redirected to an invalid URL",
+                                       status_code=response.status_code) from None
+        same_host = (target.host == here.host and target.port == here.port
+                     and (target.scheme == here.scheme or (here.scheme, target.scheme) == ("http", "https")))
+        if not same_host:
+            raise FatalError(f"{self.provider}: {method} {shown} was redirected (HTTP {response.status_code}) "
+                             f"to another host, {target.host or '?'}: not followed, so no credential goes there; "
+                             "check the connection's base_url", status_code=response.status_code)
+        if redirects > MAX_REDIRECTS:
+            raise FatalError(f"{self.provider}: {method} {shown} was redirected more than {MAX_REDIRECTS} times",
+                             status_code=response.status_code)
+        status = response.status_code
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method = "GET"          # what browsers and httpx do
+        log.info("http.redirect", provider=self.provider, method=method, url=shown, to=safe_url(target),
+                 status=status)
+        return target, method
 
     async def _back_off(self, method: str, shown: str, failures: int, failure: _Failure) -> None:
         """Wait before the next attempt, or raise ``RetriableError`` when there is none."""
@@ -549,7 +591,7 @@ class ProviderHTTP:
             started = self._clock()
             outcome: int | str = "aborted"  # cancelled, or a non-transport error
             try:
-                response = await self._client.send(request)
+                response = await self._client.send(request, follow_redirects=False)
                 outcome = response.status_code
             except httpx.TransportError as exc:
                 outcome = type(exc).__name__
