@@ -131,10 +131,16 @@ class HttpPolicy:
     start_concurrency: int = 2
     rate_per_s: float | None = None  # token bucket per connection; None = unlimited
     burst: int = 1
+    #: An answer's body (decoded) is read up to this many bytes; a longer one is refused in one line
+    #: (a runaway page, a misrouted download) rather than held in memory. Postacell's CSV report
+    #: exports, the largest answers we take, run to about 100 bytes a recipient.
+    max_body_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.concurrency < 1 or self.burst < 1 or self.start_concurrency < 1:
             raise ConfigurationError("max_attempts, concurrency, start_concurrency and burst must be at least 1")
+        if self.max_body_bytes < 1:
+            raise ConfigurationError("max_body_bytes must be at least 1")
         if self.rate_per_s is not None and not self.rate_per_s > 0:
             raise ConfigurationError("rate_per_s must be positive (or None for no limit)")
 
@@ -365,13 +371,20 @@ def json_of(response: httpx.Response, what: str, required: Sequence[str] = (), *
     content = response.content
     if not content.strip():
         raise malformed("an empty body")
-    if "html" in response.headers.get("Content-Type", "").lower() or content.lstrip()[:1] == b"<":
+    content_type = response.headers.get("Content-Type", "").lower()
+    head = content.lstrip()[:5].lower()
+    if head == b"<?xml" or (head[:1] == b"<" and "xml" in content_type and "html" not in content_type):
+        raise malformed("an XML document instead of JSON")
+    if head[:1] == b"<":
         raise malformed("an HTML page instead of JSON")
+    # The body decides, not the label: JSON sent as text/plain or text/html is still read.
     try:
         body = jsonlib.loads(content)
     except UnicodeDecodeError:
         raise malformed("a body that is not UTF-8 text") from None
     except jsonlib.JSONDecodeError as exc:
+        if "html" in content_type:
+            raise malformed("an HTML page instead of JSON") from None
         raise malformed(f"truncated or invalid JSON ({exc.msg} at byte {exc.pos} of {len(content)})") from None
     if not isinstance(body, shape):
         expected = "an object" if shape is dict else "an array"
@@ -591,8 +604,9 @@ class ProviderHTTP:
             started = self._clock()
             outcome: int | str = "aborted"  # cancelled, or a non-transport error
             try:
-                response = await self._client.send(request, follow_redirects=False)
+                response = await self._client.send(request, follow_redirects=False, stream=True)
                 outcome = response.status_code
+                await self._read_body(response, shown)
             except httpx.TransportError as exc:
                 outcome = type(exc).__name__
                 raise
@@ -614,6 +628,24 @@ class ProviderHTTP:
             return response
         finally:
             self.limit.release()
+
+    async def _read_body(self, response: httpx.Response, shown: str) -> None:
+        """Read a streamed answer's body, at most ``policy.max_body_bytes`` of it (after decoding:
+        a compressed bomb is cut short too)."""
+        limit = self.policy.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise MalformedAnswerError(
+                        f"{self.provider}: {response.request.method} {shown} answered HTTP {response.status_code} "
+                        f"with a body over {limit:,} bytes; not read further", status_code=response.status_code)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        response._content = b"".join(chunks)  # what Response.aread() sets; read here with a bound
 
     async def _wait_turn(self, method: str, shown: str) -> None:
         """Wait for a rate-limit token, then until the connection's Retry-After is over."""
