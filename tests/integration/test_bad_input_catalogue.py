@@ -18,15 +18,20 @@ Kinds covered fully elsewhere, referenced and not repeated here:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from sync import db
 from sync.config import CrmSource
 from sync.crm import check_contract
-from sync.models import Reject
+from sync.crypto import generate_key
+from sync.models import Reject, SyncRun
+from tests.cli_runner import Result, one_error_line, run_cli
 from tests.integration.providers.conftest import TENANT, World, make_world
 from tests.integration.providers.harness import PostacellHarness, RemoteMember
 
@@ -341,3 +346,104 @@ def check_crm_case(catalogue: Catalogue, case: str) -> None:
     again = world.run()
     assert again.status in COMPLETED, again.error
     assert world.harness.write_requests() == 0, world.harness.sandbox.request_log
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+CREDENTIALS = json.dumps({"username": "acme-api", "password": "Pc-s3cr3t-cli-4242"})
+
+
+@dataclass(frozen=True)
+class CliCase:
+    args: tuple[str, ...]
+    says: str                               # a part of the one error line
+    stdin: str = ""
+    env: dict[str, str] = field(default_factory=dict)   # settings changed for this command
+    code: int | None = None                 # the exit status, when the case pins it
+    #: The command runs and its run fails: the run is recorded (a sync_runs row), the rest is unchanged.
+    failed_run: bool = False
+
+
+CLI_CASES: dict[str, CliCase] = {
+    "cli-unknown-command": CliCase(("frobnicate",), "No such command 'frobnicate'", code=2),
+    "cli-unknown-option": CliCase(("once", "--tenat", "acme"), "No such option '--tenat'. Did you mean '--tenant'?",
+                                  code=2),
+    "cli-missing-argument": CliCase(("tenant", "add"), "Missing argument 'SLUG'", code=2),
+    "cli-unknown-provider": CliCase(("connection", "add", "acme", "mailchump", "--credentials", "-"),
+                                    "'mailchump' is not one of", code=2),
+    "cli-unknown-tenant": CliCase(("once", "--tenant", "nobody"), "nobody"),
+    "cli-unknown-connection": CliCase(("connection", "set", "acme", "wapcrm", "--disable"), "wapcrm"),
+    "cli-tenant-twice": CliCase(("tenant", "add", "acme"), "acme"),
+    "cli-connection-twice": CliCase(("connection", "add", "acme", "postacell", "--credentials", "-"), "postacell",
+                                    stdin=CREDENTIALS),
+    "cli-credentials-not-json": CliCase(("connection", "add", "acme", "euromsg", "--credentials", "-"), "JSON",
+                                        stdin="username=acme password=Pc-s3cr3t-cli-4242"),
+    "cli-credentials-missing-field": CliCase(("connection", "add", "acme", "euromsg", "--credentials", "-"),
+                                             "euromsg credentials: missing or empty field(s) api_key",
+                                             stdin=json.dumps({"username": "acme-api"})),
+    "cli-base-url-not-http": CliCase(("connection", "add", "acme", "euromsg", "--credentials", "-", "--base-url",
+                                      "ftp://api.example.com/"), "base_url must be an http(s) URL",
+                                     stdin=json.dumps({"api_key": "Pc-s3cr3t-cli-4242"})),
+    "cli-bad-schedule": CliCase(("connection", "set", "acme", "postacell", "--schedule", "every night"),
+                                "every night"),
+    "cli-unknown-connection-setting": CliCase(("connection", "set", "acme", "postacell", "--setting", "speed=11"),
+                                              "speed"),
+    "cli-setting-without-value": CliCase(("connection", "set", "acme", "postacell", "--setting", "rate_per_s"),
+                                         "--setting must look like key=value: 'rate_per_s'"),
+    "cli-unknown-reject-id": CliCase(("rejects", "show", "424242"), "424242"),
+    "cli-no-master-key": CliCase(("connection", "add", "acme", "euromsg", "--credentials", "-"), "no master key",
+                                 stdin=json.dumps({"api_key": "Pc-s3cr3t-cli-4242"}),
+                                 env={"CRM_ESP_SYNC_MASTER_KEY": ""}),
+    "cli-wrong-master-key": CliCase(("once",), "the master key does not decrypt the stored credentials (wrong "
+                                    "CRM_ESP_SYNC_MASTER_KEY?)", env={"CRM_ESP_SYNC_MASTER_KEY": "<another key>"},
+                                    failed_run=True),
+    "cli-database-not-migrated": CliCase(("tenant", "list"), "db upgrade",
+                                         env={"CRM_ESP_SYNC_DATABASE_URL": "<an empty database>"}),
+    "cli-bad-setting-in-environment": CliCase(("tenant", "list"), "unknown setting: wokers",
+                                              env={"CRM_ESP_SYNC_WOKERS": "4"}),
+}
+
+
+def dump_database(engine: sa.Engine) -> list[tuple[object, ...]]:
+    from sync.models import Base
+
+    with engine.connect() as conn:
+        return [tuple(row) for table in Base.metadata.sorted_tables for row in conn.execute(sa.select(table))]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_bad_input(case: str, daemon_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    """One error line, a non-zero exit status, no traceback, no secret echoed, nothing changed."""
+    spec = CLI_CASES[case]
+
+    def cli(*args: str, stdin: str = "", **env: str) -> Result:
+        return run_cli(monkeypatch, capsys, {**daemon_env, **env}, *args, stdin=stdin)
+
+    assert cli("crm", "init-reference").code == 0
+    assert cli("tenant", "add", "acme").code == 0
+    assert cli("connection", "add", "acme", "postacell", "--credentials", "-", "--base-url",
+               "http://postacell.sandbox/api/v1/", stdin=CREDENTIALS).code == 0
+    engine = db.create_engine(daemon_env["CRM_ESP_SYNC_DATABASE_URL"])
+    before = dump_database(engine)
+    env = dict(spec.env)
+    if env.get("CRM_ESP_SYNC_MASTER_KEY") == "<another key>":
+        env["CRM_ESP_SYNC_MASTER_KEY"] = generate_key()
+    if env.get("CRM_ESP_SYNC_DATABASE_URL") == "<an empty database>":
+        env["CRM_ESP_SYNC_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = cli(*spec.args, stdin=spec.stdin, **env)
+    if spec.failed_run:
+        assert result.code != 0 and "Traceback" not in result.out + result.err
+        with engine.connect() as conn:
+            runs = conn.execute(sa.select(SyncRun.status, SyncRun.error)).all()
+        assert [(status, error) for status, error in runs] == [("failed", spec.says)]
+    else:
+        line = one_error_line(result)
+        assert spec.says in line, result
+    if spec.code is not None:
+        assert result.code == spec.code, result
+    assert "Pc-s3cr3t-cli-4242" not in result.out + result.err
+    assert [row for row in dump_database(engine) if row not in before] == [] or spec.failed_run
+    assert [row for row in before if row not in dump_database(engine)] == []
+    engine.dispose()

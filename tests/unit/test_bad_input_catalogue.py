@@ -350,8 +350,8 @@ def test_a_redirect_from_https_to_http_on_the_same_host_is_not_followed() -> Non
 
 
 def test_the_catalogue_counts_at_least_thirty_kinds_of_its_own() -> None:
-    from tests.integration.test_bad_input_catalogue import CRM_CASES
+    from tests.integration.test_bad_input_catalogue import CLI_CASES, CRM_CASES
 
-    kinds = [*SETTINGS_CASES, *ANSWER_CASES, *CRM_CASES]
+    kinds = [*SETTINGS_CASES, *ANSWER_CASES, *CRM_CASES, *CLI_CASES]
     assert len(kinds) == len(set(kinds)) >= 30
 
