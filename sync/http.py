@@ -21,6 +21,7 @@ import email.utils
 import json as jsonlib
 import math
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -399,6 +400,20 @@ def json_of(response: httpx.Response, what: str, required: Sequence[str] = (), *
     return body
 
 
+def _certificate_refusal(exc: BaseException) -> str | None:
+    """Why TLS verification refused the provider's certificate, if that is what ``exc`` is: a
+    certificate does not become trusted on a retry, so this ends the request at once."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "certificate verify failed")
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip() or "verify failed"
+    return None
+
+
 @dataclass(frozen=True)
 class _Failure:
     """Why an attempt failed: an HTTP status (maybe with Retry-After) or a transport error."""
@@ -481,6 +496,11 @@ class ProviderHTTP:
                 response = await self._send(request, shown, failures + 1)
             except httpx.UnsupportedProtocol:
                 raise  # a wrong URL, not a transient fault
+            except httpx.ConnectError as exc:
+                if (untrusted := _certificate_refusal(exc)) is not None:
+                    raise FatalError(f"{self.provider}: {method} {shown}: the TLS certificate of {url.host} is not "
+                                     f"trusted ({untrusted}); nothing was sent") from None
+                failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=False)
             except httpx.TransportError as exc:
                 failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=not isinstance(exc, NOT_SENT_ERRORS))
             else:
