@@ -234,7 +234,7 @@ def _check_database_url(name: str, url: str) -> None:
         raise ConfigurationError(f"{name} is not a database URL (e.g. sqlite:///sync.db; supported: {supported})")
     try:
         backend = make_url(url).get_backend_name()
-    except ArgumentError:
+    except (ArgumentError, ValueError):     # ValueError: a port that is not a number
         raise ConfigurationError(f"{name} is not a valid database URL (supported: {supported})") from None
     if backend not in DATABASE_SCHEMES:
         raise ConfigurationError(f"{name}: {backend!r} databases are not supported (supported: {supported})")

@@ -519,7 +519,7 @@ class CrmReader:
         return [
             CrmMember(
                 id=r[id_], email=r[email], first_name=r[first], last_name=r[last], phone=r[phone], city=r[city],
-                consent_status=r[consent], consent_date=r[consent_date], consent_source=r[source],
+                consent_status=_consent(r[consent]), consent_date=r[consent_date], consent_source=r[source],
                 recipient_type=r[kind], updated_at=r[updated], deleted=r[deleted] is not None,
                 list_ids=frozenset(lists_of.get(r[id_], ())),
                 extra={column: r[index] for column, index in extra},
@@ -660,6 +660,14 @@ def _type_fits(kind: str, column_type: sa.types.TypeEngine[Any], dialect: str) -
         return isinstance(column_type, sa.String)
     # SQLite has no timestamp type: text in ISO format is how it stores them
     return isinstance(column_type, sa.DateTime) or (dialect == "sqlite" and isinstance(column_type, sa.String))
+
+
+def _consent(value: Any) -> str | None:
+    """The CRM's consent as the contract spells it (ONAY, RET): a CHAR column's padding or a hand-typed
+    ' ret' is still a refusal; blank is no answer (None)."""
+    if value is None:
+        return None
+    return str(value).strip().upper() or None
 
 
 def check_contract(engine: sa.Engine, source: CrmSource, tenant_id: str | None = None, *,

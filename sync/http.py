@@ -21,6 +21,7 @@ import email.utils
 import json as jsonlib
 import math
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -61,6 +62,8 @@ NOT_PROCESSED_STATUSES = frozenset({429})
 NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
                                                            httpx.PoolTimeout)
 DESCRIBE_LIMIT = 200
+#: Redirects followed for one request, all on the provider's own host (see ``_redirect_target``).
+MAX_REDIRECTS = 5
 #: Transport errors that say the provider is overloaded (it did not answer in time): they cut the
 #: adaptive limit like a 429 or 5xx; a refused or reset connection does not.
 _OVERLOAD_ERRORS = frozenset({"ReadTimeout", "WriteTimeout", "PoolTimeout"})
@@ -129,10 +132,16 @@ class HttpPolicy:
     start_concurrency: int = 2
     rate_per_s: float | None = None  # token bucket per connection; None = unlimited
     burst: int = 1
+    #: An answer's body (decoded) is read up to this many bytes; a longer one is refused in one line
+    #: (a runaway page, a misrouted download) rather than held in memory. Postacell's CSV report
+    #: exports, the largest answers we take, run to about 100 bytes a recipient.
+    max_body_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.concurrency < 1 or self.burst < 1 or self.start_concurrency < 1:
             raise ConfigurationError("max_attempts, concurrency, start_concurrency and burst must be at least 1")
+        if self.max_body_bytes < 1:
+            raise ConfigurationError("max_body_bytes must be at least 1")
         if self.rate_per_s is not None and not self.rate_per_s > 0:
             raise ConfigurationError("rate_per_s must be positive (or None for no limit)")
 
@@ -363,13 +372,20 @@ def json_of(response: httpx.Response, what: str, required: Sequence[str] = (), *
     content = response.content
     if not content.strip():
         raise malformed("an empty body")
-    if "html" in response.headers.get("Content-Type", "").lower() or content.lstrip()[:1] == b"<":
+    content_type = response.headers.get("Content-Type", "").lower()
+    head = content.lstrip()[:5].lower()
+    if head == b"<?xml" or (head[:1] == b"<" and "xml" in content_type and "html" not in content_type):
+        raise malformed("an XML document instead of JSON")
+    if head[:1] == b"<":
         raise malformed("an HTML page instead of JSON")
+    # The body decides, not the label: JSON sent as text/plain or text/html is still read.
     try:
         body = jsonlib.loads(content)
     except UnicodeDecodeError:
         raise malformed("a body that is not UTF-8 text") from None
     except jsonlib.JSONDecodeError as exc:
+        if "html" in content_type:
+            raise malformed("an HTML page instead of JSON") from None
         raise malformed(f"truncated or invalid JSON ({exc.msg} at byte {exc.pos} of {len(content)})") from None
     if not isinstance(body, shape):
         expected = "an object" if shape is dict else "an array"
@@ -382,6 +398,20 @@ def json_of(response: httpx.Response, what: str, required: Sequence[str] = (), *
             raise malformed(f"an error envelope: {text}")
         raise malformed(f"no {', '.join(repr(key) for key in missing)} in the answer")
     return body
+
+
+def _certificate_refusal(exc: BaseException) -> str | None:
+    """Why TLS verification refused the provider's certificate, if that is what ``exc`` is: a
+    certificate does not become trusted on a retry, so this ends the request at once."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "certificate verify failed")
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip() or "verify failed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -452,6 +482,7 @@ class ProviderHTTP:
         repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         failures = 0
         relogged = False
+        redirects = 0
         while True:
             send_headers = dict(headers or {})
             if auth is not None:  # before taking a slot: a login must not queue behind us
@@ -465,10 +496,23 @@ class ProviderHTTP:
                 response = await self._send(request, shown, failures + 1)
             except httpx.UnsupportedProtocol:
                 raise  # a wrong URL, not a transient fault
+            except httpx.ConnectError as exc:
+                if (untrusted := _certificate_refusal(exc)) is not None:
+                    raise FatalError(f"{self.provider}: {method} {shown}: the TLS certificate of {url.host} is not "
+                                     f"trusted ({untrusted}); nothing was sent") from None
+                failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=False)
             except httpx.TransportError as exc:
                 failure = _Failure(type(exc).__name__, cause=exc, maybe_applied=not isinstance(exc, NOT_SENT_ERRORS))
             else:
                 status = response.status_code
+                if response.has_redirect_location:
+                    redirects += 1
+                    url, method = self._redirect_target(response, method, shown, redirects)
+                    shown = safe_url(url)
+                    if method == "GET":     # a 303 (or a 301/302 of a POST): the body stays here
+                        json = data = content = None
+                    params = None           # the Location carries its own query
+                    continue
                 verdict = (self.classifier(response) if self.classifier is not None
                            and status not in RETRY_STATUSES and status != 401 else None)
                 if verdict is not None and verdict.kind == "auth":
@@ -507,6 +551,37 @@ class ProviderHTTP:
                     provider_code=failure.provider_code) from failure.cause
             failures += 1
             await self._back_off(method, shown, failures, failure)
+
+    def _redirect_target(self, response: httpx.Response, method: str, shown: str,
+                         redirects: int) -> tuple[httpx.URL, str]:
+        """Where a redirect leads and with which method, if it stays on the host we were sent to.
+
+        httpx would follow a redirect anywhere and take every header but ``Authorization`` along
+        (a secret key in its own header, WapCRM's) and, on a 307/308, the body (Postatr's token):
+        so redirects are followed here, only to the same host (same scheme, or http to https), and
+        a redirect elsewhere ends the request with one line naming the host, nothing sent there.
+        """
+        here = response.request.url
+        try:
+            target = here.join(response.headers["Location"])
+        except httpx.InvalidURL:
+            raise MalformedAnswerError(f"{self.provider}: {method} {shown} was redirected to an invalid URL",
+                                       status_code=response.status_code) from None
+        same_host = (target.host == here.host and target.port == here.port
+                     and (target.scheme == here.scheme or (here.scheme, target.scheme) == ("http", "https")))
+        if not same_host:
+            raise FatalError(f"{self.provider}: {method} {shown} was redirected (HTTP {response.status_code}) "
+                             f"to another host, {target.host or '?'}: not followed, so no credential goes there; "
+                             "check the connection's base_url", status_code=response.status_code)
+        if redirects > MAX_REDIRECTS:
+            raise FatalError(f"{self.provider}: {method} {shown} was redirected more than {MAX_REDIRECTS} times",
+                             status_code=response.status_code)
+        status = response.status_code
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method = "GET"          # what browsers and httpx do
+        log.info("http.redirect", provider=self.provider, method=method, url=shown, to=safe_url(target),
+                 status=status)
+        return target, method
 
     async def _back_off(self, method: str, shown: str, failures: int, failure: _Failure) -> None:
         """Wait before the next attempt, or raise ``RetriableError`` when there is none."""
@@ -549,8 +624,9 @@ class ProviderHTTP:
             started = self._clock()
             outcome: int | str = "aborted"  # cancelled, or a non-transport error
             try:
-                response = await self._client.send(request)
+                response = await self._client.send(request, follow_redirects=False, stream=True)
                 outcome = response.status_code
+                await self._read_body(response, shown)
             except httpx.TransportError as exc:
                 outcome = type(exc).__name__
                 raise
@@ -572,6 +648,24 @@ class ProviderHTTP:
             return response
         finally:
             self.limit.release()
+
+    async def _read_body(self, response: httpx.Response, shown: str) -> None:
+        """Read a streamed answer's body, at most ``policy.max_body_bytes`` of it (after decoding:
+        a compressed bomb is cut short too)."""
+        limit = self.policy.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise MalformedAnswerError(
+                        f"{self.provider}: {response.request.method} {shown} answered HTTP {response.status_code} "
+                        f"with a body over {limit:,} bytes; not read further", status_code=response.status_code)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        response._content = b"".join(chunks)  # what Response.aread() sets; read here with a bound
 
     async def _wait_turn(self, method: str, shown: str) -> None:
         """Wait for a rate-limit token, then until the connection's Retry-After is over."""

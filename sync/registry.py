@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -83,9 +84,20 @@ def add_connection(
 
 
 def _base_url(url: str) -> str:
+    """An http(s) URL with a host and no user or password in it (it is stored and shown in clear;
+    credentials go in the encrypted credentials), ending in a slash."""
     url = url.strip()
-    if not url.startswith(("http://", "https://")):
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is not None and (parsed.username or parsed.password):
+        raise InvalidInputError("base_url must not carry a user name or password (it is stored and shown in "
+                                "clear): give them with --credentials")
+    if parsed is None or parsed.scheme not in ("http", "https") or not url.startswith(("http://", "https://")):
         raise InvalidInputError(f"base_url must be an http(s) URL: {url!r}")
+    if not parsed.host or any(char.isspace() for char in url):
+        raise InvalidInputError(f"base_url has no host (or has blanks in it): {url!r}")
     return url if url.endswith("/") else url + "/"
 
 

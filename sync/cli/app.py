@@ -7,6 +7,7 @@ and a non-zero exit; nothing is changed by a command that fails.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,17 @@ from sync.providers.specs import PROVIDERS
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: C0 and C1 control characters but tab: a value from a user, the CRM or a provider shows them as
+#: escapes, so it cannot move the cursor, retitle the terminal or hide the rest of a line.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def shown(value: object) -> str:
+    """``value`` as plain text for the rich console: its ``[tags]`` are not markup (a tenant named
+    ``[/red]`` neither styles the table nor breaks it) and control characters are escaped."""
+    from rich.markup import escape
+
+    return escape(_CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", str(value)))
 #: ``once``/``backfill``: every run did its work, and at least one rejected rows not rejected before.
 EXIT_NEW_REJECTS = 3
 

@@ -16,6 +16,7 @@ from sync.cli.app import (
     App,
     cli,
     pass_app,
+    shown,
     validate_cron,
 )
 from sync.errors import ConfigurationError, CredentialsError
@@ -38,7 +39,7 @@ def tenant_add(app: App, slug: str, name: str | None, crm_tenant_id: str | None)
     """Add the tenant SLUG."""
     with app.transaction() as session:
         tenant = registry.add_tenant(session, slug, name, crm_tenant_id)
-        app.out.print(f"tenant {tenant.slug} added (CRM tenant id {tenant.crm_tenant_id})")
+        app.out.print(f"tenant {tenant.slug} added (CRM tenant id {shown(tenant.crm_tenant_id)})")
 
 
 @tenant_group.command("list")
@@ -48,7 +49,7 @@ def tenant_list(app: App) -> None:
     table = Table("tenant", "name", "CRM tenant id", "providers")
     with app.transaction() as session:
         for tenant in registry.list_tenants(session):
-            table.add_row(tenant.slug, tenant.name, tenant.crm_tenant_id,
+            table.add_row(tenant.slug, shown(tenant.name), shown(tenant.crm_tenant_id),
                           ", ".join(sorted(c.provider for c in tenant.connections)) or "-")
     app.out.print(table)
 
@@ -158,7 +159,7 @@ def connection_add(app: App, tenant: str, provider: str, credentials_source: str
         credentials = _read_credentials(credentials_source, provider)
         connection = registry.add_connection(session, vault, tenant, provider, credentials, settings=parsed,
                                              base_url=base_url, schedule=schedule, enabled=not disabled)
-        app.out.print(f"connection {tenant}/{provider} added (id {connection.id}, {connection.base_url})")
+        app.out.print(f"connection {tenant}/{provider} added (id {connection.id}, {shown(connection.base_url)})")
 
 
 @connection_group.command("list")
@@ -171,9 +172,9 @@ def connection_list(app: App, tenant: str | None) -> None:
     with app.transaction() as session:
         for view in registry.list_connections(session, vault, tenant):
             table.add_row(str(view.id), view.tenant, view.provider, "yes" if view.enabled else "no",
-                          view.schedule or app.settings.default_schedule, view.base_url,
-                          " ".join(f"{k}={v}" for k, v in view.credentials.items()),
-                          json.dumps(view.settings, ensure_ascii=False))
+                          shown(view.schedule or app.settings.default_schedule), shown(view.base_url),
+                          shown(" ".join(f"{k}={v}" for k, v in view.credentials.items())),
+                          shown(json.dumps(view.settings, ensure_ascii=False)))
     app.out.print(table)
 
 
@@ -211,8 +212,8 @@ def connection_set(app: App, tenant: str, provider: str, schedule: str | None, e
         connection = registry.update_connection(session, tenant, provider, schedule=schedule, enabled=enabled,
                                                 base_url=base_url, settings=parsed)
         app.out.print(f"connection {tenant}/{provider}: schedule {connection.schedule or 'default'}, "
-                      f"{'enabled' if connection.enabled else 'disabled'}, {connection.base_url}, "
-                      f"settings {json.dumps(connection.settings, ensure_ascii=False, sort_keys=True)}")
+                      f"{'enabled' if connection.enabled else 'disabled'}, {shown(connection.base_url)}, "
+                      f"settings {shown(json.dumps(connection.settings, ensure_ascii=False, sort_keys=True))}")
 
 
 @connection_group.command("remove")

@@ -20,6 +20,7 @@ from sync.cli.app import (
     cli,
     pass_app,
     require_contract,
+    shown,
 )
 from sync.cli.pulled import OneLineUsage, _Choice
 from sync.errors import SyncError
@@ -43,7 +44,7 @@ def _print_results(app: App, results: list[Any]) -> None:
     app.out.print(table)
     for r in results:
         if r.error:
-            app.out.print(f"{r.tenant}/{r.provider}: {r.status}: {r.error}")
+            app.out.print(f"{r.tenant}/{r.provider}: {r.status}: {shown(r.error)}")
 
 
 def _print_plan(app: App, results: list[Any], verbose: bool) -> None:
