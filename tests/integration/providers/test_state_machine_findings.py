@@ -6,18 +6,17 @@ always reach these states, so each gets a test of its own that fails without its
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from sync.emails import normalize_email, valid_email
+from sync.emails import normalize_email
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
-from tests.integration.providers.conftest import FAST, TENANT, World
+from tests.integration.providers.conftest import FAST, World
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
 
 #: Run outcomes of a run that did its work.
@@ -134,86 +133,3 @@ def test_a_removal_reject_names_the_old_address_and_stays_open_after_an_address_
         assert rows and {normalize_email(email or "") for email, _ in rows} == {old_address}, rows
         assert old_address in world.harness.members()           # it does receive there still
 
-
-
-@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
-def test_a_member_refused_for_an_address_another_member_owns_stops_receiving_at_its_old_one(
-        world: World) -> None:
-    """Found as KNOWN_GAPS "old-address-of-a-member-left-alone". A member's address changes to one
-    another member owns: the member is refused (a validation reject naming the owner), and the CRM
-    no longer gives it its old address, so nothing may be sent there any more. The old contact kept
-    receiving in the member's lists (the member was left before its links were looked at)."""
-    world.run()
-    member, owner = _two_active(world)
-    old_address = normalize_email(member.email)
-    assert old_address in world.harness.members()
-    world.update_member(member.id, email=owner.email)
-    result = world.run()
-    assert result.status in COMPLETED, result.error
-    assert old_address not in world.harness.members(), "the old address still receives"
-    assert normalize_email(owner.email) in world.harness.members()          # the owner's contact stays
-    with world.engine.connect() as conn:
-        reasons = conn.scalars(sa.select(Reject.reason).where(
-            Reject.crm_member_id == member.id, Reject.resolved_at.is_(None))).all()
-    assert any(f"CRM member {owner.id}" in reason for reason in reasons), reasons
-    world.harness.reset_log()
-    assert world.run().status in COMPLETED
-    assert world.harness.write_requests() == 0
-
-
-
-def _open_rejects_of(world: World, member_id: str) -> list[tuple[str | None, str]]:
-    with world.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(sa.select(Reject.provider_code, Reject.reason).where(
-            Reject.connection_id == world.connection_id, Reject.crm_member_id == member_id,
-            Reject.resolved_at.is_(None)))]
-
-
-@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
-def test_a_validation_reject_is_resolved_when_the_address_is_fixed_and_nothing_is_pushed(world: World) -> None:
-    """Found as KNOWN_GAPS "validation-reject-kept-when-nothing-is-pushed". A member in a list with a
-    mistyped address has an open validation reject. The CRM fixes the address, and the member's
-    consent is RET: no contact is created for it, and the reject about its address is moot. It stayed
-    open (the member was left out before it was settled), saying the address was still wrong."""
-    world.run()
-    t = world.crm.members
-    with world.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.id, t.c.email).where(t.c.deleted_at.is_(None))).all()
-    bad = next(member_id for member_id, email in sorted(rows)
-               if not valid_email(normalize_email(email)) and world.lists_of(member_id))
-    assert [code for code, _ in _open_rejects_of(world, bad)] == ["validation"]
-    world.update_member(bad, email="duzeltildi@ornek.com.tr", consent_status="RET",
-                        consent_date=world.now())
-    assert world.run().status in COMPLETED
-    assert _open_rejects_of(world, bad) == []
-    assert "duzeltildi@ornek.com.tr" not in world.harness.members()        # RET: never created
-
-
-@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
-def test_a_member_waiting_for_an_address_gets_it_when_its_holder_without_a_link_is_deleted(world: World) -> None:
-    """Found as KNOWN_GAPS "waiting-member-not-planned-when-holder-vanishes". A member is refused
-    because another member claims its address; that holder never had a contact (its consent is RET,
-    so no link holds the address). When the holder is deleted for real, the waiting member must get
-    the address in the next run that looks for hard deletes: only the vanished holder's LINK
-    addresses were looked up, so it waited for its reject's backoff (an hour and more)."""
-    # (hard deletes looked for on every run; no look-back: the refused member is not re-read as changed)
-    world.settings = dataclasses.replace(world.settings, vanished_check_seconds=0, lookback_seconds=0)
-    world.run()
-    waiting, _ = _two_active(world)
-    address = "ortak.adres@ornek.com.tr"
-    t = world.crm.members
-    with world.engine.begin() as conn:
-        conn.execute(t.insert().values(tenant_id=TENANT, id="A001", email=address, first_name="Eski",
-                                       last_name="Sahip", consent_status="RET", consent_date=world.now(),
-                                       updated_at=world.now()))
-    world.join("A001", world.lists_of(waiting.id)[0])
-    world.update_member(waiting.id, email=address)
-    assert world.run().status in COMPLETED
-    assert [reason for _, reason in _open_rejects_of(world, waiting.id)] == [
-        "e-mail also belongs to CRM member A001; the provider keeps one contact per e-mail"]
-    assert address not in world.harness.members()
-
-    world.hard_delete_member("A001")
-    assert world.run().status in COMPLETED
-    assert _open_rejects_of(world, waiting.id) == []
-    assert address in world.harness.members(), "the waiting member did not get the address"
