@@ -218,31 +218,30 @@ class MailMasterPlusSandbox:
         found = mail_list.by_email(email)
         return self._render(mail_list, found[0]) if found else None
 
-    def unsubscribe(self, account: str, nl_id: str | int, email: str) -> None:
-        """A recipient unsubscribes (the link in a mail, or the panel): the record stays, inactive."""
+    def _held(self, account: str, nl_id: str | int, email: str) -> tuple[_List, list[_Record]]:
+        """The list and the address's records in it (a panel or recipient act); KeyError when none."""
         mail_list = self._accounts[account].lists[str(nl_id)]
         found = mail_list.by_email(email)
         if not found:
             raise KeyError(email)
+        return mail_list, found
+
+    def unsubscribe(self, account: str, nl_id: str | int, email: str) -> None:
+        """A recipient unsubscribes (the link in a mail, or the panel): the record stays, inactive."""
+        _, found = self._held(account, nl_id, email)
         for record in found:
             self._set_active(record, False)
 
     def delete_in_panel(self, account: str, nl_id: str | int, email: str) -> None:
         """The tenant deletes the address's records of a list in the panel (no API call)."""
-        mail_list = self._accounts[account].lists[str(nl_id)]
-        found = mail_list.by_email(email)
-        if not found:
-            raise KeyError(email)
+        mail_list, found = self._held(account, nl_id, email)
         for record in found:
             del mail_list.records[record.id]
 
     def reactivate_in_panel(self, account: str, nl_id: str | int, email: str) -> None:
         """The tenant makes the address's records of a list active again in the panel (the API has
         no call for it: api.RESUBSCRIBE_BY_RECREATE)."""
-        mail_list = self._accounts[account].lists[str(nl_id)]
-        found = mail_list.by_email(email)
-        if not found:
-            raise KeyError(email)
+        _, found = self._held(account, nl_id, email)
         for record in found:
             self._set_active(record, True)
 
