@@ -740,6 +740,7 @@ def check_contract(engine: sa.Engine, source: CrmSource, tenant_id: str | None =
             problems.extend(_duplicate_ids(conn, table, names[key], key, tenant_id))
             problems.extend(_bad_updated_at(conn, table, names[key], tenant_id, now))
         problems.extend(_orphan_memberships(conn, tables, names, kinds, tenant_id))
+        problems.extend(_unknown_consents(conn, tables.members, names["members"], tenant_id))
     hints = [hint for key in names for hint in _index_hints(inspector, names[key], key, source.change_xid)]
     return problems + (_with_plans(engine, source, tenant_id, problems, hints) if plans else hints)
 
@@ -809,6 +810,24 @@ def _bad_updated_at(conn: sa.Connection, table: sa.Table, full_name: str, tenant
                                 f"the database's clock says {clock} UTC): runs read them only once that time has "
                                 "passed; is local time stored instead of UTC?", "updated_at"))
     return problems
+
+
+def _unknown_consents(conn: sa.Connection, members: sa.Table, full_name: str, tenant_id: str | None
+                      ) -> list[Problem]:
+    """Live members whose consent_status is none of ONAY, RET or blank (read as :func:`_consent`
+    reads it): each run rejects them and leaves them as they are at the provider."""
+    value = sa.func.upper(sa.func.trim(members.c.consent_status))
+    query = _scoped(sa.select(value.label("v"), sa.func.count().label("n")), members, tenant_id).where(
+        members.c.deleted_at.is_(None), members.c.consent_status.is_not(None), value.not_in(["ONAY", "RET", ""])
+    ).group_by(value).order_by(sa.func.count().desc())
+    found = conn.execute(query).all()
+    if not found:
+        return []
+    total = sum(row.n for row in found)
+    shown = ", ".join(f"{row.v!r} ({row.n})" for row in found[:_EXAMPLES])
+    return [Problem(full_name, f"{total} live member(s) with a consent_status that is neither ONAY nor RET nor "
+                    f"NULL (e.g. {shown}): each run rejects them and leaves them as they are at the provider",
+                    "consent_status")]
 
 
 def _orphan_memberships(conn: sa.Connection, tables: CrmTables, names: Mapping[str, str], kinds: IdKinds,

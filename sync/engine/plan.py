@@ -46,6 +46,9 @@ LEFT_EVERY_LIST = "left every list"
 LEFT_KEPT = "left_kept"
 #: The reason of a removal because the CRM row no longer holds a valid address.
 ADDRESS_GONE = "no valid e-mail address in the CRM"
+#: The consents the CRM contract knows (docs/crm-contract.md), as sync.crm reads them (trimmed,
+#: upper case, blank as None); any other value is a reject.
+CONSENTS: frozenset[str | None] = frozenset({None, "ONAY", "RET"})
 
 
 @dataclass
@@ -219,6 +222,13 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             for gone in links.values():
                 _delete(ctx, plan, gone, ERASED)
             plan.gone.append(member_id)
+            continue
+        if member.consent_status not in CONSENTS:
+            # Neither a consent nor a refusal: pushing it active could mail someone who refused, and
+            # reading it as RET could unsubscribe someone who consented. Rejected, left as it is.
+            plan.invalid.append((MemberKey(member_id), member.email,
+                                 f"consent_status {member.consent_status!r} is neither ONAY nor RET (nor NULL, "
+                                 "no answer); left as it is at the provider", VALIDATION))
             continue
         if len(member_id) > ID:
             plan.invalid.append((MemberKey(member_id[:ID]), member.email,
