@@ -80,6 +80,9 @@ class RunOptions:
     #: ``--verbose``, ``--json`` and ``--output`` print; a dry run always does). Off, a real run
     #: keeps counts only: the daemon and a plain ``once`` hold nothing a member beyond a window.
     itemize: bool = True
+    #: Plan the next push window while the previous one is pushed (sync/engine/push.py,
+    #: ``_Pipeline``); off, each window is planned, pushed and committed before the next is planned.
+    overlap: bool = True
 
 
 @dataclass
@@ -260,6 +263,9 @@ class RunContext:
     dialect: str = field(init=False)
     #: Address -> members with an open validation reject on it (see ``_waiting_for`` in sync/engine/plan.py).
     waiting: dict[str, set[str]] | None = field(init=False, default=None)
+    #: Moves on after a commit that recorded suppressions while members were pushed: a window
+    #: planned before it (while the window before it was pushed) is planned again (push.py).
+    suppressions_epoch: int = field(init=False, default=0)
 
     def __post_init__(self, plan_salt: str) -> None:
         self.salt = f"{PLAN_VERSION}:{plan_salt}"

@@ -8,6 +8,8 @@ sync/engine/connection_sync.py).
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +123,8 @@ class _Window:
     chunks: list[tuple[Sequence[str], dt.datetime | None]] = field(default_factory=list)
     covered_until: dt.datetime | None = None
     members: int = 0
+    #: ``RunContext.suppressions_epoch`` when its first chunk was planned.
+    epoch: int | None = None
     _planned: set[str] = field(default_factory=set)
     _emails: set[str] = field(default_factory=set)
 
@@ -130,8 +134,9 @@ class _Window:
         the second planned before the first one's link exists)."""
         return not self._planned.isdisjoint(plan.ids) or not self._emails.isdisjoint(_addresses(plan))
 
-    def add(self, chunk_ids: Sequence[str], plan: Chunk, covered_until: dt.datetime | None) -> None:
+    def add(self, chunk_ids: Sequence[str], plan: Chunk, covered_until: dt.datetime | None, epoch: int) -> None:
         _merge(self.plan, plan)
+        self.epoch = epoch if self.epoch is None else min(self.epoch, epoch)
         self.chunks.append((chunk_ids, covered_until))
         self._planned.update(plan.ids)
         self._emails.update(_addresses(plan))
@@ -146,8 +151,93 @@ class _Window:
         return work >= push_window or self.members >= max(push_window, max_batch)
 
     def clear(self) -> None:
-        self.plan, self.chunks, self.covered_until, self.members = Chunk(), [], None, 0
+        self.plan, self.chunks, self.covered_until, self.members, self.epoch = Chunk(), [], None, 0, None
         self._planned, self._emails = set(), set()
+
+
+def _plan(ctx: RunContext, chunk_ids: Sequence[str], list_map: dict[str, str]) -> Chunk:
+    with ctx.sessions() as session:
+        return plan_chunk(ctx, session, chunk_ids, list_map)
+
+
+class _Pipeline:
+    """Local work under the wire: a full window is pushed by a task of its own while the next
+    one is planned (CRM reads, the plan, the link reads), so a run waits about the longer of the
+    two, not their sum. At most one window is in flight and one is being planned (memory: two
+    windows), and windows are pushed and committed in their order, each with its watermark.
+
+    What a window in flight will write can change the plan of a chunk planned meanwhile, as it
+    can for chunks planned into one window today; the same rule holds: a chunk that needs a
+    member of the window in flight, or pushes or removes an address it pushes or removes, waits
+    for its answers and is planned again (``overlaps``). Suppressions recorded while a window is
+    pushed (the refresh before updates, or a contact found suppressed) may concern anyone: a
+    window planned before them is planned again before it goes (``RunContext.suppressions_epoch``,
+    checked by ``_flush``).
+
+    Planning runs in a worker thread on PostgreSQL and MariaDB (the driver and our Python
+    interleave with the requests in flight); on SQLite, whose connections stay in their thread,
+    in the event loop between the push's awaits."""
+
+    def __init__(self, ctx: RunContext, list_map: dict[str, str]) -> None:
+        self.ctx, self.list_map = ctx, list_map
+        self.enabled = ctx.options.overlap and not ctx.options.dry_run
+        self.threaded = self.enabled and "sqlite" not in (ctx.dialect, ctx.crm.engine.dialect.name)
+        self.task: asyncio.Task[int] | None = None
+        self._planned: set[str] = set()
+        self._emails: set[str] = set()
+
+    async def plan(self, chunk_ids: Sequence[str]) -> Chunk:
+        if self.task is None:
+            return _plan(self.ctx, chunk_ids, self.list_map)
+        if self.threaded:
+            return await asyncio.to_thread(_plan, self.ctx, chunk_ids, self.list_map)
+        plan = _plan(self.ctx, chunk_ids, self.list_map)
+        await asyncio.sleep(0)      # the push in flight goes on between chunks
+        return plan
+
+    def overlaps(self, plan: Chunk) -> bool:
+        """The chunk needs what the window in flight will write (see ``_Window.overlaps``)."""
+        return self.task is not None and (
+            not self._planned.isdisjoint(plan.ids) or not self._emails.isdisjoint(_addresses(plan)))
+
+    async def send(self, window: _Window) -> int:
+        """Push the window (after the one in flight is committed); return how many members the
+        windows committed meanwhile covered. Off (a dry run), pushed here and now."""
+        done = await self.wait()
+        if not window.chunks:
+            return done
+        if not self.enabled:
+            return done + await _flush(self.ctx, window, self.list_map)
+        sending = copy.copy(window)
+        window.clear()
+        self._planned, self._emails = sending._planned, sending._emails
+        self.task = asyncio.create_task(_flush(self.ctx, sending, self.list_map), name="push-window")
+        return done
+
+    async def wait(self) -> int:
+        """Wait for the window in flight to be pushed and committed; its members (0: none)."""
+        task, self.task = self.task, None
+        self._planned, self._emails = set(), set()
+        return 0 if task is None else await task
+
+    async def ready(self) -> int:
+        """The window in flight's members once it is committed (its error, raised here), else 0."""
+        return await self.wait() if self.task is not None and self.task.done() else 0
+
+    async def settle(self, error: BaseException) -> None:
+        """The run ends with ``error`` (a stop at a safe point, a failure): the window in flight
+        is still pushed and committed, as if it had been pushed in line; a cancelled run cancels
+        it (its provisional links stand, as after a crash)."""
+        task, self.task = self.task, None
+        if task is None or (task.done() and task.cancelled()):
+            return
+        if isinstance(error, asyncio.CancelledError):
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not isinstance(error, asyncio.CancelledError):
+                raise
 
 
 def _addresses(plan: Chunk) -> set[str]:
@@ -181,23 +271,31 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
     considered = 0
     done = 0
     window = _Window()
-    for chunk_ids in member_chunks(ctx, ordered):
-        # A safe point (SIGTERM, Ctrl-C: sync/stopping.py): every window pushed so far is
-        # committed with its watermark; the one being planned holds nothing sent yet and is dropped.
-        STOP.check()
-        if chunk_ids:
-            # Chunks of ``ordered`` come first, in order: the last changed member of a chunk has
-            # its latest change (``changed`` is ordered by time).
-            start = considered
-            considered += len(chunk_ids)
-            last_changed = min(considered, len(changed)) - 1
-            covered = changed.at(last_changed) if start <= last_changed else None
-            done += await _add_chunk(ctx, window, chunk_ids, covered, list_map)
-        if ctx.on_progress:
-            skipped = ctx.counts["members_skipped_unchanged"]
-            ctx.on_progress("members", min(done + window.members + skipped, total),
-                            max(total, considered + skipped))
-    done += await _flush(ctx, window, list_map)
+    pipeline = _Pipeline(ctx, list_map)
+    try:
+        for chunk_ids in member_chunks(ctx, ordered):
+            # A safe point (SIGTERM, Ctrl-C: sync/stopping.py): every window pushed so far is
+            # committed with its watermark (the one in flight is, in ``settle``); the one being
+            # planned holds nothing sent yet and is dropped.
+            STOP.check()
+            if chunk_ids:
+                # Chunks of ``ordered`` come first, in order: the last changed member of a chunk has
+                # its latest change (``changed`` is ordered by time).
+                start = considered
+                considered += len(chunk_ids)
+                last_changed = min(considered, len(changed)) - 1
+                covered = changed.at(last_changed) if start <= last_changed else None
+                done += await _add_chunk(ctx, window, chunk_ids, covered, list_map, pipeline=pipeline)
+            done += await pipeline.ready()
+            if ctx.on_progress:
+                skipped = ctx.counts["members_skipped_unchanged"]
+                ctx.on_progress("members", min(done + window.members + skipped, total),
+                                max(total, considered + skipped))
+        done += await pipeline.send(window)
+        done += await pipeline.wait()
+    except BaseException as error:
+        await pipeline.settle(error)
+        raise
     if waiting and not ctx.options.backfill:
         _leave_out_waiting(ctx, [entry for entry in waiting if entry.member_id not in ctx.planned])
     ctx.counts["members_considered"] = considered
@@ -269,28 +367,42 @@ async def _refresh_before_updates(ctx: RunContext, plan: Chunk) -> bool:
     with ctx.sessions.begin() as session:
         changed = record_statuses(ctx, session, fresh)
         ctx.checkpoint(session)
+    if changed:
+        ctx.suppressions_epoch += 1
     ctx.counts["statuses_refreshed"] += len(changed)
     return bool(changed)
 
 
 async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str], covered: dt.datetime | None,
-                     list_map: dict[str, str], *, refresh: bool = True) -> int:
+                     list_map: dict[str, str], *, refresh: bool = True, pipeline: _Pipeline | None = None) -> int:
     """Plan one chunk into the window, pushing the window first when the chunk depends on what
-    it holds, and after when it is full; return how many members were pushed."""
-    with ctx.sessions() as session:
-        plan = plan_chunk(ctx, session, chunk_ids, list_map)
+    it holds, and after when it is full; return how many members were pushed. With a
+    ``pipeline``, a full window is pushed while the next chunks are planned."""
+    epoch = ctx.suppressions_epoch
+    plan = await pipeline.plan(chunk_ids) if pipeline is not None else _plan(ctx, chunk_ids, list_map)
     if ctx.waiting_ids:    # (a backfill tries every open reject: none waits)
         ctx.planned.update(member_id for member_id in plan.ids if member_id in ctx.waiting_ids)
     pushed = 0
+    if pipeline is not None and pipeline.overlaps(plan):
+        # A member this chunk needs (an address it takes or releases) is in the window being
+        # pushed: wait for its answers, then plan the chunk on them.
+        pushed += await pipeline.wait()
+        epoch = ctx.suppressions_epoch
+        plan = _plan(ctx, chunk_ids, list_map)
     if window.overlaps(plan):
         # A member this chunk needs (an address it takes or releases) is planned already and
         # not pushed yet: push the window first, then plan the chunk on its result.
-        pushed += await _flush(ctx, window, list_map, refresh=refresh)
-        with ctx.sessions() as session:
-            plan = plan_chunk(ctx, session, chunk_ids, list_map)
-    window.add(chunk_ids, plan, covered)
+        if pipeline is not None:
+            pushed += await pipeline.send(window)
+            pushed += await pipeline.wait()
+        else:
+            pushed += await _flush(ctx, window, list_map, refresh=refresh)
+        epoch = ctx.suppressions_epoch
+        plan = _plan(ctx, chunk_ids, list_map)
+    window.add(chunk_ids, plan, covered, epoch)
     if window.full(ctx.caps.push_window or ctx.caps.max_batch, ctx.caps.max_batch):
-        pushed += await _flush(ctx, window, list_map, refresh=refresh)
+        pushed += await pipeline.send(window) if pipeline is not None else \
+            await _flush(ctx, window, list_map, refresh=refresh)
     return pushed
 
 
@@ -299,15 +411,13 @@ async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, 
     covered and empty it."""
     if not window.chunks:
         return 0
+    if not ctx.options.dry_run and window.epoch is not None and window.epoch < ctx.suppressions_epoch:
+        # Suppressions were recorded while the window before this one was pushed, after this
+        # one was planned: plan its members again, on them.
+        return await _replan(ctx, window, list_map, refresh=refresh)
     if refresh and not ctx.options.dry_run and await _refresh_before_updates(ctx, window.plan):
         # Suppressions appeared since the pull: plan the window's members again, on them.
-        chunks = window.chunks
-        window.clear()
-        again = _Window()
-        pushed = 0
-        for chunk_ids, covered in chunks:
-            pushed += await _add_chunk(ctx, again, chunk_ids, covered, list_map, refresh=False)
-        return pushed + await _flush(ctx, again, list_map, refresh=False)
+        return await _replan(ctx, window, list_map, refresh=False)
     plan, covered_until, members = window.plan, window.covered_until, window.members
     window.clear()
     ctx.plan.invalid += [(str(email), reason) for _, email, reason, _ in plan.invalid]
@@ -324,6 +434,16 @@ async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, 
         await _push(ctx, plan, covered_until)
         ctx.refresh_statistics(final=False)
     return members
+
+
+async def _replan(ctx: RunContext, window: _Window, list_map: dict[str, str], *, refresh: bool) -> int:
+    chunks = window.chunks
+    window.clear()
+    again = _Window()
+    pushed = 0
+    for chunk_ids, covered in chunks:
+        pushed += await _add_chunk(ctx, again, chunk_ids, covered, list_map, refresh=refresh)
+    return pushed + await _flush(ctx, again, list_map, refresh=refresh)
 
 
 async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None) -> None:
@@ -478,6 +598,8 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             if current is None or covered_until > current:
                 set_watermark(session, ctx.connection_id, MEMBERS_STREAM, min(covered_until, ctx.until))
         ctx.checkpoint(session)
+    if suppressed:
+        ctx.suppressions_epoch += 1
 
 
 def _lists_of(plan: Chunk, key: MemberKey) -> tuple[str, ...]:

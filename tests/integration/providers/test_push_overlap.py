@@ -1,0 +1,206 @@
+"""Local work under the wire (issue 26): the next push window is planned while the one before it
+is pushed (sync/engine/push.py, ``_Pipeline``). These tests try to break what that could break,
+with windows of a few members so that every run has many of them (``small_windows``):
+
+- a chunk planned while the window before it was in flight needs a member or an address that
+  window changes (an e-mail handed from one member to another across windows): it must wait for
+  that window's answers, or a contact is created twice or an address is left to the wrong member;
+- an unsubscribe recorded by the window in flight (its refresh before updates) concerns a member
+  of the window planned meanwhile: that window must be planned again, or the member is pushed
+  active over the provider's record of the opt-out;
+- a stop at a safe point while a window is in flight: that window is committed with its
+  watermark, and the next run finishes the work with nothing sent twice.
+
+On SQLite the next window is planned in the event loop between the push's awaits; on PostgreSQL
+and MariaDB in a worker thread (the matrix runs both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sync.engine import push
+from sync.engine.context import RunContext
+from sync.models import MemberLink, Reject
+from sync.stopping import STOP
+from tests.integration.providers.conftest import World
+from tests.integration.providers.test_provider_suite import assert_mirrors_crm, capabilities, is_blocked, require
+
+COMPLETED = ("succeeded", "succeeded_with_rejects", "partial")
+#: Members per chunk and per window in these tests.
+WINDOW = 8
+
+
+@pytest.fixture
+def pushed_windows(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The members each window pushed (upserts and removals), one set per window sent."""
+    windows: list[set[str]] = []
+    send = push._push
+
+    async def recorded(ctx: RunContext, plan: Any, *args: Any) -> None:
+        windows.append({item.key.crm_member_id for item in (*plan.upserts, *plan.deletes)})
+        await send(ctx, plan, *args)
+
+    monkeypatch.setattr(push, "_push", recorded)
+    return windows
+
+
+def assert_nobody_pushed_twice(windows: list[set[str]]) -> None:
+    seen: dict[str, int] = {}
+    for number, members in enumerate(windows):
+        for member_id in members:
+            assert member_id not in seen, f"{member_id} pushed in windows {seen[member_id]} and {number}"
+            seen[member_id] = number
+
+
+@pytest.fixture
+def overlapped(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Windows of ``WINDOW`` members, and for every chunk planned: was a window in flight then?"""
+    post_init = RunContext.__post_init__
+
+    def small(self: RunContext, *args: Any) -> None:
+        post_init(self, *args)
+        self.caps = dataclasses.replace(self.caps, max_batch=WINDOW, push_window=None)
+
+    monkeypatch.setattr(RunContext, "__post_init__", small)
+    seen: list[bool] = []
+    plan = push._Pipeline.plan
+
+    async def watched(self: push._Pipeline, chunk_ids: Any) -> Any:
+        seen.append(self.task is not None and not self.task.done())
+        return await plan(self, chunk_ids)
+
+    monkeypatch.setattr(push._Pipeline, "plan", watched)
+    yield seen
+
+
+def changed_in_order(world: World, emails: list[str], **values: Any) -> None:
+    """Change these members one after another: a run plans them in this order (oldest change first)."""
+    members = world.valid_active_members()
+    for email in emails:
+        world.update_member(members[email].id, **values)
+
+
+def test_a_first_sync_in_many_windows_is_planned_under_the_wire_and_mirrors_the_crm(
+        world: World, overlapped: list[bool], pushed_windows: list[set[str]]) -> None:
+    first = world.run(itemize=False)
+    assert first.status in COMPLETED, first.error
+    assert sum(overlapped) >= 3, overlapped          # chunks were planned while a window was pushed
+    assert len(pushed_windows) >= 4
+    assert_nobody_pushed_twice(pushed_windows)
+    assert_mirrors_crm(world)
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.payload_hash == "")) == 0         # every provisional link got its answer
+    world.harness.reset_log()
+    again = world.run()
+    assert again.status in COMPLETED, again.error
+    assert world.harness.write_requests() == 0
+
+
+def test_an_address_handed_over_across_windows_waits_for_the_window_that_releases_it(
+        world: World, overlapped: list[bool], pushed_windows: list[set[str]]) -> None:
+    """Member A leaves address X (planned in the first window), member B takes X (planned in the
+    second, while the first is in flight): B's chunk needs A's window's answers."""
+    assert world.run().status in COMPLETED
+    emails = sorted(world.valid_active_members())
+    a_email, b_email = emails[2], emails[40]
+    members = world.valid_active_members()
+    a, b = members[a_email], members[b_email]
+    fillers = emails[3:3 + WINDOW - 1]      # A and these fill the first chunk: B opens the second
+    overlapped.clear()
+    world.update_member(a.id, email="a.yeni@ornek.com.tr")
+    changed_in_order(world, fillers, last_name="Dolgu")
+    world.update_member(b.id, email=a_email)
+    pushed_windows.clear()
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert any(overlapped), overlapped
+    assert_nobody_pushed_twice(pushed_windows)      # (B's chunk loads A, the holder of X)
+    remote = world.harness.members()
+    assert remote["a.yeni@ornek.com.tr"].status == "active"
+    assert a_email in remote and remote[a_email].status == "active"
+    assert_mirrors_crm(world)
+    with world.engine.connect() as conn:
+        refused = conn.execute(sa.select(Reject.crm_member_id).where(
+            Reject.resolved_at.is_(None), Reject.provider_code == "validation",
+            Reject.crm_member_id.in_([a.id, b.id]))).scalars().all()
+    assert refused == []        # (as test_engine_regressions.py::test_4_*: one contact per address, no refusal)
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+def test_an_unsubscribe_recorded_by_the_window_in_flight_replans_the_window_planned_meanwhile(
+        world: World, overlapped: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipient unsubscribes after the run's status pull. The first window's refresh before
+    updates records it; the member's own update was planned into the second window meanwhile,
+    as active. That window must be planned again on it, not pushed over the opt-out."""
+    require(capabilities(world).status_pull != "none", "status_pull=none: the provider reports no unsubscribes to pull")
+    assert world.run().status in COMPLETED
+    emails = sorted(world.valid_active_members())
+    victim = emails[WINDOW + 3]                  # the second chunk of the run below
+    changed_in_order(world, emails[:3 * WINDOW], last_name="Yeni")
+    refresh = push._refresh_before_updates
+    calls: list[int] = []
+
+    async def unsubscribing_first(ctx: RunContext, plan: Any) -> bool:
+        if not calls:
+            world.harness.unsubscribe(victim)        # after the pull, before the first window goes
+        calls.append(len(plan.upserts))
+        return await refresh(ctx, plan)
+
+    monkeypatch.setattr(push, "_refresh_before_updates", unsubscribing_first)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert len(calls) >= 2 and any(overlapped), (calls, overlapped)
+    assert world.harness.members()[victim].status != "active"
+    if result.counts.get("statuses_refreshed", 0):
+        # The refresh found it: the window is planned again and leaves the member alone (a
+        # client that checks its own cache before it writes would only find it suppressed while
+        # pushing, and a provider that does not protect its records would re-subscribe it).
+        assert is_blocked(result.plan, victim), [e for e in result.plan.left_out if e.email == victim]
+    changed_in_order(world, [victim], first_name="Tekrar")
+    world.run()
+    assert world.harness.members()[victim].status != "active"
+
+
+def test_a_stop_while_a_window_is_in_flight_commits_it_and_the_next_run_sends_nothing_twice(
+        world: World, overlapped: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop asked for while the second window is pushed (and the third planned): the run ends at
+    the next safe point with every window sent committed; the next run sends the rest only."""
+    emails = sorted(world.valid_active_members())
+    sent: list[int] = []
+    flush = push._flush
+
+    async def stopping_in_the_second(ctx: RunContext, window: Any, *args: Any, **kwargs: Any) -> int:
+        sent.append(len(window.plan.upserts))
+        if len(sent) == 2:
+            STOP.request(signal.SIGTERM)
+        return await flush(ctx, window, *args, **kwargs)
+
+    monkeypatch.setattr(push, "_flush", stopping_in_the_second)
+    try:
+        stopped = world.run(itemize=False)
+    finally:
+        STOP.reset()
+    assert stopped.status == "interrupted", (stopped.status, stopped.error)
+    pushed_before = {email for email, held in world.harness.members().items() if held.status == "active"}
+    assert len(sent) >= 2 and pushed_before, sent
+    with world.engine.connect() as conn:
+        linked = set(conn.execute(sa.select(MemberLink.email).where(MemberLink.payload_hash != "")).scalars())
+    assert pushed_before <= linked, "a window sent before the stop was not committed"
+    monkeypatch.setattr(push, "_flush", flush)
+    world.harness.reset_log()
+    finished = world.run()
+    assert finished.status in COMPLETED, finished.error
+    assert_mirrors_crm(world)
+    assert len(emails) == len(world.valid_active_members())
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
