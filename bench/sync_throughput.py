@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import compileall
 import cProfile
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -200,6 +201,8 @@ class World:
     policy: HttpPolicy = POLICY
     #: The connection's requests in flight at most (its capabilities; the adaptive limit's ceiling).
     concurrency: int = 4
+    #: RunOptions.overlap of every run (--no-overlap: off)
+    overlap: bool = True
 
     def request_floor(self, needed: int) -> float:
         """The least time ``needed`` requests take: over the allowed rate, or each one latency with
@@ -214,14 +217,16 @@ class World:
 
     def run(self, options: RunOptions = SYNC) -> RunResult:
         return asyncio.run(run_connection(
-            self.settings, self.engine, self.engine, self.connection_id, options,
+            self.settings, self.engine, self.engine, self.connection_id,
+            dataclasses.replace(options, overlap=self.overlap),
             transport_factory=lambda _: sandbox_transport(self.throttle), http_policy=self.policy))
 
     def run_isolated(self, options: RunOptions, pool: ProcessPoolExecutor) -> dict[str, Any]:
         """One run in a fresh process (spawned, so it shares no pages with this one)."""
         spec = {"url": self.settings.database_url, "master_key": self.master_key,
                 "connection_id": self.connection_id, "backfill": options.backfill,
-                "log_level": self.log_level, "daemon_policy": self.policy is DAEMON_POLICY}
+                "log_level": self.log_level, "daemon_policy": self.policy is DAEMON_POLICY,
+                "overlap": self.overlap}
         return pool.submit(isolated_run, spec).result()
 
 
@@ -253,7 +258,8 @@ def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = asyncio.run(run_connection(settings, engine, engine, spec["connection_id"],
-                                            BACKFILL if spec["backfill"] else SYNC,
+                                            dataclasses.replace(BACKFILL if spec["backfill"] else SYNC,
+                                                                overlap=spec.get("overlap", True)),
                                             http_policy=DAEMON_POLICY if spec.get("daemon_policy") else POLICY))
     finally:
         engine.dispose()
@@ -626,6 +632,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--changed", type=float, default=0.01, metavar="FRACTION",
                         help="fraction of the members (evenly spread) whose first_name changes, with "
                              "updated_at=now, before the incremental run (default: %(default)s)")
+    parser.add_argument("--no-overlap", action="store_true",
+                        help="plan each push window only after the one before it is committed (RunOptions.overlap "
+                             "off), to measure what planning under the wire saves, side by side")
     parser.add_argument("--backfill", action="store_true",
                         help="also time a backfill run (every CRM member compared with its link, watermarks "
                              "ignored) over the unchanged state")
@@ -727,6 +736,7 @@ def measure_world(args: argparse.Namespace, url_option: str, members: int, err: 
         world = build_world(url, backend, members, args.seed, setup, throttle, served)
         world.log_level = args.log_level
         world.policy = DAEMON_POLICY if args.realistic else POLICY
+        world.overlap = not args.no_overlap
         world.concurrency = caps.concurrency
         meta["setup_s"] = round(time.perf_counter() - started, 2)
         if profiler is not None:

@@ -55,10 +55,14 @@ CAPABILITIES = Capabilities(
     supports_list_rename=True, supports_list_delete=True, supports_unsubscribe=True,
     member_removal="delete", member_key="email", has_campaign_reports=True, membership_model="contact",
     concurrency=4, rate_per_s=10.0, status_pull="full_scan", custom_fields=True,
-    # 50 requests' worth of members between two checkpoints: grouped by exact list set, a first
-    # sync then sends about 1.2 x the documented minimum of bulk imports (one per 1,000 members),
-    # where batches of 1,000 took one request per list each (about 1.9 x, with 4 lists).
-    push_window=50 * api.BULK_MAX_SUBSCRIBERS,
+    # 25 requests' worth of members between two checkpoints: grouped by exact list set, a first
+    # sync then sends about 1.5 x the documented minimum of bulk imports (one per 1,000 members;
+    # 1.2 x with windows of 50,000), where batches of 1,000 took one request per list each
+    # (about 1.9 x, with 4 lists). The next window is planned while one is pushed (sync/engine/
+    # push.py, _Pipeline), so two are in memory: two of 25,000 hold less than one of 50,000 did
+    # with the planning after it (200,000 members, PostgreSQL, 30 ms, 10 requests/s: 86 s and
+    # 232 MB peak, against 107 s and 261 MB; docs/performance.md).
+    push_window=25 * api.BULK_MAX_SUBSCRIBERS,
 )
 #: Every API call asks for JSON: two endpoints refuse anything else (api.JSON_ONLY_PATHS).
 ACCEPT_JSON: Mapping[str, str] = {"Accept": "application/json"}
@@ -560,7 +564,7 @@ class PostacellProvider:
                     for start in range(0, len(rows), size)]
         # Concurrent, and each job polled while the others run; the connection's concurrency cap
         # and rate limit (sync/http.py) pace the requests, and this gate keeps the bodies being
-        # built to as many as may be in flight (a window of 50 requests is 50,000 rows).
+        # built to as many as may be in flight (a window of 25 requests is 25,000 rows).
         gate = asyncio.Semaphore(self.capabilities.concurrency)
 
         async def one(lists: list[str], rows: Sequence[tuple[MemberUpsert, bool]]) -> list[tuple[PushOutcome, str]]:

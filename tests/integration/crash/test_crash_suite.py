@@ -28,7 +28,7 @@ line of the signal, no row left ``running``, the lease released; the next proces
 (no lease wait) and must not be ``blocked``. A delay counts from the run's start (its
 ``run.started`` line), not the process's: before the signal handlers are in place, SIGTERM's
 default action ends a process that has written nothing. A stop lets the process finish the push
-window in flight (Postacell: 50,000 members, the whole first sync here), so a create cut no
+window in flight (Postacell: 25,000 members, the whole first sync here), so a create cut no
 process can reach any more (every create made) becomes a drawn delay at once. Then the same
 ``once``, ``backfill``, full comparison and 0 writes with nothing changed, and no row ``crashed``.
 ``test_what_a_clean_stop_is`` spells the contract out on one small case.
@@ -1024,7 +1024,7 @@ def test_postacell_20000_members_on_sqlite_survive_8_sigkills_or_sigterms(
     docs/providers/postacell.md, "After a crash").
 
     SIGTERM: each stop is clean (``judge_stop``) and the next process starts at once. The first
-    SIGTERM in the push lets the process finish its 50,000-member window, that is the whole first
+    SIGTERM in the push lets the process finish its 25,000-member window, that is the whole first
     sync here; the later cuts are never reached, those processes finish on their own and the
     stop lands at a delay instead (lease, status pull, the backfill's reads). No lease waits, no
     read-back: 135 s on a 2-core machine at load 8-13 (758 s for the SIGKILL case beside it)."""
