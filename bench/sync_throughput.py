@@ -251,6 +251,7 @@ def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
         pass
     before = peak_rss_mb()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         result = asyncio.run(run_connection(settings, engine, engine, spec["connection_id"],
                                             BACKFILL if spec["backfill"] else SYNC,
@@ -258,7 +259,8 @@ def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         engine.dispose()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "status": result.status, "counts": dict(result.counts),
+    cpu_s = time.process_time() - cpu_started
+    return {"seconds": seconds, "cpu_s": cpu_s, "status": result.status, "counts": dict(result.counts),
             "timings": dict(result.timings), "http_requests": result.http_requests, "error": result.error,
             "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
 
@@ -365,6 +367,8 @@ class Figure:
     #: The adaptive limit at the end of the run, and its ceiling.
     concurrency_end: int | None = None
     concurrency: int = 0
+    #: CPU seconds of the sync's own process (spawned runs only: the sandbox's CPU is the parent's).
+    cpu_s: float | None = None
 
     @property
     def floor_s(self) -> float:
@@ -405,6 +409,7 @@ class Figure:
                 "records": self.records, "records_per_s": None if self.records_per_s is None
                 else round(self.records_per_s, 1), "http_concurrency_end": self.concurrency_end,
                 "http_concurrency_ceiling": self.concurrency,
+                "sync_cpu_s": None if self.cpu_s is None else round(self.cpu_s, 2),
                 "timings": self.timings, "counts": self.counts, "error": self.error, "note": self.note}
 
 
@@ -434,7 +439,8 @@ def _measure(world: World, name: str, options: RunOptions, profiler: cProfile.Pr
         return Figure(name, done["seconds"], done["status"], counts.get("members_considered", 0),
                       counts.get("members_added", 0) + counts.get("members_updated", 0), done["http_requests"],
                       len(world.sandbox.request_log), world.sandbox.write_requests(), done["timings"], counts,
-                      done["error"], "", round(done["peak_rss_mb"], 1), round(done["rss_before_mb"], 1))
+                      done["error"], "", round(done["peak_rss_mb"], 1), round(done["rss_before_mb"], 1),
+                      cpu_s=done["cpu_s"])
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -521,12 +527,13 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
     console.print(f"setup (migrate + seed CRM): {meta['setup_s']:.1f} s; "
                   f"changed for the incremental run: {meta['changed_members']} members")
     table = Table(title="Runs", title_justify="left")
-    for name in ("run", "wall s", "status", "considered", "pushed", "members/s", "HTTP req",
+    for name in ("run", "wall s", "sync CPU s", "status", "considered", "pushed", "members/s", "HTTP req",
                  "sandbox writes", "DB rows written", "peak RSS MB"):
         table.add_column(name, justify="left" if name in ("run", "status") else "right")
     for fig in figures:
         rss = "-" if fig.peak_rss_mb is None else f"{fig.peak_rss_mb:,.0f} (idle {fig.rss_before_mb:,.0f})"
-        table.add_row(fig.run, f"{fig.seconds:.2f}", fig.status, str(fig.considered), str(fig.pushed),
+        table.add_row(fig.run, f"{fig.seconds:.2f}", "-" if fig.cpu_s is None else f"{fig.cpu_s:.2f}", fig.status,
+                      str(fig.considered), str(fig.pushed),
                       f"{fig.members_per_s:,.0f}", str(fig.http_requests), str(fig.sandbox_writes),
                       str(fig.rows_written), rss)
     console.print(table)
