@@ -226,6 +226,10 @@ class LeaseKeeper:
         #: connection the pool shares.
         self._reader: sa.Connection | None = None
         self._own_reader = not (bind.dialect.name == "sqlite" and bind.url.database in (None, "", ":memory:"))
+        #: The reading in progress (``guard``), and how many were started.
+        self._check: asyncio.Future[None] | None = None
+        self._checks_started = 0
+        self._closing = False
 
     def acquire(self) -> LeaseGrant:
         with self.sessions() as session:
@@ -237,7 +241,10 @@ class LeaseKeeper:
             renew_lease(session, self.connection_id, self.owner, self.seconds)
 
     def release(self) -> None:
-        self._close_reader()
+        if self._check is None:
+            self._close_reader()
+        else:                   # a reading still in its thread (its writer was cancelled): closed after it
+            self._closing = True
         with self.sessions() as session:
             release_lease(session, self.connection_id, self.owner)
 
@@ -285,8 +292,38 @@ class LeaseKeeper:
 
     async def guard(self) -> None:
         """Before a provider write: the lease must still be ours by the database's reading.
-        A lease with less than half its length left (a late heartbeat) is renewed first."""
-        self.confirm()
+        A lease with less than half its length left (a late heartbeat) is renewed first.
+
+        The reading runs in a worker thread, so the event loop goes on with the requests in flight
+        during its round trip, and writes that ask meanwhile share ONE reading: each write waits
+        for a reading that STARTED after it asked (the one in progress when it asked started
+        before, so it waits for that one to end and shares the next). Every write is still preceded
+        by a check of its own time, as strict as one reading per write; with many writes in flight
+        there are fewer readings than writes. (An in-memory SQLite database reads on the loop: its
+        one connection belongs to this thread.)"""
+        if self.lost is not None:
+            raise LeaseLostError(self.lost, holder=self.holder)
+        if not self._own_reader:
+            self.confirm()
+            return
+        asked = self._checks_started
+        while True:
+            if self._check is None or self._check.done():     # (its done-callback may not have run yet)
+                self._checks_started += 1
+                self._check = asyncio.ensure_future(asyncio.to_thread(self.confirm))
+                self._check.add_done_callback(self._check_ended)
+            check, number = self._check, self._checks_started
+            await asyncio.shield(check)         # (a cancelled writer leaves the reading to the others)
+            if number > asked:
+                return
+
+    def _check_ended(self, check: asyncio.Future[None]) -> None:
+        if self._check is check:
+            self._check = None
+        if not check.cancelled():
+            check.exception()                   # (retrieved: each waiter re-raises it)
+        if self._closing:
+            self._close_reader()
 
     def confirm(self) -> None:
         if self.lost is not None:
