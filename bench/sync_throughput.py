@@ -256,6 +256,7 @@ def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
         pass
     before = peak_rss_mb()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         result = asyncio.run(run_connection(settings, engine, engine, spec["connection_id"],
                                             dataclasses.replace(BACKFILL if spec["backfill"] else SYNC,
@@ -264,7 +265,8 @@ def isolated_run(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         engine.dispose()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "status": result.status, "counts": dict(result.counts),
+    cpu_s = time.process_time() - cpu_started
+    return {"seconds": seconds, "cpu_s": cpu_s, "status": result.status, "counts": dict(result.counts),
             "timings": dict(result.timings), "http_requests": result.http_requests, "error": result.error,
             "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
 
@@ -371,6 +373,10 @@ class Figure:
     #: The adaptive limit at the end of the run, and its ceiling.
     concurrency_end: int | None = None
     concurrency: int = 0
+    #: CPU seconds of the sync's own process (spawned runs only: the sandbox's CPU is the parent's).
+    cpu_s: float | None = None
+    #: CPU seconds of the bench's process meanwhile: the sandbox served on localhost (spawned runs only).
+    sandbox_cpu_s: float | None = None
 
     @property
     def floor_s(self) -> float:
@@ -411,6 +417,8 @@ class Figure:
                 "records": self.records, "records_per_s": None if self.records_per_s is None
                 else round(self.records_per_s, 1), "http_concurrency_end": self.concurrency_end,
                 "http_concurrency_ceiling": self.concurrency,
+                "sync_cpu_s": None if self.cpu_s is None else round(self.cpu_s, 2),
+                "sandbox_cpu_s": None if self.sandbox_cpu_s is None else round(self.sandbox_cpu_s, 2),
                 "timings": self.timings, "counts": self.counts, "error": self.error, "note": self.note}
 
 
@@ -419,7 +427,11 @@ def measure(world: World, name: str, options: RunOptions = SYNC,
     world.sandbox.reset_log()
     world.throttle.stats.reset()
     records_before = world.setup.records()
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
     figure = _measure(world, name, options, profiler, pool)
+    own_after = resource.getrusage(resource.RUSAGE_SELF)
+    if pool is not None:    # this process only serves the sandbox while a spawned run syncs
+        figure.sandbox_cpu_s = (own_after.ru_utime - own_before.ru_utime) + (own_after.ru_stime - own_before.ru_stime)
     figure.received = world.throttle.stats.received
     figure.refused = world.throttle.stats.refused + sum(1 for *_, status in world.sandbox.request_log
                                                         if status == 429)
@@ -440,7 +452,8 @@ def _measure(world: World, name: str, options: RunOptions, profiler: cProfile.Pr
         return Figure(name, done["seconds"], done["status"], counts.get("members_considered", 0),
                       counts.get("members_added", 0) + counts.get("members_updated", 0), done["http_requests"],
                       len(world.sandbox.request_log), world.sandbox.write_requests(), done["timings"], counts,
-                      done["error"], "", round(done["peak_rss_mb"], 1), round(done["rss_before_mb"], 1))
+                      done["error"], "", round(done["peak_rss_mb"], 1), round(done["rss_before_mb"], 1),
+                      cpu_s=done["cpu_s"])
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -527,12 +540,15 @@ def print_tables(console: Console, meta: dict[str, Any], figures: list[Figure],
     console.print(f"setup (migrate + seed CRM): {meta['setup_s']:.1f} s; "
                   f"changed for the incremental run: {meta['changed_members']} members")
     table = Table(title="Runs", title_justify="left")
-    for name in ("run", "wall s", "status", "considered", "pushed", "members/s", "HTTP req",
+    for name in ("run", "wall s", "sync CPU s", "sandbox CPU s", "status",
+                 "considered", "pushed", "members/s", "HTTP req",
                  "sandbox writes", "DB rows written", "peak RSS MB"):
         table.add_column(name, justify="left" if name in ("run", "status") else "right")
     for fig in figures:
         rss = "-" if fig.peak_rss_mb is None else f"{fig.peak_rss_mb:,.0f} (idle {fig.rss_before_mb:,.0f})"
-        table.add_row(fig.run, f"{fig.seconds:.2f}", fig.status, str(fig.considered), str(fig.pushed),
+        table.add_row(fig.run, f"{fig.seconds:.2f}", "-" if fig.cpu_s is None else f"{fig.cpu_s:.2f}",
+                      "-" if fig.sandbox_cpu_s is None else f"{fig.sandbox_cpu_s:.2f}", fig.status,
+                      str(fig.considered), str(fig.pushed),
                       f"{fig.members_per_s:,.0f}", str(fig.http_requests), str(fig.sandbox_writes),
                       str(fig.rows_written), rss)
     console.print(table)
@@ -623,6 +639,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Postacell: the connection's own rate_per_s setting (default: --rate-per-s, as an "
                              "operator sets the documented limit; 0: none). The other providers have no such "
                              "setting: their adaptive limit (sync/http.py) meets the sandbox's 429s")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="the connection's `concurrency` setting (Postacell, Euromsg, MailMasterPlus): most "
+                             "requests in flight, the adaptive limit's ceiling (default: the provider's own)")
     parser.add_argument("--faults", nargs="?", const=DEFAULT_FAULTS, default=None, metavar="SPEC",
                         help="the sandbox's own faults, a FaultPlan spec (without a value: "
                              f"{DEFAULT_FAULTS!r}, one call in seven answered 429)")
@@ -712,6 +731,8 @@ def measure_world(args: argparse.Namespace, url_option: str, members: int, err: 
     """The four runs at one size on one database."""
     setup = make_setup(args.provider, args.fault_plan,
                        args.client_rate_per_s if args.realistic else CONNECTION_SETTINGS["rate_per_s"])
+    if args.concurrency is not None and args.provider in ("postacell", "euromsg", "mailmasterplus"):
+        setup.settings["concurrency"] = args.concurrency
     caps = capabilities(setup)
     throttle = Throttle(setup.sandbox.app, latency_s=args.latency_ms / 1000, rate_per_s=args.rate_per_s,
                         refusal=refusal_of(setup.sandbox))

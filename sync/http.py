@@ -1,8 +1,9 @@
 """The one HTTP layer every provider client talks through.
 
 It adds what httpx leaves to us: retries of 429/5xx and transport errors with jittered
-backoff, an adaptive concurrency limit (AIMD, ``AdaptiveLimit``: a 429 or 5xx halves the requests
-in flight without stalling them, answers that come back fast and unrefused add one), a Retry-After
+backoff, an adaptive concurrency limit (AIMD, ``AdaptiveLimit``: a 429 or 5xx cuts the requests
+in flight without stalling them, by half the share of refusals since the last cut, so a round of
+refusals halves it; answers that come back fast and unrefused add one), a Retry-After
 that the refused request waits out (and every request of the connection, for a 503, or once the
 limit is down to one request), a token-bucket rate limit, one fresh login on a 401, and log lines
 and errors that never carry a secret. It repeats only what is safe to repeat: a request that may have been applied
@@ -157,7 +158,7 @@ class HttpStats:
     by_method: Counter[str] = field(default_factory=Counter)
     concurrency: int = 0  # requests allowed in flight at the end (the adaptive limit)
     concurrency_peak: int = 0
-    concurrency_cuts: int = 0  # halvings on a 429 or 5xx
+    concurrency_cuts: int = 0  # cuts on a 429 or 5xx (AdaptiveLimit)
 
 
 class AdaptiveLimit:
@@ -166,8 +167,11 @@ class AdaptiveLimit:
 
     Every answer that comes back unrefused and no slower than twice the fastest one seen (plus
     50 ms) adds ``1 / limit`` (one more request in flight per round trip of them); a 429 or 5xx
-    halves the limit, once per round (answers to requests sent before the last cut saw the old
-    limit and do not cut again). Never above ``ceiling`` (the provider's configured concurrency),
+    cuts the limit, once per round (answers to requests sent before the last cut saw the old
+    limit and do not cut again), by half the share of refusals among the answers since the last
+    cut (DCTCP's ``cwnd * (1 - alpha / 2)``): refusals only halve it, one refusal among many good
+    answers takes off a little (one call in seven refused at random cut it every round by half,
+    down to one or two requests in flight, 2026-12-06). Never above ``ceiling`` (the provider's configured concurrency),
     never below one. Latency alone never cuts: one connection mixes calls as different as a
     one-member GET and a bulk import, so a slow answer is not a sign of overload by itself; it
     only stops the increase. What is in flight is never stalled by a cut: it finishes, and the
@@ -183,6 +187,9 @@ class AdaptiveLimit:
         self._clock = clock
         self._cut_at = -math.inf
         self._fastest = math.inf
+        #: Good answers and refusals since the last cut.
+        self._answers = 0
+        self._refused = 0
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -219,14 +226,22 @@ class AdaptiveLimit:
         """Adapt to one answer (sent at ``sent_at``, after ``elapsed`` seconds); True when it was
         a refusal that found the limit at one request already (nothing left to slow down)."""
         if overloaded:
+            self._refused += 1
             if sent_at < self._cut_at:
                 return False            # this round was cut already
             floor = self.limit <= 1.0
+            # Cut by half the share of refusals among the answers since the last cut (DCTCP's
+            # cwnd * (1 - alpha / 2)): a refusal that is all the connection heard halves the limit;
+            # an isolated one among many good answers (a provider that refuses a call now and then)
+            # takes off a little, so it slows the connection without collapsing it.
+            share = self._refused / (self._answers + self._refused)
             self._cut_at = self._clock()
+            self._answers = self._refused = 0
             if not floor:
-                self.limit = max(1.0, self.limit / 2)
+                self.limit = max(1.0, self.limit * (1 - min(1.0, share) / 2))
                 self.cuts += 1
             return floor
+        self._answers += 1
         self._fastest = min(self._fastest, elapsed)
         if elapsed <= 2 * self._fastest + 0.05:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)

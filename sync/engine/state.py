@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,10 @@ _DB_NOW = {
     "mariadb": "SELECT UTC_TIMESTAMP(6)",
 }
 _SQLITE_NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
+#: The same clocks as a column of another SELECT (the write guard reads the lease and the clock in
+#: one statement).
+_DB_NOW_COLUMN = {dialect: expression.removeprefix("SELECT ") for dialect, expression in _DB_NOW.items()}
+_SQLITE_NOW_COLUMN = _SQLITE_NOW.removeprefix("SELECT ")
 
 
 class WatermarkWentBackwards(SyncError):
@@ -68,7 +73,10 @@ def set_watermark(session: Session, connection_id: int, stream: str, value: dt.d
 def db_now(session: Session) -> dt.datetime:
     """The database server's current time, as aware UTC."""
     expression = _DB_NOW.get(session.get_bind().dialect.name, _SQLITE_NOW)
-    value = session.scalar(sa.text(expression))
+    return _as_utc(session.scalar(sa.text(expression)))
+
+
+def _as_utc(value: object) -> dt.datetime:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if not isinstance(value, dt.datetime):
@@ -88,6 +96,16 @@ def _lease_of(session: Session, connection_id: int) -> tuple[str | None, dt.date
     row = session.execute(sa.select(Connection.lease_owner, Connection.lease_expires_at)
                           .where(Connection.id == connection_id)).one()
     return row.lease_owner, row.lease_expires_at
+
+
+def _lease_and_now(connection: sa.Connection, connection_id: int) -> tuple[str | None, dt.datetime | None,
+                                                                           dt.datetime]:
+    """The lease's owner and expiry and the database's clock, in ONE statement (the write guard's
+    read before every provider write: a round trip, no ORM session)."""
+    now: sa.ColumnElement[object] = sa.literal_column(_DB_NOW_COLUMN.get(connection.dialect.name, _SQLITE_NOW_COLUMN))
+    row = connection.execute(sa.select(Connection.lease_owner, Connection.lease_expires_at, now)
+                             .where(Connection.id == connection_id)).one()
+    return row[0], row[1], _as_utc(row[2])
 
 
 def _shown(when: dt.datetime | None) -> str:
@@ -199,6 +217,19 @@ class LeaseKeeper:
         self.lost: str | None = None
         self.holder: str | None = None
         self._sleep = sleep
+        bind = sessions.kw.get("bind")
+        if not isinstance(bind, sa.Engine):
+            raise TypeError("LeaseKeeper needs a sessionmaker bound to an Engine")
+        self._engine: sa.Engine = bind
+        #: The guard's own connection, in autocommit: one round trip per write (no pool checkout,
+        #: pre-ping or rollback around it). Not for an in-memory SQLite database, whose one
+        #: connection the pool shares.
+        self._reader: sa.Connection | None = None
+        self._own_reader = not (bind.dialect.name == "sqlite" and bind.url.database in (None, "", ":memory:"))
+        #: The reading in progress (``guard``), and how many were started.
+        self._check: asyncio.Future[None] | None = None
+        self._checks_started = 0
+        self._closing = False
 
     def acquire(self) -> LeaseGrant:
         with self.sessions() as session:
@@ -210,10 +241,37 @@ class LeaseKeeper:
             renew_lease(session, self.connection_id, self.owner, self.seconds)
 
     def release(self) -> None:
+        if self._check is None:
+            self._close_reader()
+        else:                   # a reading still in its thread (its writer was cancelled): closed after it
+            self._closing = True
         with self.sessions() as session:
             release_lease(session, self.connection_id, self.owner)
 
+    def _read(self) -> tuple[str | None, dt.datetime | None, dt.datetime]:
+        if not self._own_reader:
+            with self._engine.connect() as connection:
+                return _lease_and_now(connection, self.connection_id)
+        if self._reader is not None:
+            try:
+                return _lease_and_now(self._reader, self.connection_id)
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # (the kept connection went stale, as a pool's pre-ping would have found: a new one)
+                self._close_reader()
+        self._reader = reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        # (a keeper dropped without ``release``, as tests do, still hands its connection back)
+        weakref.finalize(self, _close_quietly, reader)
+        return _lease_and_now(reader, self.connection_id)
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            _close_quietly(reader)
+
     def _lose(self, exc: LeaseLostError) -> LeaseLostError:
+        self._close_reader()
         if self.lost is None:
             self.lost, self.holder = exc.message, exc.holder
             log.warning("lease.lost", reason=exc.message)
@@ -234,16 +292,44 @@ class LeaseKeeper:
 
     async def guard(self) -> None:
         """Before a provider write: the lease must still be ours by the database's reading.
-        A lease with less than half its length left (a late heartbeat) is renewed first."""
-        self.confirm()
+        A lease with less than half its length left (a late heartbeat) is renewed first.
+
+        The reading runs in a worker thread, so the event loop goes on with the requests in flight
+        during its round trip, and writes that ask meanwhile share ONE reading: each write waits
+        for a reading that STARTED after it asked (the one in progress when it asked started
+        before, so it waits for that one to end and shares the next). Every write is still preceded
+        by a check of its own time, as strict as one reading per write; with many writes in flight
+        there are fewer readings than writes. (An in-memory SQLite database reads on the loop: its
+        one connection belongs to this thread.)"""
+        if self.lost is not None:
+            raise LeaseLostError(self.lost, holder=self.holder)
+        if not self._own_reader:
+            self.confirm()
+            return
+        asked = self._checks_started
+        while True:
+            if self._check is None or self._check.done():     # (its done-callback may not have run yet)
+                self._checks_started += 1
+                self._check = asyncio.ensure_future(asyncio.to_thread(self.confirm))
+                self._check.add_done_callback(self._check_ended)
+            check, number = self._check, self._checks_started
+            await asyncio.shield(check)         # (a cancelled writer leaves the reading to the others)
+            if number > asked:
+                return
+
+    def _check_ended(self, check: asyncio.Future[None]) -> None:
+        if self._check is check:
+            self._check = None
+        if not check.cancelled():
+            check.exception()                   # (retrieved: each waiter re-raises it)
+        if self._closing:
+            self._close_reader()
 
     def confirm(self) -> None:
         if self.lost is not None:
             raise LeaseLostError(self.lost, holder=self.holder)
         try:
-            with self.sessions() as session:
-                owner, expires = _lease_of(session, self.connection_id)
-                now = db_now(session)
+            owner, expires, now = self._read()
             if owner != self.owner:
                 raise LeaseLostError(f"lost the lease of connection {self.connection_id}: "
                                      + (f"{owner} holds it until {_shown(expires)}" if owner else "it was released"),
@@ -253,9 +339,17 @@ class LeaseKeeper:
         except LeaseLostError as exc:
             raise self._lose(exc) from None
         except sa.exc.SQLAlchemyError as exc:
+            self._close_reader()
             raise self._lose(LeaseLostError(
                 f"cannot confirm the lease of connection {self.connection_id} before a write "
                 f"(database error: {_first_line(exc)})")) from None
+
+
+def _close_quietly(connection: sa.Connection) -> None:
+    try:
+        connection.close()
+    except sa.exc.SQLAlchemyError as exc:      # a broken connection: the pool drops it
+        log.debug("lease.reader_close_failed", error=_first_line(exc))
 
 
 def _first_line(exc: BaseException) -> str:

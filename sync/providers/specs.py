@@ -16,6 +16,7 @@ from typing import Any
 from sync.errors import ConfigurationError, CredentialsError
 from sync.fields import check_field_mapping
 from sync.providers.euromsg import api as euromsg_api
+from sync.providers.mailmasterplus import api as mmp_api
 from sync.providers.mailmasterplus.api import parse_list_mapping
 from sync.providers.postatr import api as postatr_api
 from sync.providers.postatr.api import parse_list_settings
@@ -190,6 +191,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
                     euromsg_api.API_KEY_IN_DEFAULT, "text", check=euromsg_api.parse_api_key_in,
                     help="where the API key goes in PUT identification: path (the document), segment or query; "
                          "`connection test` finds the one the gateway takes"),
+                euromsg_api.CONCURRENCY_SETTING: SettingSpec(
+                    euromsg_api.CONCURRENCY, "int", minimum=1,
+                    help="most requests in flight: the ceiling of the adaptive limit, which starts at 2 and "
+                         "climbs while answers stay fast and unrefused (the document gives no limit)"),
                 euromsg_api.LIST_PATH_SETTING: CheckedTextSpec(
                     euromsg_api.LIST_PATHS[0], "text", check=euromsg_api.parse_list_path,
                     help="the path of the email lists: emailList (the document) or email-list; "
@@ -240,7 +245,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
             ),
             settings={"lists": CheckedMappingSpec(
                 {}, "mapping", check=parse_list_mapping,
-                help='CRM list id -> {"nl_id", "subscribe_form", "update_form", "name"?, "fields"?}')},
+                help='CRM list id -> {"nl_id", "subscribe_form", "update_form", "name"?, "fields"?}'),
+                mmp_api.CONCURRENCY_SETTING: SettingSpec(
+                    mmp_api.CONCURRENCY, "int", minimum=1,
+                    help="most requests in flight: the ceiling of the adaptive limit, which starts at 2 and "
+                         "climbs while answers stay fast and unrefused (the document gives no limit)")},
         ),
         ProviderSpec(
             name="wapcrm",

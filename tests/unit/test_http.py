@@ -556,6 +556,22 @@ def test_a_refusal_cuts_the_limit_once_per_round_and_never_below_one() -> None:
     assert limit.allowed == 1
 
 
+def test_an_isolated_refusal_among_good_answers_takes_off_a_little_not_half() -> None:
+    """A provider that refuses one call now and then (one in seven, in the bench's --faults) is not
+    overloaded: the cut is half the share of refusals since the last cut (DCTCP's), so the limit
+    does not collapse to a request or two; a round of refusals only still halves it."""
+    clock = FakeTime()
+    limit = AdaptiveLimit(ceiling=16, start=16, clock=clock.clock)
+    for _ in range(13):
+        limit.answered(clock.now, 0.03, overloaded=False)
+    clock.now += 1
+    limit.answered(clock.now, 0.03, overloaded=True)       # 1 refusal in 14 answers: x (1 - 1/28)
+    assert limit.cuts == 1 and 15.0 < limit.limit < 16.0 and limit.allowed == 15
+    clock.now += 1
+    limit.answered(clock.now, 0.03, overloaded=True)       # nothing but a refusal since: halved
+    assert limit.cuts == 2 and limit.allowed == 7
+
+
 def test_a_slow_answer_stops_the_increase_but_never_cuts() -> None:
     clock = FakeTime()
     limit = AdaptiveLimit(ceiling=8, start=2, clock=clock.clock)

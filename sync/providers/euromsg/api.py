@@ -352,8 +352,22 @@ HEALTHY: Final = "Healthy"
 HEALTH_STATUSES: Final[Mapping[str, bool]] = {"healthy": True, "degraded": True, "unhealthy": False}
 
 # --- limits (ASSUMED: the document gives none) --------------------------------------------
-#: There is no bulk call: one request per member. A batch is what one checkpoint covers.
+#: There is no bulk call: one request per member. A batch is what one ``upsert_members`` call
+#: takes; the engine plans and pushes ``PUSH_WINDOW`` members between two checkpoints.
 MAX_BATCH: Final = 100
+#: Members between two checkpoints (one transaction of answers): with one request per member, a
+#: window of 100 spent its last round trips with a few requests in flight, and waited for its
+#: slowest member (a 429's Retry-After) once per 100 members.
+PUSH_WINDOW: Final = 1000
+#: The connection setting ``concurrency``: requests in flight at most, the ceiling of the adaptive
+#: limit (sync/http.py: it starts at 2 and climbs while answers come back fast and unrefused,
+#: halving on a 429 or 5xx). ASSUMED: the document gives no limit. 4 in flight at 30 ms is at most
+#: about 133 requests a second, 16 about 530 (docs/performance.md, 2026-12-06 session 2). The
+#: default stays 4: with 16 in flight, a token that ends after a number of calls (the shared
+#: suite's fault, ``token_expire_after=15``) runs out while queued requests still carry it, and a
+#: member whose requests meet expired tokens four times in a row fails the run; raise it per
+#: connection where the gateway's tokens live by time, as the document's ``expireTime`` says.
+CONCURRENCY_SETTING: Final = "concurrency"
 CONCURRENCY: Final = 4
 
 

@@ -63,7 +63,8 @@ log = structlog.get_logger(__name__)
 RESULT_PAGE = 1000
 
 CAPABILITIES = Capabilities(
-    max_batch=api.MAX_BATCH, async_bulk_import=False, lists="create", supports_list_rename=True,
+    max_batch=api.MAX_BATCH, push_window=api.PUSH_WINDOW,
+    async_bulk_import=False, lists="create", supports_list_rename=True,
     supports_list_delete=True, pushes_members=True, supports_unsubscribe=True, member_removal="unlist",
     member_key="email", membership_model="contact", concurrency=api.CONCURRENCY, rate_per_s=None,
     status_pull="full_scan", pulls_consents=False, has_campaign_reports=True,
@@ -681,7 +682,8 @@ class EuromsgProvider:
         api_key_in = api.parse_api_key_in(api.API_KEY_SETTING,
                                            settings.get(api.API_KEY_SETTING) or api.API_KEY_IN_DEFAULT)
         list_path = api.parse_list_path(api.LIST_PATH_SETTING, settings.get(api.LIST_PATH_SETTING) or api.LIST_PATHS[0])
-        caps = replace(CAPABILITIES, pulls_consents=iys)
+        caps = replace(CAPABILITIES, pulls_consents=iys,
+                       concurrency=int(settings.get(api.CONCURRENCY_SETTING) or api.CONCURRENCY))
         readings = ReadingLog()
         auth = EuromsgAuth(integrator, credentials.get("api_key", ""), api_key_in=api_key_in, readings=readings)
         return cls(http_factory(caps, auth), caps, iys=iys, auth=auth, readings=readings, list_path=list_path)

@@ -241,6 +241,19 @@ ADDRESS_SOURCE: Final = ("its document says only that a syntactically wrong addr
 MAX_FIELD_LENGTH: Final = 255
 LENGTH_SOURCE: Final = "our bound: the document gives no length"
 
+# --- limits (ours: the document gives none) -------------------------------------------------
+#: No batch endpoint: every record is its own request, so a batch is only a checkpoint: the engine
+#: plans and pushes ``PUSH_WINDOW`` records between two checkpoints (a window of 200 spent its last
+#: round trips with a few requests in flight, and waited for its slowest record).
+MAX_BATCH: Final = 200
+PUSH_WINDOW: Final = 1000
+#: The connection setting ``concurrency``: requests in flight at most, the ceiling of the adaptive
+#: limit (sync/http.py: it starts at 2 and climbs while answers come back fast and unrefused,
+#: halving on a 429 or 5xx). Ours: the document gives no limit; 16 in flight at 30 ms is up to
+#: about 530 requests a second.
+CONCURRENCY_SETTING: Final = "concurrency"
+CONCURRENCY: Final = 16
+
 # --- the connection's ``lists`` setting -----------------------------------------------------
 #: {"<CRM list id>": {"nl_id": 101, "subscribe_form": 201, "update_form": 301,
 #:                    "name": "optional label", "fields": {"first_name": "mssys_firstname", ...}}}

@@ -69,12 +69,13 @@ from sync.providers.readings import ReadingLog, unknown_reading
 
 log = structlog.get_logger(__name__)
 
-#: No batch endpoint: every record is its own request, so a batch is only a checkpoint.
-#: No documented rate limit (rate_per_s None); four requests in flight per connection.
+#: No batch endpoint: every record is its own request, so a batch is only a checkpoint (api.py's
+#: limits). No documented rate limit (rate_per_s None); ``concurrency`` requests in flight at most.
 CAPABILITIES = Capabilities(
-    max_batch=200, async_bulk_import=False, lists="mapped", supports_list_rename=False,
+    max_batch=api.MAX_BATCH, push_window=api.PUSH_WINDOW,
+    async_bulk_import=False, lists="mapped", supports_list_rename=False,
     supports_list_delete=False, pushes_members=True, supports_unsubscribe=True, member_removal="delete",
-    member_key="email", membership_model="per_list", concurrency=4, rate_per_s=None,
+    member_key="email", membership_model="per_list", concurrency=api.CONCURRENCY, rate_per_s=None,
     status_pull="full_scan", pulls_consents=False, has_campaign_reports=False, custom_fields=True,
 )
 _TZ = zoneinfo.ZoneInfo(api.SERVICE_TIME_ZONE)
@@ -466,7 +467,8 @@ class MailMasterPlusProvider:
         auth = BasicAuth(credentials["username"], credentials["password"])
         custom = [spec.get("field") if isinstance(spec, Mapping) else spec
                   for spec in (settings.get("fields") or {}).values()]
-        return cls(http_factory(CAPABILITIES, auth), settings.get("lists") or {}, CAPABILITIES,
+        caps = replace(CAPABILITIES, concurrency=int(settings.get(api.CONCURRENCY_SETTING) or api.CONCURRENCY))
+        return cls(http_factory(caps, auth), settings.get("lists") or {}, caps,
                    custom_fields=[name for name in custom if isinstance(name, str) and name])
 
     # --- lists ----------------------------------------------------------------------------
