@@ -46,6 +46,9 @@ LEFT_EVERY_LIST = "left every list"
 LEFT_KEPT = "left_kept"
 #: The reason of a removal because the CRM row no longer holds a valid address.
 ADDRESS_GONE = "no valid e-mail address in the CRM"
+#: The reason of a removal of an address the CRM no longer gives a member whose new address is not
+#: pushed (another member owns it, or it is suppressed there).
+ADDRESS_LEFT = "e-mail changed to one not pushed for this member"
 
 
 @dataclass
@@ -240,6 +243,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             plan.invalid.append((MemberKey(member_id), email,
                                  f"e-mail also belongs to CRM member {owner.get(email)}; "
                                  "the provider keeps one contact per e-mail", VALIDATION))
+            _leave_old_addresses(ctx, plan, links, email, suppressions)
             continue
         previous_emails = {link.email for link in links.values()}
         own = [s for e in {email, *previous_emails} for s in suppressions.get(e, ())]
@@ -252,6 +256,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                 if all(s.connection_id != ctx.connection_id for s in standing):
                     detail += "; this provider cannot unsubscribe: its contact is left as it is"
                 _leave_out(plan, member, email, reason, detail)
+            _leave_old_addresses(ctx, plan, links, email, suppressions)
             _settle(ctx, plan, member, links)
             continue
         for crm_list in sorted(member.list_ids):
@@ -285,6 +290,8 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             for crm_list in wanted:
                 link = links.get(crm_list)
                 if list_map[crm_list] in unsubscribed_from:   # left alone: not re-subscribed, not removed
+                    if link is not None:        # (but not at an address the CRM no longer gives it)
+                        _leave_old_addresses(ctx, plan, {crm_list: link}, email, suppressions)
                     ctx.plan.blocked_by_suppression.append(email)
                     scoped = [s for s in own if s.remote_list == list_map[crm_list]
                               and s.connection_id == ctx.connection_id]
@@ -301,8 +308,11 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                                [crm_list])
                     continue
                 _upsert(ctx, plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
-                        link, status, resubscribe or (status == "active"
-                                                      and list_map[crm_list] in superseded_lists))
+                        link, status, resubscribe or (status == "active" and (
+                            list_map[crm_list] in superseded_lists
+                            # a newer consent lifted the address's unsubscribes from other lists: a
+                            # new record here is made on it (not withheld for them)
+                            or (bool(superseded_lists) and (link is None or not link.remote_id)))))
             for crm_list, stale in links.items():
                 if crm_list not in wanted and stale.status_pushed != LEFT_KEPT:
                     _delete(ctx, plan, stale, "left the list")
@@ -389,6 +399,20 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
                                      if known and link else (),
                                      link.remote_id if known and link else None, resubscribe=resubscribe,
                                      unconfirmed=unconfirmed))
+
+
+def _leave_old_addresses(ctx: RunContext, plan: Chunk, links: dict[str, LinkRow], email: str,
+                         suppressions: dict[str, list[Suppression]]) -> None:
+    """A member that is not pushed at its CRM address (another member owns it, or it is suppressed
+    there) must not keep receiving at an address its links hold and the CRM no longer gives it:
+    those links are removed, as an e-mail change removes them (a record the provider holds
+    suppressed there receives nothing and is left as it is)."""
+    for link in links.values():
+        if link.email == email or _removed_already(link) or any(
+                s.connection_id == ctx.connection_id and (not s.remote_list or s.remote_list in link.remote_lists)
+                for s in suppressions.get(link.email, ())):
+            continue
+        _delete(ctx, plan, link, ADDRESS_LEFT)
 
 
 def _removed_already(link: LinkRow) -> bool:

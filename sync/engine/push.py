@@ -33,7 +33,7 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.erasures import ERASED, audit_erasures
-from sync.engine.plan import ADDRESS_GONE, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
+from sync.engine.plan import ADDRESS_GONE, ADDRESS_LEFT, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
 from sync.engine.rejects import (
     LIST_PENDING,
     PANEL_ACTIONS,
@@ -346,7 +346,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
         # pulled back is then our echo, and rejoining a list makes the contact active again.
         reasons = {item.key: item.reason for item in plan.deletes}
         kept = [o.key for o in deleted if o.rejected is None and o.action == "unsubscribed"
-                and reasons.get(o.key) in (LEFT_EVERY_LIST, ADDRESS_GONE) and o.key not in by_key]
+                and reasons.get(o.key) in (LEFT_EVERY_LIST, ADDRESS_GONE, ADDRESS_LEFT) and o.key not in by_key]
         if kept:
             session.execute(sa.update(MemberLink), [
                 {"id": plan.links[key].id, "remote_lists": [], "payload_hash": "",

@@ -43,12 +43,6 @@ HELD_BY_ANOTHER = "e-mail also belongs to CRM member "
 #: Engine gaps the machine found, tolerated (narrowly) so the module guards everything else until they
 #: are fixed; ``STATE_MACHINE_KNOWN_GAPS=strict`` checks them too. Each: what the oracle tolerates.
 KNOWN_GAPS = {
-    "old-address-of-a-member-left-alone": "a member whose address changes to one another member owns (a "
-                                          "reject), or to one suppressed at the provider (left alone), keeps "
-                                          "receiving at its OLD address: sync/engine/plan.py leaves the member "
-                                          "before its links are looked at; once it is planned again, the removal "
-                                          "of that old link takes the lists of the member who owns the address "
-                                          "now away",
     "claimants-not-planned-together": "the engine picks an address's owner among the members it loaded with "
                                       "the chunk (the chunk, the holders of links with that address, the "
                                       "members waiting for it); a member that claims it outside them (never "
@@ -274,7 +268,7 @@ class Oracle:
     """One look at the CRM, the provider and our tables after a completed run."""
 
     def __init__(self, world: World, caps: Capabilities, crash_orphans: set[str] = frozenset(),  # type: ignore[assignment]
-                 left_behind: set[str] | None = None, shared_links: set[str] | None = None) -> None:
+                 left_behind: set[str] | None = None) -> None:
         self.world, self.caps, self.crash_orphans = world, caps, crash_orphans
         self.crm = crm_rows(world)
         self.mirror = Mirror(world)
@@ -295,8 +289,6 @@ class Oracle:
         self.echo_masked = echo_masked(world)
         #: Addresses members had before the machine changed them (the machine's record).
         self.left_behind = left_behind or set()
-        #: Addresses two members' links held before some run (the machine's record).
-        self.shared_links = shared_links or set()
         self.owners = self._owners()
 
     def known_gap(self, gap: str, address: str) -> bool:
@@ -320,13 +312,6 @@ class Oracle:
                                       for (email, _), (status, _) in self.stored.items()))
                 or (row.valid and any(r.member_id == row.id and (r.code in STALE_CODES or in_flux(r.reason))
                                       for r in self.rejects)))
-        elif gap == "old-address-of-a-member-left-alone" and address in self.shared_links:
-            found = True        # (the other side: its removal, later, took the new owner's lists away)
-        elif gap == "old-address-of-a-member-left-alone":
-            refused = {r.member_id for r in self.rejects if r.code == "validation" and HELD_BY_ANOTHER in r.reason}
-            found = any(address in held and (row := self.crm.get(member_id)) is not None and not row.deleted
-                        and row.address != address and (member_id in refused or self.expected(row).suppressed)
-                        for member_id, held in self.links.items())
         else:
             raise AssertionError(gap)
         if found:
@@ -420,7 +405,7 @@ class Oracle:
                              f"{sorted(want.receiving)}, receives in {sorted(receiving_lists(self.view, address))}")
         for address in sorted(self.view):
             extra = receiving_lists(self.view, address) - justified.get(address, set())
-            if extra and not self.stale(address) and not self.known_gap("old-address-of-a-member-left-alone", address):
+            if extra and not self.stale(address):
                 whose = self.owners.get(address)
                 self.problem(f"<{address}> receives in {sorted(extra)}, where its owner ({whose}) "
                              f"must receive in {sorted(justified.get(address, ()))}, and no open reject says a "
@@ -430,9 +415,8 @@ class Oracle:
         """Lists an owner misses for one of KNOWN_GAPS."""
         if missing <= refill_maybe_lost and self.known_gap("refill-lost-in-a-crash", address):
             return True
-        if address in self.echo_masked and self.known_gap("echo-by-address", address):
-            return True      # (the provider holds our own unsubscribe, made for another member)
-        return address in self.shared_links and self.known_gap("old-address-of-a-member-left-alone", address)
+        return address in self.echo_masked and self.known_gap("echo-by-address", address)
+        # (echo-by-address: the provider holds our own unsubscribe, made for another member)
 
     def check_rejects(self) -> None:
         """Every open reject is one the CRM or the capabilities explain; every member the CRM gives
@@ -496,8 +480,7 @@ class Oracle:
                                  f"{act.at:%H:%M:%S.%f} (stored: {stored}) without a newer CRM consent")
 
     def check_duplicates(self) -> None:
-        self.problems += duplicates(self.world.harness, lambda address: self.stale(address) or self.known_gap(
-            "old-address-of-a-member-left-alone", address))
+        self.problems += duplicates(self.world.harness, self.stale)
 
 
 def echo_masked(world: World) -> set[str]:

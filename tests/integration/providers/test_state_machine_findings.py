@@ -133,3 +133,29 @@ def test_a_removal_reject_names_the_old_address_and_stays_open_after_an_address_
         assert rows and {normalize_email(email or "") for email, _ in rows} == {old_address}, rows
         assert old_address in world.harness.members()           # it does receive there still
 
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_member_refused_for_an_address_another_member_owns_stops_receiving_at_its_old_one(
+        world: World) -> None:
+    """Found as KNOWN_GAPS "old-address-of-a-member-left-alone". A member's address changes to one
+    another member owns: the member is refused (a validation reject naming the owner), and the CRM
+    no longer gives it its old address, so nothing may be sent there any more. The old contact kept
+    receiving in the member's lists (the member was left before its links were looked at)."""
+    world.run()
+    member, owner = _two_active(world)
+    old_address = normalize_email(member.email)
+    assert old_address in world.harness.members()
+    world.update_member(member.id, email=owner.email)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert old_address not in world.harness.members(), "the old address still receives"
+    assert normalize_email(owner.email) in world.harness.members()          # the owner's contact stays
+    with world.engine.connect() as conn:
+        reasons = conn.scalars(sa.select(Reject.reason).where(
+            Reject.crm_member_id == member.id, Reject.resolved_at.is_(None))).all()
+    assert any(f"CRM member {owner.id}" in reason for reason in reasons), reasons
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
