@@ -77,6 +77,10 @@ class Chunk:
     #: and (member, link id, digest) of their existing links whose stored digest differs.
     sources: dict[str, str] = field(default_factory=dict)
     settled: list[tuple[str, int, str]] = field(default_factory=list)
+    #: Members whose CRM row passes our own validation (a usable address that is theirs): an open
+    #: validation reject of theirs is moot, whatever becomes of their push (nothing to push, a
+    #: suppression, a provider's refusal that is its own reject).
+    validated: list[str] = field(default_factory=list)
 
 
 def _standing(member: CrmMember, suppressions: Sequence[Suppression]) -> list[Suppression]:
@@ -245,6 +249,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                                  "the provider keeps one contact per e-mail", VALIDATION))
             _leave_old_addresses(ctx, plan, links, email, suppressions)
             continue
+        plan.validated.append(member_id)
         previous_emails = {link.email for link in links.values()}
         own = [s for e in {email, *previous_emails} for s in suppressions.get(e, ())]
         status, blocked, resubscribe = _status_for(ctx, member, own)

@@ -77,6 +77,7 @@ def _merge(into: Chunk, plan: Chunk) -> None:
     into.gone += plan.gone
     into.sources.update(plan.sources)
     into.settled += plan.settled
+    into.validated += plan.validated
     into.left_out += plan.left_out
     into.member_lists.update(plan.member_lists)
 
@@ -455,11 +456,14 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=code))
         for key, email, reason in plan.pending:
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=LIST_PENDING))
-        # A member planned to the end has valid CRM data now: our own validation reject of it is
-        # moot, also when its link is unchanged and nothing was pushed (an address lost and
-        # restored at a provider that kept the contact).
-        resolved += [row.id for member_id in plan.sources if member_id not in still_invalid
-                     and member_id not in unsettled and (row := open_rejects.get(MemberKey(member_id))) is not None
+        # A member whose CRM data passes our validation now: our own validation reject of it is
+        # moot, also when nothing was pushed (an address lost and restored at a provider that kept
+        # the contact, a RET never created, a suppression) or the provider refused a per-list
+        # record (its own reject); a refusal under the same key replaced it already.
+        refused_now = {o.key for o in deleted + upserted if o.rejected is not None}
+        resolved += [row.id for member_id in dict.fromkeys(plan.validated) if member_id not in still_invalid
+                     and MemberKey(member_id) not in refused_now
+                     and (row := open_rejects.get(MemberKey(member_id))) is not None
                      and row.provider_code == VALIDATION]
         resolved += [open_rejects[key].id for key in plan.unpend
                      if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]

@@ -80,12 +80,6 @@ KNOWN_GAPS = {
                                                        "the holder is deleted for real: the vanished holder's "
                                                        "LINK addresses are looked up for waiting members, not "
                                                        "the address it claimed in the CRM",
-    "validation-reject-kept-when-nothing-is-pushed": "a member's validation reject (no/invalid address, an "
-                                                     "address another member held) stays open once its address "
-                                                     "is fine, when the member has nothing to push (RET, never "
-                                                     "created), or the provider answers it is suppressed or "
-                                                     "refuses it: "
-                                                     "sync/engine/plan.py skips it before it is settled",
 }
 #: ``STATE_MACHINE_KNOWN_GAPS=strict`` checks every gap; a comma-separated list of gap names checks those.
 _STRICT_SETTING = os.environ.get("STATE_MACHINE_KNOWN_GAPS", "")
@@ -303,15 +297,6 @@ class Oracle:
         elif gap == "stale-reject-names-another-address":
             found = any(r.code in STALE_CODES and address in {*self.links.get(r.member_id, ()), *(
                 [self.crm[r.member_id].address] if r.member_id in self.crm else [])} for r in self.rejects)
-        elif gap == "validation-reject-kept-when-nothing-is-pushed":
-            row = self.crm.get(address)    # (here: a member id)
-            found = row is not None and (
-                (not row.valid and not self.links.get(row.id))
-                or (row.valid and row.consent_status != "ONAY" and not self.links.get(row.id))
-                or (row.valid and any(email == row.address and status in BLOCKING
-                                      for (email, _), (status, _) in self.stored.items()))
-                or (row.valid and any(r.member_id == row.id and (r.code in STALE_CODES or in_flux(r.reason))
-                                      for r in self.rejects)))
         else:
             raise AssertionError(gap)
         if found:
@@ -341,7 +326,7 @@ class Oracle:
             named = _named_owner(reason)
             refused, holder = self.crm.get(member_id), self.crm.get(named)
             if refused is not None and (holder is None or holder.deleted or holder.address != refused.address) \
-                    and self.known_gap("validation-reject-kept-when-nothing-is-pushed", member_id):
+                    and self.known_gap("waiting-member-not-planned-when-holder-vanishes", member_id):
                 del held_by[member_id]
         owners = {}
         for address, ids in claims.items():
@@ -433,8 +418,7 @@ class Oracle:
                     self.problem(f"{reject.member_id} is deleted in the CRM, its reject is open: {reject.reason}")
                 elif not row.valid:
                     explained_invalid.add(row.id)
-                elif HELD_BY_ANOTHER not in reject.reason and not self.known_gap(
-                        "validation-reject-kept-when-nothing-is-pushed", row.id):
+                elif HELD_BY_ANOTHER not in reject.reason:
                     self.problem(f"{reject.member_id} <{row.address}> refused: {reject.reason}")
             elif row is not None and row.consent_status != "ONAY" and not receiving_lists(self.view, row.address):
                 continue        # a refusal the provider has nothing to apply to (its own code and words)

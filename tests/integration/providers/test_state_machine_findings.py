@@ -12,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from sync.emails import normalize_email
+from sync.emails import normalize_email, valid_email
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
@@ -159,3 +159,30 @@ def test_a_member_refused_for_an_address_another_member_owns_stops_receiving_at_
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
 
+
+
+def _open_rejects_of(world: World, member_id: str) -> list[tuple[str | None, str]]:
+    with world.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.select(Reject.provider_code, Reject.reason).where(
+            Reject.connection_id == world.connection_id, Reject.crm_member_id == member_id,
+            Reject.resolved_at.is_(None)))]
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_validation_reject_is_resolved_when_the_address_is_fixed_and_nothing_is_pushed(world: World) -> None:
+    """Found as KNOWN_GAPS "validation-reject-kept-when-nothing-is-pushed". A member in a list with a
+    mistyped address has an open validation reject. The CRM fixes the address, and the member's
+    consent is RET: no contact is created for it, and the reject about its address is moot. It stayed
+    open (the member was left out before it was settled), saying the address was still wrong."""
+    world.run()
+    t = world.crm.members
+    with world.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.email).where(t.c.deleted_at.is_(None))).all()
+    bad = next(member_id for member_id, email in sorted(rows)
+               if not valid_email(normalize_email(email)) and world.lists_of(member_id))
+    assert [code for code, _ in _open_rejects_of(world, bad)] == ["validation"]
+    world.update_member(bad, email="duzeltildi@ornek.com.tr", consent_status="RET",
+                        consent_date=world.now())
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, bad) == []
+    assert "duzeltildi@ornek.com.tr" not in world.harness.members()        # RET: never created
