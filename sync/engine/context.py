@@ -260,6 +260,8 @@ class RunContext:
     dialect: str = field(init=False)
     #: Address -> members with an open validation reject on it (see ``_waiting_for`` in sync/engine/plan.py).
     waiting: dict[str, set[str]] | None = field(init=False, default=None)
+    #: Holder -> members refused because it held their address (read with ``waiting``).
+    waiting_on: dict[str, set[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self, plan_salt: str) -> None:
         self.salt = f"{PLAN_VERSION}:{plan_salt}"

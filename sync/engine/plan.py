@@ -32,7 +32,7 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.erasures import ERASED
-from sync.engine.rejects import TOO_LONG, VALIDATION
+from sync.engine.rejects import TOO_LONG, VALIDATION, held_by_reason, holder_named
 from sync.engine.statuses import IYS_RET, load_suppressions
 from sync.errors import RejectedRow
 from sync.fields import convert
@@ -166,11 +166,21 @@ def _waiting_for(ctx: RunContext, session: Session, emails: Iterable[str]) -> se
     reaches its next owner in the same run."""
     if ctx.waiting is None:     # read once a run (they are few), then kept up by record_reject
         ctx.waiting = defaultdict(set)
-        for member_id, email in session.execute(sa.select(Reject.crm_member_id, Reject.email).where(
+        for member_id, email, reason in session.execute(sa.select(
+                Reject.crm_member_id, Reject.email, Reject.reason).where(
                 Reject.connection_id == ctx.connection_id, Reject.resolved_at.is_(None),
                 Reject.provider_code == VALIDATION, Reject.crm_member_id != "", Reject.email.is_not(None))):
             ctx.waiting[str(email)].add(member_id)
+            if (holder := holder_named(reason)) is not None:
+                ctx.waiting_on.setdefault(holder, set()).add(member_id)
     return {member_id for email in emails for member_id in ctx.waiting.get(email, ())}
+
+
+def _waiting_on(ctx: RunContext, holders: Iterable[str]) -> set[str]:
+    """Members refused because one of these members held their address (read by ``_waiting_for``):
+    planned with it, so an address it no longer claims (changed, deleted, gone for real) reaches
+    them in the same run, also when no link of it held that address (never pushed: a RET)."""
+    return {member_id for holder in holders for member_id in ctx.waiting_on.get(holder, ())}
 
 
 def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
@@ -193,7 +203,8 @@ def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
         emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
         held = {link.email for m in fresh for link in links_of.get(m, {}).values()}
         known = set(ids)
-        fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)) - known)
+        fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)
+                        | _waiting_on(ctx, fresh)) - known)
         if not fresh:
             break
         ids += fresh
@@ -244,9 +255,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                     _delete(ctx, plan, stale, ADDRESS_GONE)
             continue
         if owner.get(email) != member_id:
-            plan.invalid.append((MemberKey(member_id), email,
-                                 f"e-mail also belongs to CRM member {owner.get(email)}; "
-                                 "the provider keeps one contact per e-mail", VALIDATION))
+            plan.invalid.append((MemberKey(member_id), email, held_by_reason(owner[email]), VALIDATION))
             _leave_old_addresses(ctx, plan, links, email, suppressions)
             continue
         plan.validated.append(member_id)

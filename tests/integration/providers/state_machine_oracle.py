@@ -75,11 +75,6 @@ KNOWN_GAPS = {
                        "on the member's own link). The other half (a recipient's unsubscribe dropped as our echo "
                        "when any link with that address was pushed 'unsubscribed') is fixed: "
                        "test_state_machine_findings.py",
-    "waiting-member-not-planned-when-holder-vanishes": "a member refused because another member held its "
-                                                       "address waits for its backoff (an hour and more) when "
-                                                       "the holder is deleted for real: the vanished holder's "
-                                                       "LINK addresses are looked up for waiting members, not "
-                                                       "the address it claimed in the CRM",
 }
 #: ``STATE_MACHINE_KNOWN_GAPS=strict`` checks every gap; a comma-separated list of gap names checks those.
 _STRICT_SETTING = os.environ.get("STATE_MACHINE_KNOWN_GAPS", "")
@@ -289,8 +284,7 @@ class Oracle:
         """Is this problem one of KNOWN_GAPS (and are they tolerated)?"""
         if gap in STRICT_GAPS:
             return False
-        if gap in ("refill-lost-in-a-crash", "claimants-not-planned-together", "echo-by-address",
-                   "waiting-member-not-planned-when-holder-vanishes"):
+        if gap in ("refill-lost-in-a-crash", "claimants-not-planned-together", "echo-by-address"):
             found = True
         elif gap == "removal-reject-resolved-by-the-new-address":
             found = address in self.left_behind
@@ -322,12 +316,6 @@ class Oracle:
                 claims[row.address].append(row.id)
         held_by = {r.member_id: r.reason for r in self.rejects
                    if r.code == "validation" and HELD_BY_ANOTHER in r.reason}
-        for member_id, reason in list(held_by.items()):
-            named = _named_owner(reason)
-            refused, holder = self.crm.get(member_id), self.crm.get(named)
-            if refused is not None and (holder is None or holder.deleted or holder.address != refused.address) \
-                    and self.known_gap("waiting-member-not-planned-when-holder-vanishes", member_id):
-                del held_by[member_id]
         owners = {}
         for address, ids in claims.items():
             free = sorted(i for i in ids if i not in held_by)
@@ -349,9 +337,6 @@ class Oracle:
                                  f"naming it: {held_by.get(claimant)!r}")
         for member_id, reason in held_by.items():
             refused = self.crm.get(member_id)
-            vanished = _named_owner(reason) not in self.crm
-            if vanished and self.known_gap("waiting-member-not-planned-when-holder-vanishes", member_id):
-                continue
             if refused is None or refused.deleted or not refused.valid or owners.get(refused.address) == member_id:
                 self.problem(f"{member_id} has an open reject {reason!r} but holds no address another member owns")
         return owners

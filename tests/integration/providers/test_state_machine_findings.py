@@ -6,6 +6,7 @@ always reach these states, so each gets a test of its own that fails without its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from sync.emails import normalize_email, valid_email
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
-from tests.integration.providers.conftest import FAST, World
+from tests.integration.providers.conftest import FAST, TENANT, World
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
 
 #: Run outcomes of a run that did its work.
@@ -186,3 +187,33 @@ def test_a_validation_reject_is_resolved_when_the_address_is_fixed_and_nothing_i
     assert world.run().status in COMPLETED
     assert _open_rejects_of(world, bad) == []
     assert "duzeltildi@ornek.com.tr" not in world.harness.members()        # RET: never created
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_member_waiting_for_an_address_gets_it_when_its_holder_without_a_link_is_deleted(world: World) -> None:
+    """Found as KNOWN_GAPS "waiting-member-not-planned-when-holder-vanishes". A member is refused
+    because another member claims its address; that holder never had a contact (its consent is RET,
+    so no link holds the address). When the holder is deleted for real, the waiting member must get
+    the address in the next run that looks for hard deletes: only the vanished holder's LINK
+    addresses were looked up, so it waited for its reject's backoff (an hour and more)."""
+    # (hard deletes looked for on every run; no look-back: the refused member is not re-read as changed)
+    world.settings = dataclasses.replace(world.settings, vanished_check_seconds=0, lookback_seconds=0)
+    world.run()
+    waiting, _ = _two_active(world)
+    address = "ortak.adres@ornek.com.tr"
+    t = world.crm.members
+    with world.engine.begin() as conn:
+        conn.execute(t.insert().values(tenant_id=TENANT, id="A001", email=address, first_name="Eski",
+                                       last_name="Sahip", consent_status="RET", consent_date=world.now(),
+                                       updated_at=world.now()))
+    world.join("A001", world.lists_of(waiting.id)[0])
+    world.update_member(waiting.id, email=address)
+    assert world.run().status in COMPLETED
+    assert [reason for _, reason in _open_rejects_of(world, waiting.id)] == [
+        "e-mail also belongs to CRM member A001; the provider keeps one contact per e-mail"]
+    assert address not in world.harness.members()
+
+    world.hard_delete_member("A001")
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, waiting.id) == []
+    assert address in world.harness.members(), "the waiting member did not get the address"
