@@ -53,16 +53,6 @@ KNOWN_GAPS = {
                               "are pushed: no later run pushes them into it (the re-plan of a re-created "
                               "list's members lives only in that run; their links keep the remote ids of "
                               "before, so a later removal or KVKK erasure by them misses the contact)",
-    "stale-reject-names-another-address": "at a provider keyed by our member id that can neither remove nor "
-                                          "unsubscribe, a removal_unsupported / unsubscribe_unsupported reject "
-                                          "names an address the provider's record does not have (the record "
-                                          "moved with an address change, or kept the old one when the change "
-                                          "was refused): the person told to act looks for the wrong address",
-    "removal-reject-resolved-by-the-new-address": "at a provider that cannot remove, a member's address "
-                                                  "changes: the removal_unsupported reject of the old address "
-                                                  "(key: member, list) is resolved by the next successful push "
-                                                  "of the new address in that list; the old address still "
-                                                  "receives and no open reject says so",
     "own-unsubscribe-with-a-lost-answer-is-no-echo": "at a provider that removes by unsubscribing, our own "
                                                      "unsubscribe whose answer was lost is pulled back as the "
                                                      "recipient's (the link was never marked 'unsubscribed'): "
@@ -256,8 +246,8 @@ class Expected:
 class Oracle:
     """One look at the CRM, the provider and our tables after a completed run."""
 
-    def __init__(self, world: World, caps: Capabilities, crash_orphans: set[str] = frozenset(),  # type: ignore[assignment]
-                 left_behind: set[str] | None = None) -> None:
+    def __init__(self, world: World, caps: Capabilities,
+                 crash_orphans: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.world, self.caps, self.crash_orphans = world, caps, crash_orphans
         self.crm = crm_rows(world)
         self.mirror = Mirror(world)
@@ -276,8 +266,6 @@ class Oracle:
                                         *([self.crm[r.member_id].address] if r.member_id in self.crm else [])}}
         self.tolerated: set[str] = set()
         self.echo_masked = echo_masked(world)
-        #: Addresses members had before the machine changed them (the machine's record).
-        self.left_behind = left_behind or set()
         self.owners = self._owners()
 
     def known_gap(self, gap: str, address: str) -> bool:
@@ -286,11 +274,6 @@ class Oracle:
             return False
         if gap in ("refill-lost-in-a-crash", "claimants-not-planned-together", "echo-by-address"):
             found = True
-        elif gap == "removal-reject-resolved-by-the-new-address":
-            found = address in self.left_behind
-        elif gap == "stale-reject-names-another-address":
-            found = any(r.code in STALE_CODES and address in {*self.links.get(r.member_id, ()), *(
-                [self.crm[r.member_id].address] if r.member_id in self.crm else [])} for r in self.rejects)
         else:
             raise AssertionError(gap)
         if found:
@@ -303,9 +286,7 @@ class Oracle:
     def stale(self, address: str) -> bool:
         """An open reject says a person must remove or unsubscribe this address in the panel."""
         return address in self.stale_allowed or address in self.stale_reasons or address in self.in_flux or (
-            self.caps.member_key == "crm_id" and self.known_gap("stale-reject-names-another-address", address)) or (
-            self.caps.member_removal == "none" and self.known_gap("removal-reject-resolved-by-the-new-address", address)
-        ) or (address in self.crash_orphans and self.known_gap("refill-lost-in-a-crash", address))
+            address in self.crash_orphans and self.known_gap("refill-lost-in-a-crash", address))
 
     def _owners(self) -> dict[str, str]:
         """Address -> the one live member it belongs to; every other member claiming it has an
@@ -407,10 +388,18 @@ class Oracle:
                     self.problem(f"{reject.member_id} <{row.address}> refused: {reject.reason}")
             elif row is not None and row.consent_status != "ONAY" and not receiving_lists(self.view, row.address):
                 continue        # a refusal the provider has nothing to apply to (its own code and words)
-            elif in_flux(reject.reason) or (reject.code, True) in {
+            elif in_flux(reject.reason):
+                continue
+            elif (reject.code, True) in {
                     ("removal_unsupported", self.caps.member_removal == "none"),
                     ("unsubscribe_unsupported", not self.caps.supports_unsubscribe)}:
-                continue
+                # A person is asked to act on this address in the panel: the provider must hold it
+                # (a record keyed by our member id moves with an address change, and the reject
+                # with it: it must not send the person after an address no record has).
+                named = normalize_email(reject.email or "")
+                if named not in self.view and named not in self.in_flux:
+                    self.problem(f"{reject.member_id}/{reject.list_id} {reject.code} names <{named}>, which the "
+                                 f"provider does not hold: {reject.reason}")
             else:
                 self.problem(f"{reject.member_id}/{reject.list_id} unexplained reject {reject.code}: {reject.reason}")
         in_lists = self.world.live_lists_by_member()

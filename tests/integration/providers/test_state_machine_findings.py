@@ -19,6 +19,7 @@ from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
 from tests.integration.providers.conftest import FAST, TENANT, World
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
+from tests.integration.providers.harness_postatr import PostatrHarness
 
 #: Run outcomes of a run that did its work.
 COMPLETED = ("succeeded", "succeeded_with_rejects", "partial")
@@ -217,3 +218,102 @@ def test_a_member_waiting_for_an_address_gets_it_when_its_holder_without_a_link_
     assert world.run().status in COMPLETED
     assert _open_rejects_of(world, waiting.id) == []
     assert address in world.harness.members(), "the waiting member did not get the address"
+
+
+def _panel_rejects_of(world: World, member_id: str) -> list[tuple[str, str, str, str]]:
+    """(list, address, code, reason) of the member's open rejects that ask a person to act in the panel."""
+    with world.engine.connect() as conn:
+        return [(list_id, normalize_email(email or ""), code, reason) for list_id, email, code, reason in conn.execute(
+            sa.select(Reject.crm_list_id, Reject.email, Reject.provider_code, Reject.reason).where(
+                Reject.connection_id == world.connection_id, Reject.crm_member_id == member_id,
+                Reject.provider_code.in_(("removal_unsupported", "unsubscribe_unsupported")),
+                Reject.resolved_at.is_(None)))]
+
+
+def _postatr_record(world: World, member_id: str) -> dict[str, Any]:
+    """The Postatr sandbox's one record of a member (keyed by Memberid, one address in all its lists)."""
+    rows = [row for row in world.harness.sandbox.members(world.harness.credentials["username"])  # type: ignore[attr-defined]
+            if row["Memberid"] == member_id]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def _in_two_lists(world: World) -> Any:
+    crm = world.valid_active_members()
+    return next(crm[email] for email in sorted(crm) if len(world.lists_of(crm[email].id)) >= 2)
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_removal_reject_follows_a_record_keyed_by_member_id_to_its_new_address(world: World) -> None:
+    """Found as KNOWN_GAPS "stale-reject-names-another-address". Postatr keeps one record per
+    Memberid, with ONE address in every list it is in, and can neither remove nor unsubscribe. A
+    member leaves one of its lists (an open removal_unsupported reject: "remove <old> in the panel"),
+    then its address changes: the update under its other list moves the whole record, so the list it
+    left now holds the NEW address. The reject went on naming the old one, which no record has any
+    more (the person is sent after the wrong address), and so did every retry of that removal."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "yeni.adres@ornek.com.tr"
+    left, kept = world.lists_of(member.id)[:2]
+    world.leave_list(member.id, left)
+    assert world.run().status in COMPLETED
+    assert [(list_id, email) for list_id, email, _, _ in _panel_rejects_of(world, member.id)] == [
+        (left, old_address)]
+    world.update_member(member.id, email=new_address)
+    for _ in range(2):                      # and a run after it, which tries that removal again
+        assert world.run().status in COMPLETED
+        record = _postatr_record(world, member.id)
+        assert normalize_email(record["Email"]) == new_address and len(record["lists"]) >= 2, record
+        rejects = _panel_rejects_of(world, member.id)
+        assert [(list_id, email) for list_id, email, _, _ in rejects] == [(left, new_address)], rejects
+        assert new_address in rejects[0][3] and old_address not in rejects[0][3], rejects
+    assert old_address not in world.harness.members()
+    assert kept in world.lists_of(member.id)
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_removal_reject_of_a_record_keyed_by_member_id_is_resolved_when_the_record_is_pushed_again(
+        world: World) -> None:
+    """Found as KNOWN_GAPS "removal-reject-resolved-by-the-new-address" (its other side). At Postatr
+    a member is refused for an address another member owns: its record keeps the old address, which
+    the CRM no longer gives it, so each of its lists gets a removal_unsupported reject naming the old
+    address. Then the member gets an address of its own: the update moves its record (one per
+    Memberid) there, in the lists it wants. Nothing is left to remove, but the rejects stayed open,
+    asking a person to remove an address no record holds (only a push at the SAME address resolved
+    a panel action: right where a new address is a new record, wrong where the record moves)."""
+    world.run()
+    member = _in_two_lists(world)
+    owner = next(row for email, row in sorted(world.valid_active_members().items()) if row.id != member.id)
+    old_address, new_address = normalize_email(member.email), "kendi.adresi@ornek.com.tr"
+    world.update_member(member.id, email=owner.email)
+    assert world.run().status in COMPLETED
+    assert {email for _, email, _, _ in _panel_rejects_of(world, member.id)} == {old_address}
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == old_address
+    world.update_member(member.id, email=new_address)
+    assert world.run().status in COMPLETED
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == new_address
+    assert _panel_rejects_of(world, member.id) == []
+    assert _open_rejects_of(world, member.id) == []
+    assert old_address not in world.harness.members()
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_refused_unsubscribe_of_a_record_keyed_by_member_id_names_the_address_it_holds(world: World) -> None:
+    """Found as KNOWN_GAPS "stale-reject-names-another-address" (the change refused). At Postatr a
+    member's consent becomes RET and its address changes in one CRM edit: the update would carry the
+    new address unsubscribed, and Postatr cannot unsubscribe, so nothing is written and the record
+    still holds the OLD address, active. The unsubscribe_unsupported reject must name that address
+    (it named the new one, which Postatr does not have)."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "ret.adres@ornek.com.tr"
+    world.update_member(member.id, email=new_address, consent_status="RET", consent_date=world.now())
+    assert world.run().status in COMPLETED
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == old_address
+    rejects = _panel_rejects_of(world, member.id)
+    assert rejects and {(email, code) for _, email, code, _ in rejects} == {
+        (old_address, "unsubscribe_unsupported")}, rejects
+    assert all(old_address in reason and new_address not in reason for *_, reason in rejects), rejects
