@@ -144,6 +144,7 @@ class ProviderMachine(RuleBasedStateMachine):
         self.refill_maybe_lost: set[str] = set()
         #: Addresses a failed run that re-created a deleted list may have left with stale remote ids.
         self.crash_orphans: set[str] = set()
+        self.left_behind: set[str] = set()     # every address a member had before the machine changed it
         self.new_ids = itertools.count(1)
 
     def teardown(self) -> None:
@@ -186,7 +187,7 @@ class ProviderMachine(RuleBasedStateMachine):
         assert result.status in COMPLETED, f"{what}: {result.status}: {result.error}"
         for act in self.acts:
             act.pulled = True
-        oracle = Oracle(self.world, self.caps, self.crash_orphans)
+        oracle = Oracle(self.world, self.caps, self.crash_orphans, self.left_behind)
         self.deleted_in_panel.clear()
         oracle.check_mirror(self.refill_maybe_lost)
         oracle.check_rejects()
@@ -267,6 +268,7 @@ class ProviderMachine(RuleBasedStateMachine):
     # --- CRM edits, as the CRM application makes them ------------------------------------------
 
     def _set_email(self, member_id: str, email: str | None) -> None:
+        self.left_behind.add(normalize_email(self.world.member(member_id).email))
         self.world.update_member(member_id, email=email)
 
     @rule(data=st.data())
