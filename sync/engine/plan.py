@@ -77,9 +77,10 @@ class Chunk:
     #: and (member, link id, digest) of their existing links whose stored digest differs.
     sources: dict[str, str] = field(default_factory=dict)
     settled: list[tuple[str, int, str]] = field(default_factory=list)
-    #: Members whose CRM row passes our own validation (a usable address that is theirs): an open
-    #: validation reject of theirs is moot, whatever becomes of their push (nothing to push, a
-    #: suppression, a provider's refusal that is its own reject).
+    #: Members whose CRM row passes our own validation (a usable address that is theirs, or no
+    #: address needed: in no list, nothing held at the provider): an open validation reject of
+    #: theirs is moot, whatever becomes of their push (nothing to push, a suppression, a
+    #: provider's refusal that is its own reject).
     validated: list[str] = field(default_factory=list)
 
 
@@ -248,6 +249,10 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             if links or member.list_ids:
                 plan.invalid.append((MemberKey(member_id), member.email,
                                      "no e-mail address" if not email else "invalid e-mail address", VALIDATION))
+            else:
+                # In no list and holding nothing at the provider: no address is needed, so a
+                # validation reject of an earlier address (one another member held) is moot.
+                plan.validated.append(member_id)
             # The CRM no longer holds the address its links carry: no mail goes there any more
             # (a record kept unsubscribed, or our own "unsubscribed, no lists", is removed already).
             for stale in links.values():

@@ -317,3 +317,27 @@ def test_a_refused_unsubscribe_of_a_record_keyed_by_member_id_names_the_address_
     assert rejects and {(email, code) for _, email, code, _ in rejects} == {
         (old_address, "unsubscribe_unsupported")}, rejects
     assert all(old_address in reason and new_address not in reason for *_, reason in rejects), rejects
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_held_by_reject_is_resolved_when_the_member_leaves_every_list_without_an_address(world: World) -> None:
+    """Found by the state machine (make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40
+    FUZZ_ARGS='-k postatr'), after "validation-reject-kept-when-nothing-is-pushed" was fixed. A member
+    is refused for an address another member owns (a reject naming the owner; its old contact is
+    removed). Then it leaves every list and its address is emptied in the CRM: it needs no address
+    and holds nothing at the provider, so the reject is moot. It stayed open, naming an owner of an
+    address the member no longer claims (the member was left before it was settled)."""
+    world.run()
+    member, owner = _two_active(world)
+    world.update_member(member.id, email=owner.email)
+    assert world.run().status in COMPLETED
+    assert [reason for _, reason in _open_rejects_of(world, member.id)] == [
+        f"e-mail also belongs to CRM member {owner.id}; the provider keeps one contact per e-mail"]
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.crm_member_id == member.id)) == 0            # its old contact was removed
+    for list_id in world.lists_of(member.id):
+        world.leave_list(member.id, list_id)
+    world.update_member(member.id, email=None)
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, member.id) == []
+    assert normalize_email(owner.email) in world.harness.members()          # the owner keeps its contact
