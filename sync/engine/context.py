@@ -266,6 +266,8 @@ class RunContext:
     #: Moves on after a commit that recorded suppressions while members were pushed: a window
     #: planned before it (while the window before it was pushed) is planned again (push.py).
     suppressions_epoch: int = field(init=False, default=0)
+    #: Holder -> members refused because it held their address (read with ``waiting``).
+    waiting_on: dict[str, set[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self, plan_salt: str) -> None:
         self.salt = f"{PLAN_VERSION}:{plan_salt}"

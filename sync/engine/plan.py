@@ -32,7 +32,7 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.erasures import ERASED
-from sync.engine.rejects import TOO_LONG, VALIDATION
+from sync.engine.rejects import TOO_LONG, VALIDATION, held_by_reason, holder_named
 from sync.engine.statuses import IYS_RET, load_suppressions
 from sync.errors import RejectedRow
 from sync.fields import convert
@@ -49,6 +49,9 @@ ADDRESS_GONE = "no valid e-mail address in the CRM"
 #: The consents the CRM contract knows (docs/crm-contract.md), as sync.crm reads them (trimmed,
 #: upper case, blank as None); any other value is a reject.
 CONSENTS: frozenset[str | None] = frozenset({None, "ONAY", "RET"})
+#: The reason of a removal of an address the CRM no longer gives a member whose new address is not
+#: pushed (another member owns it, or it is suppressed there).
+ADDRESS_LEFT = "e-mail changed to one not pushed for this member"
 
 
 @dataclass
@@ -77,6 +80,11 @@ class Chunk:
     #: and (member, link id, digest) of their existing links whose stored digest differs.
     sources: dict[str, str] = field(default_factory=dict)
     settled: list[tuple[str, int, str]] = field(default_factory=list)
+    #: Members whose CRM row passes our own validation (a usable address that is theirs, or no
+    #: address needed: in no list, nothing held at the provider): an open validation reject of
+    #: theirs is moot, whatever becomes of their push (nothing to push, a suppression, a
+    #: provider's refusal that is its own reject).
+    validated: list[str] = field(default_factory=list)
 
 
 def _standing(member: CrmMember, suppressions: Sequence[Suppression]) -> list[Suppression]:
@@ -162,11 +170,22 @@ def _waiting_for(ctx: RunContext, session: Session, emails: Iterable[str]) -> se
     reaches its next owner in the same run."""
     if ctx.waiting is None:     # read once a run (they are few), then kept up by record_reject
         ctx.waiting = defaultdict(set)
-        for member_id, email in session.execute(sa.select(Reject.crm_member_id, Reject.email).where(
+        for member_id, email, reason in session.execute(sa.select(
+                Reject.crm_member_id, Reject.email, Reject.reason).where(
                 Reject.connection_id == ctx.connection_id, Reject.resolved_at.is_(None),
                 Reject.provider_code == VALIDATION, Reject.crm_member_id != "", Reject.email.is_not(None))):
             ctx.waiting[str(email)].add(member_id)
-    return {member_id for email in emails for member_id in ctx.waiting.get(email, ())}
+            if (holder := holder_named(reason)) is not None:
+                ctx.waiting_on.setdefault(holder, set()).add(member_id)
+    # (a copy of each set: record_reject adds to them while a window in flight commits, push.py)
+    return {member_id for email in emails for member_id in tuple(ctx.waiting.get(email, ()))}
+
+
+def _waiting_on(ctx: RunContext, holders: Iterable[str]) -> set[str]:
+    """Members refused because one of these members held their address (read by ``_waiting_for``):
+    planned with it, so an address it no longer claims (changed, deleted, gone for real) reaches
+    them in the same run, also when no link of it held that address (never pushed: a RET)."""
+    return {member_id for holder in holders for member_id in tuple(ctx.waiting_on.get(holder, ()))}
 
 
 def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
@@ -189,7 +208,8 @@ def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
         emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
         held = {link.email for m in fresh for link in links_of.get(m, {}).values()}
         known = set(ids)
-        fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)) - known)
+        fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)
+                        | _waiting_on(ctx, fresh)) - known)
         if not fresh:
             break
         ids += fresh
@@ -240,6 +260,10 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             if links or member.list_ids:
                 plan.invalid.append((MemberKey(member_id), member.email,
                                      "no e-mail address" if not email else "invalid e-mail address", VALIDATION))
+            else:
+                # In no list and holding nothing at the provider: no address is needed, so a
+                # validation reject of an earlier address (one another member held) is moot.
+                plan.validated.append(member_id)
             # The CRM no longer holds the address its links carry: no mail goes there any more
             # (a record kept unsubscribed, or our own "unsubscribed, no lists", is removed already).
             for stale in links.values():
@@ -247,10 +271,10 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                     _delete(ctx, plan, stale, ADDRESS_GONE)
             continue
         if owner.get(email) != member_id:
-            plan.invalid.append((MemberKey(member_id), email,
-                                 f"e-mail also belongs to CRM member {owner.get(email)}; "
-                                 "the provider keeps one contact per e-mail", VALIDATION))
+            plan.invalid.append((MemberKey(member_id), email, held_by_reason(owner[email]), VALIDATION))
+            _leave_old_addresses(ctx, plan, links, email, suppressions)
             continue
+        plan.validated.append(member_id)
         previous_emails = {link.email for link in links.values()}
         own = [s for e in {email, *previous_emails} for s in suppressions.get(e, ())]
         status, blocked, resubscribe = _status_for(ctx, member, own)
@@ -262,6 +286,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                 if all(s.connection_id != ctx.connection_id for s in standing):
                     detail += "; this provider cannot unsubscribe: its contact is left as it is"
                 _leave_out(plan, member, email, reason, detail)
+            _leave_old_addresses(ctx, plan, links, email, suppressions)
             _settle(ctx, plan, member, links)
             continue
         for crm_list in sorted(member.list_ids):
@@ -295,6 +320,8 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             for crm_list in wanted:
                 link = links.get(crm_list)
                 if list_map[crm_list] in unsubscribed_from:   # left alone: not re-subscribed, not removed
+                    if link is not None:        # (but not at an address the CRM no longer gives it)
+                        _leave_old_addresses(ctx, plan, {crm_list: link}, email, suppressions)
                     ctx.plan.blocked_by_suppression.append(email)
                     scoped = [s for s in own if s.remote_list == list_map[crm_list]
                               and s.connection_id == ctx.connection_id]
@@ -311,8 +338,11 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                                [crm_list])
                     continue
                 _upsert(ctx, plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
-                        link, status, resubscribe or (status == "active"
-                                                      and list_map[crm_list] in superseded_lists))
+                        link, status, resubscribe or (status == "active" and (
+                            list_map[crm_list] in superseded_lists
+                            # a newer consent lifted the address's unsubscribes from other lists: a
+                            # new record here is made on it (not withheld for them)
+                            or (bool(superseded_lists) and (link is None or not link.remote_id)))))
             for crm_list, stale in links.items():
                 if crm_list not in wanted and stale.status_pushed != LEFT_KEPT:
                     _delete(ctx, plan, stale, "left the list")
@@ -399,6 +429,20 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
                                      if known and link else (),
                                      link.remote_id if known and link else None, resubscribe=resubscribe,
                                      unconfirmed=unconfirmed))
+
+
+def _leave_old_addresses(ctx: RunContext, plan: Chunk, links: dict[str, LinkRow], email: str,
+                         suppressions: dict[str, list[Suppression]]) -> None:
+    """A member that is not pushed at its CRM address (another member owns it, or it is suppressed
+    there) must not keep receiving at an address its links hold and the CRM no longer gives it:
+    those links are removed, as an e-mail change removes them (a record the provider holds
+    suppressed there receives nothing and is left as it is)."""
+    for link in links.values():
+        if link.email == email or _removed_already(link) or any(
+                s.connection_id == ctx.connection_id and (not s.remote_list or s.remote_list in link.remote_lists)
+                for s in suppressions.get(link.email, ())):
+            continue
+        _delete(ctx, plan, link, ADDRESS_LEFT)
 
 
 def _removed_already(link: LinkRow) -> bool:

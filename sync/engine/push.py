@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from sync.crm import ChangedMembers
 from sync.emails import normalize_email
@@ -35,7 +36,7 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.erasures import ERASED, audit_erasures
-from sync.engine.plan import ADDRESS_GONE, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
+from sync.engine.plan import ADDRESS_GONE, ADDRESS_LEFT, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
 from sync.engine.rejects import (
     LIST_PENDING,
     PANEL_ACTIONS,
@@ -51,7 +52,7 @@ from sync.engine.state import set_position, set_watermark, watermark_for
 from sync.engine.statuses import members_with_new_suppressions, record_statuses
 from sync.errors import RejectedRow
 from sync.models import MemberLink, Reject, utcnow
-from sync.providers.base import LEFT_UNSUBSCRIBED, MemberKey, PushOutcome, RemoteStatus
+from sync.providers.base import LEFT_UNSUBSCRIBED, MemberKey, MemberUpsert, PushOutcome, RemoteStatus
 from sync.stopping import STOP
 
 #: The unique key of a link, and the part of it that varies within a connection.
@@ -79,6 +80,7 @@ def _merge(into: Chunk, plan: Chunk) -> None:
     into.gone += plan.gone
     into.sources.update(plan.sources)
     into.settled += plan.settled
+    into.validated += plan.validated
     into.left_out += plan.left_out
     into.member_lists.update(plan.member_lists)
 
@@ -466,7 +468,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
         # pulled back is then our echo, and rejoining a list makes the contact active again.
         reasons = {item.key: item.reason for item in plan.deletes}
         kept = [o.key for o in deleted if o.rejected is None and o.action == "unsubscribed"
-                and reasons.get(o.key) in (LEFT_EVERY_LIST, ADDRESS_GONE) and o.key not in by_key]
+                and reasons.get(o.key) in (LEFT_EVERY_LIST, ADDRESS_GONE, ADDRESS_LEFT) and o.key not in by_key]
         if kept:
             session.execute(sa.update(MemberLink), [
                 {"id": plan.links[key].id, "remote_lists": [], "payload_hash": "",
@@ -509,7 +511,17 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             item = by_key.get(outcome.key)
             address = address_of.get(id(outcome), item.email if item else None)
             if outcome.rejected is not None:
-                record_reject(ctx, session, open_rejects, outcome.key, address, outcome.rejected)
+                rejected = outcome.rejected
+                known = plan.links.get(outcome.key)
+                if (item is not None and id(outcome) not in address_of and item.remote_id is not None
+                        and known is not None and rejected.provider_code in PANEL_ACTIONS
+                        and not _same_address(known.email, item.email)):
+                    # An update of a record that holds another address (one keyed by our member id,
+                    # whose address changed) was refused: nothing moved, the person must act on the
+                    # address the record holds, not on the one we could not write.
+                    address, rejected = known.email, RejectedRow(
+                        rejected.reason.replace(item.email, known.email), provider_code=rejected.provider_code)
+                record_reject(ctx, session, open_rejects, outcome.key, address, rejected)
                 if item is not None:
                     left.append(LeftOut(item.key.crm_member_id, item.email, _lists_of(plan, item.key), REJECTED,
                                         f"{outcome.rejected.provider_code or 'provider'}: {outcome.rejected.reason}"))
@@ -530,7 +542,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
                 row = open_rejects.get(outcome.key)
                 if row is not None and row.provider_code != LIST_PENDING and (
                         row.provider_code not in PANEL_ACTIONS
-                        or _same_address(row.email, address)):
+                        or _same_address(row.email, address) or _same_record(plan, item, outcome)):
                     resolved.append(row.id)
                 member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
                 if outcome.key != member_wide and member_wide in open_rejects \
@@ -552,6 +564,8 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
                             else plan.sources.get(item.key.crm_member_id)})
         update_by_key(session, MEMBER_LINKS, remote_ids, key={"connection_id": ctx.connection_id},
                       match=LINK_MATCH)
+        _follow_moved_records(session, plan, updates, {o.key for o in deleted if o.rejected is None},
+                              open_rejects, resolved)
         # Every answered link exists (the provisional row, or the link it updates): an upsert by
         # the unique key is that UPDATE, in multi-row statements instead of one per row.
         # (one row per key, the upsert's answer last: a removal of the same key, an address
@@ -575,11 +589,14 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=code))
         for key, email, reason in plan.pending:
             record_reject(ctx, session, open_rejects, key, email, RejectedRow(reason, provider_code=LIST_PENDING))
-        # A member planned to the end has valid CRM data now: our own validation reject of it is
-        # moot, also when its link is unchanged and nothing was pushed (an address lost and
-        # restored at a provider that kept the contact).
-        resolved += [row.id for member_id in plan.sources if member_id not in still_invalid
-                     and member_id not in unsettled and (row := open_rejects.get(MemberKey(member_id))) is not None
+        # A member whose CRM data passes our validation now: our own validation reject of it is
+        # moot, also when nothing was pushed (an address lost and restored at a provider that kept
+        # the contact, a RET never created, a suppression) or the provider refused a per-list
+        # record (its own reject); a refusal under the same key replaced it already.
+        refused_now = {o.key for o in deleted + upserted if o.rejected is not None}
+        resolved += [row.id for member_id in dict.fromkeys(plan.validated) if member_id not in still_invalid
+                     and MemberKey(member_id) not in refused_now
+                     and (row := open_rejects.get(MemberKey(member_id))) is not None
                      and row.provider_code == VALIDATION]
         resolved += [open_rejects[key].id for key in plan.unpend
                      if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
@@ -624,6 +641,45 @@ def _repoint_moved_links(ctx: RunContext, plan: Chunk, deleted: Sequence[PushOut
         session.execute(sa.update(MemberLink), moved)
         ctx.checkpoint(session)
     ctx.rows_written += len(moved)
+
+
+def _same_record(plan: Chunk, item: MemberUpsert | None, outcome: PushOutcome) -> bool:
+    """The upsert wrote the very record its link names (an update by the record's remote id): a
+    record keyed by our member id moves with an address change, so a panel action asked for on
+    it under this key (remove it from this list, unsubscribe it) is moot now that it holds what
+    this push wrote. (A provider keyed by e-mail creates another record for a new address: the old
+    one is still there, and its panel action stands.)"""
+    link = plan.links.get(outcome.key)
+    return item is not None and link is not None and item.remote_id is not None \
+        and item.remote_id == link.remote_id and (outcome.remote_id or item.remote_id) == link.remote_id
+
+
+def _follow_moved_records(session: Session, plan: Chunk, updates: list[dict[str, Any]], removed: set[MemberKey],
+                          open_rejects: dict[MemberKey, Reject], resolved: list[int]) -> None:
+    """A record keyed by our member id holds ONE address in every list it is in (Postatr: one
+    member per Memberid; the member's per-list links share its remote id): when an update writes a
+    new address to it under one list, the member's other links to that record (lists it left,
+    whose removal the provider cannot make) hold the new address too, and so does every open panel
+    action asked for on them: it must name the address the person will find in the panel. Those
+    links are re-pointed (a later removal names the new address) and those rejects re-worded, in
+    the transaction that records the update."""
+    moved = {(row["crm_member_id"], row["remote_id"]): row["email"] for row in updates
+             if row["remote_id"] is not None}
+    if not moved:
+        return
+    answered = {MemberKey(row["crm_member_id"], row["crm_list_id"]) for row in updates}
+    repoint = []
+    for key, link in plan.links.items():
+        email = moved.get((key.crm_member_id, link.remote_id))
+        if email is None or key in answered or key in removed or _same_address(link.email, email):
+            continue
+        repoint.append({"id": link.id, "email": email})
+        row = open_rejects.get(key)
+        if row is not None and row.resolved_at is None and (row.id is None or row.id not in resolved) \
+                and row.provider_code in PANEL_ACTIONS and not _same_address(row.email, email):
+            row.email, row.reason = email, row.reason.replace(link.email, email)
+    if repoint:
+        session.execute(sa.update(MemberLink), repoint)
 
 
 def _same_address(a: str | None, b: str | None) -> bool:

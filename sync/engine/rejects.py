@@ -25,6 +25,19 @@ REJECT_BACKOFF_MAX = dt.timedelta(hours=24)
 #: the provider backoff: an unchanged row would be refused the same way, and re-planning every such
 #: row on every run made a run with no change O(rejects) (4,000 members at 1,000,000).
 VALIDATION = "validation"
+#: The reason of our validation reject of a member whose address another member holds.
+HELD_BY = "e-mail also belongs to CRM member "
+
+
+def held_by_reason(owner: str) -> str:
+    return f"{HELD_BY}{owner}; the provider keeps one contact per e-mail"
+
+
+def holder_named(reason: str | None) -> str | None:
+    """The member a "held by another member" reject names (None: another reject)."""
+    if not reason or not reason.startswith(HELD_BY):
+        return None
+    return reason[len(HELD_BY):].split(";", 1)[0] or None
 #: A member waits for a list that does not exist at the provider yet (refused or failed create).
 LIST_PENDING = "list_pending"
 #: A CRM value longer than our tables hold: reported once, retried when the row changes.
@@ -66,6 +79,7 @@ def rejects_due(ctx: RunContext, session: Session, waiting: list[WaitingReject] 
     (the provider's refusals, our validation) with an exponential backoff. The others go to
     ``waiting`` when given."""
     due = []
+    gone = _holders_gone(ctx, session)
     for member_id, list_id, email, code, reason, attempts, last_seen in session.execute(
             sa.select(Reject.crm_member_id, Reject.crm_list_id, Reject.email, Reject.provider_code, Reject.reason,
                       Reject.attempts, Reject.last_seen_at).where(
@@ -77,11 +91,28 @@ def rejects_due(ctx: RunContext, session: Session, waiting: list[WaitingReject] 
             continue
         wait = reject_backoff(attempts)
         # (a backfill tries every one again: it compares no CRM digest for them)
-        if code in EVERY_RUN or last_seen + wait <= ctx.until or ctx.options.backfill:
+        if code in EVERY_RUN or last_seen + wait <= ctx.until or ctx.options.backfill or (
+                code == VALIDATION and holder_named(reason) in gone):
             due.append(member_id)
         elif waiting is not None:
             waiting.append(WaitingReject(member_id, list_id, email, code or "", reason, last_seen + wait))
     return list(dict.fromkeys(due))
+
+
+def _holders_gone(ctx: RunContext, session: Session) -> set[str]:
+    """Members named by an open "held by another member" reject that the CRM no longer has (a hard
+    delete, looked for when the run looks for them: ``vanished_members_due``), or has deleted: the
+    member refused for them may have the address now. A holder with a link is planned as vanished
+    and brings them (``_load_chunk``); one without (never pushed: a RET, one in no list) did not."""
+    if not (ctx.options.backfill or (ctx.vanished is not None and ctx.vanished[0])):
+        return set()
+    named = {holder for (reason,) in session.execute(sa.select(Reject.reason).where(
+        Reject.connection_id == ctx.connection_id, Reject.resolved_at.is_(None), Reject.provider_code == VALIDATION,
+        Reject.reason.startswith(HELD_BY, autoescape=True))) if (holder := holder_named(reason))}
+    if not named:
+        return set()
+    live = {member.id for member in ctx.crm.members(sorted(named)) if not member.deleted}
+    return named - live
 
 
 def load_open_rejects(ctx: RunContext, session: Session, member_ids: Sequence[str],
@@ -103,6 +134,9 @@ def record_reject(ctx: RunContext, session: Session, rejects: dict[MemberKey, Re
     email = None if email is None else email[:EMAIL]
     if ctx.waiting is not None and email and key.crm_member_id and error.provider_code == VALIDATION:
         ctx.waiting[email].add(key.crm_member_id)
+        holder = holder_named(error.reason)
+        if holder:
+            ctx.waiting_on.setdefault(holder, set()).add(key.crm_member_id)
     reason = error.reason[:2000]
     row = rejects.get(key)
     if row is None:

@@ -70,7 +70,6 @@ from tests.integration.providers.state_machine_oracle import (
     crm_rows,
     echo_masked,
     in_flux,
-    link_addresses,
     receiving_lists,
     remote_lists,
 )
@@ -145,7 +144,6 @@ class ProviderMachine(RuleBasedStateMachine):
         self.refill_maybe_lost: set[str] = set()
         #: Addresses a failed run that re-created a deleted list may have left with stale remote ids.
         self.crash_orphans: set[str] = set()
-        self.shared_links: set[str] = set()
         self.left_behind: set[str] = set()     # every address a member had before the machine changed it
         self.new_ids = itertools.count(1)
 
@@ -182,13 +180,6 @@ class ProviderMachine(RuleBasedStateMachine):
         self._completed(self._run(), "first sync")
 
     def _run(self, **options: Any) -> RunResult:
-        """A run. Before it: addresses two members' links hold (one of them a member left alone with
-        its old address, KNOWN_GAPS), whose removal for the one may take the other's lists away."""
-        held: dict[str, set[str]] = {}
-        for member_id, addresses in link_addresses(self.world).items():
-            for address in addresses:
-                held.setdefault(address, set()).add(member_id)
-        self.shared_links |= {address for address, members in held.items() if len(members) > 1}
         return self.world.run(**options)
 
     def _completed(self, result: RunResult, what: str, lost_answers: bool = False) -> None:
@@ -196,7 +187,7 @@ class ProviderMachine(RuleBasedStateMachine):
         assert result.status in COMPLETED, f"{what}: {result.status}: {result.error}"
         for act in self.acts:
             act.pulled = True
-        oracle = Oracle(self.world, self.caps, self.crash_orphans, self.left_behind, self.shared_links)
+        oracle = Oracle(self.world, self.caps, self.crash_orphans, self.left_behind)
         self.deleted_in_panel.clear()
         oracle.check_mirror(self.refill_maybe_lost)
         oracle.check_rejects()

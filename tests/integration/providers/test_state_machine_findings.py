@@ -6,18 +6,20 @@ always reach these states, so each gets a test of its own that fails without its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from sync.emails import normalize_email
+from sync.emails import normalize_email, valid_email
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
-from tests.integration.providers.conftest import FAST, World
+from tests.integration.providers.conftest import FAST, TENANT, World
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
+from tests.integration.providers.harness_postatr import PostatrHarness
 
 #: Run outcomes of a run that did its work.
 COMPLETED = ("succeeded", "succeeded_with_rejects", "partial")
@@ -133,3 +135,209 @@ def test_a_removal_reject_names_the_old_address_and_stays_open_after_an_address_
         assert rows and {normalize_email(email or "") for email, _ in rows} == {old_address}, rows
         assert old_address in world.harness.members()           # it does receive there still
 
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_member_refused_for_an_address_another_member_owns_stops_receiving_at_its_old_one(
+        world: World) -> None:
+    """Found as KNOWN_GAPS "old-address-of-a-member-left-alone". A member's address changes to one
+    another member owns: the member is refused (a validation reject naming the owner), and the CRM
+    no longer gives it its old address, so nothing may be sent there any more. The old contact kept
+    receiving in the member's lists (the member was left before its links were looked at)."""
+    world.run()
+    member, owner = _two_active(world)
+    old_address = normalize_email(member.email)
+    assert old_address in world.harness.members()
+    world.update_member(member.id, email=owner.email)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert old_address not in world.harness.members(), "the old address still receives"
+    assert normalize_email(owner.email) in world.harness.members()          # the owner's contact stays
+    with world.engine.connect() as conn:
+        reasons = conn.scalars(sa.select(Reject.reason).where(
+            Reject.crm_member_id == member.id, Reject.resolved_at.is_(None))).all()
+    assert any(f"CRM member {owner.id}" in reason for reason in reasons), reasons
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+
+def _open_rejects_of(world: World, member_id: str) -> list[tuple[str | None, str]]:
+    with world.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.select(Reject.provider_code, Reject.reason).where(
+            Reject.connection_id == world.connection_id, Reject.crm_member_id == member_id,
+            Reject.resolved_at.is_(None)))]
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_validation_reject_is_resolved_when_the_address_is_fixed_and_nothing_is_pushed(world: World) -> None:
+    """Found as KNOWN_GAPS "validation-reject-kept-when-nothing-is-pushed". A member in a list with a
+    mistyped address has an open validation reject. The CRM fixes the address, and the member's
+    consent is RET: no contact is created for it, and the reject about its address is moot. It stayed
+    open (the member was left out before it was settled), saying the address was still wrong."""
+    world.run()
+    t = world.crm.members
+    with world.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.email).where(t.c.deleted_at.is_(None))).all()
+    bad = next(member_id for member_id, email in sorted(rows)
+               if not valid_email(normalize_email(email)) and world.lists_of(member_id))
+    assert [code for code, _ in _open_rejects_of(world, bad)] == ["validation"]
+    world.update_member(bad, email="duzeltildi@ornek.com.tr", consent_status="RET",
+                        consent_date=world.now())
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, bad) == []
+    assert "duzeltildi@ornek.com.tr" not in world.harness.members()        # RET: never created
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_member_waiting_for_an_address_gets_it_when_its_holder_without_a_link_is_deleted(world: World) -> None:
+    """Found as KNOWN_GAPS "waiting-member-not-planned-when-holder-vanishes". A member is refused
+    because another member claims its address; that holder never had a contact (its consent is RET,
+    so no link holds the address). When the holder is deleted for real, the waiting member must get
+    the address in the next run that looks for hard deletes: only the vanished holder's LINK
+    addresses were looked up, so it waited for its reject's backoff (an hour and more)."""
+    # (hard deletes looked for on every run; no look-back: the refused member is not re-read as changed)
+    world.settings = dataclasses.replace(world.settings, vanished_check_seconds=0, lookback_seconds=0)
+    world.run()
+    waiting, _ = _two_active(world)
+    address = "ortak.adres@ornek.com.tr"
+    t = world.crm.members
+    with world.engine.begin() as conn:
+        conn.execute(t.insert().values(tenant_id=TENANT, id="A001", email=address, first_name="Eski",
+                                       last_name="Sahip", consent_status="RET", consent_date=world.now(),
+                                       updated_at=world.now()))
+    world.join("A001", world.lists_of(waiting.id)[0])
+    world.update_member(waiting.id, email=address)
+    assert world.run().status in COMPLETED
+    assert [reason for _, reason in _open_rejects_of(world, waiting.id)] == [
+        "e-mail also belongs to CRM member A001; the provider keeps one contact per e-mail"]
+    assert address not in world.harness.members()
+
+    world.hard_delete_member("A001")
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, waiting.id) == []
+    assert address in world.harness.members(), "the waiting member did not get the address"
+
+
+def _panel_rejects_of(world: World, member_id: str) -> list[tuple[str, str, str, str]]:
+    """(list, address, code, reason) of the member's open rejects that ask a person to act in the panel."""
+    with world.engine.connect() as conn:
+        return [(list_id, normalize_email(email or ""), code, reason) for list_id, email, code, reason in conn.execute(
+            sa.select(Reject.crm_list_id, Reject.email, Reject.provider_code, Reject.reason).where(
+                Reject.connection_id == world.connection_id, Reject.crm_member_id == member_id,
+                Reject.provider_code.in_(("removal_unsupported", "unsubscribe_unsupported")),
+                Reject.resolved_at.is_(None)))]
+
+
+def _postatr_record(world: World, member_id: str) -> dict[str, Any]:
+    """The Postatr sandbox's one record of a member (keyed by Memberid, one address in all its lists)."""
+    rows = [row for row in world.harness.sandbox.members(world.harness.credentials["username"])  # type: ignore[attr-defined]
+            if row["Memberid"] == member_id]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def _in_two_lists(world: World) -> Any:
+    crm = world.valid_active_members()
+    return next(crm[email] for email in sorted(crm) if len(world.lists_of(crm[email].id)) >= 2)
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_removal_reject_follows_a_record_keyed_by_member_id_to_its_new_address(world: World) -> None:
+    """Found as KNOWN_GAPS "stale-reject-names-another-address". Postatr keeps one record per
+    Memberid, with ONE address in every list it is in, and can neither remove nor unsubscribe. A
+    member leaves one of its lists (an open removal_unsupported reject: "remove <old> in the panel"),
+    then its address changes: the update under its other list moves the whole record, so the list it
+    left now holds the NEW address. The reject went on naming the old one, which no record has any
+    more (the person is sent after the wrong address), and so did every retry of that removal."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "yeni.adres@ornek.com.tr"
+    left, kept = world.lists_of(member.id)[:2]
+    world.leave_list(member.id, left)
+    assert world.run().status in COMPLETED
+    assert [(list_id, email) for list_id, email, _, _ in _panel_rejects_of(world, member.id)] == [
+        (left, old_address)]
+    world.update_member(member.id, email=new_address)
+    for _ in range(2):                      # and a run after it, which tries that removal again
+        assert world.run().status in COMPLETED
+        record = _postatr_record(world, member.id)
+        assert normalize_email(record["Email"]) == new_address and len(record["lists"]) >= 2, record
+        rejects = _panel_rejects_of(world, member.id)
+        assert [(list_id, email) for list_id, email, _, _ in rejects] == [(left, new_address)], rejects
+        assert new_address in rejects[0][3] and old_address not in rejects[0][3], rejects
+    assert old_address not in world.harness.members()
+    assert kept in world.lists_of(member.id)
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_removal_reject_of_a_record_keyed_by_member_id_is_resolved_when_the_record_is_pushed_again(
+        world: World) -> None:
+    """Found as KNOWN_GAPS "removal-reject-resolved-by-the-new-address" (its other side). At Postatr
+    a member is refused for an address another member owns: its record keeps the old address, which
+    the CRM no longer gives it, so each of its lists gets a removal_unsupported reject naming the old
+    address. Then the member gets an address of its own: the update moves its record (one per
+    Memberid) there, in the lists it wants. Nothing is left to remove, but the rejects stayed open,
+    asking a person to remove an address no record holds (only a push at the SAME address resolved
+    a panel action: right where a new address is a new record, wrong where the record moves)."""
+    world.run()
+    member = _in_two_lists(world)
+    owner = next(row for email, row in sorted(world.valid_active_members().items()) if row.id != member.id)
+    old_address, new_address = normalize_email(member.email), "kendi.adresi@ornek.com.tr"
+    world.update_member(member.id, email=owner.email)
+    assert world.run().status in COMPLETED
+    assert {email for _, email, _, _ in _panel_rejects_of(world, member.id)} == {old_address}
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == old_address
+    world.update_member(member.id, email=new_address)
+    assert world.run().status in COMPLETED
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == new_address
+    assert _panel_rejects_of(world, member.id) == []
+    assert _open_rejects_of(world, member.id) == []
+    assert old_address not in world.harness.members()
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_refused_unsubscribe_of_a_record_keyed_by_member_id_names_the_address_it_holds(world: World) -> None:
+    """Found as KNOWN_GAPS "stale-reject-names-another-address" (the change refused). At Postatr a
+    member's consent becomes RET and its address changes in one CRM edit: the update would carry the
+    new address unsubscribed, and Postatr cannot unsubscribe, so nothing is written and the record
+    still holds the OLD address, active. The unsubscribe_unsupported reject must name that address
+    (it named the new one, which Postatr does not have)."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "ret.adres@ornek.com.tr"
+    world.update_member(member.id, email=new_address, consent_status="RET", consent_date=world.now())
+    assert world.run().status in COMPLETED
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == old_address
+    rejects = _panel_rejects_of(world, member.id)
+    assert rejects and {(email, code) for _, email, code, _ in rejects} == {
+        (old_address, "unsubscribe_unsupported")}, rejects
+    assert all(old_address in reason and new_address not in reason for *_, reason in rejects), rejects
+
+
+@pytest.mark.parametrize("harness", [ContactHarness], indirect=True, ids=["fake-contact"])
+def test_a_held_by_reject_is_resolved_when_the_member_leaves_every_list_without_an_address(world: World) -> None:
+    """Found by the state machine (make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40
+    FUZZ_ARGS='-k postatr'), after "validation-reject-kept-when-nothing-is-pushed" was fixed. A member
+    is refused for an address another member owns (a reject naming the owner; its old contact is
+    removed). Then it leaves every list and its address is emptied in the CRM: it needs no address
+    and holds nothing at the provider, so the reject is moot. It stayed open, naming an owner of an
+    address the member no longer claims (the member was left before it was settled)."""
+    world.run()
+    member, owner = _two_active(world)
+    world.update_member(member.id, email=owner.email)
+    assert world.run().status in COMPLETED
+    assert [reason for _, reason in _open_rejects_of(world, member.id)] == [
+        f"e-mail also belongs to CRM member {owner.id}; the provider keeps one contact per e-mail"]
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.crm_member_id == member.id)) == 0            # its old contact was removed
+    for list_id in world.lists_of(member.id):
+        world.leave_list(member.id, list_id)
+    world.update_member(member.id, email=None)
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, member.id) == []
+    assert normalize_email(owner.email) in world.harness.members()          # the owner keeps its contact
