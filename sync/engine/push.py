@@ -208,6 +208,9 @@ class _Pipeline:
         done = await self.wait()
         if not window.chunks:
             return done
+        # A safe point: a stop asked for while the window before was pushed ends the run here,
+        # with this window (nothing of it sent) dropped, as one being planned is.
+        STOP.check()
         if not self.enabled:
             return done + await _flush(self.ctx, window, self.list_map)
         sending = copy.copy(window)
