@@ -358,10 +358,9 @@ MAX_BATCH: Final = 100
 #: Members between two checkpoints (one transaction of answers). With one request per member, a
 #: window of 100 spends its last round trips with a few requests in flight and waits for its
 #: slowest member (a 429's Retry-After) once per 100 members; windows of 1,000 pushed faster under
-#: faults (docs/performance.md), but a stop (SIGTERM) waits for the window in flight, and the next
-#: window is planned while one is pushed (sync/engine/push.py): with 1,000 a stop came only after
-#: up to 2,000 members, and the crash suite's SIGTERM cases (2,500 members) could no longer land
-#: four stops. Back to 100 until the next window's requests go out while one commits.
+#: faults (docs/performance.md), but a stop (SIGTERM) waits for the window in flight: with 1,000
+#: the crash suite's SIGTERM cases (2,500 members) could no longer land four stops. Back to 100
+#: until the next window's requests go out while one commits.
 PUSH_WINDOW: Final = MAX_BATCH
 #: The connection setting ``concurrency``: requests in flight at most, the ceiling of the adaptive
 #: limit (sync/http.py: it starts at 2 and climbs while answers come back fast and unrefused,
