@@ -43,9 +43,10 @@ class _Choice(click.Choice):  # type: ignore[type-arg]
 
 EXPORT_HELP = """\b
 Rows go to stdout, or to --output FILE: written as FILE's hidden sibling (mode 0600), synced and
-renamed to FILE when complete. Times are UTC ISO 8601 with Z; csv has a header line, NULL is an
-empty field, booleans are true/false; jsonl is one JSON object per line. The columns are the
-view's (docs/pulled-data.md).
+renamed to FILE when complete. With --cursor, an existing FILE is never replaced (the export
+fails and the cursor stays): its rows may not be loaded yet. Times are UTC ISO 8601 with Z; csv
+has a header line, NULL is an empty field, booleans are true/false; jsonl is one JSON object
+per line. The columns are the view's (docs/pulled-data.md).
 
 \b
 --cursor NAME: a position kept in the database. Each export with it gives the rows after it, in
@@ -90,7 +91,8 @@ def _export_options(command: Any) -> Any:
         click.option("--cursor", metavar="NAME", help="give only the rows after this named cursor, then move it "
                      "(see below); 1-64 of a-z, 0-9, _ - ."),
         click.option("--output", "-o", metavar="FILE",
-                     help="write to FILE (replaced when complete) instead of stdout (-)"),
+                     help=("write to FILE (in place when complete; with --cursor, never over an "
+                           "existing FILE) instead of stdout (-)")),
     ]):
         command = option(command)
     return command
@@ -103,7 +105,7 @@ def _run_export(app: App, stream: Stream, selection: Selection, fmt: str, cursor
 
     if output == "-":
         output = None
-    target = Output(output, sys.stdout)
+    target = Output(output, sys.stdout, keep_existing=cursor is not None)
     try:
         outcome = export_rows(app.sessions(), stream, selection, fmt, target, cursor=cursor)
     except (InvalidInputError, NotFoundError) as exc:

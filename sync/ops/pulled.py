@@ -228,11 +228,17 @@ class RowWriter:
 
 class Output:
     """Where an export goes: a stream (stdout), or ``path``: a new file beside it (mode 0600: the
-    rows are personal data), synced and renamed over ``path`` only when complete."""
+    rows are personal data), synced and renamed over ``path`` only when complete.
 
-    def __init__(self, path: str | None, stream: TextIO) -> None:
+    ``keep_existing`` (a cursored export): an existing ``path`` is never replaced. Its rows were
+    handed out by an earlier export that moved the cursor past them, and may not be loaded yet
+    (a nightly script run twice within the second of its file name): replacing it would lose them.
+    The file is linked into place, so that a file made meanwhile is not replaced either."""
+
+    def __init__(self, path: str | None, stream: TextIO, *, keep_existing: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self._stream = stream
+        self._keep_existing = keep_existing
         self._temp: Path | None = None
         self._file: TextIO | None = None
 
@@ -243,6 +249,8 @@ class Output:
     def open(self) -> TextIO:
         if self.path is None:
             return self._stream
+        if self._keep_existing and os.path.lexists(self.path):
+            raise SyncError(self._exists())
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent or ".")
         except OSError as exc:
@@ -259,8 +267,19 @@ class Output:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._temp, self.path)
+        if self._keep_existing:
+            try:
+                os.link(self._temp, self.path)      # fails if the path exists, unlike a rename
+            except FileExistsError:
+                raise SyncError(self._exists()) from None
+            self._temp.unlink()
+        else:
+            os.replace(self._temp, self.path)
         self._file = self._temp = None
+
+    def _exists(self) -> str:
+        return (f"{self.path} exists: a cursored export never replaces a file (its rows may not be loaded yet); "
+                "give a new name; the cursor did not move")
 
     def abort(self, *, broken_pipe: bool = False) -> None:
         if broken_pipe and self.path is None:

@@ -199,8 +199,17 @@ def test_suppressions_and_reports_handed_back_once(engine: sa.Engine, db_url: st
     assert f"{len(pulled) + 1} row(s) written to {target}; cursor file at" in written.out
     assert len(_csv(target.read_text(encoding="utf-8"))) == len(pulled) + 1
     assert target.stat().st_mode & 0o077 == 0
-    assert cli("suppressions", "export", "--cursor", "file", "--output", str(target), env=env).code == 0
-    assert _csv(target.read_text(encoding="utf-8")) == []
+    # A cursored export never replaces a file: its rows may not be loaded yet (two nightly runs
+    # within the second of their file name lost the first file's rows this way).
+    before = target.read_text(encoding="utf-8")
+    again = cli("suppressions", "export", "--cursor", "file", "--output", str(target), env=env)
+    assert again.code == 1 and "exists" in one_error_line(again) and "the cursor did not move" in again.err
+    assert target.read_text(encoding="utf-8") == before
+    assert cli("suppressions", "export", "--cursor", "file", "--output", str(tmp_path / "next.csv"), env=env).code == 0
+    assert _csv((tmp_path / "next.csv").read_text(encoding="utf-8")) == []
+    # Without a cursor an export is a snapshot, and FILE is replaced.
+    assert cli("suppressions", "export", "--output", str(target), env=env).code == 0
+    assert len(_csv(target.read_text(encoding="utf-8"))) == len(pulled) + 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []    # no partial file left
 
     # reports export: every result once
