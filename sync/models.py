@@ -142,6 +142,26 @@ class ListLink(Base):
     adopted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
+class ListReplan(Base):
+    """A CRM list whose members a run must plan again: its link was made, re-made (the list was
+    deleted in the provider's panel, or the provider lost its state), re-mapped or dropped. Written
+    in the transaction that changes the list link; deleted by the one that commits a completed
+    members phase. So a run that dies in between leaves the re-plan to the next run (before, it
+    lived only in the dying run: the re-created list was never refilled).
+
+    ``remote_list_id``: the remote list that went away (deleted by us, or missing at the provider),
+    whose links are corrected; ``lost``: it was missing at the provider, so the contacts in it are
+    pushed again even when their hash is unchanged."""
+
+    __tablename__ = "list_replans"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(sa.ForeignKey("connections.id", ondelete="CASCADE"), index=True)
+    crm_list_id: Mapped[str] = mapped_column(Key(ID))
+    remote_list_id: Mapped[str | None] = mapped_column(Key(ID))
+    lost: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class MemberLink(Base):
     """A CRM member (or, for per-list providers, a member in one list) and its twin at the provider.
 

@@ -1,6 +1,8 @@
 """Step 3 of a connection's run: lists created, renamed and deleted at the provider (``lists ==
 "create"``), or mapped by the connection to lists made in the provider's panel (``"mapped"``).
-The CRM lists whose members must be planned again go into ``RunContext.requeue_lists``.
+The CRM lists whose members must be planned again go into ``RunContext.requeue_lists``, and into
+``list_replans`` in the transaction that changes their link: a run that dies before its members
+phase completes leaves them to the next run, which loads them first (``_load_replans``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 from sync.engine.context import RunContext
 from sync.engine.rejects import VALIDATION, load_open_rejects, record_reject
 from sync.errors import FatalError, ProviderError, RejectedRow
-from sync.models import ID, ListLink, Reject, utcnow
+from sync.models import ID, ListLink, ListReplan, Reject, utcnow
 from sync.providers.base import ListPush, MappedLists, MemberKey
 
 log = structlog.get_logger(__name__)
@@ -37,6 +39,7 @@ async def sync_lists(ctx: RunContext) -> dict[str, str]:
     with ctx.sessions() as session:
         links = {link.crm_list_id: link for link in session.scalars(
             sa.select(ListLink).where(ListLink.connection_id == ctx.connection_id))}
+        _load_replans(ctx, session)
     if ctx.mapped_api is not None:
         return _sync_mapped_lists(ctx, ctx.mapped_api, crm_lists, links)
     assert ctx.list_api is not None
@@ -64,10 +67,10 @@ async def sync_lists(ctx: RunContext) -> dict[str, str]:
                     session.add(ListLink(connection_id=ctx.connection_id, crm_list_id=crm_id,
                                          remote_list_id=remote.remote_id, name_pushed=item.name,
                                          adopted=bool(found)))
+                    _replan(ctx, session, crm_id)
                     _resolve_list_reject(ctx, session, crm_id)
                     ctx.checkpoint(session)
                 taken.add(remote.remote_id)
-                ctx.requeue_lists.add(crm_id)
                 ctx.counts["lists_adopted" if found else "lists_created"] += 1
                 link_remote = remote.remote_id
             elif link is not None:
@@ -110,11 +113,9 @@ async def sync_lists(ctx: RunContext) -> dict[str, str]:
             _list_reject(ctx, crm_id, f"delete list {link.name_pushed!r}: {exc.message}",
                          exc.provider_code or "provider")
             continue
-        if not link.adopted:
-            ctx.gone_remote.add(link.remote_list_id)
-        ctx.requeue_lists.add(crm_id)
         with ctx.sessions.begin() as session:
             session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+            _replan(ctx, session, crm_id, None if link.adopted else link.remote_list_id)
             _resolve_list_reject(ctx, session, crm_id)
             ctx.checkpoint(session)
         ctx.counts["lists_deleted"] += 1
@@ -139,11 +140,12 @@ def _sync_mapped_lists(ctx: RunContext, api: MappedLists, crm_lists: dict[str, A
         mapping[crm_id] = remote.remote_id
         if link is not None and link.remote_list_id == remote.remote_id:
             continue
-        ctx.requeue_lists.add(crm_id)
         ctx.counts["lists_mapped"] += 1
         if ctx.options.dry_run:
+            ctx.requeue_lists.add(crm_id)
             continue
         with ctx.sessions.begin() as session:
+            _replan(ctx, session, crm_id)
             if link is not None:
                 session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
             session.add(ListLink(connection_id=ctx.connection_id, crm_list_id=crm_id,
@@ -160,11 +162,12 @@ def _sync_mapped_lists(ctx: RunContext, api: MappedLists, crm_lists: dict[str, A
 def _forget_list_link(ctx: RunContext, link: ListLink) -> None:
     """Drop a link without touching the remote list; its members are planned again (they
     leave that list)."""
-    ctx.requeue_lists.add(link.crm_list_id)
     if ctx.options.dry_run:
+        ctx.requeue_lists.add(link.crm_list_id)
         return
     with ctx.sessions.begin() as session:
         session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+        _replan(ctx, session, link.crm_list_id)
         ctx.checkpoint(session)
 
 
@@ -175,14 +178,48 @@ async def _drop_links_of_missing_lists(ctx: RunContext, api: ListPush, links: di
             continue
         log.warning("list.missing_at_provider", crm_list_id=crm_id, remote_list_id=link.remote_list_id)
         ctx.counts["lists_missing_at_provider"] += 1
-        ctx.gone_remote.add(link.remote_list_id)
-        ctx.lost_remote.add(link.remote_list_id)
-        ctx.requeue_lists.add(crm_id)
         del links[crm_id]
-        if not ctx.options.dry_run:
-            with ctx.sessions.begin() as session:
-                session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
-                ctx.checkpoint(session)
+        if ctx.options.dry_run:
+            _note_replan(ctx, crm_id, link.remote_list_id, lost=True)
+            continue
+        with ctx.sessions.begin() as session:
+            session.execute(sa.delete(ListLink).where(ListLink.id == link.id))
+            _replan(ctx, session, crm_id, link.remote_list_id, lost=True)
+            ctx.checkpoint(session)
+
+
+def _note_replan(ctx: RunContext, crm_id: str, gone_remote: str | None = None, *, lost: bool = False) -> None:
+    """This run plans the members of CRM list ``crm_id`` again; ``gone_remote``: the remote list
+    that went away (its links are corrected; ``lost``: missing at the provider, its contacts are
+    pushed again even when unchanged)."""
+    ctx.requeue_lists.add(crm_id)
+    if gone_remote is not None:
+        ctx.gone_remote.add(gone_remote)
+        if lost:
+            ctx.lost_remote.add(gone_remote)
+
+
+def _replan(ctx: RunContext, session: Session, crm_id: str, gone_remote: str | None = None, *,
+            lost: bool = False) -> None:
+    """``_note_replan``, kept in ``list_replans`` in the caller's transaction (the one that changes
+    the list link) until a members phase completes: a run that dies first leaves it to the next."""
+    _note_replan(ctx, crm_id, gone_remote, lost=lost)
+    session.add(ListReplan(connection_id=ctx.connection_id, crm_list_id=crm_id, remote_list_id=gone_remote,
+                           lost=lost))
+
+
+def _load_replans(ctx: RunContext, session: Session) -> None:
+    """The re-plans an earlier run committed and did not complete (it died, or stopped)."""
+    for row in session.scalars(sa.select(ListReplan).where(ListReplan.connection_id == ctx.connection_id)
+                               .order_by(ListReplan.id)):
+        _note_replan(ctx, row.crm_list_id, row.remote_list_id, lost=row.lost)
+    if ctx.requeue_lists:
+        log.info("lists.replans_carried_over", crm_list_ids=sorted(ctx.requeue_lists))
+
+
+def done_replanning(ctx: RunContext, session: Session) -> None:
+    """A members phase completed: every list re-plan it was given is done (in its transaction)."""
+    session.execute(sa.delete(ListReplan).where(ListReplan.connection_id == ctx.connection_id))
 
 
 def _list_problem(name: str | None) -> str | None:

@@ -36,6 +36,7 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.erasures import ERASED, audit_erasures
+from sync.engine.lists import done_replanning
 from sync.engine.plan import ADDRESS_GONE, ADDRESS_LEFT, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
 from sync.engine.rejects import (
     LIST_PENDING,
@@ -318,6 +319,7 @@ async def push_members(ctx: RunContext, list_map: dict[str, str]) -> None:
             current = watermark_for(session, ctx.connection_id, SUPPRESSIONS_SEEN_STREAM)
             set_watermark(session, ctx.connection_id, SUPPRESSIONS_SEEN_STREAM,
                           max(ctx.started_at, current or ctx.started_at))
+            done_replanning(ctx, session)
             ctx.checkpoint(session)
         ctx.refresh_statistics(final=True)
     ctx.counts["link_and_status_rows_written"] = ctx.rows_written

@@ -49,10 +49,6 @@ KNOWN_GAPS = {
                                       "pushed: a RET, one in no list; in another chunk of a backfill; refused "
                                       "by the provider) is not seen: no reject shows the conflict, a reject "
                                       "names a former owner, or two members are each planned as the owner",
-    "refill-lost-in-a-crash": "a run re-creates a list deleted in the panel and crashes before its members "
-                              "are pushed: no later run pushes them into it (the re-plan of a re-created "
-                              "list's members lives only in that run; their links keep the remote ids of "
-                              "before, so a later removal or KVKK erasure by them misses the contact)",
     "removal-reject-resolved-by-the-new-address": "at a provider that cannot remove, an address a member had "
                                                   "before can still receive with no open reject naming it, after "
                                                   "swaps of addresses among runs that crashed or lost answers: "
@@ -256,9 +252,8 @@ class Expected:
 class Oracle:
     """One look at the CRM, the provider and our tables after a completed run."""
 
-    def __init__(self, world: World, caps: Capabilities, crash_orphans: set[str] = frozenset(),  # type: ignore[assignment]
-                 left_behind: set[str] | None = None) -> None:
-        self.world, self.caps, self.crash_orphans = world, caps, crash_orphans
+    def __init__(self, world: World, caps: Capabilities, left_behind: set[str] | None = None) -> None:
+        self.world, self.caps = world, caps
         self.crm = crm_rows(world)
         self.mirror = Mirror(world)
         self.view = remote_lists(world.harness, caps)
@@ -284,7 +279,7 @@ class Oracle:
         """Is this problem one of KNOWN_GAPS (and are they tolerated)?"""
         if gap in STRICT_GAPS:
             return False
-        if gap in ("refill-lost-in-a-crash", "claimants-not-planned-together", "echo-by-address"):
+        if gap in ("claimants-not-planned-together", "echo-by-address"):
             found = True
         elif gap == "removal-reject-resolved-by-the-new-address":
             found = address in self.left_behind
@@ -301,7 +296,7 @@ class Oracle:
         """An open reject says a person must remove or unsubscribe this address in the panel."""
         return address in self.stale_allowed or address in self.stale_reasons or address in self.in_flux or (
             self.caps.member_removal == "none" and self.known_gap("removal-reject-resolved-by-the-new-address", address)
-        ) or (address in self.crash_orphans and self.known_gap("refill-lost-in-a-crash", address))
+        )
 
     def _owners(self) -> dict[str, str]:
         """Address -> the one live member it belongs to; every other member claiming it has an
@@ -355,18 +350,17 @@ class Oracle:
         return Expected(row.id, row.address, wanted - blocked, not blocked, removals_stay(self.world),
                         bool(blocked & wanted))
 
-    def check_mirror(self, refill_maybe_lost: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def check_mirror(self) -> None:
         """Every live, valid, consenting owner receives in exactly its live lists minus its
         suppressions (at most those, where a per-list unsubscribe leaves new records to the
-        provider); nothing else receives, but where an open reject says a person must act.
-        ``refill_maybe_lost``: list names re-created by a run that crashed (KNOWN_GAPS)."""
+        provider); nothing else receives, but where an open reject says a person must act."""
         justified: dict[str, set[str]] = {}
         for address, owner in self.owners.items():
             want = self.expected(self.crm[owner])
             justified[address] = want.receiving
             missing = want.receiving - receiving_lists(self.view, address)
             if missing and want.exact and address not in self.in_flux and not self.missing_known(
-                    address, missing, refill_maybe_lost):
+                    address):
                 self.problem(f"{owner} <{address}> does not receive in {sorted(missing)}: must receive in exactly "
                              f"{sorted(want.receiving)}, receives in {sorted(receiving_lists(self.view, address))}")
         for address in sorted(self.view):
@@ -377,10 +371,8 @@ class Oracle:
                              f"must receive in {sorted(justified.get(address, ()))}, and no open reject says a "
                              "person must act")
 
-    def missing_known(self, address: str, missing: set[str], refill_maybe_lost: set[str]) -> bool:
+    def missing_known(self, address: str) -> bool:
         """Lists an owner misses for one of KNOWN_GAPS."""
-        if missing <= refill_maybe_lost and self.known_gap("refill-lost-in-a-crash", address):
-            return True
         return address in self.echo_masked and self.known_gap("echo-by-address", address)
         # (echo-by-address: the provider holds our own unsubscribe, made for another member)
 

@@ -67,7 +67,6 @@ from tests.integration.providers.state_machine_oracle import (
     STRICT_GAPS,
     Act,
     Oracle,
-    crm_rows,
     echo_masked,
     in_flux,
     receiving_lists,
@@ -139,11 +138,6 @@ class ProviderMachine(RuleBasedStateMachine):
         self.live = sorted(self._member_ids())
         self.crm_lists = sorted(self.world.list_names())
         self.acts: list[Act] = []
-        #: Lists deleted in the panel since the last completed run; those a failed run may have re-created.
-        self.deleted_in_panel: set[str] = set()
-        self.refill_maybe_lost: set[str] = set()
-        #: Addresses a failed run that re-created a deleted list may have left with stale remote ids.
-        self.crash_orphans: set[str] = set()
         self.left_behind: set[str] = set()     # every address a member had before the machine changed it
         self.new_ids = itertools.count(1)
 
@@ -187,9 +181,8 @@ class ProviderMachine(RuleBasedStateMachine):
         assert result.status in COMPLETED, f"{what}: {result.status}: {result.error}"
         for act in self.acts:
             act.pulled = True
-        oracle = Oracle(self.world, self.caps, self.crash_orphans, self.left_behind)
-        self.deleted_in_panel.clear()
-        oracle.check_mirror(self.refill_maybe_lost)
+        oracle = Oracle(self.world, self.caps, self.left_behind)
+        oracle.check_mirror()
         oracle.check_rejects()
         oracle.check_acts(self.acts)
         oracle.check_duplicates()
@@ -236,12 +229,8 @@ class ProviderMachine(RuleBasedStateMachine):
 
     def _failed(self) -> None:
         """A run that did not complete: nothing is checked (a swap may be half done at the provider);
-        what it may have left behind for good is one of KNOWN_GAPS."""
-        if self.deleted_in_panel:
-            # KNOWN_GAPS["refill-lost-in-a-crash"]: the lists it re-created are never refilled, and the links
-            # keep the ids the provider had before: a later removal or erasure by them misses the contact.
-            self.refill_maybe_lost |= self.deleted_in_panel
-            self.crash_orphans |= {normalize_email(row.email) for row in crm_rows(self.world).values()}
+        the next completed run must have mended everything it left (a list it re-created and did not
+        refill included: ``list_replans``)."""
 
     @precondition(lambda self: self.can["lost_answers"])
     @rule(fault_seed=st.integers(min_value=0, max_value=999), rate=st.sampled_from([0.25, 0.5]))
@@ -412,14 +401,12 @@ class ProviderMachine(RuleBasedStateMachine):
         if names:
             name = data.draw(st.sampled_from(names), label="list")
             self.harness.delete_list_at_provider(name)
-            self.deleted_in_panel.add(name)
 
     @precondition(lambda self: self.caps.lists == "create")
     @rule()
     def provider_restarted_empty(self) -> None:
         """The provider lost its state; acts no run pulled yet are lost with it."""
         self.harness.forget_everything()
-        self.deleted_in_panel |= set(self.world.list_names().values())      # (lists=create: the CRM's names)
         for act in self.acts:
             act.maybe_lost = act.maybe_lost or not act.pulled
 

@@ -19,6 +19,8 @@ from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
 from tests.integration.providers.conftest import FAST, TENANT, World
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
+from tests.integration.providers.harness import PostacellHarness
+from tests.integration.providers.harness_euromsg import EuromsgHarness
 from tests.integration.providers.harness_postatr import PostatrHarness
 
 #: Run outcomes of a run that did its work.
@@ -341,3 +343,41 @@ def test_a_held_by_reject_is_resolved_when_the_member_leaves_every_list_without_
     assert world.run().status in COMPLETED
     assert _open_rejects_of(world, member.id) == []
     assert normalize_email(owner.email) in world.harness.members()          # the owner keeps its contact
+
+
+@pytest.mark.parametrize("harness", [ContactHarness, KeyedHarness, EuromsgHarness, PostacellHarness], indirect=True,
+                         ids=["fake-contact", "fake-keyed", "euromsg", "postacell"])
+@pytest.mark.parametrize("lost", ["list-deleted-in-the-panel", "provider-restarted-empty"])
+def test_a_list_re_created_by_a_run_that_died_is_refilled_by_the_next_run(world: World, lost: str) -> None:
+    """Found as KNOWN_GAPS "refill-lost-in-a-crash". A list is deleted in the provider's panel (or the
+    provider loses everything); a run re-creates it and dies before its members are pushed. The next
+    run must push them into it: the re-plan of a re-created list's members lived only in the run that
+    made it, and the links' hashes were unchanged, so no later run sent them."""
+    world.run()
+    names = world.list_names()
+    list_id = sorted(names)[0]
+    members = [m for m in world.valid_active_members().values() if list_id in world.lists_of(m.id)]
+    assert members, "the test needs members in the list"
+    addresses = {normalize_email(m.email) for m in members}
+    if lost == "list-deleted-in-the-panel":
+        world.harness.delete_list_at_provider(names[list_id])
+    else:
+        world.harness.forget_everything()
+
+    def die_before_a_member_write(request: httpx.Request) -> None:
+        # the first write once the list is back at the provider: its members' first push
+        if request.method != "GET" and names[list_id] in world.harness.list_names():
+            raise Crash(f"killed before {request.method} {request.url.path}")
+
+    result = world.run(hook=die_before_a_member_write)
+    assert result.status == "failed" and "Crash" in (result.error or ""), (result.status, result.error)
+    assert names[list_id] in world.harness.list_names(), "the run died before it re-created the list"
+
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    held = {normalize_email(email): member for email, member in world.harness.members().items()}
+    missing = sorted(a for a in addresses if a not in held or names[list_id] not in held[a].lists)
+    assert not missing, f"{len(missing)} of {len(addresses)} never pushed into the re-created list: {missing[:3]}"
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
