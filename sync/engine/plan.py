@@ -424,11 +424,16 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
     # A provisional link (no remote id, no hash): an earlier run sent this member and crashed before
     # the answer was committed, so the provider may hold it already (the client looks it up).
     unconfirmed = known and link is not None and not link.remote_id and not link.payload_hash
+    remote_id = link.remote_id if known and link else None
+    if lost and remote_id is not None and ctx.caps.member_key != "crm_id":
+        # Its list went missing at the provider (deleted in the panel, or the provider lost its
+        # state): the contact may be gone, and a provider that restarted empty hands its id to
+        # someone else. Found again by its address, never written by that id.
+        remote_id, unconfirmed = None, True
     plan.upserts.append(MemberUpsert(key, email, payload, remote_lists,
                                      tuple(r for r in link.remote_lists if r not in ctx.lost_remote)
                                      if known and link else (),
-                                     link.remote_id if known and link else None, resubscribe=resubscribe,
-                                     unconfirmed=unconfirmed))
+                                     remote_id, resubscribe=resubscribe, unconfirmed=unconfirmed))
 
 
 def _leave_old_addresses(ctx: RunContext, plan: Chunk, links: dict[str, LinkRow], email: str,
@@ -454,5 +459,8 @@ def _removed_already(link: LinkRow) -> bool:
 def _delete(ctx: RunContext, plan: Chunk, link: LinkRow, why: str) -> None:
     if ctx.plan.itemized:
         ctx.plan.members_remove.append(f"{link.email} ({why})")
+    remote_id = link.remote_id
+    if ctx.caps.member_key != "crm_id" and ctx.lost_remote.intersection(link.remote_lists):
+        remote_id = None    # (see _upsert: an id from before the provider lost the list; found by address)
     plan.deletes.append(MemberDelete(MemberKey(link.crm_member_id, link.crm_list_id), link.email,
-                                     link.remote_id, tuple(link.remote_lists), reason=why))
+                                     remote_id, tuple(link.remote_lists), reason=why))

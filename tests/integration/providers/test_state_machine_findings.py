@@ -17,7 +17,7 @@ from sync.emails import normalize_email, valid_email
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
-from tests.integration.providers.conftest import FAST, TENANT, World
+from tests.integration.providers.conftest import FAST, TENANT, World, make_world
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
 from tests.integration.providers.harness import PostacellHarness
 from tests.integration.providers.harness_euromsg import EuromsgHarness
@@ -381,3 +381,36 @@ def test_a_list_re_created_by_a_run_that_died_is_refilled_by_the_next_run(world:
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [ContactHarness, EuromsgHarness, PostacellHarness], indirect=True,
+                         ids=["fake-contact", "euromsg", "postacell"])
+def test_an_erasure_after_the_provider_restarted_empty_never_deletes_another_contact(
+        engine: sa.Engine, harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the state machine with windows of 3 (Euromsg), shrunk to: first sync of 10 members,
+    erase one, change another's address, the provider restarts empty, backfill. The provider hands
+    out its contact ids again from the start; the erased member, planned in a later window, was
+    deleted by the id its link kept from before, which by then was another member's new contact:
+    that member was silently gone from every list. A link whose list went missing at the provider is
+    found again by its address, never written or deleted by its old id."""
+    from sync.engine import context
+
+    made = context.RunContext.__post_init__
+
+    def small_windows(self: Any, plan_salt: str) -> None:
+        made(self, plan_salt)
+        self.caps = dataclasses.replace(self.caps, max_batch=3, push_window=None)
+
+    monkeypatch.setattr(context.RunContext, "__post_init__", small_windows)
+    world = make_world(engine, harness, members=10)
+    world.run()
+    crm = {row.id: row for row in world.valid_active_members().values()}
+    world.update_member("M000006", deleted_at=world.now())
+    world.update_member("M000008", email="deniz.kaya@ornek.com.tr")
+    world.harness.forget_everything()
+    result = world.run(backfill=True)
+    assert result.status in COMPLETED, result.error
+    held = {normalize_email(email) for email in world.harness.members()}
+    assert normalize_email(crm["M000006"].email) not in held
+    missing = sorted(m for m in crm if m not in ("M000006", "M000008") and normalize_email(crm[m].email) not in held)
+    assert not missing, f"members deleted with the erased one's old id: {missing}"
