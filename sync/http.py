@@ -277,9 +277,9 @@ class AdaptiveRate:
       requests that ask for their turn afterwards; what is in flight or already given its turn
       is never held back by a 429.
     - **A 429 cuts the rate** to ``DECREASE`` times what the provider admitted (answers not
-      refused) among the requests sent in the ``window_s`` before the refused one, but by no
-      more than half and no less than ``DECREASE`` of what the connection sent in that window (its
-      rate, if lower): a provider that admits N in any second gets a pace a little below N.
+      refused) among the requests sent in the ``window_s`` before the refused one, kept between
+      half and ``DECREASE`` times the pace the connection sent at in that window (or its rate, if
+      lower): a provider that admits N in any second gets a pace a little below N.
       Before the first 429, a connection without a documented rate is not paced at all. A 429
       after fewer than ``MIN_SENT`` requests in the window says nothing about our pace (a token
       call refused in a quiet moment): it cuts nothing (the in-flight limit and the Retry-After
@@ -289,7 +289,8 @@ class AdaptiveRate:
     - **A cut that did not help is taken back**: refusals that keep coming, after at least
       ``MIN_EVIDENCE`` answers, at half or more of the share they had before the cut do not
       depend on our rate (a provider that refuses one call in seven whatever the pace), so the
-      rate goes back to where it was before the cuts in a row began, and such refusals cut no more.
+      rate goes back to where it was before that cut (None: not paced), and refusals at that
+      share cut no more.
     - **Each window without a cut in which a request waited for its turn adds a step**: first
       ``INCREASE`` of the rate set by the last cut, each next step ``ACCELERATION`` times the one
       before, and back to the first step once the rate is ``NEAR`` the pace the last cut came at
