@@ -637,8 +637,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "Retry-After in whole seconds (0: no limit; default: %(default)s)")
     parser.add_argument("--client-rate-per-s", type=float, default=None, metavar="N",
                         help="Postacell: the connection's own rate_per_s setting (default: --rate-per-s, as an "
-                             "operator sets the documented limit; 0: none). The other providers have no such "
-                             "setting: their adaptive limit (sync/http.py) meets the sandbox's 429s")
+                             "operator sets the documented limit, the ceiling of the rate learnt from 429s; 0: "
+                             "none). The other providers have no such setting: their in-flight limit and the rate "
+                             "learnt from 429s (sync/http.py) meet the sandbox's 429s")
     parser.add_argument("--concurrency", type=int, default=None, metavar="N",
                         help="the connection's `concurrency` setting (Postacell, Euromsg, MailMasterPlus): most "
                              "requests in flight, the adaptive limit's ceiling (default: the provider's own)")

@@ -3,9 +3,12 @@
 It adds what httpx leaves to us: retries of 429/5xx and transport errors with jittered
 backoff, an adaptive concurrency limit (AIMD, ``AdaptiveLimit``: a 429 or 5xx cuts the requests
 in flight without stalling them, by half the share of refusals since the last cut, so a round of
-refusals halves it; answers that come back fast and unrefused add one), a Retry-After
-that the refused request waits out (and every request of the connection, for a 503, or once the
-limit is down to one request), a token-bucket rate limit, one fresh login on a 401, and log lines
+refusals halves it; answers that come back fast and unrefused add one), a request rate learnt
+from the 429s (``AdaptiveRate``: a 429 lowers the pace of the requests not yet sent below what
+the provider admitted over the last second, and each second without a refusal adds a little,
+never above the documented rate), a Retry-After that the refused request waits out (and every
+request of the connection, for a 503, or once the limit is down to one request), one fresh
+login on a 401, and log lines
 and errors that never carry a secret. It repeats only what is safe to repeat: a request that may have been applied
 (its answer lost, or a 5xx after it was sent) is sent again only when its method is idempotent
 or the caller says so (``idempotent=True``); otherwise ``AnswerLostError`` lets the caller look
@@ -24,7 +27,7 @@ import math
 import random
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,8 +45,8 @@ from sync.errors import (
     RetriableError,
 )
 
-__all__ = ["AdaptiveLimit", "AnswerClassifier", "Auth", "HttpPolicy", "HttpStats", "ProviderHTTP", "TokenBucket",
-           "Verdict", "WriteGuard", "describe", "json_of", "retry_after_seconds", "safe_url"]
+__all__ = ["AdaptiveLimit", "AdaptiveRate", "AnswerClassifier", "Auth", "HttpPolicy", "HttpStats", "ProviderHTTP",
+           "TokenBucket", "Verdict", "WriteGuard", "describe", "json_of", "retry_after_seconds", "safe_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +83,10 @@ WriteGuard: TypeAlias = Callable[[], Awaitable[None]]
 #: daemon's /metrics registers one (request latency, retries, 429s); nothing else pays for it.
 AttemptObserver: TypeAlias = Callable[[str, str, int | str, float], None]
 ATTEMPT_OBSERVERS: list[AttemptObserver] = []
+#: Observers of a connection's learnt rate (``AdaptiveRate``): (provider, requests a second, None for
+#: no limit), told at every change. The daemon's /metrics registers one.
+RateObserver: TypeAlias = Callable[[str, float | None], None]
+RATE_OBSERVERS: list[RateObserver] = []
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,12 @@ class HttpPolicy:
     #: False: always ``concurrency`` in flight.
     adaptive: bool = True
     start_concurrency: int = 2
-    rate_per_s: float | None = None  # token bucket per connection; None = unlimited
+    #: The documented rate, requests a second per connection; None = none documented.
+    rate_per_s: float | None = None
     burst: int = 1
+    #: Learn the rate from 429s (``AdaptiveRate``), never above ``rate_per_s``; False: a fixed
+    #: token bucket at ``rate_per_s`` (and no rate at all without one).
+    adaptive_rate: bool = True
     #: An answer's body (decoded) is read up to this many bytes; a longer one is refused in one line
     #: (a runaway page, a misrouted download) rather than held in memory. Postacell's CSV report
     #: exports, the largest answers we take, run to about 100 bytes a recipient.
@@ -159,6 +170,9 @@ class HttpStats:
     concurrency: int = 0  # requests allowed in flight at the end (the adaptive limit)
     concurrency_peak: int = 0
     concurrency_cuts: int = 0  # cuts on a 429 or 5xx (AdaptiveLimit)
+    rate_per_s: float | None = None  # the learnt rate at the end (AdaptiveRate); None: no limit
+    rate_cuts: int = 0  # cuts of the learnt rate on a 429
+    rate_undone: int = 0  # cuts taken back: the refusals came as often at the lower rate
 
 
 class AdaptiveLimit:
@@ -248,6 +262,163 @@ class AdaptiveLimit:
             self.peak = max(self.peak, self.allowed)
             self._wake()
         return False
+
+
+class AdaptiveRate:
+    """How many requests a second one connection sends, learnt from the provider's 429s.
+
+    A limit on requests in flight (``AdaptiveLimit``) does not bound the rate when answers come
+    back fast (4 in flight at 30 ms is up to 133 a second), and pacing exactly at a documented
+    rate is refused by a provider that admits that many in any second (the requests arrive
+    bunched). So the pace of the requests not yet sent is learnt:
+
+    - **Pacing** is a virtual schedule (GCRA): each request takes ``1 / rate`` of it, ``burst``
+      may go at once, as a token bucket at ``rate`` does. A change of the rate applies to the
+      requests that ask for their turn afterwards; what is in flight or already given its turn
+      is never held back by a 429.
+    - **A 429 cuts the rate** to ``DECREASE`` times what the provider admitted (answers not
+      refused) among the requests sent in the ``window_s`` before the refused one, kept between
+      half and ``DECREASE`` times the pace the connection sent at in that window (or its rate, if
+      lower): a provider that admits N in any second gets a pace a little below N.
+      Before the first 429, a connection without a documented rate is not paced at all. A 429
+      after fewer than ``MIN_SENT`` requests in the window says nothing about our pace (a token
+      call refused in a quiet moment): it cuts nothing (the in-flight limit and the Retry-After
+      still slow the connection down).
+    - **Refusals of requests sent within a window after a change do not count**: the provider's
+      window still holds what was sent before it.
+    - **A cut that did not help is taken back**: refusals that keep coming, after at least
+      ``MIN_EVIDENCE`` answers, at half or more of the share they had before the cut do not
+      depend on our rate (a provider that refuses one call in seven whatever the pace), so the
+      rate goes back to where it was before that cut (None: not paced), and refusals at that
+      share cut no more.
+    - **Each window without a cut in which a request waited for its turn adds a step**: first
+      ``INCREASE`` of the rate set by the last cut, each next step ``ACCELERATION`` times the one
+      before, and back to the first step once the rate is ``NEAR`` the pace the last cut came at
+      (a provider's limit is found again carefully, in about eight windows, and a rate cut far
+      below what the provider takes, by a 429 in a quiet moment, is not stuck there). Never above
+      ``ceiling`` (the documented rate). A connection that is not using its rate (a window being
+      planned, a commit) does not grow it.
+    """
+
+    DECREASE = 0.9
+    INCREASE = 0.01
+    ACCELERATION = 1.5
+    NEAR = 0.95
+    MIN_STEP = 0.05
+    MIN_RATE = 0.5
+    MIN_EVIDENCE = 10
+    MIN_SENT = 5
+    #: How long send instants and answers are remembered, in windows.
+    _KEPT_WINDOWS = 4
+
+    def __init__(self, ceiling: float | None, burst: int, clock: Clock, *, window_s: float = 1.0) -> None:
+        self.ceiling = ceiling
+        self.rate: float | None = ceiling
+        self.window_s = window_s
+        self.cuts = 0
+        self.undone = 0
+        self._burst = max(1, burst)
+        self._clock = clock
+        self._next = -math.inf                  # the virtual schedule (GCRA's theoretical arrival time)
+        self._sent: deque[float] = deque()      # when each request was sent, oldest first
+        self._answers: deque[tuple[float, bool]] = deque()  # (sent at, refused) by arrival
+        self._changed_at = -math.inf            # the last cut or undo
+        self._grown_at = clock()
+        self._waited = False                    # a request waited for its turn since the last growth
+        self._base_step = self._step = 0.0
+        self._slow_from = math.inf              # near the pace the last cut came at: grow slowly again
+        #: The share of refusals before the last cut; None until the first cut.
+        self._share_before: float | None = None
+        #: The rate before the last cut (what an undo restores), while that cut may still be undone.
+        self._undoable = False
+        self._before_cut: float | None = None
+        self._seen = self._seen_refused = 0     # answers since the last change's window ended
+
+    def reserve(self) -> float:
+        """Take the next turn and return how many seconds to wait before sending."""
+        now = self._clock()
+        self._grow(now)
+        if self.rate is None:
+            return 0.0
+        interval = 1.0 / self.rate
+        at = max(now, self._next - (self._burst - 1) * interval)
+        self._next = max(self._next, now) + interval
+        if at > now:
+            self._waited = True
+        return at - now
+
+    def sent(self, at: float) -> None:
+        """Note a request that leaves now."""
+        self._sent.append(at)
+        self._forget(at)
+
+    def answered(self, sent_at: float, *, refused: bool) -> bool:
+        """Learn from one answer to a request sent at ``sent_at``; True when the rate changed."""
+        now = self._clock()
+        self._answers.append((sent_at, refused))
+        self._forget(now)
+        if sent_at < self._changed_at + self.window_s:
+            return False                # sent while the provider's window held what came before the change
+        self._seen += 1
+        if not refused:
+            return False
+        self._seen_refused += 1
+        share = self._seen_refused / self._seen
+        if sum(1 for at in self._sent if sent_at - self.window_s < at <= sent_at) < self.MIN_SENT:
+            return False                # a refusal at a pace this low is not about our pace
+        if self._share_before is not None and share >= self._share_before / 2:
+            if self._seen < self.MIN_EVIDENCE or not self._undoable:
+                return False
+            # As many refusals at the lower rate as before the cut: they do not depend on our rate.
+            restored = self._before_cut
+            if restored is not None and self.rate is not None:
+                restored = max(restored, self.rate)
+            self.rate, self._undoable = restored, False
+            self.undone += 1
+            self._changed(now)
+            log.debug("http.rate_undone", rate_per_s=self.rate, refused_share=round(share, 3))
+            return True
+        self._cut(sent_at, now)
+        return True
+
+    def _cut(self, sent_at: float, now: float) -> None:
+        window = [refused for at, refused in self._answers if sent_at - self.window_s < at <= sent_at]
+        admitted = window.count(False) / self.window_s
+        sent = sum(1 for at in self._sent if sent_at - self.window_s < at <= sent_at) / self.window_s
+        current = sent if self.rate is None else min(sent, self.rate)
+        cut = min(self.DECREASE * current, max(current / 2, self.DECREASE * admitted))
+        self._undoable, self._before_cut = True, self.rate
+        self._share_before = window.count(True) / len(window) if window else 1.0
+        self.rate = max(self.MIN_RATE, cut if self.ceiling is None else min(self.ceiling, cut))
+        self._base_step = self._step = max(self.MIN_STEP, self.INCREASE * self.rate)
+        self._slow_from = self.NEAR * current
+        self.cuts += 1
+        self._changed(now)
+        log.debug("http.rate_cut", rate_per_s=round(self.rate, 2), admitted_per_s=admitted, sent_per_s=sent)
+
+    def _changed(self, now: float) -> None:
+        self._changed_at = self._grown_at = now
+        self._waited = False
+        self._seen = self._seen_refused = 0
+
+    def _grow(self, now: float) -> None:
+        if now - self._grown_at < self.window_s:
+            return
+        if self._waited and self.rate is not None and (self.ceiling is None or self.rate < self.ceiling):
+            if self.rate >= self._slow_from:
+                self._slow_from, self._step = math.inf, self._base_step
+            grown = self.rate + self._step
+            self.rate = grown if self.ceiling is None else min(self.ceiling, grown)
+            self._step *= self.ACCELERATION
+        self._grown_at = now
+        self._waited = False
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self._KEPT_WINDOWS * self.window_s
+        while self._sent and self._sent[0] < horizon:
+            self._sent.popleft()
+        while self._answers and self._answers[0][0] < horizon:
+            self._answers.popleft()
 
 
 class Auth(Protocol):
@@ -466,7 +637,10 @@ class ProviderHTTP:
         self.stats.concurrency = self.stats.concurrency_peak = self.limit.allowed
         self._floor_hit = False     # the last refusal found the limit at one request
         self._bucket = (TokenBucket(policy.rate_per_s, policy.burst, clock)
-                        if policy.rate_per_s is not None else None)
+                        if policy.rate_per_s is not None and not policy.adaptive_rate else None)
+        #: The pace learnt from 429s, never above the documented ``rate_per_s``.
+        self.rate = AdaptiveRate(policy.rate_per_s, policy.burst, clock) if policy.adaptive_rate else None
+        self.stats.rate_per_s = policy.rate_per_s
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
         #: The provider's reading of answers with a success status (errors inside HTTP 200).
         self.classifier: AnswerClassifier | None = None
@@ -637,6 +811,8 @@ class ProviderHTTP:
             self.stats.requests += 1
             self.stats.by_method[request.method] += 1
             started = self._clock()
+            if self.rate is not None:
+                self.rate.sent(started)
             outcome: int | str = "aborted"  # cancelled, or a non-transport error
             try:
                 response = await self._client.send(request, follow_redirects=False, stream=True)
@@ -660,9 +836,21 @@ class ProviderHTTP:
                     self.stats.concurrency = self.limit.allowed
                     self.stats.concurrency_peak = self.limit.peak
                     self.stats.concurrency_cuts = self.limit.cuts
+                if self.rate is not None and isinstance(seen, int) and self.rate.answered(started, refused=seen == 429):
+                    self._rate_changed()
             return response
         finally:
             self.limit.release()
+
+    def _rate_changed(self) -> None:
+        assert self.rate is not None
+        self.stats.rate_per_s = self.rate.rate
+        self.stats.rate_cuts = self.rate.cuts
+        self.stats.rate_undone = self.rate.undone
+        log.debug("http.rate", provider=self.provider, rate_per_s=None if self.rate.rate is None
+                  else round(self.rate.rate, 2), cuts=self.rate.cuts, undone=self.rate.undone)
+        for observer in RATE_OBSERVERS:
+            observer(self.provider, self.rate.rate)
 
     async def _read_body(self, response: httpx.Response, shown: str) -> None:
         """Read a streamed answer's body, at most ``policy.max_body_bytes`` of it (after decoding:
@@ -686,6 +874,12 @@ class ProviderHTTP:
         """Wait for a rate-limit token, then until the connection's Retry-After is over."""
         if self._bucket is not None:
             await self._wait("rate limit", self._bucket.reserve(), method, shown)
+        if self.rate is not None:
+            before = self.rate.rate
+            delay = self.rate.reserve()
+            if self.rate.rate != before:    # grown
+                self._rate_changed()
+            await self._wait("rate limit", delay, method, shown)
         while (delay := self._not_before - self._clock()) > 0:
             await self._wait("retry-after", delay, method, shown)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -164,9 +165,13 @@ class Metrics:
         self.concurrency_cuts = Counter("crm_esp_sync_http_concurrency_cuts",
                                         "Halvings of the adaptive limit on a 429, 5xx or timeout in this process",
                                         ["provider"], registry=self.registry)
+        self.rate = Gauge("crm_esp_sync_http_rate_per_s",
+                          "Requests a second the rate learnt from 429s allows now (+Inf: no limit), "
+                          "set at each change in this process", ["provider"], registry=self.registry)
         self.registry.register(_DatabaseCollector(engine))
         self.registry.register(_DaemonCollector(state))
         http.ATTEMPT_OBSERVERS.append(self._on_attempt)
+        http.RATE_OBSERVERS.append(self._on_rate)
 
     def _on_attempt(self, provider: str, kind: str, outcome: int | str, seconds: float) -> None:
         """One provider request attempt (sync.http): latency, retries, 429s."""
@@ -178,10 +183,16 @@ class Metrics:
         if outcome == 429:
             self.throttled.labels(provider).inc()
 
+    def _on_rate(self, provider: str, rate_per_s: float | None) -> None:
+        """A connection's learnt rate changed (sync.http.AdaptiveRate)."""
+        self.rate.labels(provider).set(math.inf if rate_per_s is None else rate_per_s)
+
     def close(self) -> None:
         """Stop observing requests (the endpoint closed)."""
         if self._on_attempt in http.ATTEMPT_OBSERVERS:
             http.ATTEMPT_OBSERVERS.remove(self._on_attempt)
+        if self._on_rate in http.RATE_OBSERVERS:
+            http.RATE_OBSERVERS.remove(self._on_rate)
 
     def observe(self, result: RunResult) -> None:
         counts = result.counts

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import sqlalchemy as sa
 
-from sync.http import ATTEMPT_OBSERVERS, HttpPolicy, ProviderHTTP
+from sync.http import ATTEMPT_OBSERVERS, RATE_OBSERVERS, HttpPolicy, ProviderHTTP
 from sync.web import Metrics
 
 
@@ -50,3 +50,27 @@ def test_the_adaptive_limit_of_the_last_run_is_a_gauge() -> None:
         assert 'crm_esp_sync_http_concurrency_cuts_total{provider="euromsg"} 3.0' in text
     finally:
         metrics.close()
+
+
+def test_the_learnt_rate_is_a_gauge_set_at_each_change() -> None:
+    """Seven requests in a moment, the last refused: the rate learnt from it is on /metrics at once."""
+    metrics = Metrics(sa.create_engine("sqlite://"))
+    answers = iter([httpx.Response(200)] * 6 + [httpx.Response(429, headers={"Retry-After": "0"}),
+                                                httpx.Response(200)])
+
+    async def scenario() -> float | None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: next(answers))) as client:
+            http = ProviderHTTP(client, provider="euromsg", base_url="http://p.test/",
+                                policy=HttpPolicy(backoff_base_s=0.0001, backoff_max_s=0.0001),
+                                clock=lambda: 1000.0)   # all seven in the same instant, however slow the machine
+            for _ in range(7):
+                assert (await http.request("GET", "things")).status_code == 200
+            return http.stats.rate_per_s
+
+    try:
+        learnt = asyncio.run(scenario())
+        assert learnt is not None
+        assert f'crm_esp_sync_http_rate_per_s{{provider="euromsg"}} {learnt!r}' in metrics.render().decode()
+    finally:
+        metrics.close()
+    assert metrics._on_rate not in RATE_OBSERVERS
