@@ -51,7 +51,9 @@ def status(app: App, tenant: str | None, provider: str | None, runs: int, as_jso
             run.get("finished_at") or run.get("started_at") or "-",
             *(str(counts.get(k, 0)) for k in ("members_added", "members_updated", "members_removed", "rejects_new")),
             "-" if run.get("http_requests") is None else str(run["http_requests"]) + (
-                f" ({run['http_concurrency']} in flight)" if run.get("http_concurrency") else ""),
+                f" ({run['http_concurrency']} in flight" + (
+                    f", {run['http_rate_per_s']:g}/s" if run.get("http_rate_per_s") else "") + ")"
+                if run.get("http_concurrency") else ""),
             str(rejects["open"]), str(len(rejects["lists_without_mapping"])), str(rejects["members_waiting_for_list"]),
             ", ".join(f"{k}={v}" for k, v in c["suppressions"].items()) or "-",
             f"{escape(lease['holder'])} until {lease['expires_at']}" if lease["live"] else "free")

@@ -73,7 +73,7 @@ class RunResult:
     provider: str
     run_uid: str
     status: str                       # one of RUN_STATUSES
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)   # ints, but the learnt rate
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     plan: Plan | None = None
@@ -227,6 +227,11 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
         if https:   # the adaptive limit's level at the end of the run, and how often a refusal halved it
             result.counts["http_concurrency"] = max(h.stats.concurrency for h in https)
             result.counts["http_concurrency_cuts"] = sum(h.stats.concurrency_cuts for h in https)
+            # the pace learnt from 429s at the end (sync.http.AdaptiveRate), where one was set or learnt
+            rates = [h.stats.rate_per_s for h in https if h.stats.rate_per_s is not None]
+            if rates:
+                result.counts["http_rate_per_s"] = round(min(rates), 2)
+            result.counts["http_rate_cuts"] = sum(h.stats.rate_cuts for h in https)
         result.timings["total"] = round(time.monotonic() - started, 3)
         with sessions.begin() as session:
             run = session.get_one(SyncRun, run_id)

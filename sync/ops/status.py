@@ -95,6 +95,8 @@ def run_view(run: SyncRun) -> dict[str, Any]:
         "http_requests": (run.counts or {}).get("http_requests"),   # null for runs recorded before it was stored
         # requests in flight at the end of the run (the adaptive limit, sync.http.AdaptiveLimit)
         "http_concurrency": (run.counts or {}).get("http_concurrency"),
+        # requests a second at the end of the run (learnt from 429s, sync.http.AdaptiveRate); null: not paced
+        "http_rate_per_s": (run.counts or {}).get("http_rate_per_s"),
         "error": run.error,
     }
 

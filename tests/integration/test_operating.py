@@ -159,6 +159,9 @@ def test_status_json_shows_runs_watermarks_rejects_suppressions_and_the_lease(op
     assert run["status"] == "partial" and run["kind"] == "sync" and run["finished_at"]
     assert run["counts"]["members_added"] > 20 and run["counts"]["rejects_new"] >= 2
     assert {"pull_statuses", "lists", "members", "reports", "total"} <= set(run["timings"])
+    # rate_per_s 0 (this fixture): nothing paced the connection, and no 429 taught it a rate
+    assert run["http_rate_per_s"] is None and "http_rate_per_s" not in run["counts"]
+    assert run["counts"]["http_rate_cuts"] == 0
     assert connection["recent_runs"][0]["run_id"] == run["run_id"]
     assert {w["stream"] for w in connection["watermarks"]} >= {"members"}
     assert all(w["age_seconds"] >= 0 for w in connection["watermarks"])
