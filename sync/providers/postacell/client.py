@@ -471,6 +471,11 @@ class PostacellProvider:
                     outcomes.append(blocked)
                     continue
                 held = {str(entry["id"] if isinstance(entry, dict) else entry) for entry in current.get("lists") or []}
+                if (held & set(item.previous_remote_lists)) - set(item.remote_lists):
+                    # It leaves a list it is in (its link's list went missing, and it left another):
+                    # the bulk import only adds lists, so it is read and patched.
+                    outcomes.append(await self._update_existing(item, remote_id))
+                    continue
                 if not self._differs(item, current, status, held):
                     outcomes.append(PushOutcome(item.key, remote_id=remote_id, confirmed=True))
                     continue
@@ -646,7 +651,8 @@ class PostacellProvider:
     async def _update_existing(self, item: MemberUpsert, remote_id: str) -> PushOutcome:
         """A create found the e-mail already at the service (a crash before our commit, or a
         contact made in the panel): read its status and lists, then update it unless suppressed.
-        Lists made in the panel stay; ours are added."""
+        Lists made in the panel stay; ours are added, and those the member leaves
+        (``previous_remote_lists`` not in ``remote_lists``) taken off."""
         try:
             response = await self._api("GET", api.SUBSCRIBER_ITEM_PATH.format(id=remote_id))
             _check(response, "read subscriber")
@@ -658,6 +664,7 @@ class PostacellProvider:
             if blocked is not None:
                 return blocked
             lists = [str(entry["id"] if isinstance(entry, dict) else entry) for entry in current.get("lists") or []]
+            lists = [x for x in lists if x not in item.previous_remote_lists or x in item.remote_lists]
             merged = replace(item, remote_id=remote_id, remote_lists=tuple(dict.fromkeys([*lists, *item.remote_lists])))
             outcome = await self._patch(merged)
         except FatalError:

@@ -604,8 +604,9 @@ class MemberPushMixin(FakeProvider):
             break
         if existing is None:
             raise ProviderError(f"create contact: no answer after {CREATE_ATTEMPTS} attempts (will retry)")
-        if remote_list is None:     # lists made in the panel stay; ours are added
-            item = replace(item, remote_lists=tuple(dict.fromkeys([*existing["lists"], *item.remote_lists])))
+        if remote_list is None:     # lists made in the panel stay; ours are added, those it leaves taken off
+            kept = [x for x in existing["lists"] if x not in item.previous_remote_lists]
+            item = replace(item, remote_lists=tuple(dict.fromkeys([*kept, *item.remote_lists])))
         outcome = await self._put(item, str(existing["id"]), remote_list)
         if outcome is None:
             raise ProviderError("the contact vanished while it was updated (will retry)")

@@ -414,3 +414,29 @@ def test_an_erasure_after_the_provider_restarted_empty_never_deletes_another_con
     assert normalize_email(crm["M000006"].email) not in held
     missing = sorted(m for m in crm if m not in ("M000006", "M000008") and normalize_email(crm[m].email) not in held)
     assert not missing, f"members deleted with the erased one's old id: {missing}"
+
+
+@pytest.mark.parametrize("harness", [ContactHarness, EuromsgHarness, PostacellHarness], indirect=True,
+                         ids=["fake-contact", "euromsg", "postacell"])
+def test_a_member_whose_list_went_missing_leaves_another_list_in_the_same_run(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k fake-contact (after the
+    fix that finds such a member by its address): a list is deleted in the panel, and a member in it
+    leaves another list in the CRM. Pushed as a contact to find again, it was re-added to the
+    re-created list but kept in the list it left (a found contact's lists were merged with ours,
+    those it leaves included), while its link said it had left."""
+    world.run()
+    names = world.list_names()
+    members = world.valid_active_members().values()
+    member = next(m for m in sorted(members, key=lambda m: m.id) if len(world.lists_of(m.id)) >= 2)
+    deleted, left = sorted(world.lists_of(member.id))[:2]
+    world.harness.delete_list_at_provider(names[deleted])
+    world.leave_list(member.id, left)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    held = remote[normalize_email(member.email)]
+    assert names[deleted] in held.lists, f"not back in the re-created list: {sorted(held.lists)}"
+    assert names[left] not in held.lists, f"still in the list it left: {sorted(held.lists)}"
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
