@@ -871,17 +871,23 @@ class ProviderHTTP:
         response._content = b"".join(chunks)  # what Response.aread() sets; read here with a bound
 
     async def _wait_turn(self, method: str, shown: str) -> None:
-        """Wait for a rate-limit token, then until the connection's Retry-After is over."""
-        if self._bucket is not None:
-            await self._wait("rate limit", self._bucket.reserve(), method, shown)
-        if self.rate is not None:
-            before = self.rate.rate
-            delay = self.rate.reserve()
-            if self.rate.rate != before:    # grown
-                self._rate_changed()
-            await self._wait("rate limit", delay, method, shown)
-        while (delay := self._not_before - self._clock()) > 0:
-            await self._wait("retry-after", delay, method, shown)
+        """Wait until the connection's Retry-After is over, then for a turn of the rate. A turn
+        taken before a Retry-After that came meanwhile is taken again after it: the requests held
+        by one Retry-After would otherwise all leave together when it ends, a burst the provider
+        refuses again."""
+        while True:
+            while (delay := self._not_before - self._clock()) > 0:
+                await self._wait("retry-after", delay, method, shown)
+            if self._bucket is not None:
+                await self._wait("rate limit", self._bucket.reserve(), method, shown)
+            if self.rate is not None:
+                before = self.rate.rate
+                delay = self.rate.reserve()
+                if self.rate.rate != before:    # grown
+                    self._rate_changed()
+                await self._wait("rate limit", delay, method, shown)
+            if self._not_before <= self._clock():
+                return
 
     async def _wait(self, reason: str, delay: float, method: str, shown: str) -> None:
         """A wait that is not a failure: counted and logged at debug."""

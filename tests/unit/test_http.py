@@ -932,3 +932,21 @@ def test_answers_the_classifier_passes_and_client_errors_reach_the_caller() -> N
             return [(await http.request("GET", "a")).status_code, (await http.request("GET", "b")).status_code]
 
     assert run(scenario) == [200, 404]
+
+
+def test_requests_held_by_a_retry_after_leave_at_the_rate_not_together() -> None:
+    """Turns of the rate taken before a shared Retry-After (a 503) are taken again after it: the
+    requests it held would otherwise all leave at once when it ends, a burst refused again."""
+    time = FakeTime()
+    rate = 4.0
+    script = Script(time, httpx.Response(503, headers={"Retry-After": "2"}), 200)
+
+    async def scenario() -> None:
+        async with provider_http(script, time, rate_per_s=rate, concurrency=8, adaptive=False) as http:
+            await asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(6)))
+
+    run(scenario)
+    after = [at for at in script.times if at >= script.times[0] + 2]
+    assert len(after) >= 6, script.times
+    gaps = [later - earlier for earlier, later in pairwise(after)]
+    assert all(gap >= 1 / rate - 1e-9 for gap in gaps), script.times
