@@ -232,7 +232,9 @@ PROVIDERS: dict[str, ProviderSpec] = {
             ),
             settings={
                 "concurrency": SettingSpec(4, "int", minimum=1, help="requests in flight at once"),
-                "rate_per_s": SettingSpec(10, "number", minimum=0, help="requests per second; 0 = no limit"),
+                "rate_per_s": SettingSpec(10, "number", minimum=0, help=(
+                    "requests per second at most (the documented 10); the pace is learnt from 429s "
+                    "below it; 0 = no ceiling")),
             },
         ),
         ProviderSpec(
