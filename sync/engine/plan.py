@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,7 +225,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
     emails = {m.id: normalize_email(m.email) for m in members.values()}
     old_emails = {link.email for links in links_of.values() for link in links.values()}
     suppressions = load_suppressions(ctx, session, [*emails.values(), *old_emails])
-    owner = _owners(ids, members, emails, links_of)
+    owner = _owners(ids, members, emails, links_of, lambda m: _in_a_list(ctx, m))
     per_list = ctx.caps.membership_model == "per_list"
     for member_id in ids:
         member = members.get(member_id)
@@ -270,7 +270,9 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                 if not _removed_already(stale):
                     _delete(ctx, plan, stale, ADDRESS_GONE)
             continue
-        if owner.get(email) != member_id:
+        if owner.get(email) != member_id and _in_a_list(ctx, member):
+            # (a claimant in no list needs no address: planned as its owner would be, it only
+            # leaves, and its contact at the address is removed before the owner's push)
             plan.invalid.append((MemberKey(member_id), email, held_by_reason(owner[email]), VALIDATION))
             _leave_old_addresses(ctx, plan, links, email, suppressions)
             continue
@@ -379,10 +381,17 @@ def _settle(ctx: RunContext, plan: Chunk, member: CrmMember, links: dict[str, Li
     plan.settled += [(member.id, link.id, digest) for link in links.values() if link.source_digest != digest]
 
 
+def _in_a_list(ctx: RunContext, member: CrmMember) -> bool:
+    """Is the member in a live CRM list (one it must receive in, or wait for)?"""
+    return any(ctx.crm_lists is None or crm_list in ctx.crm_lists for crm_list in member.list_ids)
+
+
 def _owners(ids: Sequence[str], members: dict[str, CrmMember], emails: dict[str, str],
-            links_of: dict[str, dict[str, LinkRow]]) -> dict[str, str]:
+            links_of: dict[str, dict[str, LinkRow]], in_a_list: Callable[[CrmMember], bool]) -> dict[str, str]:
     """e-mail -> the one CRM member it belongs to, from the CRM's CURRENT state: among the live
-    members that now have it, the one whose link already holds it, else the first by id."""
+    members that now have it, those in a list first (a member in no list needs no address: a
+    holder that left every list must not keep it from one that joined), then the one whose link
+    already holds it, then the first by id."""
     claims: dict[str, list[str]] = defaultdict(list)
     for member_id in ids:
         member = members.get(member_id)
@@ -390,8 +399,8 @@ def _owners(ids: Sequence[str], members: dict[str, CrmMember], emails: dict[str,
             claims[emails[member_id]].append(member_id)
     owner = {}
     for email, claimants in claims.items():
-        holding = [m for m in claimants if any(link.email == email for link in links_of.get(m, {}).values())]
-        owner[email] = (holding or sorted(claimants))[0]
+        owner[email] = min(claimants, key=lambda m: (
+            not in_a_list(members[m]), not any(link.email == email for link in links_of.get(m, {}).values()), m))
     return owner
 
 

@@ -299,16 +299,24 @@ class Oracle:
         )
 
     def _owners(self) -> dict[str, str]:
-        """Address -> the one live member it belongs to; every other member claiming it has an
-        open validation reject naming that owner (two members, one address: the second is a reject)."""
+        """Address -> the one live member it belongs to; every other member claiming it while in a
+        list has an open validation reject naming that owner (two members, one address: the second
+        is a reject). A member in a list owns before one in none; one in no list needs no address
+        and has no reject (its contact there leaves, as for leaving every list)."""
         claims: dict[str, list[str]] = defaultdict(list)
         for row in self.crm.values():
             if not row.deleted and row.valid:
                 claims[row.address].append(row.id)
         held_by = {r.member_id: r.reason for r in self.rejects
                    if r.code == "validation" and HELD_BY_ANOTHER in r.reason}
+        in_lists = self.world.live_lists_by_member()
         owners = {}
-        for address, ids in claims.items():
+        for address, all_ids in claims.items():
+            ids = [i for i in all_ids if in_lists.get(i)]
+            if not ids:         # no claimant in a list: any of them may hold it, none is refused
+                holding = sorted(i for i in all_ids if address in self.links.get(i, set()))
+                owners[address] = (holding or sorted(all_ids))[0]
+                continue
             free = sorted(i for i in ids if i not in held_by)
             if len(free) > 1 and self.known_gap("claimants-not-planned-together", address):
                 holding = [i for i in free if address in self.links.get(i, set())]
@@ -323,7 +331,7 @@ class Oracle:
             for claimant in ids:
                 named = _named_owner(held_by.get(claimant, ""))
                 if owner not in (claimant, named) and not (
-                        named in ids and self.known_gap("claimants-not-planned-together", address)):
+                        named in all_ids and self.known_gap("claimants-not-planned-together", address)):
                     self.problem(f"{claimant} shares {address} with its owner {owner} and has no open reject "
                                  f"naming it: {held_by.get(claimant)!r}")
         for member_id, reason in held_by.items():
