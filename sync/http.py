@@ -144,6 +144,10 @@ class HttpPolicy:
     #: Learn the rate from 429s (``AdaptiveRate``), never above ``rate_per_s``; False: a fixed
     #: token bucket at ``rate_per_s`` (and no rate at all without one).
     adaptive_rate: bool = True
+    #: Where the learnt rate starts: the pace an earlier run of the connection ended at (the
+    #: runner reads it from that run's counts), so a run does not meet the provider's limit
+    #: again unpaced; never above ``rate_per_s``. None: at ``rate_per_s`` (unpaced without one).
+    start_rate_per_s: float | None = None
     #: An answer's body (decoded) is read up to this many bytes; a longer one is refused in one line
     #: (a runaway page, a misrouted download) rather than held in memory. Postacell's CSV report
     #: exports, the largest answers we take, run to about 100 bytes a recipient.
@@ -156,6 +160,8 @@ class HttpPolicy:
             raise ConfigurationError("max_body_bytes must be at least 1")
         if self.rate_per_s is not None and not self.rate_per_s > 0:
             raise ConfigurationError("rate_per_s must be positive (or None for no limit)")
+        if self.start_rate_per_s is not None and not self.start_rate_per_s > 0:
+            raise ConfigurationError("start_rate_per_s must be positive (or None)")
 
 
 @dataclass
@@ -298,6 +304,9 @@ class AdaptiveRate:
       below what the provider takes, by a 429 in a quiet moment, is not stuck there). Never above
       ``ceiling`` (the documented rate). A connection that is not using its rate (a window being
       planned, a commit) does not grow it.
+    - **A run starts where the last one ended** (``start``, below the ceiling): paced from its
+      first request and grown from there as just after a cut to it, not unpaced into the
+      provider's limit again.
     """
 
     DECREASE = 0.9
@@ -311,7 +320,8 @@ class AdaptiveRate:
     #: How long send instants and answers are remembered, in windows.
     _KEPT_WINDOWS = 4
 
-    def __init__(self, ceiling: float | None, burst: int, clock: Clock, *, window_s: float = 1.0) -> None:
+    def __init__(self, ceiling: float | None, burst: int, clock: Clock, *, window_s: float = 1.0,
+                 start: float | None = None) -> None:
         self.ceiling = ceiling
         self.rate: float | None = ceiling
         self.window_s = window_s
@@ -333,6 +343,10 @@ class AdaptiveRate:
         self._undoable = False
         self._before_cut: float | None = None
         self._seen = self._seen_refused = 0     # answers since the last change's window ended
+        if start is not None and (ceiling is None or start < ceiling):
+            self.rate = max(self.MIN_RATE, start)
+            self._base_step = self._step = max(self.MIN_STEP, self.INCREASE * self.rate)
+            self._slow_from = self.NEAR * self.rate / self.DECREASE    # as just after a cut to it
 
     def reserve(self) -> float:
         """Take the next turn and return how many seconds to wait before sending."""
@@ -639,8 +653,9 @@ class ProviderHTTP:
         self._bucket = (TokenBucket(policy.rate_per_s, policy.burst, clock)
                         if policy.rate_per_s is not None and not policy.adaptive_rate else None)
         #: The pace learnt from 429s, never above the documented ``rate_per_s``.
-        self.rate = AdaptiveRate(policy.rate_per_s, policy.burst, clock) if policy.adaptive_rate else None
-        self.stats.rate_per_s = policy.rate_per_s
+        self.rate = AdaptiveRate(policy.rate_per_s, policy.burst, clock, start=policy.start_rate_per_s
+                                 ) if policy.adaptive_rate else None
+        self.stats.rate_per_s = self.rate.rate if self.rate is not None else policy.rate_per_s
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
         #: The provider's reading of answers with a success status (errors inside HTTP 200).
         self.classifier: AnswerClassifier | None = None

@@ -226,6 +226,24 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
     old_emails = {link.email for links in links_of.values() for link in links.values()}
     suppressions = load_suppressions(ctx, session, [*emails.values(), *old_emails])
     owner = _owners(ids, members, emails, links_of, lambda m: _in_a_list(ctx, m))
+    # Records we pushed "unsubscribed" (a RET, a removal by unsubscribing), by address and remote
+    # list ("": the whole contact), whoever they were pushed for, and when: the provider's
+    # "unsubscribed" there is our own, so a member that has the address now, with a CRM consent
+    # dated after that push, makes it active again with its push (as over its own link's echo,
+    # ``_upsert``). An unsubscribe the recipient made before it is a stored suppression, which
+    # stands unless the consent is newer (``_status_for``); one made after our push left the
+    # provider's status as it was, and the consent is newer than anything before that push.
+    echoes: dict[tuple[str, str], dt.datetime] = {}
+    for held in links_of.values():
+        for pushed in held.values():
+            if pushed.status_pushed == "unsubscribed" and pushed.pushed_at is not None:
+                for remote in (*pushed.remote_lists, ""):
+                    key = (pushed.email, remote)
+                    echoes[key] = max(pushed.pushed_at, echoes.get(key, pushed.pushed_at))
+
+    def over_echo(member: CrmMember, email: str, remote: str) -> bool:
+        pushed_at = echoes.get((email, remote))
+        return pushed_at is not None and member.consent_date is not None and member.consent_date > pushed_at
     per_list = ctx.caps.membership_model == "per_list"
     for member_id in ids:
         member = members.get(member_id)
@@ -332,7 +350,8 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                                [crm_list])
                     continue
                 if link is not None and link.email != email and ctx.caps.member_key == "email":
-                    _delete(ctx, plan, link, "e-mail changed")
+                    if not _removed_already(link):      # (a record kept unsubscribed: removed already)
+                        _delete(ctx, plan, link, "e-mail changed")
                     link = None
                 if status == "unsubscribed" and link is None:
                     # never create a record for someone who refused or unsubscribed
@@ -341,7 +360,8 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                     continue
                 _upsert(ctx, plan, MemberKey(member_id, crm_list), email, payload, (list_map[crm_list],),
                         link, status, resubscribe or (status == "active" and (
-                            list_map[crm_list] in superseded_lists
+                            over_echo(member, email, list_map[crm_list])
+                            or list_map[crm_list] in superseded_lists
                             # a newer consent lifted the address's unsubscribes from other lists: a
                             # new record here is made on it (not withheld for them)
                             or (bool(superseded_lists) and (link is None or not link.remote_id)))))
@@ -352,7 +372,8 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
         else:
             link = links.get("")
             if link is not None and link.email != email and ctx.caps.member_key == "email":
-                _delete(ctx, plan, link, "e-mail changed")
+                if not _removed_already(link):          # (a record kept unsubscribed: removed already)
+                    _delete(ctx, plan, link, "e-mail changed")
                 link = None
             if not wanted:
                 # Leaving the last list is a removal, as never having been in one (once: a link
@@ -362,7 +383,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                 _settle(ctx, plan, member, links)
                 continue
             _upsert(ctx, plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
-                    status, resubscribe)
+                    status, resubscribe or (status == "active" and over_echo(member, email, "")))
             _settle(ctx, plan, member, links)
     plan.member_lists = {m.id: tuple(sorted(m.list_ids)) for m in members.values()}
     for bad, bad_email, why, code in plan.invalid:

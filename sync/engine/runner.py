@@ -126,10 +126,14 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                                timeout=HttpPolicy().timeout, follow_redirects=True)
     https: list[ProviderHTTP] = []
 
+    with sessions() as session:
+        learnt = learnt_rate(session, connection_id)
+
     def http_factory(caps: Capabilities, auth: Auth | None) -> ProviderHTTP:
+        policy = http_policy or HttpPolicy()
         http = ProviderHTTP(client, provider=connection.provider, base_url=connection.base_url,
-                            policy=replace(http_policy or HttpPolicy(), concurrency=caps.concurrency,
-                                           rate_per_s=caps.rate_per_s), auth=auth,
+                            policy=replace(policy, concurrency=caps.concurrency, rate_per_s=caps.rate_per_s,
+                                           start_rate_per_s=policy.start_rate_per_s or learnt), auth=auth,
                             write_guard=keeper.guard if keeper is not None else None)
         https.append(http)
         return http
@@ -242,6 +246,21 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
                  http_requests=result.http_requests, error=result.error)
         clear_context(["run_id", "tenant", "provider"])
     return result
+
+
+#: How long the request rate a run learnt from 429s is where the next run of its connection starts.
+LEARNT_RATE_KEPT = dt.timedelta(days=7)
+
+
+def learnt_rate(session: Session, connection_id: int) -> float | None:
+    """The request rate the connection's last finished run ended at (``http_rate_per_s`` in its
+    counts: learnt from 429s, or the documented one), if it finished within
+    ``LEARNT_RATE_KEPT``: the next run starts paced there (``HttpPolicy.start_rate_per_s``)."""
+    counts = session.scalars(sa.select(SyncRun.counts).where(
+        SyncRun.connection_id == connection_id, SyncRun.finished_at.is_not(None),
+        SyncRun.finished_at >= utcnow() - LEARNT_RATE_KEPT).order_by(SyncRun.finished_at.desc()).limit(1)).first()
+    rate = (counts or {}).get("http_rate_per_s")
+    return float(rate) if isinstance(rate, int | float) and rate > 0 else None
 
 
 def _record_readings(session: Session, connection_id: int, provider: Any, *, store: bool) -> None:

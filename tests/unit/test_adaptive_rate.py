@@ -130,6 +130,18 @@ def test_a_documented_rate_paces_like_a_token_bucket_until_a_429() -> None:
     assert [rate.reserve(), rate.reserve(), rate.reserve(), rate.reserve()] == [0.0, 0.0, 0.0, 0.25]
 
 
+def test_a_run_starts_at_the_rate_the_last_one_learnt_and_grows_from_there_as_after_a_cut() -> None:
+    clock = Clock()
+    rate = AdaptiveRate(None, 1, clock, start=5.0)
+    assert [rate.reserve() for _ in range(3)] == pytest.approx([0.0, 0.2, 0.4])     # paced from the first request
+    clock.now += 1.0
+    send_for(rate, clock, per_s=100, seconds=0.15)     # 15 requests asking for more than 5/s: ~3 s
+    assert rate.rate is not None and 5.0 < rate.rate < 5.5     # a small step a second, as after a cut
+    documented = AdaptiveRate(10.0, 1, clock, start=12.0)       # never above the documented rate
+    assert documented.rate == 10.0
+    assert AdaptiveRate(10.0, 1, clock, start=0.01).rate == AdaptiveRate.MIN_RATE
+
+
 # --- the HTTP layer, on virtual time -----------------------------------------------------------
 
 
@@ -250,7 +262,8 @@ def _network(app: Throttle, time: VirtualTime, jitter_s: float, seed: int) -> An
 
 
 def _throttled_run(*, adaptive_rate: bool, documented: float | None, limit: float, jitter_s: float,
-                   requests: int, concurrency: int = 4, seed: int = 5) -> tuple[int, int, int, ProviderHTTP]:
+                   requests: int, concurrency: int = 4, seed: int = 5, start: float | None = None
+                   ) -> tuple[int, int, int, ProviderHTTP]:
     """``requests`` list reads from 8 workers through our HTTP layer to the Postacell sandbox behind
     a gateway admitting ``limit`` a second with 30 ms of latency: the gateway's (received, refused),
     and the reads given up after ``max_attempts`` refusals."""
@@ -265,7 +278,7 @@ def _throttled_run(*, adaptive_rate: bool, documented: float | None, limit: floa
         async with httpx.AsyncClient(transport=transport) as client:
             http = ProviderHTTP(client, provider="postacell", base_url="http://sandbox/api/v1/",
                                 policy=HttpPolicy(concurrency=concurrency, rate_per_s=documented,
-                                                  adaptive_rate=adaptive_rate),
+                                                  adaptive_rate=adaptive_rate, start_rate_per_s=start),
                                 auth=PostacellAuth(USER, PASSWORD), sleep=time.sleep, clock=time.clock)
             left = list(range(requests))
 
@@ -300,3 +313,15 @@ def test_against_a_throttling_gateway_the_learnt_rate_is_refused_less_than_a_fix
     assert refused <= 0.03 * received and gave_up == 0, case
     assert learnt.stats.rate_cuts >= 1 and learnt.stats.rate_per_s is not None
     assert documented is None or learnt.stats.rate_per_s <= documented
+
+
+def test_a_short_run_that_starts_at_the_learnt_rate_is_hardly_refused() -> None:
+    """Each run used to start unpaced (no documented rate): a short run met the gateway's limit
+    again and again. Started where the run before ended, it is paced from its first request."""
+    _, first_refused, _, first = _throttled_run(adaptive_rate=True, documented=None, limit=40.0,
+                                                       jitter_s=0.02, requests=150)
+    assert first_refused > 0 and first.stats.rate_per_s is not None
+    _, refused, gave_up, second = _throttled_run(adaptive_rate=True, documented=None, limit=40.0, jitter_s=0.02,
+                                                 requests=150, seed=6, start=first.stats.rate_per_s)
+    assert refused * 3 <= first_refused and gave_up == 0, (first_refused, refused)
+    assert second.stats.rate_per_s is not None

@@ -985,9 +985,11 @@ class EuromsgProvider:
         if not keep_status:
             body["status"] = wanted
         theirs: list[str] | None = card.get("emailListIds")
-        previous = () if created else item.previous_remote_lists
+        # (also after a create: a card that existed, joined by the POST in a reading that adds,
+        # keeps the lists the member left, which an unconfirmed item names)
+        previous = item.previous_remote_lists
         if theirs is None:
-            if set(item.remote_lists) != set(previous):
+            if set(item.remote_lists) != set(() if created else previous):
                 return PushOutcome(item.key, remote_id=member_id, rejected=RejectedRow(
                     "the member's card does not show its lists, so they cannot be changed without dropping the "
                     "lists made in the Euromsg panel (will retry)", provider_code=LISTS_UNKNOWN_CODE))

@@ -19,7 +19,7 @@ from sync.engine.runner import RunResult, run_connection
 from sync.models import MemberLink, MemberStatus, Reject
 from tests.integration.providers.conftest import FAST, TENANT, World, make_world
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
-from tests.integration.providers.harness import PostacellHarness
+from tests.integration.providers.harness import HARNESSES, PostacellHarness, harness_id
 from tests.integration.providers.harness_euromsg import EuromsgHarness
 from tests.integration.providers.harness_postatr import PostatrHarness
 
@@ -416,8 +416,9 @@ def test_an_erasure_after_the_provider_restarted_empty_never_deletes_another_con
     assert not missing, f"members deleted with the erased one's old id: {missing}"
 
 
-@pytest.mark.parametrize("harness", [ContactHarness, EuromsgHarness, PostacellHarness], indirect=True,
-                         ids=["fake-contact", "euromsg", "postacell"])
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(("fake-contact", "euromsg",
+                                                                                      "postacell"))],
+                         indirect=True, ids=harness_id)
 def test_a_member_whose_list_went_missing_leaves_another_list_in_the_same_run(world: World) -> None:
     """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k fake-contact (after the
     fix that finds such a member by its address): a list is deleted in the panel, and a member in it
@@ -468,6 +469,34 @@ def test_an_address_goes_to_the_member_in_a_list_when_its_holder_leaves_every_li
     names = world.list_names()
     remote = {normalize_email(email): row for email, row in world.harness.members().items()}
     assert address in remote, "the member in a list does not receive at its new address"
+    assert {names[list_id] for list_id in world.lists_of(taker.id)} <= set(remote[address].lists)
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(
+    ("fake-contact", "fake-perlist", "euromsg", "postacell", "mailmasterplus"))], indirect=True, ids=harness_id)
+def test_a_member_with_a_newer_consent_receives_at_an_address_we_unsubscribed_for_another_member(
+        world: World) -> None:
+    """Found as KNOWN_GAPS "echo-by-address" (make fuzz FUZZ_SEED=20261207 FUZZ_EXAMPLES=12 FUZZ_STEPS=40
+    -k 'mailmasterplus-typed-sqlite or mailmasterplus-negative-sqlite'). A member's consent becomes RET:
+    its record is pushed "unsubscribed". The members swap addresses, and the one that now has that
+    address consents (ONAY) after that push. The provider's "unsubscribed" there is our own, made for
+    the other member: the new owner must receive. It was left suppressed ("found while pushing"), as
+    if the recipient had unsubscribed."""
+    world.run()
+    refuser, taker = _two_active(world)
+    address = normalize_email(refuser.email)
+    world.update_member(refuser.id, consent_status="RET", consent_date=world.now())
+    assert world.run().status in COMPLETED
+    world.update_member(refuser.id, email=taker.email)
+    world.update_member(taker.id, email=refuser.email, consent_status="ONAY", consent_date=world.now())
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    names = world.list_names()
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    assert address in remote and remote[address].status == "active", remote.get(address)
     assert {names[list_id] for list_id in world.lists_of(taker.id)} <= set(remote[address].lists)
     world.harness.reset_log()
     assert world.run().status in COMPLETED
