@@ -45,10 +45,12 @@ HELD_BY_ANOTHER = "e-mail also belongs to CRM member "
 KNOWN_GAPS = {
     "claimants-not-planned-together": "the engine picks an address's owner among the members it loaded with "
                                       "the chunk (the chunk, the holders of links with that address, the "
-                                      "members waiting for it); a member that claims it outside them (never "
-                                      "pushed: a RET, one in no list; in another chunk of a backfill; refused "
-                                      "by the provider) is not seen: no reject shows the conflict, a reject "
-                                      "names a former owner, or two members are each planned as the owner",
+                                      "members waiting for it); a member in a list that claims it outside "
+                                      "them (never pushed: a RET; in another chunk of a backfill; refused by "
+                                      "the provider) is not seen: no reject shows the conflict, a reject names "
+                                      "a former owner, or two members are each planned as the owner (a member "
+                                      "in no list needs no address: it owns nothing while one in a list claims "
+                                      "it, and is refused nothing)",
     "removal-reject-resolved-by-the-new-address": "at a provider that cannot remove, an address a member had "
                                                   "before can still receive with no open reject naming it, after "
                                                   "swaps of addresses among runs that crashed or lost answers: "
