@@ -149,11 +149,11 @@ def test_an_unsubscribe_recorded_by_the_window_in_flight_replans_the_window_plan
     refresh = push._refresh_before_updates
     calls: list[int] = []
 
-    async def unsubscribing_first(ctx: RunContext, plan: Any) -> bool:
+    async def unsubscribing_first(ctx: RunContext, plan: Any, *args: Any) -> bool:
         if not calls:
             world.harness.unsubscribe(victim)        # after the pull, before the first window goes
         calls.append(len(plan.upserts))
-        return await refresh(ctx, plan)
+        return await refresh(ctx, plan, *args)
 
     monkeypatch.setattr(push, "_refresh_before_updates", unsubscribing_first)
     result = world.run()
