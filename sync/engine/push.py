@@ -218,6 +218,9 @@ class _Pipeline:
         self._recorded_emails: set[str] = set()
         #: The recording's answers hold a suppression: the next window waits for it.
         self._suppresses = False
+        #: A recording failed: no later window is recorded (its watermark would cover the work
+        #: of the one that failed), the error is raised again to whoever waits for a recording.
+        self._failed: BaseException | None = None
 
     async def plan(self, chunk_ids: Sequence[str]) -> Chunk:
         if self.task is None:
@@ -304,17 +307,23 @@ class _Pipeline:
         self.recording = asyncio.create_task(recording(), name="record-window")
 
     async def recorded(self) -> None:
-        """Wait for the recording under way to commit (its error, raised here). It is never
-        cancelled: a recording once started commits or fails as a whole, in its thread."""
+        """Wait for the recording under way to commit (its error, raised here, and to every later
+        caller: nothing may be recorded after a recording that failed). It is never cancelled: a
+        recording once started commits or fails as a whole, in its thread."""
         recording = self.recording
-        if recording is None:
-            return
-        try:
-            await asyncio.shield(recording)
-        finally:
-            if recording.done() and self.recording is recording:
-                self.recording, self._suppresses = None, False
-                self._recorded_ids, self._recorded_emails = set(), set()
+        if recording is not None:
+            try:
+                await asyncio.shield(recording)
+            except BaseException as error:
+                if recording.done():
+                    self._failed = self._failed or error
+                raise
+            finally:
+                if recording.done() and self.recording is recording:
+                    self.recording, self._suppresses = None, False
+                    self._recorded_ids, self._recorded_emails = set(), set()
+        if self._failed is not None:
+            raise self._failed
 
     async def settle(self, error: BaseException) -> None:
         """The run ends with ``error`` (a stop at a safe point, a failure): the window in flight

@@ -377,3 +377,36 @@ def test_a_suppression_found_while_a_window_is_pushed_holds_the_next_window_unti
     with world.engine.connect() as conn:
         stored = conn.execute(sa.select(MemberStatus.status).where(MemberStatus.email == complained[0])).scalars().all()
     assert "complaint" in stored
+
+
+def test_a_recording_that_fails_records_no_later_window_and_the_next_run_finishes_the_work(
+        world: World, overlapped: list[bool], timeline: Timeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: window 0's recording fails (a database error) after window 1 went out. Window 1
+    is not recorded either (its watermark would cover window 0's work): the run fails, its links
+    stay provisional, and the next run finishes the work without creating anything twice."""
+    require(world.engine.dialect.name == "postgresql", "windows are recorded in a worker thread on PostgreSQL only")
+    next_sent = threading.Event()
+
+    def hook(request: Any) -> None:
+        timeline.hook(request)
+        if timeline.last_pushed() >= 1:
+            next_sent.set()
+
+    def failing_the_first(number: int) -> None:
+        if number == 0:
+            next_sent.wait(timeout=60)      # (a guard against a hang, not a measure)
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("the database went away"))
+
+    timeline.before_recording = failing_the_first
+    failed = world.run(hook=hook, itemize=False)
+    assert failed.status == "failed", failed.status
+    assert next_sent.is_set() and ("request", 1) in timeline.events, timeline.events
+    assert not any(kind == "recording" for kind, _ in timeline.events), timeline.events
+    timeline.before_recording = None
+    world.harness.reset_log()
+    finished = world.run()
+    assert finished.status in COMPLETED, finished.error
+    assert_mirrors_crm(world)
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
