@@ -23,8 +23,9 @@ sync/engine/context.py) explicitly; ``ConnectionSync`` builds that state and cal
 - guard.py: the mass-delete guard, before anything is sent;
 - lists.py: created and mapped lists (3);
 - push.py: members (4/5), planned by plan.py from the members compare.py selects, pushed a
-  window at a time (the next window planned while one is in flight; windows committed in
-  order), with rejects.py and the KVKK erasure audit (erasures.py);
+  window at a time (the next window planned while one is in flight, and on PostgreSQL sent while
+  the one before it commits; windows committed in order), with rejects.py and the KVKK erasure
+  audit (erasures.py);
 - reports.py and activity.py: campaign reports and conversations (6).
 """
 

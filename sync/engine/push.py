@@ -3,7 +3,9 @@ pushed with a checkpoint per window (``push_members``).
 
 Before a window goes out its provisional links are committed; after it, ONE transaction records
 the provider's answers, the rejects, the statuses, the watermark and the lease ("Crash safety" in
-sync/engine/connection_sync.py).
+sync/engine/connection_sync.py). On PostgreSQL that transaction runs in a worker thread
+while the next window's requests go out (``_Pipeline``); the transactions still commit one after
+another, in the windows' order.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -32,6 +35,7 @@ from sync.engine.context import (
     SUPPRESSIONS_SEEN_STREAM,
     VANISHED_STREAM,
     LeftOut,
+    Plan,
     RunContext,
     chunks,
 )
@@ -166,28 +170,57 @@ def _plan(ctx: RunContext, chunk_ids: Sequence[str], list_map: dict[str, str]) -
 class _Pipeline:
     """Local work under the wire: a full window is pushed by a task of its own while the next
     one is planned (CRM reads, the plan, the link reads), so a run waits about the longer of the
-    two, not their sum. At most one window is in flight and one is being planned (memory: two
-    windows), and windows are pushed and committed in their order, each with its watermark.
+    two, not their sum. Windows are pushed and committed in their order, each with its watermark.
 
-    What a window in flight will write can change the plan of a chunk planned meanwhile, as it
-    can for chunks planned into one window today; the same rule holds: a chunk that needs a
-    member of the window in flight, or pushes or removes an address it pushes or removes, waits
-    for its answers and is planned again (``overlaps``). Suppressions recorded while a window is
-    pushed (the refresh before updates, or a contact found suppressed) may concern anyone: a
-    window planned before them is planned again before it goes (``RunContext.suppressions_epoch``,
-    checked by ``_flush``).
+    On PostgreSQL a window's recording (the ONE transaction after its answers) runs in a worker
+    thread, and the next window's requests go out meanwhile (``record``): a window is
+    sent once the one before it is answered, not once it is committed. The recordings still
+    commit one after another in the windows' order (a window's recording starts once the one
+    before it has committed; a recording that failed stops every later one), and a window is
+    sent only once the window before the one in flight is committed. So at most three windows
+    are in memory: one being recorded, one in flight, one being planned. Elsewhere a window is
+    recorded in the event loop as part of its push (two windows in memory: one in flight, one
+    being planned): on SQLite, whose connections stay in their thread, and on MariaDB, where a
+    row written into a table with a foreign key to ``connections`` share-locks the connection's
+    row and the lease renewal in both the recording and the next window's provisional links wants
+    it exclusively (InnoDB ends one of them as a deadlock; PostgreSQL's key-share lock does not
+    conflict with an update of the lease columns).
+
+    What a window in flight or being recorded will write can change the plan of a chunk planned
+    meanwhile, as it can for chunks planned into one window today; the same rule holds: a chunk
+    that needs a member of such a window, or pushes or removes an address it pushes or removes,
+    waits for that window's recording and is planned again (``overlaps``). Suppressions recorded
+    while a window is pushed (the refresh before updates, or a contact found suppressed) may
+    concern anyone: a window planned before them is planned again before it goes
+    (``RunContext.suppressions_epoch``, checked by ``_flush``). A window whose answers hold a
+    suppression is recorded before the next one is sent (``send``), so that check sees it; the
+    refresh before updates records what it found only once the window before is committed.
 
     Planning runs in a worker thread on PostgreSQL and MariaDB (the driver and our Python
-    interleave with the requests in flight); on SQLite, whose connections stay in their thread,
-    in the event loop between the push's awaits."""
+    interleave with the requests in flight); on SQLite in the event loop between the push's
+    awaits. A recording in a worker thread counts into a copy of the run's state, added to it in
+    the event loop once committed (``_recording_view``), as a recording in the event loop did
+    while a chunk was planned in a thread."""
 
     def __init__(self, ctx: RunContext, list_map: dict[str, str]) -> None:
         self.ctx, self.list_map = ctx, list_map
         self.enabled = ctx.options.overlap and not ctx.options.dry_run
         self.threaded = self.enabled and "sqlite" not in (ctx.dialect, ctx.crm.engine.dialect.name)
+        #: Windows are recorded in a worker thread while the next one goes out (PostgreSQL only).
+        self.records_apart = self.threaded and ctx.dialect == "postgresql"
+        #: The window in flight: its removals and upserts, then (apart) its recording handed over.
         self.task: asyncio.Task[int] | None = None
         self._planned: set[str] = set()
         self._emails: set[str] = set()
+        #: (apart) The recording of the last window answered, in a worker thread.
+        self.recording: asyncio.Task[None] | None = None
+        self._recorded_ids: set[str] = set()
+        self._recorded_emails: set[str] = set()
+        #: The recording's answers hold a suppression: the next window waits for it.
+        self._suppresses = False
+        #: A recording failed: no later window is recorded (its watermark would cover the work
+        #: of the one that failed), the error is raised again to whoever waits for a recording.
+        self._failed: BaseException | None = None
 
     async def plan(self, chunk_ids: Sequence[str]) -> Chunk:
         if self.task is None:
@@ -199,14 +232,24 @@ class _Pipeline:
         return plan
 
     def overlaps(self, plan: Chunk) -> bool:
-        """The chunk needs what the window in flight will write (see ``_Window.overlaps``)."""
-        return self.task is not None and (
-            not self._planned.isdisjoint(plan.ids) or not self._emails.isdisjoint(_addresses(plan)))
+        """The chunk needs what the window in flight, or the one being recorded, will write (see
+        ``_Window.overlaps``)."""
+        if self.task is None and self.recording is None:
+            return False
+        emails = _addresses(plan)
+        return (self.task is not None and (not self._planned.isdisjoint(plan.ids)
+                                           or not self._emails.isdisjoint(emails))) or \
+            (self.recording is not None and (not self._recorded_ids.isdisjoint(plan.ids)
+                                             or not self._recorded_emails.isdisjoint(emails)))
 
     async def send(self, window: _Window) -> int:
-        """Push the window (after the one in flight is committed); return how many members the
-        windows committed meanwhile covered. Off (a dry run), pushed here and now."""
-        done = await self.wait()
+        """Push the window (once the one in flight is answered, and recorded if its answers hold a
+        suppression); return how many members the windows answered meanwhile covered. Off (a dry
+        run), pushed here and now."""
+        done = await self._answered()
+        if self._suppresses:
+            # Its recording moves the suppressions epoch: this window is planned again on it.
+            await self.recorded()
         if not window.chunks:
             return done
         # A safe point: a stop asked for while the window before was pushed ends the run here,
@@ -217,33 +260,117 @@ class _Pipeline:
         sending = copy.copy(window)
         window.clear()
         self._planned, self._emails = sending._planned, sending._emails
-        self.task = asyncio.create_task(_flush(self.ctx, sending, self.list_map), name="push-window")
+        self.task = asyncio.create_task(_flush(self.ctx, sending, self.list_map,
+                                               recorder=self if self.records_apart else None),
+                                         name="push-window")
         return done
 
-    async def wait(self) -> int:
-        """Wait for the window in flight to be pushed and committed; its members (0: none)."""
+    async def _answered(self) -> int:
+        """Wait for the window in flight to be answered and its recording handed over (or, not
+        apart, committed); its members (0: none)."""
         task, self.task = self.task, None
         self._planned, self._emails = set(), set()
         return 0 if task is None else await task
 
+    async def wait(self) -> int:
+        """Wait for the window in flight to be pushed and committed, and every window before it;
+        its members (0: none)."""
+        done = await self._answered()
+        await self.recorded()
+        return done
+
     async def ready(self) -> int:
-        """The window in flight's members once it is committed (its error, raised here), else 0."""
-        return await self.wait() if self.task is not None and self.task.done() else 0
+        """The window in flight's members once it is answered (its error, raised here), else 0; a
+        recording that failed raises its error here too."""
+        done = await self._answered() if self.task is not None and self.task.done() else 0
+        if self.recording is not None and self.recording.done():
+            await self.recorded()
+        return done
+
+    async def record(self, plan: Chunk, deleted: list[PushOutcome], upserted: list[PushOutcome],
+                     covered_until: dt.datetime | None) -> None:
+        """(apart; called by the window in flight once answered) Record the window in a worker
+        thread, once the window before it is committed, and return: the next window may go."""
+        await self.recorded()       # in order: the window before first (its error stops this one)
+        ctx = self.ctx
+        view = _recording_view(ctx)
+        self._recorded_ids, self._recorded_emails = set(plan.ids), _addresses(plan)
+        self._suppresses = any(o.suppressed is not None for o in (*deleted, *upserted))
+
+        async def recording() -> None:
+            suppressed = await asyncio.to_thread(_record, view, plan, deleted, upserted, covered_until)
+            _add_recorded(ctx, view)
+            if suppressed:
+                ctx.suppressions_epoch += 1
+            ctx.refresh_statistics(final=False)
+
+        self.recording = asyncio.create_task(recording(), name="record-window")
+
+    async def recorded(self) -> None:
+        """Wait for the recording under way to commit (its error, raised here, and to every later
+        caller: nothing may be recorded after a recording that failed). It is never cancelled: a
+        recording once started commits or fails as a whole, in its thread."""
+        recording = self.recording
+        if recording is not None:
+            try:
+                await asyncio.shield(recording)
+            except BaseException as error:
+                if recording.done():
+                    self._failed = self._failed or error
+                raise
+            finally:
+                if recording.done() and self.recording is recording:
+                    self.recording, self._suppresses = None, False
+                    self._recorded_ids, self._recorded_emails = set(), set()
+        if self._failed is not None:
+            raise self._failed
 
     async def settle(self, error: BaseException) -> None:
         """The run ends with ``error`` (a stop at a safe point, a failure): the window in flight
-        is still pushed and committed, as if it had been pushed in line; a cancelled run cancels
-        it (its provisional links stand, as after a crash)."""
+        is still pushed and committed, as if it had been pushed in line, after the one being
+        recorded; a cancelled run cancels the window in flight (its provisional links stand, as
+        after a crash), and a recording under way still commits or fails in its thread."""
         task, self.task = self.task, None
-        if task is None or (task.done() and task.cancelled()):
-            return
-        if isinstance(error, asyncio.CancelledError):
-            task.cancel()
+        self._planned, self._emails = set(), set()
         try:
-            await task
-        except asyncio.CancelledError:
-            if not isinstance(error, asyncio.CancelledError):
-                raise
+            if task is None or (task.done() and task.cancelled()):
+                return
+            if isinstance(error, asyncio.CancelledError):
+                task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not isinstance(error, asyncio.CancelledError):
+                    raise
+        finally:
+            await self.recorded()
+
+
+def _recording_view(ctx: RunContext) -> RunContext:
+    """The run's state as a recording in a worker thread sees it: a shallow copy whose counts,
+    rows written, left-out members and waiting addresses start empty, so that nothing it writes
+    races with the event loop or a planning thread; added to the run's by ``_add_recorded``."""
+    view = copy.copy(ctx)
+    view.counts = Counter()
+    view.rows_written = 0
+    view.plan = Plan(itemized=ctx.plan.itemized)
+    view.waiting = defaultdict(set)
+    view.waiting_on = {}
+    return view
+
+
+def _add_recorded(ctx: RunContext, view: RunContext) -> None:
+    """Add what a recording counted to the run's state, in the event loop, once it is committed.
+    Members refused for an address are kept up as ``record_reject`` keeps them (only once the
+    waiting addresses were read: a later read finds the committed rejects)."""
+    ctx.counts.update(view.counts)
+    ctx.rows_written += view.rows_written
+    ctx.plan.leave_out(view.plan.left_out)
+    if ctx.waiting is not None and view.waiting is not None:
+        for email, members in view.waiting.items():
+            ctx.waiting[email].update(members)
+        for holder, members in view.waiting_on.items():
+            ctx.waiting_on.setdefault(holder, set()).update(members)
 
 
 def _addresses(plan: Chunk) -> set[str]:
@@ -359,9 +486,11 @@ async def _remove(ctx: RunContext, plan: Chunk) -> list[PushOutcome]:
     return outcomes
 
 
-async def _refresh_before_updates(ctx: RunContext, plan: Chunk) -> bool:
+async def _refresh_before_updates(ctx: RunContext, plan: Chunk, recorder: _Pipeline | None = None) -> bool:
     """Ask the provider for suppressions that appeared since the pull, in the lists of the
-    contacts this batch updates; True when some were new (the batch is planned again)."""
+    contacts this batch updates; True when some were new (the batch is planned again). What it
+    found is recorded once the window before is (``recorder``): the statuses are judged on the
+    links it writes (our own pushes are echoes), and the hashes it clears stay cleared."""
     lists = sorted({remote for item in plan.upserts if item.remote_id
                     for remote in (*item.remote_lists, *item.previous_remote_lists)})
     if not lists:
@@ -371,6 +500,8 @@ async def _refresh_before_updates(ctx: RunContext, plan: Chunk) -> bool:
     fresh = [status async for status in ctx.status_api.refresh_statuses(lists)]
     if not fresh:
         return False
+    if recorder is not None:
+        await recorder.recorded()
     with ctx.sessions.begin() as session:
         changed = record_statuses(ctx, session, fresh)
         ctx.checkpoint(session)
@@ -413,16 +544,21 @@ async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str],
     return pushed
 
 
-async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, refresh: bool = True) -> int:
+async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, refresh: bool = True,
+                 recorder: _Pipeline | None = None) -> int:
     """Push and commit what the window holds (one checkpoint); return how many members it
-    covered and empty it."""
+    covered and empty it. With a ``recorder`` (the pipeline, on PostgreSQL) its recording is handed
+    to a worker thread once it is answered (``_Pipeline.record``): committed later, in order."""
     if not window.chunks:
         return 0
     if not ctx.options.dry_run and window.epoch is not None and window.epoch < ctx.suppressions_epoch:
         # Suppressions were recorded while the window before this one was pushed, after this
-        # one was planned: plan its members again, on them.
+        # one was planned: plan its members again, on them (once every window before it is
+        # committed: the windows planned again are pushed and recorded here, in line).
+        if recorder is not None:
+            await recorder.recorded()
         return await _replan(ctx, window, list_map, refresh=refresh)
-    if refresh and not ctx.options.dry_run and await _refresh_before_updates(ctx, window.plan):
+    if refresh and not ctx.options.dry_run and await _refresh_before_updates(ctx, window.plan, recorder):
         # Suppressions appeared since the pull: plan the window's members again, on them.
         return await _replan(ctx, window, list_map, refresh=False)
     plan, covered_until, members = window.plan, window.covered_until, window.members
@@ -438,8 +574,9 @@ async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, 
         "(the real run leaves an open reject)") for item in cannot)],
         pushed={item.key.crm_member_id for item in plan.upserts if item not in cannot})
     if not ctx.options.dry_run:
-        await _push(ctx, plan, covered_until)
-        ctx.refresh_statistics(final=False)
+        await _push(ctx, plan, covered_until, recorder)
+        if recorder is None:        # (else once it is recorded: _Pipeline.record)
+            ctx.refresh_statistics(final=False)
     return members
 
 
@@ -453,14 +590,27 @@ async def _replan(ctx: RunContext, window: _Window, list_map: dict[str, str], *,
     return pushed + await _flush(ctx, again, list_map, refresh=refresh)
 
 
-async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None) -> None:
+async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None,
+                recorder: _Pipeline | None = None) -> None:
     """The provisional links, the removals and the upserts of a window, then ONE transaction
-    recording the answers, the rejects, the watermark and the lease."""
+    recording the answers, the rejects, the watermark and the lease: here, or (``recorder``) in
+    a worker thread once the window before is committed, while the next window goes out."""
     _write_provisional_links(ctx, plan)
     assert ctx.member_api is not None
     deleted = await _remove(ctx, plan) if plan.deletes else []
     _repoint_moved_links(ctx, plan, deleted)
     upserted = await ctx.member_api.upsert_members(plan.upserts) if plan.upserts else []
+    if recorder is not None:
+        await recorder.record(plan, deleted, upserted, covered_until)
+    elif _record(ctx, plan, deleted, upserted, covered_until):
+        ctx.suppressions_epoch += 1
+
+
+def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: list[PushOutcome],
+            covered_until: dt.datetime | None) -> bool:
+    """The window's ONE transaction after its answers: the links, the rejects, the statuses of
+    contacts found suppressed, the watermark and the lease; True when it recorded suppressions
+    (the caller moves ``RunContext.suppressions_epoch`` then, after the commit)."""
     by_key = {item.key: item for item in plan.upserts}
     with ctx.sessions.begin() as session:
         open_rejects = load_open_rejects(ctx, session, plan.ids)
@@ -620,8 +770,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None)
             if current is None or covered_until > current:
                 set_watermark(session, ctx.connection_id, MEMBERS_STREAM, min(covered_until, ctx.until))
         ctx.checkpoint(session)
-    if suppressed:
-        ctx.suppressions_epoch += 1
+    return bool(suppressed)
 
 
 def _lists_of(plan: Chunk, key: MemberKey) -> tuple[str, ...]:

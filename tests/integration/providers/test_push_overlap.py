@@ -17,8 +17,11 @@ and MariaDB in a worker thread (the matrix runs both).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +30,8 @@ import sqlalchemy as sa
 
 from sync.engine import push
 from sync.engine.context import RunContext
-from sync.models import MemberLink, Reject
+from sync.models import MemberLink, MemberStatus, Reject
+from sync.providers.base import RemoteStatus
 from sync.stopping import STOP
 from tests.integration.providers.conftest import World
 from tests.integration.providers.test_provider_suite import assert_mirrors_crm, capabilities, is_blocked, require
@@ -149,11 +153,11 @@ def test_an_unsubscribe_recorded_by_the_window_in_flight_replans_the_window_plan
     refresh = push._refresh_before_updates
     calls: list[int] = []
 
-    async def unsubscribing_first(ctx: RunContext, plan: Any) -> bool:
+    async def unsubscribing_first(ctx: RunContext, plan: Any, *args: Any) -> bool:
         if not calls:
             world.harness.unsubscribe(victim)        # after the pull, before the first window goes
         calls.append(len(plan.upserts))
-        return await refresh(ctx, plan)
+        return await refresh(ctx, plan, *args)
 
     monkeypatch.setattr(push, "_refresh_before_updates", unsubscribing_first)
     result = world.run()
@@ -201,6 +205,208 @@ def test_a_stop_while_a_window_is_in_flight_commits_it_and_the_next_run_sends_no
     assert finished.status in COMPLETED, finished.error
     assert_mirrors_crm(world)
     assert len(emails) == len(world.valid_active_members())
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+
+@dataclasses.dataclass
+class Timeline:
+    """The order of what a run does, window by window (order only, no clock): ("pushing", n) when
+    window n starts going out (its provisional links, then its requests), ("request", n) for a
+    request sent while window n is the last one pushed (-1: before the first), ("answered", n)
+    once its upserts are answered, ("recording", n) and ("committed", n) around its recording
+    transaction (in a worker thread on PostgreSQL)."""
+
+    events: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    #: Called with the window's number in the recording, before its transaction.
+    before_recording: Any = None
+
+    def last_pushed(self) -> int:
+        return next((number for kind, number in reversed(self.events) if kind == "pushing"), -1)
+
+    def hook(self, _request: Any) -> None:
+        self.events.append(("request", self.last_pushed()))
+
+    def index(self, event: tuple[str, int]) -> int:
+        return self.events.index(event)
+
+
+@pytest.fixture
+def timeline(monkeypatch: pytest.MonkeyPatch) -> Timeline:
+    line = Timeline()
+    plans: list[Any] = []       # (kept alive: their ids name the windows)
+    wrapped: list[Any] = []
+    send, record = push._push, push._record
+
+    def number_of(plan: Any) -> int:
+        return next((n for n, known in enumerate(plans) if known is plan), -1)
+
+    async def pushing(ctx: RunContext, plan: Any, *args: Any) -> None:
+        plans.append(plan)
+        line.events.append(("pushing", len(plans) - 1))
+        if ctx.member_api is not None and not any(provider is ctx.provider for provider in wrapped):
+            wrapped.append(ctx.provider)
+            upsert = ctx.member_api.upsert_members
+
+            async def answered(items: Any) -> Any:
+                outcomes = await upsert(items)
+                line.events.append(("answered", line.last_pushed()))
+                return outcomes
+
+            monkeypatch.setattr(ctx.provider, "upsert_members", answered)
+            ctx.member_api = ctx.provider     # type: ignore[assignment]
+        await send(ctx, plan, *args)
+
+    def recording(ctx: RunContext, plan: Any, *args: Any) -> bool:
+        number = number_of(plan)
+        if line.before_recording is not None:
+            line.before_recording(number)
+        line.events.append(("recording", number))
+        suppressed = record(ctx, plan, *args)
+        line.events.append(("committed", number))
+        return suppressed
+
+    monkeypatch.setattr(push, "_push", pushing)
+    monkeypatch.setattr(push, "_record", recording)
+    return line
+
+
+def assert_recorded_in_order(line: Timeline) -> None:
+    """Every recording starts after the one before it committed, in the windows' order."""
+    recordings = [event for event in line.events if event[0] in ("recording", "committed")]
+    expected = [(kind, n) for n in range(len(recordings) // 2) for kind in ("recording", "committed")]
+    assert recordings == expected, recordings
+
+
+def test_the_next_window_goes_out_while_the_one_before_it_is_recorded(
+        world: World, overlapped: list[bool], pushed_windows: list[set[str]], timeline: Timeline) -> None:
+    """PostgreSQL: window 0's recording transaction (in a worker thread) is held back until window
+    1's first request has gone out; it goes out, and the recordings still commit one after
+    another in the windows' order, each with what its window sent. (Recorded in the event loop,
+    as on SQLite and MariaDB, window 1 would wait for window 0's commit: the hold would end at
+    its guard, and the order below would fail.)"""
+    require(world.engine.dialect.name == "postgresql", "windows are recorded in a worker thread on PostgreSQL only")
+    next_sent = threading.Event()
+
+    def hook(request: Any) -> None:
+        timeline.hook(request)
+        if timeline.last_pushed() >= 1:
+            next_sent.set()
+
+    def hold_the_first(number: int) -> None:
+        if number == 0:
+            next_sent.wait(timeout=60)      # (a guard against a hang, not a measure)
+
+    timeline.before_recording = hold_the_first
+    first = world.run(hook=hook, itemize=False)
+    assert first.status in COMPLETED, first.error
+    assert next_sent.is_set(), timeline.events
+    assert timeline.index(("answered", 0)) < timeline.index(("pushing", 1)) \
+        < timeline.index(("request", 1)) < timeline.index(("committed", 0)), timeline.events
+    assert_recorded_in_order(timeline)
+    assert_nobody_pushed_twice(pushed_windows)
+    assert_mirrors_crm(world)
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.payload_hash == "")) == 0         # every provisional link got its answer
+    world.harness.reset_log()
+    again = world.run()
+    assert again.status in COMPLETED, again.error
+    assert world.harness.write_requests() == 0
+
+
+def test_a_suppression_found_while_a_window_is_pushed_holds_the_next_window_until_recorded_and_replans_it(
+        world: World, overlapped: list[bool], timeline: Timeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Window 0's answers report one of its contacts suppressed (a complaint, found while pushing).
+    Window 1 was planned meanwhile: nothing of it goes out before window 0's recording committed
+    (and moved the suppressions epoch), and it is planned again on it before it goes."""
+    upserted: list[int] = []
+    sends: list[int] = []
+    complained: list[str] = []
+    send, replan = push._Pipeline.send, push._replan
+    replanned: list[int] = []
+
+    async def counted_send(self: push._Pipeline, window: Any) -> int:
+        if window.chunks:
+            sends.append(len(window.chunks))
+        return await send(self, window)
+
+    async def counted_replan(ctx: RunContext, window: Any, *args: Any, **kwargs: Any) -> int:
+        replanned.append(len(window.chunks))
+        return await replan(ctx, window, *args, **kwargs)
+
+    post_init = RunContext.__post_init__
+
+    def complaining(self: RunContext, *args: Any) -> None:
+        post_init(self, *args)
+        api = self.member_api
+        if api is None:
+            return
+        upsert = api.upsert_members
+
+        async def first_window_complains(items: Any) -> Any:
+            if upserted:
+                return await upsert(items)
+            upserted.append(len(items))
+            while len(sends) < 2:       # window 1 is planned (and waits) before window 0 is answered
+                await asyncio.sleep(0.01)
+            outcomes = list(await upsert(items))
+            victim = next(n for n, o in enumerate(outcomes) if o.rejected is None and o.suppressed is None)
+            item = next(i for i in items if i.key == outcomes[victim].key)
+            complained.append(item.email)
+            outcomes[victim] = dataclasses.replace(outcomes[victim], suppressed=RemoteStatus(
+                item.email, "complaint", dt.datetime.now(dt.UTC)))
+            return outcomes
+
+        monkeypatch.setattr(self.provider, "upsert_members", first_window_complains)
+        self.member_api = self.provider     # type: ignore[assignment]
+
+    monkeypatch.setattr(RunContext, "__post_init__", complaining)
+    monkeypatch.setattr(push._Pipeline, "send", counted_send)
+    monkeypatch.setattr(push, "_replan", counted_replan)
+    result = world.run(hook=timeline.hook, itemize=False)
+    assert result.status in COMPLETED, result.error
+    assert complained and len(sends) >= 2, (complained, sends)
+    assert result.counts["members_suppressed_at_provider"] >= 1
+    assert replanned, timeline.events       # window 1, planned before the complaint, planned again
+    assert timeline.index(("answered", 0)) < timeline.index(("committed", 0)) < timeline.index(("pushing", 1)), \
+        timeline.events
+    assert ("request", 1) not in timeline.events[:timeline.index(("committed", 0))]
+    assert_recorded_in_order(timeline)
+    with world.engine.connect() as conn:
+        stored = conn.execute(sa.select(MemberStatus.status).where(MemberStatus.email == complained[0])).scalars().all()
+    assert "complaint" in stored
+
+
+def test_a_recording_that_fails_records_no_later_window_and_the_next_run_finishes_the_work(
+        world: World, overlapped: list[bool], timeline: Timeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: window 0's recording fails (a database error) after window 1 went out. Window 1
+    is not recorded either (its watermark would cover window 0's work): the run fails, its links
+    stay provisional, and the next run finishes the work without creating anything twice."""
+    require(world.engine.dialect.name == "postgresql", "windows are recorded in a worker thread on PostgreSQL only")
+    next_sent = threading.Event()
+
+    def hook(request: Any) -> None:
+        timeline.hook(request)
+        if timeline.last_pushed() >= 1:
+            next_sent.set()
+
+    def failing_the_first(number: int) -> None:
+        if number == 0:
+            next_sent.wait(timeout=60)      # (a guard against a hang, not a measure)
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("the database went away"))
+
+    timeline.before_recording = failing_the_first
+    failed = world.run(hook=hook, itemize=False)
+    assert failed.status == "failed", failed.status
+    assert next_sent.is_set() and ("request", 1) in timeline.events, timeline.events
+    assert not any(kind == "recording" for kind, _ in timeline.events), timeline.events
+    timeline.before_recording = None
+    world.harness.reset_log()
+    finished = world.run()
+    assert finished.status in COMPLETED, finished.error
+    assert_mirrors_crm(world)
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
