@@ -35,20 +35,22 @@ class CrashAfterWrite(httpx.AsyncBaseTransport):
     """Passes every request on; after the first write whose body names ``address`` is APPLIED by
     the provider, the worker dies: the answer is lost and nothing after it is committed."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, address: str) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, address: str, remote_id: str | None = None) -> None:
         self.inner, self.address = inner, address.encode()
+        self.path = f"/{remote_id}" if remote_id else None    # (or whose path names this contact id)
         self.fired = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        if not self.fired and request.method != "GET" and self.address in request.content:
+        if not self.fired and request.method != "GET" and (
+                self.address in request.content or (self.path and request.url.path.endswith(self.path))):
             self.fired = True
             raise Crash(f"killed after {request.method} {request.url.path} was applied")
         return response
 
 
-def _run_crashing_after_write(world: World, address: str) -> RunResult:
-    crash = CrashAfterWrite(world.harness.transport(), address)
+def _run_crashing_after_write(world: World, address: str, remote_id: str | None = None) -> RunResult:
+    crash = CrashAfterWrite(world.harness.transport(), address, remote_id)
     result = asyncio.run(run_connection(world.settings, world.engine, world.engine, world.connection_id,
                                         RunOptions(), transport_factory=lambda _: crash, http_policy=FAST))
     assert crash.fired, "no write named the address: the test no longer reaches the state it is about"
@@ -498,6 +500,45 @@ def test_a_member_with_a_newer_consent_receives_at_an_address_we_unsubscribed_fo
     remote = {normalize_email(email): row for email, row in world.harness.members().items()}
     assert address in remote and remote[address].status == "active", remote.get(address)
     assert {names[list_id] for list_id in world.lists_of(taker.id)} <= set(remote[address].lists)
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(
+    ("fake-contact", "fake-keyed", "euromsg", "postacell"))], indirect=True, ids=harness_id)
+@pytest.mark.parametrize("change", ["new-address", "new-list"])
+def test_lists_a_push_that_died_added_are_taken_off_when_the_member_moves_on(world: World, change: str) -> None:
+    """Found by make fuzz FUZZ_SEED=20261208 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k euromsg-sqlite (swaps along
+    a chain, runs that crashed): a push put a member in a list and the run died before its answer was
+    committed. Its link did not name that list (a provisional link names none; a confirmed one its
+    lists before the push). The member then took another address: its removal at the old one took
+    off only the lists the link named, and the old address kept receiving in the others (Euromsg
+    keeps a card's other lists as the panel's). A link names every list a push adds, before the
+    provider sees the push."""
+    world.run()
+    names = world.list_names()
+    member = next(m for m in sorted(world.valid_active_members().values(), key=lambda m: m.id)
+                  if set(names) - set(world.lists_of(m.id)))
+    joined = sorted(set(names) - set(world.lists_of(member.id)))[0]
+    remote_id = None
+    if change == "new-address":
+        address = "yeni.adres@ornek.com.tr"
+        world.update_member(member.id, email=address)
+    else:        # (a write to the contact's id names no address)
+        address = normalize_email(member.email)
+        world.join(member.id, joined)
+        with world.engine.connect() as conn:
+            remote_id = conn.scalar(sa.select(MemberLink.remote_id).where(MemberLink.crm_member_id == member.id))
+    result = _run_crashing_after_write(world, address, remote_id)
+    assert result.status == "failed", (result.status, result.error)
+    world.update_member(member.id, email="baska.adres@ornek.com.tr")
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    left = remote.get(address)
+    assert left is None or not left.lists or left.status != "active", \
+        f"<{address}>, an address the member no longer has, receives in {sorted(left.lists)}"
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
