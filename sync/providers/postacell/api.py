@@ -134,6 +134,10 @@ JSON_ONLY_PATHS: Final = ("email/subscribers", "email/subscribers/json")
 #: Statuses that a push must never turn back to ``active`` unless the engine decided so (a CRM
 #: consent newer than the suppression); ``soft_bounce`` is kept as the service set it.
 SUPPRESSED_STATUSES: Final = ("unsubscribed", "soft_bounce", "hard_bounce", "spam_complaint")
+#: Those that are an opt-out of their own (no mail goes there): our "unsubscribed" leaves them as
+#: they are. A soft bounce is a delivery that failed for now, not an opt-out: a member who
+#: refused (RET) is unsubscribed over it (as at Euromsg, where SoftBounced is no opt-out either).
+OPT_OUT_STATUSES: Final = ("unsubscribed", "hard_bounce", "spam_complaint")
 #: Errors are DRF-shaped: 400 {"<field>": ["message", ...]} or {"detail": "message"}.
 
 # --- field contents: what the document allows, and our bounds where it is silent ----------------

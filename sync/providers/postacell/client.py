@@ -538,9 +538,9 @@ class PostacellProvider:
         if any(values.get(str(entry["field"])) != entry["value"] for entry in item.payload.get("fields") or ()):
             return True
         wanted = self._status_to_send(item)
-        # An opt-out the service holds (unsubscribed, bounced, complained) is never overwritten by
-        # our "unsubscribed": it already says what we would say, and erasing its kind would lose it.
-        if wanted != status and not (wanted == "unsubscribed" and status in api.SUPPRESSED_STATUSES):
+        # An opt-out the service holds (unsubscribed, hard bounced, complained) is never overwritten
+        # by our "unsubscribed": it already says what we would say, and erasing its kind would lose it.
+        if wanted != status and not (wanted == "unsubscribed" and status in api.OPT_OUT_STATUSES):
             return True
         return not set(item.remote_lists) <= held
 
@@ -637,13 +637,16 @@ class PostacellProvider:
 
     def _status_to_send(self, item: MemberUpsert) -> str:
         """The ``status`` field of an update: what we decided, but a soft bounce the service set
-        stays a soft bounce (we do not own it), and our "unsubscribed" leaves a suppression the
-        service holds as it is (a complaint or a bounce is an opt-out of its own kind)."""
+        stays a soft bounce where we want the contact active (we do not own it), and our
+        "unsubscribed" leaves an opt-out the service holds as it is (a complaint or a hard bounce
+        is an opt-out of its own kind; a soft bounce is none: found by make fuzz
+        FUZZ_SEED=20261209 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k postacell-sqlite, where a member's RET
+        left its soft-bounced contact receiving)."""
         wanted = str(item.payload.get("status"))
         current = self._suppressed.get(normalize_email(item.email))
         if wanted == "active" and current == "soft_bounce":
             return current
-        return current if wanted == "unsubscribed" and current in api.SUPPRESSED_STATUSES else wanted
+        return current if wanted == "unsubscribed" and current in api.OPT_OUT_STATUSES else wanted
 
     def _row(self, item: MemberUpsert, update: bool) -> dict[str, Any]:
         return dict(item.payload) | {"status": self._status_to_send(item), "update": update}

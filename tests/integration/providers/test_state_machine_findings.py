@@ -542,3 +542,26 @@ def test_lists_a_push_that_died_added_are_taken_off_when_the_member_moves_on(wor
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(("euromsg", "postacell"))],
+                         indirect=True, ids=harness_id)
+def test_a_refusal_unsubscribes_a_soft_bounced_contact(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261209 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k postacell-sqlite: mail to a
+    member's address soft-bounced (the provider marked the contact), then the member refused (RET).
+    Postacell's client kept the soft bounce as an opt-out the service already holds, so the contact
+    stayed soft_bounce and kept receiving. A soft bounce is a delivery that failed for now, not an
+    opt-out: the refusal unsubscribes it (a hard bounce or a complaint stays as it is)."""
+    world.run()
+    member, _ = _two_active(world)
+    address = normalize_email(member.email)
+    world.harness.soft_bounce(member.email)
+    assert world.run().status in COMPLETED
+    world.update_member(member.id, consent_status="RET", consent_date=world.now())
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    assert remote[address].status == "unsubscribed", remote[address]
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
