@@ -188,6 +188,16 @@ def _waiting_on(ctx: RunContext, holders: Iterable[str]) -> set[str]:
     return {member_id for holder in holders for member_id in tuple(ctx.waiting_on.get(holder, ()))}
 
 
+def _holders_of(ctx: RunContext, members: Iterable[str]) -> set[str]:
+    """The members that the open rejects of these members name as the owner of their address (read
+    by ``_waiting_for``): planned with them, so the owner is chosen again among the same claimants.
+    A holder that no link of ours shows at that address (never pushed: a RET) is found by no address,
+    and a refused member re-read alone (its look-back, its reject's retry) was taken for the owner
+    and pushed, then refused again by the next backfill, which plans everyone together."""
+    wanted = set(members)
+    return {holder for holder, waiting in tuple(ctx.waiting_on.items()) if not wanted.isdisjoint(waiting)}
+
+
 def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
                 ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, LinkRow]]]:
     """The chunk's CRM rows and links, plus every member whose link holds an address one of
@@ -209,7 +219,7 @@ def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
         held = {link.email for m in fresh for link in links_of.get(m, {}).values()}
         known = set(ids)
         fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)
-                        | _waiting_on(ctx, fresh)) - known)
+                        | _waiting_on(ctx, fresh) | _holders_of(ctx, fresh)) - known)
         if not fresh:
             break
         ids += fresh
@@ -292,7 +302,10 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             # (a claimant in no list needs no address: planned as its owner would be, it only
             # leaves, and its contact at the address is removed before the owner's push)
             plan.invalid.append((MemberKey(member_id), email, held_by_reason(owner[email]), VALIDATION))
-            _leave_old_addresses(ctx, plan, links, email, suppressions)
+            # At a provider keyed by our member id the member's own record is not the owner's, even
+            # at that very address (the owner has a record of its own there): it leaves too.
+            _leave_old_addresses(ctx, plan, links, None if ctx.caps.member_key == "crm_id" else email,
+                                 suppressions)
             continue
         plan.validated.append(member_id)
         previous_emails = {link.email for link in links.values()}
@@ -466,12 +479,13 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
                                      remote_id, resubscribe=resubscribe, unconfirmed=unconfirmed))
 
 
-def _leave_old_addresses(ctx: RunContext, plan: Chunk, links: dict[str, LinkRow], email: str,
+def _leave_old_addresses(ctx: RunContext, plan: Chunk, links: dict[str, LinkRow], email: str | None,
                          suppressions: dict[str, list[Suppression]]) -> None:
     """A member that is not pushed at its CRM address (another member owns it, or it is suppressed
     there) must not keep receiving at an address its links hold and the CRM no longer gives it:
     those links are removed, as an e-mail change removes them (a record the provider holds
-    suppressed there receives nothing and is left as it is)."""
+    suppressed there receives nothing and is left as it is). ``email``: the address whose links
+    stay (None: none stays, the member's own records at the owner's address included)."""
     for link in links.values():
         if link.email == email or _removed_already(link) or any(
                 s.connection_id == ctx.connection_id and (not s.remote_list or s.remote_list in link.remote_lists)

@@ -596,6 +596,7 @@ async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None,
     recording the answers, the rejects, the watermark and the lease: here, or (``recorder``) in
     a worker thread once the window before is committed, while the next window goes out."""
     _write_provisional_links(ctx, plan)
+    _mark_unsubscribing(ctx, plan)
     assert ctx.member_api is not None
     deleted = await _remove(ctx, plan) if plan.deletes else []
     _repoint_moved_links(ctx, plan, deleted)
@@ -637,6 +638,14 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
             session.execute(sa.update(MemberLink), [
                 {"id": plan.links[key].id, "payload_hash": "", "status_pushed": LEFT_KEPT,
                  "pushed_at": utcnow()} for key in left_kept if key in plan.links])
+        # A removal by unsubscribing that the provider refused did not unsubscribe: its link is our
+        # last push again (``_mark_unsubscribing``). One whose answer was lost stays marked.
+        refused = [o.key for o in deleted if o.rejected is not None and _definitive(o.rejected)
+                   and o.key in plan.links and o.key not in by_key]
+        if refused and ctx.caps.member_removal == "unsubscribe":
+            session.execute(sa.update(MemberLink), [
+                {"id": plan.links[key].id, "status_pushed": plan.links[key].status_pushed,
+                 "pushed_at": plan.links[key].pushed_at} for key in refused])
         removed = [key for key in removed
                    if key not in by_key and key not in kept and key not in left_kept]  # an e-mail change re-points
         for part in chunks(removed):
@@ -839,6 +848,34 @@ def _follow_moved_records(session: Session, plan: Chunk, updates: list[dict[str,
 
 def _same_address(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and normalize_email(a or "") == normalize_email(b or "")
+
+
+def _mark_unsubscribing(ctx: RunContext, plan: Chunk) -> None:
+    """At a provider that removes by unsubscribing, every link whose record a removal unsubscribes
+    is marked as our "unsubscribed" push BEFORE the request leaves (its lists kept: the removal is
+    not done until its answer is recorded), so that the status pulled back later is known as our
+    own echo also when the answer is lost or the worker dies before the window is recorded. It was
+    taken for the recipient's unsubscribe: stored, it blocked the member that owns the address now
+    (at a provider keyed by our member id, with a record of its own there, left receiving). A
+    removal the provider refused restores the link (``_record``)."""
+    if ctx.caps.member_removal != "unsubscribe":
+        return
+    upserted = {item.key for item in plan.upserts}
+    now = utcnow()
+    rows = [{"id": link.id, "status_pushed": "unsubscribed", "pushed_at": now} for item in plan.deletes
+            if item.key not in upserted and (link := plan.links.get(item.key)) is not None
+            and link.status_pushed not in ("unsubscribed", LEFT_KEPT)]
+    if not rows:
+        return
+    with ctx.sessions.begin() as session:
+        session.execute(sa.update(MemberLink), rows)
+        ctx.checkpoint(session)
+    ctx.rows_written += len(rows)
+
+
+def _definitive(rejected: RejectedRow) -> bool:
+    """The provider answered the request with a refusal (4xx): it was not applied."""
+    return rejected.status_code is not None and 400 <= rejected.status_code < 500
 
 
 def _write_provisional_links(ctx: RunContext, plan: Chunk) -> None:

@@ -64,10 +64,8 @@ from sync.sandbox import FaultPlan
 from tests.integration.providers.conftest import TENANT, World, make_world
 from tests.integration.providers.harness import HARNESSES, Harness, harness_id
 from tests.integration.providers.state_machine_oracle import (
-    STRICT_GAPS,
     Act,
     Oracle,
-    echo_masked,
     in_flux,
     receiving_lists,
     remote_lists,
@@ -194,13 +192,11 @@ class ProviderMachine(RuleBasedStateMachine):
             # A write whose answer was lost is tried again when the engine sees fit (and KNOWN_GAPS
             # "own-unsubscribe-with-a-lost-answer-is-no-echo" re-sends one): not "no change".
             return
-        # KNOWN_GAPS["echo-by-address"]: a member left suppressed by our own unsubscribe is sent again
-        masked = echo_masked(self.world)
         self.harness.reset_log()
         again = self._run()
         assert again.status in COMPLETED, f"the run after the {what}: {again.status}: {again.error}"
         writes = self.harness.write_requests()
-        assert writes == 0 or (masked and "echo-by-address" not in STRICT_GAPS), (
+        assert writes == 0, (
             f"a run right after the {what}, without a CRM change, sent {writes} writes: {again.counts}")
 
     @rule()

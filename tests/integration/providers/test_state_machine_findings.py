@@ -22,6 +22,8 @@ from tests.integration.providers.contract_fake import ContactHarness, KeyedHarne
 from tests.integration.providers.harness import HARNESSES, PostacellHarness, harness_id
 from tests.integration.providers.harness_euromsg import EuromsgHarness
 from tests.integration.providers.harness_postatr import PostatrHarness
+from tests.integration.providers.state_machine_oracle import receiving_lists, remote_lists
+from tests.integration.providers.test_provider_suite import capabilities
 
 #: Run outcomes of a run that did its work.
 COMPLETED = ("succeeded", "succeeded_with_rejects", "partial")
@@ -505,6 +507,7 @@ def test_a_member_with_a_newer_consent_receives_at_an_address_we_unsubscribed_fo
     assert world.harness.write_requests() == 0
 
 
+
 @pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(
     ("fake-contact", "fake-keyed", "euromsg", "postacell"))], indirect=True, ids=harness_id)
 @pytest.mark.parametrize("change", ["new-address", "new-list"])
@@ -562,6 +565,139 @@ def test_a_refusal_unsubscribes_a_soft_bounced_contact(world: World) -> None:
     assert result.status in COMPLETED, result.error
     remote = {normalize_email(email): row for email, row in world.harness.members().items()}
     assert remote[address].status == "unsubscribed", remote[address]
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+
+def _pair_in_different_lists(world: World) -> tuple[Any, Any]:
+    """Two active members (the first by id first) where the second is in a list the first is not."""
+    crm = sorted(world.valid_active_members().values(), key=lambda m: m.id)
+    return next((a, b) for a in crm for b in crm
+                if a.id < b.id and set(world.lists_of(b.id)) - set(world.lists_of(a.id)))
+
+
+def _receiving_at(world: World, address: str) -> set[str]:
+    """The list names ``address`` receives in, from every record the provider holds of it (a provider
+    keyed by our member id may hold two of one address)."""
+    return receiving_lists(remote_lists(world.harness, capabilities(world)), normalize_email(address))
+
+
+@pytest.mark.parametrize("harness", [ContactHarness, KeyedHarness, EuromsgHarness, PostacellHarness], indirect=True,
+                         ids=["fake-contact", "fake-keyed", "euromsg", "postacell"])
+def test_a_member_refused_for_an_address_stops_receiving_there_in_its_own_record(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261208 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k fake-keyed-sqlite (the
+    mirror: "<ozlem.gunes2@firma.net> receives in ['Kampanya Özel'], where its owner (M000003) must
+    receive in ['Bülten Aboneleri']"). A member loses its address (its contact removed: at a provider
+    that removes by unsubscribing, kept unsubscribed); a second member takes that address and
+    receives there; then the first gets it back. At a provider keyed by our member id both records
+    hold the address, and the first (by id) owns it: the second is refused, but its OWN record there
+    kept receiving in its lists (only records at another address than the refused one were removed,
+    right where one contact per address is the owner's, wrong where each member has its own)."""
+    world.run()
+    first, second = _pair_in_different_lists(world)
+    address = first.email
+    world.update_member(first.id, email=None)
+    assert world.run().status in COMPLETED
+    world.update_member(second.id, email=address)
+    assert world.run().status in COMPLETED
+    names = world.list_names()
+    assert {names[x] for x in world.lists_of(second.id)} <= _receiving_at(world, address)
+    world.update_member(first.id, email=address)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    refused = {member.id: reason for member in (first, second)
+               for _, reason in _open_rejects_of(world, member.id) if "e-mail also belongs to" in reason}
+    assert len(refused) == 1, refused
+    owner = first if second.id in refused else second
+    assert f"CRM member {owner.id}" in next(iter(refused.values())), refused
+    assert _receiving_at(world, address) == {names[x] for x in world.lists_of(owner.id)}
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [ContactHarness, KeyedHarness, EuromsgHarness, PostacellHarness], indirect=True,
+                         ids=["fake-contact", "fake-keyed", "euromsg", "postacell"])
+def test_a_member_refused_for_the_address_of_a_member_never_pushed_stays_refused_when_re_read_alone(
+        world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261208 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 -k fake-keyed-sqlite (the
+    no-change check: "a run right after the backfill, without a CRM change, sent 2 writes"). A member
+    takes the address of a member whose consent is RET (in a list, never pushed: no link holds the
+    address), and a backfill plans them together: the RET member owns it (first by id), the other is
+    refused, naming it. The run after it re-reads the refused member alone (its look-back window),
+    and nothing loaded the member its reject names: it was taken for the owner and pushed (2 writes),
+    to be refused again by the next backfill, and so on."""
+    world.run()
+    t = world.crm.members
+    with world.engine.connect() as conn:
+        refusers = sorted(conn.scalars(sa.select(t.c.id).where(t.c.tenant_id == TENANT, t.c.consent_status == "RET",
+                                                              t.c.deleted_at.is_(None))))
+    holder = next(member_id for member_id in refusers if world.lists_of(member_id)
+                  and valid_email(normalize_email(world.member(member_id).email)))
+    address = normalize_email(world.member(holder).email)
+    taker = next(m for m in sorted(world.valid_active_members().values(), key=lambda m: m.id) if m.id > holder)
+    world.update_member(taker.id, email=address)
+    result = world.run(backfill=True)
+    assert result.status in COMPLETED, result.error
+    assert [reason for _, reason in _open_rejects_of(world, taker.id)] == [
+        f"e-mail also belongs to CRM member {holder}; the provider keeps one contact per e-mail"]
+    assert _receiving_at(world, address) == set()                   # its owner's consent is RET
+    world.harness.reset_log()
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert world.harness.write_requests() == 0, result.counts
+    assert _receiving_at(world, address) == set()
+
+
+class CrashAfterRemoval(httpx.AsyncBaseTransport):
+    """Passes every request on; after the first removal by unsubscribing is APPLIED by the
+    provider, the worker dies: the answer is lost and nothing after it is committed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.fired = inner, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not self.fired and request.method == "POST" and request.url.path.endswith("/unsubscribe"):
+            self.fired = True
+            raise Crash(f"killed after {request.method} {request.url.path} was applied")
+        return response
+
+
+@pytest.mark.parametrize("harness", [KeyedHarness], indirect=True, ids=["fake-keyed"])
+def test_our_own_unsubscribe_whose_answer_was_lost_is_no_recipients_unsubscribe(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261208 FUZZ_EXAMPLES=15 FUZZ_STEPS=40 FUZZ_NO_SHRINK=1 -k
+    fake-keyed-sqlite (the mirror: "<ayse.cetin@gmail.com> receives in ['Yurt Dışı Genel Müdürler'],
+    where its owner (M000006) must receive in []"). At a provider keyed by our member id that removes
+    by unsubscribing, two members each have a record at one address; the owner gets it back and the
+    other's record is unsubscribed, and the worker dies once that is applied (its answer lost). The
+    next run pulls that "unsubscribed": it is our own, but the link still said "active" (it was
+    marked only once the answer was recorded), so it was stored as the recipient's unsubscribe: the
+    owner was blocked by it (its own record left as it was, receiving or not) until a newer consent."""
+    world.run()
+    first, second = _pair_in_different_lists(world)
+    address = first.email
+    world.update_member(first.id, email=None)
+    assert world.run().status in COMPLETED
+    world.update_member(second.id, email=address)
+    assert world.run().status in COMPLETED
+    world.update_member(first.id, email=address)                # the first (by id) owns it again
+    crash = CrashAfterRemoval(world.harness.transport())
+    result = asyncio.run(run_connection(world.settings, world.engine, world.engine, world.connection_id,
+                                        RunOptions(), transport_factory=lambda _: crash, http_policy=FAST))
+    assert crash.fired and result.status == "failed" and "Crash" in (result.error or ""), (result.status,
+                                                                                          result.error)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    stored = world.scalar(sa.select(sa.func.count()).select_from(MemberStatus).where(
+        MemberStatus.email == normalize_email(address)))
+    assert stored == 0, f"our own unsubscribe was stored as the recipient's: {result.counts}"
+    names = world.list_names()
+    assert _receiving_at(world, address) == {names[x] for x in world.lists_of(first.id)}
+    assert [reason for _, reason in _open_rejects_of(world, second.id)] == [
+        f"e-mail also belongs to CRM member {first.id}; the provider keeps one contact per e-mail"]
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
