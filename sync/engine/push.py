@@ -799,12 +799,7 @@ def _repoint_moved_links(ctx: RunContext, plan: Chunk, deleted: Sequence[PushOut
               "status_pushed": None, "source_digest": None}
              for item in plan.upserts if item.remote_id is None and item.key in removed
              and (link := plan.links.get(item.key)) is not None and link.email != item.email]
-    if not moved:
-        return
-    with ctx.sessions.begin() as session:
-        session.execute(sa.update(MemberLink), moved)
-        ctx.checkpoint(session)
-    ctx.rows_written += len(moved)
+    _update_links(ctx, moved)
 
 
 def _same_record(plan: Chunk, item: MemberUpsert | None, outcome: PushOutcome) -> bool:
@@ -865,6 +860,11 @@ def _mark_unsubscribing(ctx: RunContext, plan: Chunk) -> None:
     rows = [{"id": link.id, "status_pushed": "unsubscribed", "pushed_at": now} for item in plan.deletes
             if item.key not in upserted and (link := plan.links.get(item.key)) is not None
             and link.status_pushed not in ("unsubscribed", LEFT_KEPT)]
+    _update_links(ctx, rows)
+
+
+def _update_links(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
+    """Links changed before a request leaves (by id), committed with the lease's checkpoint."""
     if not rows:
         return
     with ctx.sessions.begin() as session:

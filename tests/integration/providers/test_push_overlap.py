@@ -222,12 +222,20 @@ class Timeline:
     events: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     #: Called with the window's number in the recording, before its transaction.
     before_recording: Any = None
+    #: Set once a request of window 1 (or later) has gone out.
+    next_sent: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def last_pushed(self) -> int:
         return next((number for kind, number in reversed(self.events) if kind == "pushing"), -1)
 
     def hook(self, _request: Any) -> None:
         self.events.append(("request", self.last_pushed()))
+        if self.last_pushed() >= 1:
+            self.next_sent.set()
+
+    def wait_for_the_next_window(self) -> None:
+        """(In a recording's worker thread) until window 1's first request has gone out."""
+        self.next_sent.wait(timeout=60)      # (a guard against a hang, not a measure)
 
     def index(self, event: tuple[str, int]) -> int:
         return self.events.index(event)
@@ -288,21 +296,14 @@ def test_the_next_window_goes_out_while_the_one_before_it_is_recorded(
     as on SQLite and MariaDB, window 1 would wait for window 0's commit: the hold would end at
     its guard, and the order below would fail.)"""
     require(world.engine.dialect.name == "postgresql", "windows are recorded in a worker thread on PostgreSQL only")
-    next_sent = threading.Event()
-
-    def hook(request: Any) -> None:
-        timeline.hook(request)
-        if timeline.last_pushed() >= 1:
-            next_sent.set()
-
     def hold_the_first(number: int) -> None:
         if number == 0:
-            next_sent.wait(timeout=60)      # (a guard against a hang, not a measure)
+            timeline.wait_for_the_next_window()
 
     timeline.before_recording = hold_the_first
-    first = world.run(hook=hook, itemize=False)
+    first = world.run(hook=timeline.hook, itemize=False)
     assert first.status in COMPLETED, first.error
-    assert next_sent.is_set(), timeline.events
+    assert timeline.next_sent.is_set(), timeline.events
     assert timeline.index(("answered", 0)) < timeline.index(("pushing", 1)) \
         < timeline.index(("request", 1)) < timeline.index(("committed", 0)), timeline.events
     assert_recorded_in_order(timeline)
@@ -385,22 +386,15 @@ def test_a_recording_that_fails_records_no_later_window_and_the_next_run_finishe
     is not recorded either (its watermark would cover window 0's work): the run fails, its links
     stay provisional, and the next run finishes the work without creating anything twice."""
     require(world.engine.dialect.name == "postgresql", "windows are recorded in a worker thread on PostgreSQL only")
-    next_sent = threading.Event()
-
-    def hook(request: Any) -> None:
-        timeline.hook(request)
-        if timeline.last_pushed() >= 1:
-            next_sent.set()
-
     def failing_the_first(number: int) -> None:
         if number == 0:
-            next_sent.wait(timeout=60)      # (a guard against a hang, not a measure)
+            timeline.wait_for_the_next_window()
             raise sa.exc.OperationalError("COMMIT", {}, Exception("the database went away"))
 
     timeline.before_recording = failing_the_first
-    failed = world.run(hook=hook, itemize=False)
+    failed = world.run(hook=timeline.hook, itemize=False)
     assert failed.status == "failed", failed.status
-    assert next_sent.is_set() and ("request", 1) in timeline.events, timeline.events
+    assert timeline.next_sent.is_set() and ("request", 1) in timeline.events, timeline.events
     assert not any(kind == "recording" for kind, _ in timeline.events), timeline.events
     timeline.before_recording = None
     world.harness.reset_log()

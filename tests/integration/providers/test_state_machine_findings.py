@@ -571,6 +571,19 @@ def test_a_refusal_unsubscribes_a_soft_bounced_contact(world: World) -> None:
 
 
 
+def _address_handed_to_the_second(world: World) -> tuple[Any, Any, str]:
+    """After a sync, the first of two members (in different lists) loses its address and the
+    second takes it, each in a run of its own: (first, second, the address)."""
+    world.run()
+    first, second = _pair_in_different_lists(world)
+    address = first.email
+    world.update_member(first.id, email=None)
+    assert world.run().status in COMPLETED
+    world.update_member(second.id, email=address)
+    assert world.run().status in COMPLETED
+    return first, second, address
+
+
 def _pair_in_different_lists(world: World) -> tuple[Any, Any]:
     """Two active members (the first by id first) where the second is in a list the first is not."""
     crm = sorted(world.valid_active_members().values(), key=lambda m: m.id)
@@ -595,13 +608,7 @@ def test_a_member_refused_for_an_address_stops_receiving_there_in_its_own_record
     hold the address, and the first (by id) owns it: the second is refused, but its OWN record there
     kept receiving in its lists (only records at another address than the refused one were removed,
     right where one contact per address is the owner's, wrong where each member has its own)."""
-    world.run()
-    first, second = _pair_in_different_lists(world)
-    address = first.email
-    world.update_member(first.id, email=None)
-    assert world.run().status in COMPLETED
-    world.update_member(second.id, email=address)
-    assert world.run().status in COMPLETED
+    first, second, address = _address_handed_to_the_second(world)
     names = world.list_names()
     assert {names[x] for x in world.lists_of(second.id)} <= _receiving_at(world, address)
     world.update_member(first.id, email=address)
@@ -676,13 +683,7 @@ def test_our_own_unsubscribe_whose_answer_was_lost_is_no_recipients_unsubscribe(
     next run pulls that "unsubscribed": it is our own, but the link still said "active" (it was
     marked only once the answer was recorded), so it was stored as the recipient's unsubscribe: the
     owner was blocked by it (its own record left as it was, receiving or not) until a newer consent."""
-    world.run()
-    first, second = _pair_in_different_lists(world)
-    address = first.email
-    world.update_member(first.id, email=None)
-    assert world.run().status in COMPLETED
-    world.update_member(second.id, email=address)
-    assert world.run().status in COMPLETED
+    first, second, address = _address_handed_to_the_second(world)
     world.update_member(first.id, email=address)                # the first (by id) owns it again
     crash = CrashAfterRemoval(world.harness.transport())
     result = asyncio.run(run_connection(world.settings, world.engine, world.engine, world.connection_id,
