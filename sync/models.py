@@ -249,7 +249,8 @@ class Erasure(Base):
     was erased without keeping it. Printed by ``crm-esp-sync erasure report``."""
 
     __tablename__ = "erasures"
-    __table_args__ = (sa.Index(None, "tenant_id", "sent_at"),)
+    #: (connection_id, remote_id): a status pull tells our erasure's "unsubscribed" by it.
+    __table_args__ = (sa.Index(None, "tenant_id", "sent_at"), sa.Index(None, "connection_id", "remote_id"))
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     #: Kept when the connection is removed later (the provider's name stays in ``provider``).

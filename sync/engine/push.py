@@ -706,7 +706,7 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                 row = open_rejects.get(outcome.key)
                 if row is not None and row.provider_code != LIST_PENDING and (
                         row.provider_code not in PANEL_ACTIONS
-                        or _same_address(row.email, address) or _same_record(plan, item, outcome)):
+                        or _same_address(row.email, address) or _same_record(ctx, plan, item, outcome)):
                     resolved.append(row.id)
                 member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
                 if outcome.key != member_wide and member_wide in open_rejects \
@@ -802,12 +802,15 @@ def _repoint_moved_links(ctx: RunContext, plan: Chunk, deleted: Sequence[PushOut
     _update_links(ctx, moved)
 
 
-def _same_record(plan: Chunk, item: MemberUpsert | None, outcome: PushOutcome) -> bool:
+def _same_record(ctx: RunContext, plan: Chunk, item: MemberUpsert | None, outcome: PushOutcome) -> bool:
     """The upsert wrote the very record its link names (an update by the record's remote id): a
     record keyed by our member id moves with an address change, so a panel action asked for on
     it under this key (remove it from this list, unsubscribe it) is moot now that it holds what
-    this push wrote. (A provider keyed by e-mail creates another record for a new address: the old
-    one is still there, and its panel action stands.)"""
+    this push wrote. Only there: a provider keyed by e-mail creates another record for a new
+    address, the link follows the new record, and the old one is still there with its panel action
+    standing (resolving it by the new record's update left the old address receiving unexplained)."""
+    if ctx.caps.member_key != "crm_id":
+        return False
     link = plan.links.get(outcome.key)
     return item is not None and link is not None and item.remote_id is not None \
         and item.remote_id == link.remote_id and (outcome.remote_id or item.remote_id) == link.remote_id

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from sync.emails import email_digest
 from sync.engine.bulk import upsert
 from sync.engine.context import (
     CONSENTS_STREAM,
@@ -28,7 +29,7 @@ from sync.engine.context import (
     chunks,
 )
 from sync.engine.state import set_watermark, watermark_for
-from sync.models import EMAIL, ID, IysConsent, MemberLink, MemberStatus, utcnow
+from sync.models import EMAIL, ID, Erasure, IysConsent, MemberLink, MemberStatus, utcnow
 from sync.providers.base import SUPPRESSION_RANK, RemoteConsent, RemoteStatus
 
 #: Statuses that stop a member from being pushed as active; a soft bounce is only information.
@@ -119,6 +120,16 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
             pushes.setdefault(email, []).append((remote_id, status_pushed, pushed_at))
             if status_pushed == "active":
                 pushed_active.setdefault(email, []).append((tuple(remote_lists or ()), pushed_at))
+    def may_echo(status: RemoteStatus) -> bool:
+        # An unsubscribe over nothing stored, or over a soft bounce (information only): our own
+        # push coming back is no news. Over a stored opt-out it changes nothing that blocks.
+        if status.status != "unsubscribed":
+            return False
+        row = existing.get((status.email, status.remote_list[:ID]))
+        return row is None or row["status"] not in BLOCKING
+
+    erased = _erased_by_unsubscribing(ctx, session, [
+        s for s in pulled if s.remote_id not in (None, "") and may_echo(s) and not _our_echo(s, pushes.get(s.email))])
     changed: set[str] = set()
     writes: dict[tuple[str, str], dict[str, Any]] = {}
     now = utcnow()
@@ -126,7 +137,8 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
         # Only an unsubscribe can be one list's; a complaint or a hard bounce blocks everything.
         scope = status.remote_list[:ID] if status.status == "unsubscribed" else ""
         key = (status.email, scope)
-        if status.status == "unsubscribed" and key not in existing and _our_echo(status, pushes.get(status.email)):
+        if may_echo(status) and (_our_echo(status, pushes.get(status.email))
+                                 or (str(status.remote_id), email_digest(status.email)) in erased):
             ctx.counts["status_echoes_ignored"] += 1
             continue
         row = existing.get(key)
@@ -164,6 +176,26 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
             MemberLink.connection_id == ctx.connection_id, MemberLink.email.in_(part))
             .values(payload_hash="", source_digest=None).execution_options(synchronize_session=False))
     return changed
+
+
+def _erased_by_unsubscribing(ctx: RunContext, session: Session,
+                             statuses: Sequence[RemoteStatus]) -> set[tuple[str, str]]:
+    """(remote id, address digest) of the records among ``statuses`` that we unsubscribed for a
+    KVKK erasure (the ``erasures`` audit): a provider that removes by unsubscribing keeps the
+    erased member's record, and its link is gone with the member, so its "unsubscribed" pulled
+    back is our own echo by the audit, not by a link. Stored as the recipient's it would block
+    whoever holds the address next (at a provider keyed by our member id, a member with its own
+    record there). One read, only for unsubscribes that are neither stored nor a link's echo."""
+    if not statuses:
+        return set()
+    found: set[tuple[str, str]] = set()
+    remote_ids = sorted({str(s.remote_id) for s in statuses})
+    for part in chunks(remote_ids):
+        found.update((str(remote_id), digest) for remote_id, digest in session.execute(
+            sa.select(Erasure.remote_id, Erasure.email_sha256).where(
+                Erasure.connection_id == ctx.connection_id, Erasure.action == "unsubscribed",
+                ctx.one_of(Erasure.remote_id, part))))
+    return found
 
 
 def _our_echo(status: RemoteStatus, pushes: list[tuple[str | None, str, dt.datetime]] | None) -> bool:

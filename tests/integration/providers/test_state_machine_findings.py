@@ -702,3 +702,92 @@ def test_our_own_unsubscribe_whose_answer_was_lost_is_no_recipients_unsubscribe(
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("bounced", [False, True], ids=["no-status", "soft-bounced"])
+@pytest.mark.parametrize("harness", [KeyedHarness], indirect=True, ids=["fake-keyed"])
+def test_an_erased_members_record_we_unsubscribed_blocks_no_one_who_takes_its_address(
+        world: World, bounced: bool) -> None:
+    """Found by make fuzz FUZZ_SEED=20261210 (and 20261209) FUZZ_EXAMPLES=15 FUZZ_STEPS=40
+    FUZZ_NO_SHRINK=1 -k fake-keyed-sqlite ("<baris.ozkan9@firma.net> receives in [...], where its
+    owner (M000001) must receive in []"). At a provider keyed by our member id that removes by
+    unsubscribing, a member deleted in the CRM (a KVKK erasure) has its record unsubscribed and its
+    link deleted; another member takes the address, with a record of its own. The erased record's
+    "unsubscribed" pulled back is our own (the ``erasures`` audit names the record), but no link
+    recorded the push any more, so it was stored as the recipient's and blocked the new owner. Where
+    the address had a soft bounce stored, an "unsubscribed" over it skipped the echo check
+    altogether, so even a link's echo was stored."""
+    world.run()
+    erased, taker = _two_active(world)
+    address = normalize_email(erased.email)
+    if bounced:
+        world.harness.soft_bounce(address)
+        assert world.run().status in COMPLETED
+        assert world.scalar(sa.select(MemberStatus.status).where(MemberStatus.email == address)) == "soft_bounce"
+    world.update_member(erased.id, deleted_at=world.now())
+    world.update_member(taker.id, email=erased.email)
+    assert world.run().status in COMPLETED
+    result = world.run()                        # the erased record's "unsubscribed" is pulled now
+    assert result.status in COMPLETED, result.error
+    blocking = world.scalar(sa.select(sa.func.count()).select_from(MemberStatus).where(
+        MemberStatus.email == address, MemberStatus.status == "unsubscribed"))
+    assert blocking == 0, f"our erasure's unsubscribe was stored as the recipient's: {result.counts}"
+    names = world.list_names()
+    assert _receiving_at(world, address) == {names[x] for x in world.lists_of(taker.id)}
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [KeyedHarness], indirect=True, ids=["fake-keyed"])
+def test_our_unsubscribe_over_a_soft_bounce_is_an_echo_and_a_rejoin_makes_the_contact_active(
+        world: World) -> None:
+    """The soft-bounce side of the finding above, where the link is kept: a member with a soft bounce
+    stored leaves every list (its record unsubscribed, its link marked so); the "unsubscribed" pulled
+    back was stored over the soft bounce as the recipient's, and the member who joined a list again
+    stayed unsubscribed (no newer consent)."""
+    world.run()
+    member, _ = _two_active(world)
+    address = normalize_email(member.email)
+    world.harness.soft_bounce(address)
+    assert world.run().status in COMPLETED
+    lists = world.lists_of(member.id)
+    for list_id in lists:
+        world.leave_list(member.id, list_id)
+    assert world.run().status in COMPLETED
+    assert world.run().status in COMPLETED      # the pull sees our unsubscribe
+    assert world.scalar(sa.select(MemberStatus.status).where(MemberStatus.email == address)) == "soft_bounce"
+    world.join(member.id, lists[0])
+    assert world.run().status in COMPLETED
+    assert _receiving_at(world, address) == {world.list_names()[lists[0]]}
+
+
+@pytest.mark.parametrize("edit", ["rename", "RET"])
+@pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
+def test_an_update_of_the_new_record_leaves_the_old_address_removal_open(world: World, edit: str) -> None:
+    """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40 -k fake-noremoval-sqlite
+    with STATE_MACHINE_KNOWN_GAPS=removal-reject-resolved-by-the-new-address ("<zeynep.kilic0@...>
+    receives in ['Bülten Aboneleri'], where its owner (M000004) must receive in [], and no open reject
+    says a person must act"). At a provider keyed by e-mail that cannot remove, a member's new
+    address is a new record and the old one keeps receiving, with a removal_unsupported reject
+    naming it. The link follows the new record, so the next update of that record (a rename, an
+    unsubscribe for a RET) was taken for "the record the reject was asked on holds what this push
+    wrote" (right only where one record moves with its member) and resolved the old address's
+    reject: the old address went on receiving with nothing asking a person to act."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address = normalize_email(member.email)
+    world.update_member(member.id, email="yeni.adres@ornek.com.tr")
+    assert world.run().status in COMPLETED
+    asked = sorted(_panel_rejects_of(world, member.id))
+    assert {email for _, email, _, _ in asked} == {old_address}
+    if edit == "rename":
+        world.update_member(member.id, first_name="Değişti")
+    else:
+        world.update_member(member.id, consent_status="RET", consent_date=world.now())
+    world.harness.reset_log()
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert world.harness.write_requests() > 0, "the edit pushed nothing: the test no longer reaches its state"
+    assert sorted(_panel_rejects_of(world, member.id)) == asked
+    assert _receiving_at(world, old_address), "the old address no longer receives: nothing to ask of a person"
