@@ -31,6 +31,7 @@ import structlog
 
 from sync.models import Erasure, SyncRun
 from sync.sandbox import FaultPlan
+from tests.integration.providers import test_state_machine
 from tests.integration.providers.harness import HARNESSES, harness_id
 from tests.integration.providers.state_machine_oracle import (
     link_addresses,
@@ -39,7 +40,6 @@ from tests.integration.providers.state_machine_oracle import (
     stored_statuses,
 )
 from tests.integration.providers.test_provider_suite import capabilities
-from tests.integration.providers import test_state_machine
 from tests.integration.providers.test_state_machine import ProviderMachine, _harness_can, make_world_stub
 
 _STEP = re.compile(r"^state\.(\w+)\((.*)\)$")
