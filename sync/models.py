@@ -185,6 +185,11 @@ class MemberLink(Base):
     #: The CRM state (row, live lists, connection settings: sync.crm.source_digest) the member was
     #: last reconciled from; NULL until then. A backfill plans only members whose digest differs.
     source_digest: Mapped[str | None] = mapped_column(sa.String(32))
+    #: Addresses a push in flight moves this record to (a provider keyed by our member id, where
+    #: an update moves the one record): written before the push, cleared when its answer is
+    #: recorded. After a crash in between the record holds ``email`` or one of these, so a panel
+    #: action asked for on it names them too. NULL: none in doubt.
+    unconfirmed_emails: Mapped[list[Any] | None] = mapped_column(default=None)
 
 
 class Watermark(Base):

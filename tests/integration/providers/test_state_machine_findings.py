@@ -23,7 +23,7 @@ from tests.integration.providers.harness import HARNESSES, PostacellHarness, har
 from tests.integration.providers.harness_euromsg import EuromsgHarness
 from tests.integration.providers.harness_postatr import PostatrHarness
 from tests.integration.providers.state_machine_oracle import receiving_lists, remote_lists
-from tests.integration.providers.test_provider_suite import capabilities
+from tests.integration.providers.test_provider_suite import Mirror, capabilities
 
 #: Run outcomes of a run that did its work.
 COMPLETED = ("succeeded", "succeeded_with_rejects", "partial")
@@ -791,3 +791,62 @@ def test_an_update_of_the_new_record_leaves_the_old_address_removal_open(world: 
     assert world.harness.write_requests() > 0, "the edit pushed nothing: the test no longer reaches its state"
     assert sorted(_panel_rejects_of(world, member.id)) == asked
     assert _receiving_at(world, old_address), "the old address no longer receives: nothing to ask of a person"
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
+def test_a_removal_after_a_move_that_died_unconfirmed_names_the_address_the_record_may_hold(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40 -k postatr-sqlite with
+    STATE_MACHINE_KNOWN_GAPS=removal-reject-resolved-by-the-new-address ("<fatma.demir1@...> receives
+    in [...], where its owner (M000008) must receive in [...], and no open reject says a person must
+    act"). Postatr keeps one record per Memberid: an address change moves it. The worker dies once
+    that update is applied, before its answer is recorded, so the links still name the old address.
+    The member then loses its address: Postatr cannot remove, so each list gets a reject asking a
+    person to remove the record in the panel, and it named the old address only, where the record
+    holds the new one. Now the links name the move before the push leaves, and the rejects name both."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "tasindi.adres@ornek.com.tr"
+    world.update_member(member.id, email=new_address)
+    result = _run_crashing_after_write(world, new_address)
+    assert result.status == "failed" and "Crash" in (result.error or ""), (result.status, result.error)
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == new_address
+    world.update_member(member.id, email=None)
+    assert world.run().status in COMPLETED
+    asked = _panel_rejects_of(world, member.id)
+    assert len(asked) == len(world.lists_of(member.id)) >= 2, asked
+    for _, email, code, reason in asked:
+        assert code == "removal_unsupported" and email == old_address and new_address in reason, reason
+
+    world.update_member(member.id, email="son.adres@ornek.com.tr")   # an address again: the record moves
+    assert world.run().status in COMPLETED
+    assert normalize_email(_postatr_record(world, member.id)["Email"]) == "son.adres@ornek.com.tr"
+    assert _panel_rejects_of(world, member.id) == []
+    assert world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.crm_member_id == member.id, MemberLink.unconfirmed_emails.is_not(None))) == 0
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [PostatrHarness, KeyedHarness], indirect=True, ids=["postatr", "fake-keyed"])
+def test_a_member_back_at_its_old_address_after_a_move_that_died_unconfirmed_is_moved_back(world: World) -> None:
+    """Found while fixing the test above. At a provider keyed by our member id an address change
+    moves the member's one record; the worker dies once the update is applied, before its answer is
+    recorded. The CRM then gives the member its old address back: the link named that address with
+    its hash and source digest, so neither the next run nor a backfill pushed anything, and the
+    record stayed at the address the CRM no longer has. A link whose move is unconfirmed is now
+    out of step until the answer is recorded."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "tasindi.adres@ornek.com.tr"
+    world.update_member(member.id, email=new_address)
+    result = _run_crashing_after_write(world, new_address)
+    assert result.status == "failed" and "Crash" in (result.error or ""), (result.status, result.error)
+    assert _receiving_at(world, new_address), "the move was not applied: the test no longer reaches its state"
+    world.update_member(member.id, email=member.email)
+    assert world.run().status in COMPLETED
+    assert _receiving_at(world, old_address) == Mirror(world).expected_lists(member.id)
+    assert _receiving_at(world, new_address) == set()
+    world.harness.reset_log()
+    assert world.run(backfill=True).status in COMPLETED
+    assert world.harness.write_requests() == 0
