@@ -781,9 +781,12 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                      if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
         gone = set(plan.gone)
         # A removal the provider cannot make stays open until a person removes the member in
-        # its panel and dismisses the reject; the member's other rejects are moot now.
+        # its panel and dismisses the reject; the member's other rejects are moot now, but for
+        # its removal's own refusal in this window (one whose answer was lost is tried again:
+        # autoflush may have given its new row an id already, and it was resolved at once, found
+        # by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 -k fake-keyed-sqlite).
         resolved += [row.id for key, row in open_rejects.items() if key.crm_member_id in gone
-                     and row.provider_code != REMOVAL_UNSUPPORTED]
+                     and row.provider_code != REMOVAL_UNSUPPORTED and key not in refused_now]
         # (a reject this transaction added has no id yet and stands: e.g. the old address of a
         # member whose new address was just pushed, at a provider that cannot remove it)
         for part in chunks(sorted({reject_id for reject_id in resolved if reject_id is not None})):

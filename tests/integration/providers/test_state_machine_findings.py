@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 from sync.emails import normalize_email, valid_email
 from sync.engine.connection_sync import RunOptions
 from sync.engine.runner import RunResult, run_connection
-from sync.models import MemberLink, MemberStatus, Reject
+from sync.models import Erasure, MemberLink, MemberStatus, Reject
+from sync.sandbox import FaultPlan
 from tests.integration.providers.conftest import FAST, TENANT, World, make_world
 from tests.integration.providers.contract_fake import ContactHarness, KeyedHarness, NoRemovalHarness
 from tests.integration.providers.harness import HARNESSES, PostacellHarness, harness_id
@@ -849,4 +851,40 @@ def test_a_member_back_at_its_old_address_after_a_move_that_died_unconfirmed_is_
     assert _receiving_at(world, new_address) == set()
     world.harness.reset_log()
     assert world.run(backfill=True).status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [KeyedHarness], indirect=True, ids=["fake-keyed"])
+def test_an_erasure_whose_answer_was_lost_stays_an_open_reject_until_it_is_done(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40 -k fake-keyed-sqlite with
+    STATE_MACHINE_KNOWN_GAPS=own-unsubscribe-with-a-lost-answer-is-no-echo ("a run right after the run
+    losing 50% of its write answers ... sent 3 writes"). A member deleted in the CRM is erased; every
+    answer to the erasure is lost (applied or not, nobody knows), so it becomes a reject that says it
+    will be tried again. The same transaction resolved it at once among the deleted member's "moot"
+    rejects (autoflush had given the new row an id): the run looked complete, and the next run,
+    unasked, sent the erasure again (where the window wrote more than the reject: here the provider
+    restarted empty and everyone is pushed again, as in the example the machine found)."""
+    world.settings = dataclasses.replace(world.settings, vanished_check_seconds=0)   # as the machine has it
+    world.run()
+    member, _ = _two_active(world)
+    world.hard_delete_member(member.id)
+    world.harness.forget_everything()   # (the provider restarted empty: the window pushes everyone again)
+    world.restart_provider(FaultPlan(seed=1, apply_then_drop_rate=0.5))
+    try:
+        lost = world.run()
+    finally:
+        world.restart_provider()
+    assert lost.counts.get("members_updated") or lost.counts.get("members_added"), lost.counts
+    erasure = world.scalar(sa.select(Erasure.action).where(Erasure.crm_member_id == member.id))
+    assert erasure == "failed", f"the erasure's answer came back: the test no longer reaches its state ({erasure})"
+    open_now = _open_rejects_of(world, member.id)
+    assert open_now and all("will retry" in reason for _, reason in open_now), open_now
+    with world.engine.begin() as conn:     # its backoff is over
+        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
+            last_seen_at=world.now() - dt.timedelta(days=2)))
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, member.id) == []
+    assert _receiving_at(world, member.email) == set()
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
