@@ -397,6 +397,10 @@ class Oracle:
             elif row is not None and row.consent_status != "ONAY" and not receiving_lists(self.view, row.address):
                 continue        # a refusal the provider has nothing to apply to (its own code and words)
             elif in_flux(reject.reason):
+                # (a write under the member's own key whose answer was lost says so until it is tried
+                # again: its validation reject, if any, comes back then)
+                if reject.list_id == "" and row is not None and not row.valid:
+                    explained_invalid.add(row.id)
                 continue
             elif (reject.code, True) in {
                     ("removal_unsupported", self.caps.member_removal == "none"),

@@ -888,3 +888,34 @@ def test_an_erasure_whose_answer_was_lost_stays_an_open_reject_until_it_is_done(
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [KeyedHarness], indirect=True, ids=["fake-keyed"])
+def test_a_removal_whose_answer_was_lost_says_so_over_the_members_validation_reject(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40 -k fake-keyed-sqlite with
+    STATE_MACHINE_KNOWN_GAPS=own-unsubscribe-with-a-lost-answer-is-no-echo ("a run right after the run
+    losing 25% of its write answers ... sent 1 writes"). A member loses its address (no longer one),
+    so its record is removed (here: unsubscribed), and the answer is lost. The removal's reject ("may
+    have been applied ... will retry") and the member's validation reject share one key, and the
+    validation reject, recorded after it, replaced it: the run said nothing was left to do, and the
+    next one, unasked, sent the removal again. Now the answer-lost reject stands for that run; the
+    next run does the removal, and the validation reject comes back."""
+    world.run()
+    member, _ = _two_active(world)
+    world.update_member(member.id, email="gecersiz.adres")
+    world.restart_provider(FaultPlan(seed=1, apply_then_drop_rate=1.0))
+    try:
+        lost = world.run()
+    finally:
+        world.restart_provider()
+    assert lost.status not in COMPLETED[:1], lost.counts
+    reasons = [reason for _, reason in _open_rejects_of(world, member.id)]
+    assert len(reasons) == 1 and "may have been applied" in reasons[0], reasons
+    with world.engine.begin() as conn:     # its backoff is over
+        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
+            last_seen_at=world.now() - dt.timedelta(days=2)))
+    assert world.run().status in COMPLETED
+    assert _open_rejects_of(world, member.id) == [("validation", "invalid e-mail address")]
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
