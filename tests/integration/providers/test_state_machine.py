@@ -65,7 +65,6 @@ from sync.sandbox import FaultPlan
 from tests.integration.providers.conftest import TENANT, World, make_world
 from tests.integration.providers.harness import HARNESSES, Harness, harness_id
 from tests.integration.providers.state_machine_oracle import (
-    STRICT_GAPS,
     Act,
     Oracle,
     in_flux,
@@ -74,9 +73,6 @@ from tests.integration.providers.state_machine_oracle import (
 )
 from tests.integration.providers.test_engine_regressions import COMPLETED
 from tests.integration.providers.test_provider_suite import capabilities
-
-#: The KNOWN_GAPS entry the no-change check after a run that lost answers tolerates.
-LOST_ANSWER_GAP = "own-unsubscribe-with-a-lost-answer-is-no-echo"
 
 # --- sizes ---------------------------------------------------------------------------------------
 
@@ -179,7 +175,7 @@ class ProviderMachine(RuleBasedStateMachine):
     def _run(self, **options: Any) -> RunResult:
         return self.world.run(**options)
 
-    def _completed(self, result: RunResult, what: str, lost_answers: bool = False) -> None:
+    def _completed(self, result: RunResult, what: str) -> None:
         """A run that must have completed: every promise holds, and a run right after it sends no write."""
         assert result.status in COMPLETED, f"{what}: {result.status}: {result.error}"
         for act in self.acts:
@@ -195,10 +191,6 @@ class ProviderMachine(RuleBasedStateMachine):
             oracle.problems)
         if any(in_flux(r.reason) for r in oracle.rejects):
             # A write whose answer was lost is tried again when the engine sees fit: not "no change".
-            return
-        if lost_answers and LOST_ANSWER_GAP not in STRICT_GAPS:
-            # (KNOWN_GAPS: our own unsubscribe whose answer was lost is re-sent)
-            event(f"known gap: {LOST_ANSWER_GAP}")
             return
         self.harness.reset_log()
         again = self._run()
@@ -246,8 +238,7 @@ class ProviderMachine(RuleBasedStateMachine):
         finally:
             self.world.restart_provider()
         if result.status in COMPLETED:
-            self._completed(result, f"run losing {rate:.0%} of its write answers (fault seed {fault_seed})",
-                            lost_answers=True)
+            self._completed(result, f"run losing {rate:.0%} of its write answers (fault seed {fault_seed})")
         else:
             self._failed()
 
