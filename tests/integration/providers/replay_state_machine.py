@@ -17,9 +17,6 @@ or add ``# stop`` (the replay stops there, the state is kept for a debugger) and
 from __future__ import annotations
 
 import ast
-import dataclasses
-import itertools
-import logging
 import os
 import re
 from pathlib import Path
@@ -27,10 +24,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import structlog
 
 from sync.models import Erasure, SyncRun
-from sync.sandbox import FaultPlan
 from tests.integration.providers import test_state_machine
 from tests.integration.providers.harness import HARNESSES, harness_id
 from tests.integration.providers.state_machine_oracle import (
@@ -39,8 +34,7 @@ from tests.integration.providers.state_machine_oracle import (
     remote_lists,
     stored_statuses,
 )
-from tests.integration.providers.test_provider_suite import capabilities
-from tests.integration.providers.test_state_machine import ProviderMachine, _harness_can, make_world_stub
+from tests.integration.providers.test_state_machine import ProviderMachine, machine_class
 
 _STEP = re.compile(r"^state\.(\w+)\((.*)\)$")
 _DRAW = re.compile(r"^Draw \d+ \(([^)]*)\): (.*)$")
@@ -108,23 +102,9 @@ def test_replay(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.Monke
     wanted = os.environ.get("REPLAY", "")
     matches = [cls for cls in HARNESSES if harness_id(cls) == wanted]
     assert matches, f"REPLAY={wanted!r} names no harness; one of {[harness_id(c) for c in HARNESSES]}"
-    harness_cls = matches[0]
-    probe = harness_cls()
-    register = getattr(probe, "register", None)
-    if register is not None:
-        register(monkeypatch)
-    probe.start()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     tolerated: list[str] = []       # the machine's Hypothesis events (known gaps), printed at the end
     monkeypatch.setattr(test_state_machine, "event", tolerated.append)
-    machine_cls = type("Replayed", (ProviderMachine,), {
-        "harness_cls": harness_cls, "template": sqlite_template, "workdir": tmp_path,
-        "caps": capabilities(make_world_stub(probe)), "examples": itertools.count(),
-        "can": {"complain": _harness_can(harness_cls, "complain"),
-                "soft_bounce": _harness_can(harness_cls, "soft_bounce"),
-                "unsubscribe_from_list": hasattr(probe, "unsubscribe_from_list"),
-                "lost_answers": hasattr(getattr(probe, "sandbox", None), "fault_plan")
-                and "apply_then_drop_rate" in {f.name for f in dataclasses.fields(FaultPlan)}}})
+    machine_cls = machine_class(matches[0], sqlite_template, tmp_path, monkeypatch)
     steps = parse(Path(os.environ["REPLAY_FILE"]).read_text())
     verbose = bool(os.environ.get("REPLAY_VERBOSE"))
     machine = machine_cls()

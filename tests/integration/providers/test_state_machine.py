@@ -421,6 +421,19 @@ def test_the_engine_keeps_its_promises_under_random_edits_acts_and_crashes(
         tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Up to about 15 s for a harness (``EXAMPLES`` examples of ``STEPS`` steps, two runs of the
     engine after each completed one): the bounded form of ``make fuzz``."""
+    machine = machine_class(harness_cls, sqlite_template, tmp_path, monkeypatch)
+    # Hypothesis keeps a cache in .hypothesis/ of the working directory: nothing writes into the checkout.
+    set_hypothesis_home_dir(tmp_path_factory.getbasetemp() / "hypothesis")
+    try:
+        _run_machine(machine, harness_id(harness_cls))
+    finally:
+        set_hypothesis_home_dir(None)
+
+
+def machine_class(harness_cls: type[Harness], template: Path, workdir: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> type[ProviderMachine]:
+    """The machine over one harness: its capabilities and the acts it can make, asked of a fresh
+    sandbox (the contract fake's provider registered first, for this test only)."""
     probe = harness_cls()
     register = getattr(probe, "register", None)
     if register is not None:        # a provider known only to the tests (the contract fake)
@@ -428,20 +441,14 @@ def test_the_engine_keeps_its_promises_under_random_edits_acts_and_crashes(
     probe.start()
     # Runs log at debug, a crash with a rich traceback; formatting them costs a third of the module's time.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    machine = type(f"Machine_{harness_id(harness_cls).replace('-', '_')}", (ProviderMachine,), {
-        "harness_cls": harness_cls, "template": sqlite_template, "workdir": tmp_path,
+    return type(f"Machine_{harness_id(harness_cls).replace('-', '_')}", (ProviderMachine,), {
+        "harness_cls": harness_cls, "template": template, "workdir": workdir,
         "caps": capabilities(make_world_stub(probe)), "examples": itertools.count(),
         "can": {"complain": _harness_can(harness_cls, "complain"),
                 "soft_bounce": _harness_can(harness_cls, "soft_bounce"),
                 "unsubscribe_from_list": hasattr(probe, "unsubscribe_from_list"),
                 "lost_answers": hasattr(getattr(probe, "sandbox", None), "fault_plan")
                 and "apply_then_drop_rate" in {f.name for f in dataclasses.fields(FaultPlan)}}})
-    # Hypothesis keeps a cache in .hypothesis/ of the working directory: nothing writes into the checkout.
-    set_hypothesis_home_dir(tmp_path_factory.getbasetemp() / "hypothesis")
-    try:
-        _run_machine(machine, harness_id(harness_cls))
-    finally:
-        set_hypothesis_home_dir(None)
 
 
 def _run_machine(machine: type[ProviderMachine], ident: str) -> None:

@@ -795,6 +795,18 @@ def test_an_update_of_the_new_record_leaves_the_old_address_removal_open(world: 
     assert _receiving_at(world, old_address), "the old address no longer receives: nothing to ask of a person"
 
 
+def _moved_by_a_run_that_died(world: World) -> tuple[Any, str, str]:
+    """(a provider keyed by our member id) A member in two lists gets a new address; the worker dies
+    once the update that moves its record there is applied, before its answer is recorded."""
+    world.run()
+    member = _in_two_lists(world)
+    old_address, new_address = normalize_email(member.email), "tasindi.adres@ornek.com.tr"
+    world.update_member(member.id, email=new_address)
+    result = _run_crashing_after_write(world, new_address)
+    assert result.status == "failed" and "Crash" in (result.error or ""), (result.status, result.error)
+    return member, old_address, new_address
+
+
 @pytest.mark.parametrize("harness", [PostatrHarness], indirect=True, ids=["postatr"])
 def test_a_removal_after_a_move_that_died_unconfirmed_names_the_address_the_record_may_hold(world: World) -> None:
     """Found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40 -k postatr-sqlite with
@@ -805,12 +817,7 @@ def test_a_removal_after_a_move_that_died_unconfirmed_names_the_address_the_reco
     The member then loses its address: Postatr cannot remove, so each list gets a reject asking a
     person to remove the record in the panel, and it named the old address only, where the record
     holds the new one. Now the links name the move before the push leaves, and the rejects name both."""
-    world.run()
-    member = _in_two_lists(world)
-    old_address, new_address = normalize_email(member.email), "tasindi.adres@ornek.com.tr"
-    world.update_member(member.id, email=new_address)
-    result = _run_crashing_after_write(world, new_address)
-    assert result.status == "failed" and "Crash" in (result.error or ""), (result.status, result.error)
+    member, old_address, new_address = _moved_by_a_run_that_died(world)
     assert normalize_email(_postatr_record(world, member.id)["Email"]) == new_address
     world.update_member(member.id, email=None)
     assert world.run().status in COMPLETED
@@ -838,12 +845,7 @@ def test_a_member_back_at_its_old_address_after_a_move_that_died_unconfirmed_is_
     its hash and source digest, so neither the next run nor a backfill pushed anything, and the
     record stayed at the address the CRM no longer has. A link whose move is unconfirmed is now
     out of step until the answer is recorded."""
-    world.run()
-    member = _in_two_lists(world)
-    old_address, new_address = normalize_email(member.email), "tasindi.adres@ornek.com.tr"
-    world.update_member(member.id, email=new_address)
-    result = _run_crashing_after_write(world, new_address)
-    assert result.status == "failed" and "Crash" in (result.error or ""), (result.status, result.error)
+    member, old_address, new_address = _moved_by_a_run_that_died(world)
     assert _receiving_at(world, new_address), "the move was not applied: the test no longer reaches its state"
     world.update_member(member.id, email=member.email)
     assert world.run().status in COMPLETED
@@ -852,6 +854,13 @@ def test_a_member_back_at_its_old_address_after_a_move_that_died_unconfirmed_is_
     world.harness.reset_log()
     assert world.run(backfill=True).status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+def _backoff_over(world: World) -> None:
+    """Every open reject's backoff is over: the next run tries them all again."""
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
+            last_seen_at=world.now() - dt.timedelta(days=2)))
 
 
 @pytest.mark.parametrize("harness", [KeyedHarness], indirect=True, ids=["fake-keyed"])
@@ -879,9 +888,7 @@ def test_an_erasure_whose_answer_was_lost_stays_an_open_reject_until_it_is_done(
     assert erasure == "failed", f"the erasure's answer came back: the test no longer reaches its state ({erasure})"
     open_now = _open_rejects_of(world, member.id)
     assert open_now and all("will retry" in reason for _, reason in open_now), open_now
-    with world.engine.begin() as conn:     # its backoff is over
-        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
-            last_seen_at=world.now() - dt.timedelta(days=2)))
+    _backoff_over(world)
     assert world.run().status in COMPLETED
     assert _open_rejects_of(world, member.id) == []
     assert _receiving_at(world, member.email) == set()
@@ -911,9 +918,7 @@ def test_a_removal_whose_answer_was_lost_says_so_over_the_members_validation_rej
     assert lost.status not in COMPLETED[:1], lost.counts
     reasons = [reason for _, reason in _open_rejects_of(world, member.id)]
     assert len(reasons) == 1 and "may have been applied" in reasons[0], reasons
-    with world.engine.begin() as conn:     # its backoff is over
-        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
-            last_seen_at=world.now() - dt.timedelta(days=2)))
+    _backoff_over(world)
     assert world.run().status in COMPLETED
     assert _open_rejects_of(world, member.id) == [("validation", "invalid e-mail address")]
     world.harness.reset_log()
