@@ -970,12 +970,11 @@ def _moves_in_doubt(ctx: RunContext, plan: Chunk) -> list[list[dict[str, Any]]]:
         if email is None or _same_address(link.email, email):
             continue
         known = list(link.unconfirmed_emails or ())
-        if any(_same_address(x, email) for x in known) and (key not in pushed or not link.payload_hash):
-            continue
-        row = {"id": link.id, "unconfirmed_emails": [*known, email] if not any(
-            _same_address(x, email) for x in known) else known}
+        listed = any(_same_address(x, email) for x in known)
+        named = known if listed else [*known, email]
         if key in pushed:
-            own.append({**row, "payload_hash": "", "source_digest": None})
-        else:
-            others.append(row)
+            if not (listed and not link.payload_hash):      # (else out of step with this move already)
+                own.append({"id": link.id, "unconfirmed_emails": named, "payload_hash": "", "source_digest": None})
+        elif not listed:
+            others.append({"id": link.id, "unconfirmed_emails": named})
     return [rows for rows in (own, others) if rows]
