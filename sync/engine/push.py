@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -705,6 +706,8 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                     # address the record holds, not on the one we could not write.
                     address, rejected = known.email, RejectedRow(
                         rejected.reason.replace(item.email, known.email), provider_code=rejected.provider_code)
+                if rejected.provider_code == REMOVAL_UNSUPPORTED:
+                    rejected = _naming_earlier(ctx, plan, open_rejects.get(outcome.key), address, rejected)
                 record_reject(ctx, session, open_rejects, outcome.key, address, rejected)
                 if item is not None:
                     left.append(LeftOut(item.key.crm_member_id, item.email, _lists_of(plan, item.key), REJECTED,
@@ -726,7 +729,8 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                 row = open_rejects.get(outcome.key)
                 if row is not None and row.provider_code != LIST_PENDING and (
                         row.provider_code not in PANEL_ACTIONS
-                        or _same_address(row.email, address) or _same_record(ctx, plan, item, outcome)):
+                        or _same_address(row.email, address) or _same_record(ctx, plan, item, outcome)) \
+                        and not _hand_on(ctx, plan, row, address):
                     resolved.append(row.id)
                 member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
                 if outcome.key != member_wide and member_wide in open_rejects \
@@ -822,6 +826,61 @@ def _repoint_moved_links(ctx: RunContext, plan: Chunk, deleted: Sequence[PushOut
              for item in plan.upserts if item.remote_id is None and item.key in removed
              and (link := plan.links.get(item.key)) is not None and link.email != item.email]
     _update_links(ctx, moved)
+
+
+#: The end of a removal reject's text naming the addresses its member left earlier in the same list
+#: (``_naming_earlier``): rejects are one per member and list.
+_EARLIER = "; also remove {} from this list in its panel (left there by earlier address changes)"
+_EARLIER_RE = re.compile(re.escape(_EARLIER).replace(re.escape("{}"), "(.+)") + "$")
+
+
+def _earlier(reason: str) -> tuple[str, list[str]]:
+    """A removal reject's own text, and the earlier addresses it names (``_EARLIER``)."""
+    found = _EARLIER_RE.search(reason)
+    return (reason, []) if found is None else (reason[:found.start()], found.group(1).split(", "))
+
+
+def _current_addresses(plan: Chunk, member_id: str) -> set[str]:
+    return {normalize_email(item.email) for item in plan.upserts if item.key.crm_member_id == member_id}
+
+
+def _naming_earlier(ctx: RunContext, plan: Chunk, row: Reject | None, address: str | None,
+                    rejected: RejectedRow) -> RejectedRow:
+    """At a provider keyed by e-mail that cannot remove, each address a member leaves behind in a
+    list is a record of its own that keeps receiving there. A removal reject of a later address
+    (a second address change, the address lost) replaces the member's open one for that list
+    (one per member and list): it names the earlier addresses too, but for one the member holds
+    again (found by make fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 -k fake-noremoval-sqlite, the
+    KNOWN_GAPS "two-addresses-left-in-one-list")."""
+    if ctx.caps.member_key == "crm_id" or row is None or row.resolved_at is not None \
+            or row.provider_code != REMOVAL_UNSUPPORTED:
+        return rejected
+    _, named = _earlier(row.reason)
+    current = _current_addresses(plan, row.crm_member_id or "")
+    earlier = [x for x in dict.fromkeys(normalize_email(x) for x in (row.email or "", *named) if x)
+               if not _same_address(x, address) and x not in current]
+    if not earlier:
+        return rejected
+    reason, _ = _earlier(rejected.reason)
+    return RejectedRow(reason + _EARLIER.format(", ".join(earlier)), provider_code=rejected.provider_code)
+
+
+def _hand_on(ctx: RunContext, plan: Chunk, row: Reject, address: str | None) -> bool:
+    """A removal reject whose address was pushed again (its member holds it once more) is moot for
+    that address, but not for the earlier ones it names (``_naming_earlier``): it names the first
+    of those instead and stays open (True)."""
+    if row.provider_code != REMOVAL_UNSUPPORTED or row.resolved_at is not None:
+        return False
+    own, named = _earlier(row.reason)
+    current = _current_addresses(plan, row.crm_member_id or "")
+    left = [x for x in named if not _same_address(x, address) and x not in current]
+    if not left:
+        return False
+    first, rest = left[0], left[1:]
+    reason = own.replace(row.email or "", first) if row.email else own
+    row.email = first
+    row.reason = (reason + (_EARLIER.format(", ".join(rest)) if rest else ""))[:2000]
+    return True
 
 
 def _same_record(ctx: RunContext, plan: Chunk, item: MemberUpsert | None, outcome: PushOutcome) -> bool:

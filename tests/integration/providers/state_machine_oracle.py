@@ -51,13 +51,6 @@ KNOWN_GAPS = {
                                       "a former owner, or two members are each planned as the owner (a member "
                                       "in no list needs no address: it owns nothing while one in a list claims "
                                       "it, and is refused nothing)",
-    "two-addresses-left-in-one-list": "at a provider keyed by e-mail that cannot remove (only the contract "
-                                      "fake has that shape), a member that leaves two addresses behind in one "
-                                      "list (an address change, then its address lost) has one open reject for "
-                                      "that list (rejects are one per member and list), naming the later "
-                                      "address: the earlier one still receives with no reject naming it (make "
-                                      "fuzz FUZZ_SEED=20261206 FUZZ_EXAMPLES=25 FUZZ_STEPS=40 "
-                                      "FUZZ_ARGS='-k fake-noremoval-sqlite')",
 }
 #: Gaps fixed since and no longer tolerated anywhere: still accepted in STATE_MACHINE_KNOWN_GAPS (a replay
 #: command written while they were known checks them, as every run does now). "echo-by-address": our own
@@ -65,9 +58,11 @@ KNOWN_GAPS = {
 #: address": an update of an e-mail-keyed new record resolved the old address's removal, and at a
 #: provider keyed by our member id a move whose answer a crash lost left a removal naming the old
 #: address; "own-unsubscribe-with-a-lost-answer-is-no-echo": a run right after one that lost answers
-#: re-sent writes (test_state_machine_findings.py).
+#: re-sent writes; "two-addresses-left-in-one-list": at a provider keyed by e-mail that cannot remove,
+#: a member's second removal reject in a list replaced its first, so the first address it left there
+#: received with no reject naming it (test_state_machine_findings.py).
 FIXED_GAPS = frozenset({"echo-by-address", "removal-reject-resolved-by-the-new-address",
-                        "own-unsubscribe-with-a-lost-answer-is-no-echo"})
+                        "own-unsubscribe-with-a-lost-answer-is-no-echo", "two-addresses-left-in-one-list"})
 #: ``STATE_MACHINE_KNOWN_GAPS=strict`` checks every gap; a comma-separated list of gap names checks those.
 _STRICT_SETTING = os.environ.get("STATE_MACHINE_KNOWN_GAPS", "")
 STRICT = _STRICT_SETTING == "strict"
@@ -249,7 +244,7 @@ class Expected:
 class Oracle:
     """One look at the CRM, the provider and our tables after a completed run."""
 
-    def __init__(self, world: World, caps: Capabilities, left_behind: set[str] | None = None) -> None:
+    def __init__(self, world: World, caps: Capabilities) -> None:
         self.world, self.caps = world, caps
         self.crm = crm_rows(world)
         self.mirror = Mirror(world)
@@ -267,8 +262,6 @@ class Oracle:
                         for address in {*self.links.get(r.member_id, set()),
                                         *([self.crm[r.member_id].address] if r.member_id in self.crm else [])}}
         self.tolerated: set[str] = set()
-        #: Addresses members had before the machine changed them (the machine's record).
-        self.left_behind = left_behind or set()
         self.owners = self._owners()
 
     def known_gap(self, gap: str, address: str) -> bool:
@@ -277,8 +270,6 @@ class Oracle:
             return False
         if gap == "claimants-not-planned-together":
             found = True
-        elif gap == "two-addresses-left-in-one-list":
-            found = address in self.left_behind and self.caps.member_key == "email"
         else:
             raise AssertionError(gap)
         if found:
@@ -290,9 +281,7 @@ class Oracle:
 
     def stale(self, address: str) -> bool:
         """An open reject says a person must remove or unsubscribe this address in the panel."""
-        return address in self.stale_allowed or address in self.stale_reasons or address in self.in_flux or (
-            self.caps.member_removal == "none" and self.known_gap("two-addresses-left-in-one-list", address)
-        )
+        return address in self.stale_allowed or address in self.stale_reasons or address in self.in_flux
 
     def _owners(self) -> dict[str, str]:
         """Address -> the one live member it belongs to; every other member claiming it while in a

@@ -924,3 +924,39 @@ def test_a_removal_whose_answer_was_lost_says_so_over_the_members_validation_rej
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("back", ["first", "second"])
+@pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
+def test_a_removal_reject_names_every_address_its_member_left_in_the_list(world: World, back: str) -> None:
+    """Found as KNOWN_GAPS "two-addresses-left-in-one-list" (make fuzz FUZZ_SEED=20261206
+    FUZZ_EXAMPLES=25 FUZZ_STEPS=40 -k fake-noremoval-sqlite). At a provider keyed by e-mail that
+    cannot remove, a member's address changes (the old address stays, a person must remove it),
+    then its address is lost: the later address stays too. Rejects are one per member and list, and
+    the later removal's reject replaced the earlier one: the first address went on receiving with
+    nothing asking a person to act. The reject names both; once the member holds one of them again,
+    only the other."""
+    world.run()
+    member = _in_two_lists(world)
+    first = normalize_email(member.email)
+    second = "yeni.adres@ornek.com.tr"
+    world.update_member(member.id, email=second)
+    assert world.run().status in COMPLETED
+    world.update_member(member.id, email=None)
+    assert world.run().status in COMPLETED
+    asked = _panel_rejects_of(world, member.id)
+    assert asked and {code for _, _, code, _ in asked} == {"removal_unsupported"}
+    for address in (first, second):
+        assert _receiving_at(world, address), f"{address} no longer receives: nothing to ask of a person"
+        for list_id in world.lists_of(member.id):
+            assert any(listed == list_id and address in reason for listed, _, _, reason in asked), (address, asked)
+    assert world.run().status in COMPLETED                     # a run after it asks the same
+    assert sorted(_panel_rejects_of(world, member.id)) == sorted(asked)
+    # The member holds one of them again (and is pushed there: a new first name): only the other is asked.
+    held, other = (first, second) if back == "first" else (second, first)
+    world.update_member(member.id, email=held, first_name="Geri Döndü")
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() > 0, "nothing pushed: the test no longer reaches its state"
+    asked = _panel_rejects_of(world, member.id)
+    assert asked and all(email == other and held not in reason for _, email, _, reason in asked), asked
