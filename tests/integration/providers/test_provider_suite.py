@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -94,13 +95,23 @@ def assert_member_lists(world: World, remote_lists: frozenset[str], member_id: s
     Mirror(world).assert_member_lists(remote_lists, member_id)
 
 
-def assert_mirrors_crm(world: World) -> None:
-    """Every valid, consenting CRM member is at the provider exactly once, active, in its lists."""
+def open_rejects(world: World, member_id: str) -> list[str]:
+    """The member's open rejects' reasons (to say why an assertion on it failed)."""
+    with world.engine.connect() as conn:
+        return list(conn.execute(sa.select(Reject.reason).where(
+            Reject.crm_member_id == member_id, Reject.resolved_at.is_(None))).scalars())
+
+
+def assert_mirrors_crm(world: World, but: Collection[str] = ()) -> None:
+    """Every valid, consenting CRM member (``but`` these) is at the provider exactly once, active,
+    in its lists."""
     remote = world.harness.members()
     mirror = Mirror(world)
     for email, row in world.valid_active_members().items():
-        assert email in remote, email
-        assert remote[email].status == "active", email
+        if row.id in but:
+            continue
+        assert email in remote, (email, open_rejects(world, row.id))
+        assert remote[email].status == "active", (email, open_rejects(world, row.id))
         mirror.assert_member_lists(remote[email].lists, row.id)
 
 
@@ -314,16 +325,37 @@ def test_a_reject_refused_for_months_is_still_retried_daily(world: World) -> Non
         assert now_attempts == attempts + (1 if retried else 0), (attempts, hours_ago, now_attempts)
 
 
+#: The words of a reject whose write failed on every attempt, or whose answer was lost, and of a
+#: member waiting for a list whose own requests failed so: tried again after its backoff (sync/http.py;
+#: the contract fake's client), or once the list is there.
+RETRYING = ("may have been applied", "(will retry)", "waits for list")
+
+
 def test_faults_are_survived_with_nothing_lost(world: World) -> None:
-    """5xx, 429 with Retry-After, dropped connections and token expiry: same end state, no duplicate."""
+    """5xx, 429 with Retry-After, dropped connections and token expiry: same end state, no duplicate.
+
+    A member whose write failed on all of its attempts is not lost: it is an open reject that says
+    it will be tried again, and is, once its backoff is over. Under these faults a create fails all
+    of its 6 attempts about once in 60,000 (a 5xx or a dropped answer ends one in about 6); which
+    request meets which fault depends on how the requests in flight interleave, so a run may meet it."""
     world.restart_provider(FaultPlan(seed=11, error_rate=0.15, rate_limit_every=9, retry_after_s=0.01,
                                      drop_rate=0.05, token_expire_after=15))
     result = world.run()
     assert result.status in ("succeeded", "succeeded_with_rejects", "partial"), result.error
+    with world.engine.connect() as conn:
+        retrying = {member_id for member_id, reason in conn.execute(sa.select(Reject.crm_member_id, Reject.reason)
+                    .where(Reject.resolved_at.is_(None))) if any(text in reason for text in RETRYING)}
+    assert len(retrying) <= 2, retrying     # (a fault the engine does not survive rejects many more)
+    assert_mirrors_crm(world, but=retrying)
+    world.restart_provider()
+    if retrying:                                                    # their backoff is over
+        with world.engine.begin() as conn:
+            conn.execute(sa.update(Reject).where(Reject.crm_member_id.in_(retrying)).values(
+                last_seen_at=world.now() - dt.timedelta(days=2)))
+        world.run()
     assert_mirrors_crm(world)
     emails = [m.email for m in world.harness.members().values()]
     assert len(emails) == len(set(emails))
-    world.restart_provider()
     world.harness.reset_log()
     world.run()
     assert world.harness.write_requests() == 0
