@@ -171,6 +171,7 @@ class HttpStats:
     requests: int = 0  # attempts actually sent
     retries: int = 0
     rate_limited_waits: int = 0  # waits for a rate-limit token or another request's Retry-After
+    retry_after_waits: int = 0  # refused attempts that waited their own Retry-After (429, 503)
     waited_s: float = 0.0
     by_method: Counter[str] = field(default_factory=Counter)
     concurrency: int = 0  # requests allowed in flight at the end (the adaptive limit)
@@ -801,6 +802,7 @@ class ProviderHTTP:
         cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (failures - 1))
         delay = self._rng.uniform(0, cap)  # full jitter
         if retry_after is not None:
+            self.stats.retry_after_waits += 1
             # The refused request waits its Retry-After. The others wait too only for a 503 (the
             # service is down), with a fixed concurrency, or when the adaptive limit was at one
             # request already: otherwise halving what is in flight (AdaptiveLimit) is the slowing

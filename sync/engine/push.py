@@ -3,9 +3,9 @@ pushed with a checkpoint per window (``push_members``).
 
 Before a window goes out its provisional links are committed; after it, ONE transaction records
 the provider's answers, the rejects, the statuses, the watermark and the lease ("Crash safety" in
-sync/engine/connection_sync.py). On PostgreSQL that transaction runs in a worker thread
-while the next window's requests go out (``_Pipeline``); the transactions still commit one after
-another, in the windows' order.
+sync/engine/connection_sync.py). Up to ``PUSH_DEPTH`` windows are on the wire at once
+(``_Pipeline``), and on PostgreSQL that transaction runs in a worker thread while the next
+windows' requests go out; the transactions still commit one after another, in the windows' order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import copy
 import datetime as dt
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -169,135 +169,61 @@ def _plan(ctx: RunContext, chunk_ids: Sequence[str], list_map: dict[str, str]) -
         return plan_chunk(ctx, session, chunk_ids, list_map)
 
 
-class _Pipeline:
-    """Local work under the wire: a full window is pushed by a task of its own while the next
-    one is planned (CRM reads, the plan, the link reads), so a run waits about the longer of the
-    two, not their sum. Windows are pushed and committed in their order, each with its watermark.
+#: Windows a run keeps on the wire at once (sent, not answered yet): while one waits for its
+#: refused members' Retry-After, the next ones go out (issue 26; measured in docs/performance.md,
+#: "Several push windows on the wire"). At most one window more waits for its recording. A window
+#: of 100 members at 16 requests in flight goes out in about 0.3 s and then waits 1-2 s for its last
+#: refused members (``Retry-After: 1``, refused again one time in seven): about 8 windows cover
+#: that wait. 4 kept 28-30 % of the fault-free rate with one call in seven refused, 8 39 %, 12 and
+#: 20 about 50 % (3,000 members; 55 % at 10,000).
+PUSH_DEPTH = 12
+#: ... and no more windows than hold this many members together: a stop waits for every window
+#: sent, and each is in memory (Postacell's window of 25,000: one on the wire, as before;
+#: MailMasterPlus's of 200: 10).
+PUSH_DEPTH_MEMBERS = 2_000
+#: ... and only once the run's connection was answered with a Retry-After (a 429: a window may then
+#: wait seconds for its last refused members): until then one window on the wire, as before, and a
+#: stop waits for that one only (the crash suite's SIGTERM cases walk through a sync window by window).
+PUSH_AHEAD_ONLY_WHEN_THROTTLED = True
 
-    On PostgreSQL a window's recording (the ONE transaction after its answers) runs in a worker
-    thread, and the next window's requests go out meanwhile (``record``): a window is
-    sent once the one before it is answered, not once it is committed. The recordings still
-    commit one after another in the windows' order (a window's recording starts once the one
-    before it has committed; a recording that failed stops every later one), and a window is
-    sent only once the window before the one in flight is committed. So at most three windows
-    are in memory: one being recorded, one in flight, one being planned. Elsewhere a window is
-    recorded in the event loop as part of its push (two windows in memory: one in flight, one
-    being planned): on SQLite, whose connections stay in their thread, and on MariaDB, where a
-    row written into a table with a foreign key to ``connections`` share-locks the connection's
-    row and the lease renewal in both the recording and the next window's provisional links wants
-    it exclusively (InnoDB ends one of them as a deadlock; PostgreSQL's key-share lock does not
-    conflict with an update of the lease columns).
 
-    What a window in flight or being recorded will write can change the plan of a chunk planned
-    meanwhile, as it can for chunks planned into one window today; the same rule holds: a chunk
-    that needs a member of such a window, or pushes or removes an address it pushes or removes,
-    waits for that window's recording and is planned again (``overlaps``). Suppressions recorded
-    while a window is pushed (the refresh before updates, or a contact found suppressed) may
-    concern anyone: a window planned before them is planned again before it goes
-    (``RunContext.suppressions_epoch``, checked by ``_flush``). A window whose answers hold a
-    suppression is recorded before the next one is sent (``send``), so that check sees it; the
-    refresh before updates records what it found only once the window before is committed.
+@dataclass(eq=False)
+class _Flight:
+    """A window sent by the pipeline: the task that pushes and then records it (``_flush``, with
+    this as its ``recorder``), what its recording will write (``_Pipeline.overlaps``), and the
+    task of the window sent before it, whose recording commits first."""
 
-    Planning runs in a worker thread on PostgreSQL and MariaDB (the driver and our Python
-    interleave with the requests in flight); on SQLite in the event loop between the push's
-    awaits. A recording in a worker thread counts into a copy of the run's state, added to it in
-    the event loop once committed (``_recording_view``), as a recording in the event loop did
-    while a chunk was planned in a thread."""
+    pipeline: _Pipeline
+    before: asyncio.Task[int] | None
+    ids: set[str]
+    emails: set[str]
+    task: asyncio.Task[int] | None = None
+    #: Its answers are in (it counts no more against ``PUSH_DEPTH``); they hold a suppression.
+    answered: bool = False
+    suppresses: bool = False
 
-    def __init__(self, ctx: RunContext, list_map: dict[str, str]) -> None:
-        self.ctx, self.list_map = ctx, list_map
-        self.enabled = ctx.options.overlap and not ctx.options.dry_run
-        self.threaded = self.enabled and "sqlite" not in (ctx.dialect, ctx.crm.engine.dialect.name)
-        #: Windows are recorded in a worker thread while the next one goes out (PostgreSQL only).
-        self.records_apart = self.threaded and ctx.dialect == "postgresql"
-        #: The window in flight: its removals and upserts, then (apart) its recording handed over.
-        self.task: asyncio.Task[int] | None = None
-        self._planned: set[str] = set()
-        self._emails: set[str] = set()
-        #: (apart) The recording of the last window answered, in a worker thread.
-        self.recording: asyncio.Task[None] | None = None
-        self._recorded_ids: set[str] = set()
-        self._recorded_emails: set[str] = set()
-        #: The recording's answers hold a suppression: the next window waits for it.
-        self._suppresses = False
-        #: A recording failed: no later window is recorded (its watermark would cover the work
-        #: of the one that failed), the error is raised again to whoever waits for a recording.
-        self._failed: BaseException | None = None
-
-    async def plan(self, chunk_ids: Sequence[str]) -> Chunk:
-        if self.task is None:
-            return _plan(self.ctx, chunk_ids, self.list_map)
-        if self.threaded:
-            return await asyncio.to_thread(_plan, self.ctx, chunk_ids, self.list_map)
-        plan = _plan(self.ctx, chunk_ids, self.list_map)
-        await asyncio.sleep(0)      # the push in flight goes on between chunks
-        return plan
-
-    def overlaps(self, plan: Chunk) -> bool:
-        """The chunk needs what the window in flight, or the one being recorded, will write (see
-        ``_Window.overlaps``)."""
-        if self.task is None and self.recording is None:
-            return False
-        emails = _addresses(plan)
-        return (self.task is not None and (not self._planned.isdisjoint(plan.ids)
-                                           or not self._emails.isdisjoint(emails))) or \
-            (self.recording is not None and (not self._recorded_ids.isdisjoint(plan.ids)
-                                             or not self._recorded_emails.isdisjoint(emails)))
-
-    async def send(self, window: _Window) -> int:
-        """Push the window (once the one in flight is answered, and recorded if its answers hold a
-        suppression); return how many members the windows answered meanwhile covered. Off (a dry
-        run), pushed here and now."""
-        done = await self._answered()
-        if self._suppresses:
-            # Its recording moves the suppressions epoch: this window is planned again on it.
-            await self.recorded()
-        if not window.chunks:
-            return done
-        # A safe point: a stop asked for while the window before was pushed ends the run here,
-        # with this window (nothing of it sent) dropped, as one being planned is.
-        STOP.check()
-        if not self.enabled:
-            return done + await _flush(self.ctx, window, self.list_map)
-        sending = copy.copy(window)
-        window.clear()
-        self._planned, self._emails = sending._planned, sending._emails
-        self.task = asyncio.create_task(_flush(self.ctx, sending, self.list_map,
-                                               recorder=self if self.records_apart else None),
-                                         name="push-window")
-        return done
-
-    async def _answered(self) -> int:
-        """Wait for the window in flight to be answered and its recording handed over (or, not
-        apart, committed); its members (0: none)."""
-        task, self.task = self.task, None
-        self._planned, self._emails = set(), set()
-        return 0 if task is None else await task
-
-    async def wait(self) -> int:
-        """Wait for the window in flight to be pushed and committed, and every window before it;
-        its members (0: none)."""
-        done = await self._answered()
-        await self.recorded()
-        return done
-
-    async def ready(self) -> int:
-        """The window in flight's members once it is answered (its error, raised here), else 0; a
-        recording that failed raises its error here too."""
-        done = await self._answered() if self.task is not None and self.task.done() else 0
-        if self.recording is not None and self.recording.done():
-            await self.recorded()
-        return done
+    async def recorded(self) -> None:
+        """Wait for every window sent before this one to be committed; the error of one that
+        failed (or was cancelled) is raised here: nothing is recorded after it."""
+        if self.before is not None:
+            await asyncio.shield(self.before)
 
     async def record(self, plan: Chunk, deleted: list[PushOutcome], upserted: list[PushOutcome],
                      covered_until: dt.datetime | None) -> None:
-        """(apart; called by the window in flight once answered) Record the window in a worker
-        thread, once the window before it is committed, and return: the next window may go."""
-        await self.recorded()       # in order: the window before first (its error stops this one)
-        ctx = self.ctx
+        """(called by the window's push once answered) Record the window once every window before
+        it is committed: in a worker thread on PostgreSQL (the next windows go out meanwhile),
+        else here in the event loop."""
+        self.answered = True
+        self.suppresses = any(o.suppressed is not None for o in (*deleted, *upserted))
+        self.pipeline.changed.set()
+        await self.recorded()       # in order: the windows before first (an error stops this one)
+        ctx = self.pipeline.ctx
+        if not self.pipeline.records_apart:
+            if _record(ctx, plan, deleted, upserted, covered_until):
+                ctx.suppressions_epoch += 1
+            ctx.refresh_statistics(final=False)
+            return
         view = _recording_view(ctx)
-        self._recorded_ids, self._recorded_emails = set(plan.ids), _addresses(plan)
-        self._suppresses = any(o.suppressed is not None for o in (*deleted, *upserted))
 
         async def recording() -> None:
             suppressed = await asyncio.to_thread(_record, view, plan, deleted, upserted, covered_until)
@@ -306,46 +232,217 @@ class _Pipeline:
                 ctx.suppressions_epoch += 1
             ctx.refresh_statistics(final=False)
 
-        self.recording = asyncio.create_task(recording(), name="record-window")
+        # Never cancelled: a recording once started commits or fails as a whole, in its thread
+        # (``_Pipeline.settle`` waits for it).
+        self.pipeline.recording = asyncio.create_task(recording(), name="record-window")
+        await asyncio.shield(self.pipeline.recording)
+
+
+class _Pipeline:
+    """Local work under the wire: a full window is pushed by a task of its own while the next one
+    is planned (CRM reads, the plan, the link reads), so a run waits about the longer of the two,
+    not their sum; and, once the provider answered with a Retry-After, up to ``PUSH_DEPTH`` windows
+    are on the wire at once, so a window waiting for its refused members' Retry-After does not hold
+    the next ones back. Windows are committed in their order, each with its watermark.
+
+    A window is sent (``send``) once fewer than ``depth`` windows are on the wire (sent, not
+    answered yet; ``PUSH_DEPTH``, fewer for large windows, 1 until throttled) and fewer than
+    ``depth + 1`` are not committed yet: at most ``depth + 2`` windows are in memory, counting the
+    one being planned. Each window's task pushes it (its provisional links first, as ever), then
+    records it (the ONE transaction after its answers) once the window sent before it is committed
+    (``_Flight.record``): the recordings commit one after another in the windows' order, and a
+    recording that failed, or a window whose push failed, stops every later one (its watermark
+    would cover the work of the one that failed; its links stay provisional, as after a crash). On
+    PostgreSQL the recording runs in a worker thread and the next windows go out meanwhile.
+    Elsewhere it runs in the event loop (only the requests of the other windows overlap it): on
+    SQLite, whose connections stay in their thread, and on MariaDB, where a row written into a
+    table with a foreign key to ``connections`` share-locks the connection's row and the lease
+    renewal in both the recording and the next window's provisional links wants it exclusively
+    (InnoDB ends one of them as a deadlock; PostgreSQL's key-share lock does not conflict with an
+    update of the lease columns); in the event loop the two never run at once.
+
+    What a window in flight or being recorded will write can change the plan of a chunk planned
+    meanwhile, as it can for chunks planned into one window today; the same rule holds: a chunk
+    that needs a member of any such window, or pushes or removes an address one of them pushes or
+    removes, waits for that window's recording (and so every window's before it) and is planned
+    again (``overlaps``, ``clear_of``). Suppressions recorded while a window waits to go (the
+    refresh before updates, or a contact found suppressed) may concern anyone: a window planned
+    before them is planned again before it goes (``RunContext.suppressions_epoch``, checked by
+    ``_flush``). A window whose answers hold a suppression is recorded before any further window
+    is sent (``send``), so that check sees it. A window's refresh before updates is asked as it is
+    sent, in the windows' order (``send``): what it finds is recorded once every window sent
+    before is committed, and the window is planned again on it before anything later is sent. A
+    window already on the wire when another one's answers report a contact suppressed was
+    planned without it, as it would be had the provider reported it a moment later: that
+    contact's address is not one it pushes or removes (``overlaps``).
+
+    Planning runs in a worker thread on PostgreSQL and MariaDB (the driver and our Python
+    interleave with the requests in flight); on SQLite in the event loop between the push's
+    awaits. A recording in a worker thread counts into a copy of the run's state, added to it in
+    the event loop once committed (``_recording_view``), as a recording in the event loop did
+    while a chunk was planned in a thread.
+
+    A stop at a safe point (``send``, and between chunks in ``push_members``) lets every window
+    sent finish and commit, in order (``settle``); the one being planned is dropped."""
+
+    def __init__(self, ctx: RunContext, list_map: dict[str, str]) -> None:
+        self.ctx, self.list_map = ctx, list_map
+        self.enabled = ctx.options.overlap and not ctx.options.dry_run
+        self.threaded = self.enabled and "sqlite" not in (ctx.dialect, ctx.crm.engine.dialect.name)
+        #: Windows are recorded in a worker thread while the next ones go out (PostgreSQL only).
+        self.records_apart = self.threaded and ctx.dialect == "postgresql"
+        window = ctx.caps.push_window or ctx.caps.max_batch
+        self.depth = max(1, min(PUSH_DEPTH, PUSH_DEPTH_MEMBERS // max(window, 1)))
+        #: The windows sent and not collected yet, oldest first.
+        self.flights: deque[_Flight] = deque()
+        #: The task of the last window sent (the next one's recording waits for it).
+        self._last: asyncio.Task[int] | None = None
+        #: (apart) The last recording started, in a worker thread.
+        self.recording: asyncio.Task[None] | None = None
+        #: Set when a window in flight is answered or done (``send`` waits for room on it).
+        self.changed = asyncio.Event()
+        #: Members of the windows committed while a refresh before updates waited (``recorded``).
+        self._collected = 0
+
+    async def plan(self, chunk_ids: Sequence[str]) -> Chunk:
+        if not self.flights:
+            return _plan(self.ctx, chunk_ids, self.list_map)
+        if self.threaded:
+            return await asyncio.to_thread(_plan, self.ctx, chunk_ids, self.list_map)
+        plan = _plan(self.ctx, chunk_ids, self.list_map)
+        await asyncio.sleep(0)      # the pushes in flight go on between chunks
+        return plan
+
+    def overlaps(self, plan: Chunk) -> bool:
+        """The chunk needs what a window in flight or being recorded will write (see
+        ``_Window.overlaps``)."""
+        if not self.flights:
+            return False
+        emails = _addresses(plan)
+        return any(not flight.ids.isdisjoint(plan.ids) or not flight.emails.isdisjoint(emails)
+                   for flight in self.flights)
+
+    async def clear_of(self, plan: Chunk) -> int:
+        """Wait for the windows sent, oldest first, until none left overlaps the chunk (each one
+        committed); how many members they covered."""
+        done = 0
+        while self.overlaps(plan):
+            done += await self._collect()
+        return done
+
+    def _throttled(self) -> bool:
+        """The provider answered this run with a Retry-After (``PUSH_AHEAD_ONLY_WHEN_THROTTLED``)."""
+        stats = getattr(getattr(self.ctx.provider, "http", None), "stats", None)
+        return not PUSH_AHEAD_ONLY_WHEN_THROTTLED or getattr(stats, "retry_after_waits", 0) > 0
+
+    def _room(self) -> bool:
+        """Another window may go out: fewer than ``depth`` on the wire (1 until throttled) and
+        ``depth + 1`` not committed, none answered with a suppression not recorded yet, none
+        failed."""
+        flights = self.flights
+        depth = self.depth if self._throttled() else 1
+        on_wire = sum(1 for f in flights if not f.answered and not (f.task is not None and f.task.done()))
+        return on_wire < depth and len(flights) <= depth and not any(
+            f.suppresses or (f.task is not None and f.task.done()) for f in flights)
+
+    async def send(self, window: _Window) -> int:
+        """Push the window once there is room for it (``_room``); return how many members the
+        windows committed meanwhile covered. Off (a dry run), pushed here and now."""
+        done = await self.ready()
+        while not self._room():
+            self.changed.clear()
+            await self.changed.wait()
+            done += await self.ready()
+        if not window.chunks:
+            return done
+        # A safe point: a stop asked for while the windows before were pushed ends the run
+        # here, with this window (nothing of it sent) dropped, as one being planned is.
+        STOP.check()
+        if not self.enabled:
+            return done + await _flush(self.ctx, window, self.list_map)
+        # The refresh before updates is asked here, in the windows' order, not by the window's
+        # own task: a provider may report a suppression to one refresh only (Postacell reads a
+        # list again only once its counters moved), so the window that found it must record it
+        # (once every window sent is committed) before any later window is sent or decides.
+        if await _refresh_before_updates(self.ctx, window.plan, self):
+            # Suppressions appeared since the pull: plan the window's members again, on them,
+            # and push them here and now (nothing is in flight any more).
+            done += self._collected
+            self._collected = 0
+            return done + await _replan(self.ctx, window, self.list_map, refresh=False)
+        done += self._collected
+        self._collected = 0
+        sending = copy.copy(window)
+        window.clear()
+        flight = _Flight(self, self._last, sending._planned, sending._emails)
+        flight.task = self._last = asyncio.create_task(
+            _flush(self.ctx, sending, self.list_map, refresh=False, recorder=flight), name="push-window")
+        flight.task.add_done_callback(lambda _task: self.changed.set())
+        self.flights.append(flight)
+        return done
 
     async def recorded(self) -> None:
-        """Wait for the recording under way to commit (its error, raised here, and to every later
-        caller: nothing may be recorded after a recording that failed). It is never cancelled: a
-        recording once started commits or fails as a whole, in its thread."""
-        recording = self.recording
-        if recording is not None:
-            try:
-                await asyncio.shield(recording)
-            except BaseException as error:
-                if recording.done():
-                    self._failed = self._failed or error
-                raise
-            finally:
-                if recording.done() and self.recording is recording:
-                    self.recording, self._suppresses = None, False
-                    self._recorded_ids, self._recorded_emails = set(), set()
-        if self._failed is not None:
-            raise self._failed
+        """(``_refresh_before_updates``) Wait for every window sent to be committed; their members
+        are counted by ``send``."""
+        self._collected += await self.wait()
+
+    async def _collect(self) -> int:
+        """Wait for the oldest window sent to be committed; its members (its error, raised here)."""
+        flight = self.flights.popleft()
+        assert flight.task is not None
+        return await flight.task
+
+    async def wait(self) -> int:
+        """Wait for every window sent to be pushed and committed; their members."""
+        done = 0
+        while self.flights:
+            done += await self._collect()
+        return done
+
+    async def ready(self) -> int:
+        """The members of the windows committed so far, oldest first (the error of one that
+        failed, raised here)."""
+        done = 0
+        while self.flights and self.flights[0].task is not None and self.flights[0].task.done():
+            done += await self._collect()
+        return done
 
     async def settle(self, error: BaseException) -> None:
-        """The run ends with ``error`` (a stop at a safe point, a failure): the window in flight
-        is still pushed and committed, as if it had been pushed in line, after the one being
-        recorded; a cancelled run cancels the window in flight (its provisional links stand, as
-        after a crash), and a recording under way still commits or fails in its thread."""
-        task, self.task = self.task, None
-        self._planned, self._emails = set(), set()
+        """The run ends with ``error`` (a stop at a safe point, a failure): every window sent is
+        still pushed and committed, in order, as if pushed in line (after one that failed, none
+        is recorded: they raise its error, swallowed here); a cancelled run cancels them (their
+        provisional links stand, as after a crash), and a recording under way still commits or
+        fails in its thread. The first error of a window, other than ``error``, is raised."""
+        flights, self.flights = list(self.flights), deque()
+        failure: BaseException | None = None
         try:
-            if task is None or (task.done() and task.cancelled()):
-                return
             if isinstance(error, asyncio.CancelledError):
-                task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if not isinstance(error, asyncio.CancelledError):
-                    raise
+                for flight in flights:
+                    assert flight.task is not None
+                    flight.task.cancel()
+            for flight in flights:
+                assert flight.task is not None
+                try:
+                    await flight.task
+                except asyncio.CancelledError:
+                    if not isinstance(error, asyncio.CancelledError):
+                        # (this run is cancelled meanwhile: so are the windows still in flight)
+                        for later in flights:
+                            assert later.task is not None
+                            later.task.cancel()
+                        raise
+                except BaseException as failed:     # (an error stops every later window too)
+                    if failure is None and failed is not error:
+                        failure = failed
         finally:
-            await self.recorded()
+            recording = self.recording
+            if recording is not None:
+                await asyncio.wait([recording])     # (never cancelled: see ``_Flight.record``)
+                if not recording.cancelled() and recording.exception() is not None and failure is None \
+                        and recording.exception() is not error:
+                    failure = recording.exception()
+        if failure is not None:
+            raise failure
 
 
 def _recording_view(ctx: RunContext) -> RunContext:
@@ -504,8 +601,9 @@ def _in_doubt(plan: Chunk, key: MemberKey, email: str) -> str:
 async def _refresh_before_updates(ctx: RunContext, plan: Chunk, recorder: _Pipeline | None = None) -> bool:
     """Ask the provider for suppressions that appeared since the pull, in the lists of the
     contacts this batch updates; True when some were new (the batch is planned again). What it
-    found is recorded once the window before is (``recorder``): the statuses are judged on the
-    links it writes (our own pushes are echoes), and the hashes it clears stay cleared."""
+    found is recorded once every window sent before is committed (``recorder``): the statuses
+    are judged on the links they write (our own pushes are echoes), and the hashes it clears
+    stay cleared."""
     lists = sorted({remote for item in plan.upserts if item.remote_id
                     for remote in (*item.remote_lists, *item.previous_remote_lists)})
     if not lists:
@@ -536,12 +634,13 @@ async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str],
     if ctx.waiting_ids:    # (a backfill tries every open reject: none waits)
         ctx.planned.update(member_id for member_id in plan.ids if member_id in ctx.waiting_ids)
     pushed = 0
-    if pipeline is not None and pipeline.overlaps(plan):
-        # A member this chunk needs (an address it takes or releases) is in the window being
-        # pushed: wait for its answers, then plan the chunk on them.
-        pushed += await pipeline.wait()
+    while pipeline is not None and pipeline.overlaps(plan):
+        # A member this chunk needs (an address it takes or releases) is in a window sent: wait
+        # for that window's recording, then plan the chunk on it (again, while the new plan
+        # needs a window still in flight).
+        pushed += await pipeline.clear_of(plan)
         epoch = ctx.suppressions_epoch
-        plan = _plan(ctx, chunk_ids, list_map)
+        plan = await pipeline.plan(chunk_ids)
     if window.overlaps(plan):
         # A member this chunk needs (an address it takes or releases) is planned already and
         # not pushed yet: push the window first, then plan the chunk on its result.
@@ -560,20 +659,21 @@ async def _add_chunk(ctx: RunContext, window: _Window, chunk_ids: Sequence[str],
 
 
 async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, refresh: bool = True,
-                 recorder: _Pipeline | None = None) -> int:
+                 recorder: _Flight | None = None) -> int:
     """Push and commit what the window holds (one checkpoint); return how many members it
-    covered and empty it. With a ``recorder`` (the pipeline, on PostgreSQL) its recording is handed
-    to a worker thread once it is answered (``_Pipeline.record``): committed later, in order."""
+    covered and empty it. With a ``recorder`` (a window sent by the pipeline) it is recorded once
+    every window sent before it is committed (``_Flight.record``)."""
     if not window.chunks:
         return 0
     if not ctx.options.dry_run and window.epoch is not None and window.epoch < ctx.suppressions_epoch:
         # Suppressions were recorded while the window before this one was pushed, after this
         # one was planned: plan its members again, on them (once every window before it is
         # committed: the windows planned again are pushed and recorded here, in line).
+        # (A window sent by the pipeline had its refresh before updates asked as it was sent.)
         if recorder is not None:
             await recorder.recorded()
-        return await _replan(ctx, window, list_map, refresh=refresh)
-    if refresh and not ctx.options.dry_run and await _refresh_before_updates(ctx, window.plan, recorder):
+        return await _replan(ctx, window, list_map, refresh=refresh and recorder is None)
+    if refresh and recorder is None and not ctx.options.dry_run and await _refresh_before_updates(ctx, window.plan):
         # Suppressions appeared since the pull: plan the window's members again, on them.
         return await _replan(ctx, window, list_map, refresh=False)
     plan, covered_until, members = window.plan, window.covered_until, window.members
@@ -590,7 +690,7 @@ async def _flush(ctx: RunContext, window: _Window, list_map: dict[str, str], *, 
         pushed={item.key.crm_member_id for item in plan.upserts if item not in cannot})
     if not ctx.options.dry_run:
         await _push(ctx, plan, covered_until, recorder)
-        if recorder is None:        # (else once it is recorded: _Pipeline.record)
+        if recorder is None:        # (else once it is recorded: _Flight.record)
             ctx.refresh_statistics(final=False)
     return members
 
@@ -606,10 +706,10 @@ async def _replan(ctx: RunContext, window: _Window, list_map: dict[str, str], *,
 
 
 async def _push(ctx: RunContext, plan: Chunk, covered_until: dt.datetime | None,
-                recorder: _Pipeline | None = None) -> None:
+                recorder: _Flight | None = None) -> None:
     """The provisional links, the removals and the upserts of a window, then ONE transaction
-    recording the answers, the rejects, the watermark and the lease: here, or (``recorder``) in
-    a worker thread once the window before is committed, while the next window goes out."""
+    recording the answers, the rejects, the watermark and the lease: here, or (``recorder``) once
+    every window sent before is committed, in a worker thread on PostgreSQL."""
     _write_provisional_links(ctx, plan)
     _mark_unsubscribing(ctx, plan)
     assert ctx.member_api is not None

@@ -359,8 +359,9 @@ MAX_BATCH: Final = 100
 #: window of 100 spends its last round trips with a few requests in flight and waits for its
 #: slowest member (a 429's Retry-After) once per 100 members; windows of 1,000 pushed faster under
 #: faults (docs/performance.md), but a stop (SIGTERM) waits for the window in flight: with 1,000
-#: the crash suite's SIGTERM cases (2,500 members) could no longer land four stops. Back to 100
-#: until the next window's requests go out while one commits.
+#: the crash suite's SIGTERM cases (2,500 members) could no longer land four stops. So 100, and
+#: once the provider answers a Retry-After the engine keeps several windows on the wire
+#: (sync/engine/push.py, ``PUSH_DEPTH``): the next windows go out while one waits for its slowest.
 PUSH_WINDOW: Final = MAX_BATCH
 #: The connection setting ``concurrency``: requests in flight at most, the ceiling of the adaptive
 #: limit (sync/http.py: it starts at 2 and climbs while answers come back fast and unrefused,

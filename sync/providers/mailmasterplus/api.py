@@ -247,7 +247,7 @@ LENGTH_SOURCE: Final = "our bound: the document gives no length"
 #: round trips with a few requests in flight, and waited for its slowest record).
 MAX_BATCH: Final = 200
 #: (1,000 pushed faster under faults; back to 200 for the stop latency and the crash suite's
-#: SIGTERM cases, as Euromsg's PUSH_WINDOW says)
+#: SIGTERM cases, as Euromsg's PUSH_WINDOW says; several windows go out at once once throttled)
 PUSH_WINDOW: Final = MAX_BATCH
 #: The connection setting ``concurrency``: requests in flight at most, the ceiling of the adaptive
 #: limit (sync/http.py: it starts at 2 and climbs while answers come back fast and unrefused,
