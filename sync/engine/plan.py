@@ -85,6 +85,9 @@ class Chunk:
     #: theirs is moot, whatever becomes of their push (nothing to push, a suppression, a
     #: provider's refusal that is its own reject).
     validated: list[str] = field(default_factory=list)
+    #: (member, list) -> the address its link holds, for links planned with nothing to push (the
+    #: record there holds the member already): an open removal reject naming that address is moot.
+    unchanged: dict[MemberKey, str] = field(default_factory=dict)
 
 
 def _standing(member: CrmMember, suppressions: Sequence[Suppression]) -> list[Suppression]:
@@ -445,6 +448,7 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
     if link is not None and link.email == email and link.payload_hash == digest and not lost \
             and link.email not in ctx.dry_cleared:
         ctx.counts["members_unchanged"] += 1
+        plan.unchanged[key] = email
         return
     if link is not None and link.email == email and link.remote_id and ctx.gone_remote and not lost \
             and set(remote_lists) <= set(link.remote_lists) \

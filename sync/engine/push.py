@@ -88,6 +88,7 @@ def _merge(into: Chunk, plan: Chunk) -> None:
     into.sources.update(plan.sources)
     into.settled += plan.settled
     into.validated += plan.validated
+    into.unchanged.update(plan.unchanged)
     into.left_out += plan.left_out
     into.member_lists.update(plan.member_lists)
 
@@ -832,6 +833,8 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                         or _same_address(row.email, address) or _same_record(ctx, plan, item, outcome)) \
                         and not _hand_on(ctx, plan, row, address):
                     resolved.append(row.id)
+                elif row is not None:
+                    _drop_earlier(row, address)
                 member_wide = MemberKey(outcome.key.crm_member_id)      # a per-list record's member reject
                 if outcome.key != member_wide and member_wide in open_rejects \
                         and open_rejects[member_wide].provider_code not in (TOO_LONG, *PANEL_ACTIONS):
@@ -885,6 +888,16 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                      and MemberKey(member_id) not in refused_now
                      and (row := open_rejects.get(MemberKey(member_id))) is not None
                      and row.provider_code == VALIDATION]
+        # A member that holds, with nothing to push, an address a removal reject of its list asks a
+        # person to remove (its address came back): that reject no longer names it.
+        for key, email in plan.unchanged.items():
+            row = open_rejects.get(key)
+            if key.crm_member_id in still_invalid or row is None or row.provider_code != REMOVAL_UNSUPPORTED:
+                continue
+            if not _same_address(row.email, email):
+                _drop_earlier(row, email)
+            elif not _hand_on(ctx, plan, row, email):
+                resolved.append(row.id)
         resolved += [open_rejects[key].id for key in plan.unpend
                      if key in open_rejects and open_rejects[key].provider_code == LIST_PENDING]
         gone = set(plan.gone)
@@ -981,6 +994,19 @@ def _hand_on(ctx: RunContext, plan: Chunk, row: Reject, address: str | None) -> 
     row.email = first
     row.reason = (reason + (_EARLIER.format(", ".join(rest)) if rest else ""))[:2000]
     return True
+
+
+
+def _drop_earlier(row: Reject, address: str | None) -> None:
+    """A removal reject of another address that names the pushed one among the earlier addresses
+    its member left in the list (``_naming_earlier``): the member holds that one again, so the
+    reject stops asking a person to remove it (it would take a live member out of its own list)."""
+    if row.provider_code != REMOVAL_UNSUPPORTED or row.resolved_at is not None or not address:
+        return
+    own, named = _earlier(row.reason)
+    left = [x for x in named if not _same_address(x, address)]
+    if len(left) < len(named):
+        row.reason = (own + (_EARLIER.format(", ".join(left)) if left else ""))[:2000]
 
 
 def _same_record(ctx: RunContext, plan: Chunk, item: MemberUpsert | None, outcome: PushOutcome) -> bool:

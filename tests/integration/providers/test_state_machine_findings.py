@@ -960,3 +960,32 @@ def test_a_removal_reject_names_every_address_its_member_left_in_the_list(world:
     assert world.harness.write_requests() > 0, "nothing pushed: the test no longer reaches its state"
     asked = _panel_rejects_of(world, member.id)
     assert asked and all(email == other and held not in reason for _, email, _, reason in asked), asked
+
+
+@pytest.mark.parametrize("back", ["first", "second"])
+@pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
+def test_a_removal_reject_stops_naming_an_address_its_member_holds_again_with_nothing_to_push(
+        world: World, back: str) -> None:
+    """Noticed while fixing "two-addresses-left-in-one-list" (the test above). As there, a member
+    at a provider keyed by e-mail that cannot remove leaves two addresses in its lists, then holds
+    one of them again, now with nothing to push there (the address's record holds the member's
+    fields already: no write). The removal reject went on naming the address the member holds,
+    asking a person to remove a live member from its own lists; it names only the other one."""
+    world.run()
+    member = _in_two_lists(world)
+    first = normalize_email(member.email)
+    second = "yeni.adres@ornek.com.tr"
+    world.update_member(member.id, email=second)
+    assert world.run().status in COMPLETED
+    world.update_member(member.id, email=None)
+    assert world.run().status in COMPLETED
+    held, other = (first, second) if back == "first" else (second, first)
+    world.update_member(member.id, email=held)
+    assert world.run().status in COMPLETED
+    asked = _panel_rejects_of(world, member.id)
+    assert asked and all(email == other and held not in reason for _, email, _, reason in asked), asked
+    assert _receiving_at(world, held), f"{held}, the member's address, no longer receives"
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+    assert sorted(_panel_rejects_of(world, member.id)) == sorted(asked)
