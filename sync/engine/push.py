@@ -996,7 +996,6 @@ def _hand_on(ctx: RunContext, plan: Chunk, row: Reject, address: str | None) -> 
     return True
 
 
-
 def _drop_earlier(row: Reject, address: str | None) -> None:
     """A removal reject of another address that names the pushed one among the earlier addresses
     its member left in the list (``_naming_earlier``): the member holds that one again, so the

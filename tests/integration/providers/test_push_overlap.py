@@ -354,50 +354,10 @@ def test_a_suppression_found_while_a_window_is_pushed_holds_the_next_window_unti
     on the wire: with two, window 1 goes out at once, and the window after it is held; see
     ``test_a_suppression_in_the_answers_of_one_of_two_windows_in_flight_*``.)"""
     monkeypatch.setattr(push, "PUSH_DEPTH", 1)
-    upserted: list[int] = []
-    sends: list[int] = []
+    sends, replanned = count_sends_and_replans(monkeypatch)
     complained: list[str] = []
-    send, replan = push._Pipeline.send, push._replan
-    replanned: list[int] = []
-
-    async def counted_send(self: push._Pipeline, window: Any) -> int:
-        if window.chunks:
-            sends.append(len(window.chunks))
-        return await send(self, window)
-
-    async def counted_replan(ctx: RunContext, window: Any, *args: Any, **kwargs: Any) -> int:
-        replanned.append(len(window.chunks))
-        return await replan(ctx, window, *args, **kwargs)
-
-    post_init = RunContext.__post_init__
-
-    def complaining(self: RunContext, *args: Any) -> None:
-        post_init(self, *args)
-        api = self.member_api
-        if api is None:
-            return
-        upsert = api.upsert_members
-
-        async def first_window_complains(items: Any) -> Any:
-            if upserted:
-                return await upsert(items)
-            upserted.append(len(items))
-            while len(sends) < 2:       # window 1 is planned (and waits) before window 0 is answered
-                await asyncio.sleep(0.01)
-            outcomes = list(await upsert(items))
-            victim = next(n for n, o in enumerate(outcomes) if o.rejected is None and o.suppressed is None)
-            item = next(i for i in items if i.key == outcomes[victim].key)
-            complained.append(item.email)
-            outcomes[victim] = dataclasses.replace(outcomes[victim], suppressed=RemoteStatus(
-                item.email, "complaint", dt.datetime.now(dt.UTC)))
-            return outcomes
-
-        monkeypatch.setattr(self.provider, "upsert_members", first_window_complains)
-        self.member_api = self.provider     # type: ignore[assignment]
-
-    monkeypatch.setattr(RunContext, "__post_init__", complaining)
-    monkeypatch.setattr(push._Pipeline, "send", counted_send)
-    monkeypatch.setattr(push, "_replan", counted_replan)
+    # (window 1 is planned, and waits, before window 0 is answered)
+    hold_answers(monkeypatch, lambda _n: len(sends) >= 2, complaint_into(complained))
     result = world.run(hook=timeline.hook, itemize=False)
     assert result.status in COMPLETED, result.error
     assert complained and len(sends) >= 2, (complained, sends)
@@ -427,12 +387,7 @@ def test_a_recording_that_fails_records_no_later_window_and_the_next_run_finishe
     failed = world.run(hook=timeline.hook, itemize=False)
     assert failed.status == "failed", failed.status
     assert timeline.next_sent.is_set() and ("request", 1) in timeline.events, timeline.events
-    assert not any(kind == "recording" for kind, _ in timeline.events), timeline.events
-    timeline.before_recording = None
-    world.harness.reset_log()
-    finished = world.run()
-    assert finished.status in COMPLETED, finished.error
-    assert_converged(world)
+    assert_nothing_recorded_then_finished(world, timeline)
 
 
 def hold_answers(monkeypatch: pytest.MonkeyPatch, until: Callable[[int], bool],
@@ -468,6 +423,50 @@ def hold_answers(monkeypatch: pytest.MonkeyPatch, until: Callable[[int], bool],
 
     monkeypatch.setattr(RunContext, "__post_init__", holding)
     return held
+
+
+def assert_nothing_recorded_then_finished(world: World, timeline: Timeline) -> None:
+    """No window of the failed run was recorded; the next run (recordings no longer failing)
+    finishes the work, nothing created twice."""
+    assert not any(kind == "recording" for kind, _ in timeline.events), timeline.events
+    timeline.before_recording = None
+    world.harness.reset_log()
+    finished = world.run()
+    assert finished.status in COMPLETED, finished.error
+    assert_converged(world)
+
+
+def count_sends_and_replans(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """The chunks of each window the pipeline sends, and of each window planned again, in order."""
+    sends: list[int] = []
+    replanned: list[int] = []
+    send, replan = push._Pipeline.send, push._replan
+
+    async def counted_send(self: push._Pipeline, window: Any) -> int:
+        if window.chunks:
+            sends.append(len(window.chunks))
+        return await send(self, window)
+
+    async def counted_replan(ctx: RunContext, window: Any, *args: Any, **kwargs: Any) -> int:
+        replanned.append(len(window.chunks))
+        return await replan(ctx, window, *args, **kwargs)
+
+    monkeypatch.setattr(push._Pipeline, "send", counted_send)
+    monkeypatch.setattr(push, "_replan", counted_replan)
+    return sends, replanned
+
+
+def complaint_into(complained: list[str]) -> Callable[[Any, list[Any]], list[Any]]:
+    """Answers (``hold_answers``' ``then``) that report one contact pushed fine as a complaint, found
+    while pushing; its address is added to ``complained``."""
+    def complaint(items: Any, outcomes: list[Any]) -> list[Any]:
+        victim = next(n for n, o in enumerate(outcomes) if o.rejected is None and o.suppressed is None)
+        item = next(i for i in items if i.key == outcomes[victim].key)
+        complained.append(item.email)
+        outcomes[victim] = dataclasses.replace(outcomes[victim], suppressed=RemoteStatus(
+            item.email, "complaint", dt.datetime.now(dt.UTC)))
+        return outcomes
+    return complaint
 
 
 def windows_committed(line: Timeline) -> list[int]:
@@ -586,12 +585,7 @@ def test_a_recording_that_fails_while_later_windows_are_in_flight_records_none_o
     failed = world.run(hook=timeline.hook, itemize=False)
     assert failed.status == "failed", failed.status
     assert held and ("request", 2) in timeline.events, timeline.events
-    assert not any(kind == "recording" for kind, _ in timeline.events), timeline.events
-    timeline.before_recording = None
-    world.harness.reset_log()
-    finished = world.run()
-    assert finished.status in COMPLETED, finished.error
-    assert_converged(world)
+    assert_nothing_recorded_then_finished(world, timeline)
 
 
 def test_a_suppression_in_the_answers_of_one_of_two_windows_in_flight_holds_the_next_until_recorded(
@@ -601,34 +595,12 @@ def test_a_suppression_in_the_answers_of_one_of_two_windows_in_flight_holds_the_
     Window 2 goes out only once window 0's recording committed (and moved the suppressions
     epoch), planned again on it; window 1, on the wire already, pushes no address of window 0's."""
     monkeypatch.setattr(push, "PUSH_DEPTH", 2)
-    sends: list[int] = []
-    send, replan = push._Pipeline.send, push._replan
-    replanned: list[int] = []
+    sends, replanned = count_sends_and_replans(monkeypatch)
     complained: list[str] = []
-
-    async def counted_send(self: push._Pipeline, window: Any) -> int:
-        if window.chunks:
-            sends.append(len(window.chunks))
-        return await send(self, window)
-
-    async def counted_replan(ctx: RunContext, window: Any, *args: Any, **kwargs: Any) -> int:
-        replanned.append(len(window.chunks))
-        return await replan(ctx, window, *args, **kwargs)
-
-    def complaint(items: Any, outcomes: list[Any]) -> list[Any]:
-        victim = next(n for n, o in enumerate(outcomes) if o.rejected is None and o.suppressed is None)
-        item = next(i for i in items if i.key == outcomes[victim].key)
-        complained.append(item.email)
-        outcomes[victim] = dataclasses.replace(outcomes[victim], suppressed=RemoteStatus(
-            item.email, "complaint", dt.datetime.now(dt.UTC)))
-        return outcomes
-
-    monkeypatch.setattr(push._Pipeline, "send", counted_send)
-    monkeypatch.setattr(push, "_replan", counted_replan)
     # Window 0's answers (with the complaint) once window 1 went out and window 2 waits for room;
     # window 1's once window 0's are in (window 2 waits for window 0's recording, not for room).
     held = hold_answers(monkeypatch, lambda n: ("answered", 0) in timeline.events if n else (
-        ("request", 1) in timeline.events and len(sends) >= 3), complaint, calls=2)
+        ("request", 1) in timeline.events and len(sends) >= 3), complaint_into(complained), calls=2)
     result = world.run(hook=timeline.hook, itemize=False)
     assert result.status in COMPLETED, result.error
     assert held and complained and len(sends) >= 3, (complained, sends)
