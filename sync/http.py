@@ -7,9 +7,10 @@ refusals halves it; answers that come back fast and unrefused add one), a reques
 from the 429s (``AdaptiveRate``: a 429 lowers the pace of the requests not yet sent below what
 the provider admitted over the last second, and each second without a refusal adds a little,
 never above the documented rate), a Retry-After that the refused request waits out (and every
-request of the connection, for a 503, or once the limit is down to one request), one fresh
-login on a 401, and log lines
-and errors that never carry a secret. It repeats only what is safe to repeat: a request that may have been applied
+request of the connection, for a 503, or once the limit is down to one request), a fresh login
+on a 401 (one per token: a request sent with a token another request already replaced is sent
+again with the new one, and every request takes the newest token when its slot comes), and log
+lines and errors that never carry a secret. It repeats only what is safe to repeat: a request that may have been applied
 (its answer lost, or a 5xx after it was sent) is sent again only when its method is idempotent
 or the caller says so (``idempotent=True``); otherwise ``AnswerLostError`` lets the caller look
 before it sends again. ``json_of`` reads an answer's body or says, in one line, what was wrong.
@@ -68,6 +69,12 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, h
 DESCRIBE_LIMIT = 200
 #: Redirects followed for one request, all on the provider's own host (see ``_redirect_target``).
 MAX_REDIRECTS = 5
+#: A request answered 401 on a token another request had already replaced is sent again with the
+#: new one, up to this many times (tokens that keep dying before it is answered end it as a 401).
+MAX_STALE_TOKEN_RETRIES = 4
+#: Logins of one request: a second one only when the token of the first had worked for some
+#: request (an expiry by time or by calls, not a login whose tokens are refused).
+MAX_RELOGINS = 3
 #: Transport errors that say the provider is overloaded (it did not answer in time): they cut the
 #: adaptive limit like a 429 or 5xx; a refused or reset connection does not.
 _OVERLOAD_ERRORS = frozenset({"ReadTimeout", "WriteTimeout", "PoolTimeout"})
@@ -660,6 +667,12 @@ class ProviderHTTP:
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
         #: The provider's reading of answers with a success status (errors inside HTTP 200).
         self.classifier: AnswerClassifier | None = None
+        #: The headers the auth gave last (its current token), None once a 401 invalidated them;
+        #: a request waiting for a slot is sent with these, not with the ones it was built with.
+        self._auth_now: dict[str, str] | None = None
+        #: A request sent with ``_auth_now`` was answered other than 401: the token worked, so a
+        #: later 401 on it is an expiry (log in again), not a login whose tokens are refused.
+        self._auth_worked = False
 
     def url_for(self, path_or_url: str) -> httpx.URL:
         """``path_or_url`` joined onto ``base_url``; an absolute URL (a next-page link) is kept."""
@@ -687,18 +700,23 @@ class ProviderHTTP:
         repeatable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         failures = 0
         relogged = False
+        relogins = 0
+        stale = 0
         redirects = 0
         while True:
             send_headers = dict(headers or {})
             if auth is not None:  # before taking a slot: a login must not queue behind us
-                send_headers.update(await auth.headers(self))
+                given = dict(await auth.headers(self))
+                if given != self._auth_now:
+                    self._auth_now, self._auth_worked = given, False
+                send_headers.update(given)
             if self._write_guard is not None and method not in SAFE_METHODS:
                 await self._write_guard()  # before every attempt: a retry is a write too
             request = self._client.build_request(method, url, params=params, json=json, data=data,
                                                  content=content, headers=send_headers,
                                                  timeout=self.policy.timeout)
             try:
-                response = await self._send(request, shown, failures + 1)
+                response = await self._send(request, shown, failures + 1, fresh_auth=auth is not None)
             except httpx.UnsupportedProtocol:
                 raise  # a wrong URL, not a transient fault
             except httpx.ConnectError as exc:
@@ -728,9 +746,24 @@ class ProviderHTTP:
                                      status_code=status, provider_code=verdict.provider_code)
                 expired = status == 401 or (verdict is not None and verdict.kind == "relogin")
                 what = f"HTTP {status}" if verdict is None else verdict.reason
-                if expired and auth is not None and not relogged:
+                current = auth is not None and self._carries_current_auth(response.request)
+                if auth is not None and current and not expired:
+                    self._auth_worked = True
+                if expired and auth is not None and not current and stale < MAX_STALE_TOKEN_RETRIES:
+                    # Sent with a token that another request's 401 already replaced (or is
+                    # replacing): sent again with the new one, with no login of its own.
+                    stale += 1
+                    self._note_retry(method, shown, f"{what} on an earlier token, sent again with the current one",
+                                     failures + 1, 0.0)
+                    continue
+                if expired and auth is not None and (not relogged or (self._auth_worked
+                                                                      and relogins < MAX_RELOGINS)):
+                    # A 401 right after our own login is final, unless that token had worked
+                    # meanwhile (it expired, by time or by calls, while we waited for a slot).
                     auth.invalidate()
+                    self._auth_now, self._auth_worked = None, False
                     relogged = True
+                    relogins += 1
                     self._note_retry(method, shown, f"{what}, logging in again", failures + 1, 0.0)
                     continue
                 if expired:
@@ -820,11 +853,21 @@ class ProviderHTTP:
         if ATTEMPT_OBSERVERS:
             _tell_observers(self.provider, "retry", reason, delay)
 
-    async def _send(self, request: httpx.Request, shown: str, attempt: int) -> httpx.Response:
-        """One attempt: take a slot, wait for our turn, send, log the outcome and adapt the limit."""
+    def _carries_current_auth(self, request: httpx.Request) -> bool:
+        """The request was sent with the auth's current headers (its token was not replaced since)."""
+        now = self._auth_now
+        return now is not None and all(request.headers.get(name) == value for name, value in now.items())
+
+    async def _send(self, request: httpx.Request, shown: str, attempt: int, *,
+                    fresh_auth: bool = False) -> httpx.Response:
+        """One attempt: take a slot, wait for our turn, send, log the outcome and adapt the limit.
+        ``fresh_auth``: an authenticated request, sent with the auth's newest headers (a token
+        renewed while it waited for its slot or turn replaces the one it was built with)."""
         await self.limit.acquire()
         try:
             await self._wait_turn(request.method, shown)
+            if fresh_auth and self._auth_now:
+                request.headers.update(self._auth_now)
             self.stats.requests += 1
             self.stats.by_method[request.method] += 1
             started = self._clock()

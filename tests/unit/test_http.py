@@ -831,6 +831,118 @@ def test_a_token_that_expires_again_during_retries_gets_another_login() -> None:
     assert len(logins) == 2
 
 
+class LockedTokenAuth:
+    """Tokens t1, t2, ... from POST login, one login at a time (as every provider's auth does)."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.logins = 0
+        self.invalidations = 0
+        self._lock = asyncio.Lock()
+
+    async def headers(self, http: ProviderHTTP) -> Mapping[str, str]:
+        async with self._lock:
+            if self.token is None:
+                self.token = (await http.request("POST", "login", authenticated=False)).json()["token"]
+                self.logins += 1
+            return {"Authorization": f"Bearer {self.token}"}
+
+    def invalidate(self) -> None:
+        self.token = None
+        self.invalidations += 1
+
+
+class CountedTokens:
+    """A provider whose tokens stop working after ``lifetime[token]`` calls (Euromsg's gateway in
+    the shared suite's faults), answering after the other requests in flight had their turn."""
+
+    def __init__(self, **lifetime: int) -> None:
+        self.lifetime = lifetime
+        self.used: dict[str, int] = {}
+        self.refused = 0
+        self.issued = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login"):
+            self.issued += 1
+            return httpx.Response(200, json={"token": f"t{self.issued}"})
+        for _ in range(3):
+            await asyncio.sleep(0)          # the others get in flight too
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        self.used[token] = self.used.get(token, 0) + 1
+        if self.used[token] > self.lifetime.get(token, 10**6):
+            self.refused += 1
+            return httpx.Response(401)
+        return httpx.Response(200, json={"token": token})
+
+
+def test_requests_in_flight_on_a_token_that_expires_log_in_once_between_them() -> None:
+    """Eight requests sent on t1, which dies after 3 calls: the first 401 logs in again; the
+    other 401s were sent on t1 too, and go again on t2 with no login of their own (each
+    logging in again would replace the token the others just got, and a request meeting a
+    replaced token twice failed: Euromsg at 16 in flight, 2026-12-07)."""
+    time, auth, provider = FakeTime(), LockedTokenAuth(), CountedTokens(t1=3)
+
+    async def scenario() -> list[str]:
+        async with provider_http(provider, time, auth=auth, concurrency=8) as http:
+            answers = await asyncio.gather(*(http.request("GET", f"m/{i}") for i in range(8)))
+            return [a.json()["token"] for a in answers]
+
+    assert sorted(run(scenario)) == ["t1"] * 3 + ["t2"] * 5
+    # (those still waiting for their turn when t2 came are sent with it: refused on t1 are 2 to 5)
+    assert (auth.logins, auth.invalidations) == (2, 1) and provider.refused >= 2
+
+
+def test_a_request_waiting_for_its_slot_goes_with_the_token_renewed_meanwhile() -> None:
+    """One request in flight at a time; three built on t1 (headers are taken before the slot, so a
+    login never queues behind its caller). t1 dies after one call: the second request's 401 logs
+    in; the third, still holding t1, is sent with t2 when its slot comes, and is not refused."""
+    time, auth, provider = FakeTime(), LockedTokenAuth(), CountedTokens(t1=1)
+
+    async def scenario() -> list[str]:
+        async with provider_http(provider, time, auth=auth, concurrency=1) as http:
+            answers = await asyncio.gather(*(http.request("GET", f"m/{i}") for i in range(3)))
+            return [a.json()["token"] for a in answers]
+
+    assert run(scenario) == ["t1", "t2", "t2"]
+    assert (auth.logins, provider.refused) == (2, 1)
+
+
+def test_a_token_that_worked_and_expired_before_our_retry_gets_another_login() -> None:
+    """A is refused on t1 and logs in (t2); B uses t2's one call while A's retry is in flight on
+    it, so A is refused again right after its own login. t2 worked (for B): it expired, A logs
+    in once more (t3) rather than ending the member as a refused login."""
+    time, auth = FakeTime(), LockedTokenAuth()
+    t2_issued, b_done = asyncio.Event(), asyncio.Event()
+    used: dict[str, int] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login"):
+            auth_token = f"t{auth.logins + 1}"
+            if auth_token == "t2":
+                t2_issued.set()
+            return httpx.Response(200, json={"token": auth_token})
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        if request.url.path.endswith("/a") and token == "t2":
+            await b_done.wait()
+        used[token] = used.get(token, 0) + 1
+        if request.url.path.endswith("/b"):
+            b_done.set()
+        ok = token == "t3" or (token == "t2" and used[token] == 1)
+        return httpx.Response(200, json={"token": token}) if ok else httpx.Response(401)
+
+    async def scenario() -> tuple[str, str]:
+        async with provider_http(handler, time, auth=auth, concurrency=2) as http:
+            async def b() -> httpx.Response:
+                await t2_issued.wait()
+                return await http.request("GET", "b")
+            a_answer, b_answer = await asyncio.gather(http.request("GET", "a"), b())
+            return a_answer.json()["token"], b_answer.json()["token"]
+
+    assert run(scenario) == ("t3", "t2")
+    assert auth.logins == 3
+
+
 # --- errors inside HTTP 200: the provider's answer classifier --------------------------------
 
 

@@ -365,14 +365,16 @@ MAX_BATCH: Final = 100
 PUSH_WINDOW: Final = MAX_BATCH
 #: The connection setting ``concurrency``: requests in flight at most, the ceiling of the adaptive
 #: limit (sync/http.py: it starts at 2 and climbs while answers come back fast and unrefused,
-#: halving on a 429 or 5xx). ASSUMED: the document gives no limit. 4 in flight at 30 ms is at most
-#: about 133 requests a second, 16 about 530 (docs/performance.md, 2026-12-06 session 2). The
-#: default stays 4: with 16 in flight, a token that ends after a number of calls (the shared
-#: suite's fault, ``token_expire_after=15``) runs out while queued requests still carry it, and a
-#: member whose requests meet expired tokens four times in a row fails the run; raise it per
-#: connection where the gateway's tokens live by time, as the document's ``expireTime`` says.
+#: cutting on a 429 or 5xx). ASSUMED: the document gives no limit. 4 in flight at 30 ms is at most
+#: about 133 requests a second, 16 about 530 (docs/performance.md). The default was 4 until
+#: 2026-12-07: with 16 in flight, a token that ends after a number of calls (the shared suite's
+#: fault, ``token_expire_after=15``) ran out while queued requests still carried it, each of their
+#: 401s logged in again and replaced the token the others had just got, and a member meeting
+#: replaced tokens twice failed the run. Now a 401 on a token already replaced is sent again with
+#: the new one, and a request takes the newest token when its slot comes (ProviderHTTP), so 16
+#: survives that fault; a gateway that refuses more is met by the adaptive limit's cuts.
 CONCURRENCY_SETTING: Final = "concurrency"
-CONCURRENCY: Final = 4
+CONCURRENCY: Final = 16
 
 
 # --- keys read, in the spelling the client uses (answers are matched case-insensitively) --------
