@@ -29,6 +29,7 @@ from sync.providers.base import (
     MemberKey,
     MemberSnapshot,
     MemberUpsert,
+    RemoteStatus,
     ReportContext,
     check_provider,
     provider_class,
@@ -471,6 +472,70 @@ def test_status_and_consent_pulls_read_every_list_once_with_stable_dates() -> No
     by_email = {c.recipient: c for c in consents}
     assert by_email[mail("u")].status == "RET" and by_email[mail("ok")].status == "ONAY"
     assert by_email[mail("ok")].consent_date == dt.datetime(2024, 3, 1, 7, 0, tzinfo=dt.UTC)
+
+
+class ListPages(httpx.AsyncBaseTransport):
+    """The sandbox behind a transport that holds each page of a list's members a moment, counts
+    how many are in flight at once, and answers those of ``broken`` (a list id) with an HTML page."""
+
+    def __init__(self, sb: EuromsgSandbox, broken: str | None = None) -> None:
+        self.inner = sandbox_transport(sb.app)
+        self.broken, self.in_flight, self.most, self.pages = broken, 0, 0, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        listed = {request.url.params.get(key) for key in api.LIST_ID_KEYS} - {None}
+        if request.method != "GET" or not listed:
+            return await self.inner.handle_async_request(request)
+        self.pages += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.01 if self.broken in listed else 0.05)   # the broken one answers first
+            if self.broken in listed:
+                return httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"})
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.in_flight -= 1
+
+
+def test_the_full_scan_reads_the_lists_at_once_and_merges_them_as_one_after_another() -> None:
+    """A status pull reads every list's pages (each list page by page), the lists at once: a page
+    waiting out a 429 does not hold up the other lists. What it yields is what reading them one
+    after another gave: an address in two lists is one card."""
+    sb = sandbox()
+    lists = [sb.create_list(ACME, name) for name in ("A", "B", "C")]
+    transport = ListPages(sb)
+
+    async def scenario(client: httpx.AsyncClient) -> list[RemoteStatus]:
+        p = provider(client)
+        await p.upsert_members([upsert(p, mail(f"u{n}"), (lists[n % 3], lists[(n + 1) % 3]), member_id=f"M{n}")
+                                for n in range(9)])
+        for n in (0, 4):
+            sb.set_status(ACME, mail(f"u{n}"), "Unsubscribed")
+        return [s async for s in provider(client).pull_statuses(None)]
+
+    statuses = run_recorded(transport, scenario)
+    assert sorted((s.email, s.status) for s in statuses) == [(mail("u0"), "unsubscribed"), (mail("u4"), "unsubscribed")]
+    assert transport.pages == 3 and transport.most == 3
+
+
+def test_a_list_that_cannot_be_read_fails_the_scan_and_stops_the_other_lists_reads() -> None:
+    """One list answered in no known reading: the pull fails in one line (never a partial scan),
+    and the other lists' reads are stopped, not left running behind the failed run."""
+    sb = sandbox()
+    lists = [sb.create_list(ACME, name) for name in ("A", "B")]
+    transport = ListPages(sb, broken=lists[1])
+
+    async def scenario(client: httpx.AsyncClient) -> int:
+        p = provider(client)
+        await p.upsert_members([upsert(p, mail(f"u{n}"), (lists[0],), member_id=f"M{n}") for n in range(3)])
+        with pytest.raises(ProviderError):
+            [s async for s in provider(client).pull_statuses(None)]
+        in_flight_after = transport.in_flight
+        await asyncio.sleep(0.05)
+        return in_flight_after
+
+    assert run_recorded(transport, scenario) == 0 and transport.pages == 2
 
 
 def test_campaigns_and_per_recipient_results_match_the_sandbox_truth() -> None:

@@ -1098,12 +1098,26 @@ class EuromsgProvider:
 
     async def _full_scan(self) -> dict[str, dict[str, Any]]:
         """Every member card of every list, once per run (documented: "her gece ... bir defa toplu
-        olarak sorgulanabilir"). Cards in no list are not reachable this way."""
+        olarak sorgulanabilir"). Cards in no list are not reachable this way. The lists are read at
+        once, each page by page (ProviderHTTP's limit paces them): a page refused with a 429 waits
+        its Retry-After without holding up the other lists' pages (a no-change run of 10,000 members
+        with one call in seven refused spent 11 s of its 11 s reading them one list after another,
+        2026-12-07). The cards are merged in the lists' order, as when read one after another."""
         if self._scan is None:
+            async def cards_of(remote_list: RemoteList) -> list[dict[str, Any]]:
+                return [member_row(row, MEMBERS_OF_LIST) async for row in self._members_of(remote_list.remote_id)]
+
+            reads = [asyncio.ensure_future(cards_of(remote_list)) for remote_list in await self.all_lists()]
+            try:
+                per_list = await asyncio.gather(*reads)
+            except BaseException:
+                for read in reads:      # one list could not be read: the scan fails, the others stop
+                    read.cancel()
+                await asyncio.gather(*reads, return_exceptions=True)
+                raise
             rows: dict[str, dict[str, Any]] = {}
-            for remote_list in await self.all_lists():
-                async for row in self._members_of(remote_list.remote_id):
-                    card = member_row(row, MEMBERS_OF_LIST)
+            for cards in per_list:
+                for card in cards:
                     rows[normalize_email(card["email"])] = card
             self._scan = rows
         return self._scan
