@@ -39,6 +39,7 @@ from sync.providers.euromsg.client import (
     IDENTIFICATION,
     LIST_INDEX,
     MEMBER_CREATE,
+    PAGES_AHEAD,
     TOKENS,
     EuromsgAuth,
     EuromsgProvider,
@@ -1065,6 +1066,49 @@ def test_a_gateway_with_its_own_smaller_page_size_is_read_to_the_end(with_total:
     statuses = run_recorded(paged_gateway(member_rows(250), cap=100, with_total=with_total, asked=asked), scenario)
     assert sorted(int(x.remote_id or 0) for x in statuses) == list(range(250))
     assert asked == [("1", "500"), ("2", "100"), ("3", "100")]     # page 3 is short: the end
+
+
+class SlowPages(httpx.AsyncBaseTransport):
+    """``paged_gateway`` with each member page answered a moment later, the first ask of page 3
+    answered 502, counting the pages in flight at once."""
+
+    def __init__(self, rows: list[dict[str, Any]], cap: int) -> None:
+        self.inner = paged_gateway(rows, cap=cap, with_total=True)
+        self.in_flight = self.most = 0
+        self.asked: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/" + api.MEMBER_PATH:      # the list index, the token
+            return await self.inner.handle_async_request(request)
+        page = int(request.url.params["page"])
+        self.asked.append(page)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.005)
+            if page == 3 and self.asked.count(3) == 1:
+                return httpx.Response(502)
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.in_flight -= 1
+
+
+def test_once_the_total_is_known_the_next_pages_are_asked_ahead_and_read_in_order() -> None:
+    """1,150 cards in the gateway's own pages of 50, with a totalCount: after page 1, up to
+    PAGES_AHEAD pages are asked at once (a page waiting for its retry, or a 429's Retry-After,
+    does not hold up the next ones); every card is read, each page asked once (page 3 twice: its
+    502), none past the last."""
+    transport = SlowPages(member_rows(1_150), cap=50)
+
+    async def scenario(client: httpx.AsyncClient) -> Any:
+        return [x async for x in provider(client).pull_statuses(None)]
+
+    statuses = run_recorded(transport, scenario)
+    assert sorted(int(x.remote_id or 0) for x in statuses) == list(range(1_150))
+    assert sorted(transport.asked) == [1, 2, 3, 3, *range(4, 24)]
+    again = len(transport.asked) - transport.asked[::-1].index(3) - 1       # page 3's second ask
+    assert {4, 5}.issubset(transport.asked[:again])           # asked while page 3 waited (one after another: after)
+    assert 1 < transport.most <= PAGES_AHEAD                  # (the adaptive limit paces them: it starts at 2)
 
 
 @pytest.mark.parametrize(("gateway", "why"), [

@@ -349,6 +349,16 @@ def member_row(row: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
             "emailListIds": None if lists is None else [str(x) for x in lists]}
 
 
+#: Pages of one collection asked at once once its totalCount and page size are known (``_pages``).
+PAGES_AHEAD = 8
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a cancelled page's outcome (an error it ended with is not needed: the read is over)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def list_key(list_id: int | str) -> dict[str, int | str]:
     """A list id as a request carries it: in both spellings (api.LIST_ID_KEYS)."""
     return {key: list_id for key in api.LIST_ID_KEYS}
@@ -718,31 +728,51 @@ class EuromsgProvider:
         once. Rows missing for sure (a repeated page or an empty first page short of
         ``totalCount``) fail the read: never a partial pull."""
         page, size, first_before, read = 1, api.MAX_PAGE_SIZE, None, 0
-        while True:
-            rows, total = await self._page(path, params, endpoint, what, page, id_key, size)
-            first = json.dumps(rows[0], sort_keys=True, default=str) if rows else None
-            if page > 1 and first is not None and first == first_before:
-                if total is not None and read < total:
-                    raise unknown_reading(f"{endpoint} paging", PAGING_READINGS,
-                                          f"page {page} repeats page {page - 1}: {read} of totalCount {total} read")
-                self.readings.note(f"{endpoint} paging", "ignored: every row at once")
-                return
-            if page == 1 and not rows and total:
-                raise unknown_reading(f"{endpoint} paging", PAGING_READINGS,
-                                      f"page 1 (pageSize {size}) is empty, totalCount is {total}")
-            for row in rows:
-                yield row
-            read += len(rows)
-            if not rows or (total is not None and read >= total):
-                return
-            if len(rows) > size:
-                self.readings.note(f"{endpoint} paging", "ignored: every row at once")
-                return
-            if len(rows) < size:
-                if page > 1:          # a short page after full ones: the end
+        # Once page 1 gave a totalCount and the page size is known, the next pages are asked
+        # ``PAGES_AHEAD`` at a time (ProviderHTTP's limit paces them) and read in their order with
+        # the same checks: a page waiting out a 429 does not hold up the ones after it.
+        ahead: dict[int, asyncio.Future[tuple[list[dict[str, Any]], int | None]]] = {}
+        last_page: int | None = None
+        try:
+            while True:
+                if last_page is not None:
+                    for upcoming in range(page, min(page + PAGES_AHEAD, last_page + 1)):
+                        if upcoming not in ahead:
+                            ahead[upcoming] = asyncio.ensure_future(
+                                self._page(path, params, endpoint, what, upcoming, id_key, size))
+                if page in ahead:
+                    rows, total = await ahead.pop(page)
+                else:
+                    rows, total = await self._page(path, params, endpoint, what, page, id_key, size)
+                first = json.dumps(rows[0], sort_keys=True, default=str) if rows else None
+                if page > 1 and first is not None and first == first_before:
+                    if total is not None and read < total:
+                        raise unknown_reading(f"{endpoint} paging", PAGING_READINGS,
+                                              f"page {page} repeats page {page - 1}: {read} of totalCount {total} read")
+                    self.readings.note(f"{endpoint} paging", "ignored: every row at once")
                     return
-                size = len(rows)      # the end, or the gateway's own page size: the next page tells
-            first_before, page = first, page + 1
+                if page == 1 and not rows and total:
+                    raise unknown_reading(f"{endpoint} paging", PAGING_READINGS,
+                                          f"page 1 (pageSize {size}) is empty, totalCount is {total}")
+                for row in rows:
+                    yield row
+                read += len(rows)
+                if not rows or (total is not None and read >= total):
+                    return
+                if len(rows) > size:
+                    self.readings.note(f"{endpoint} paging", "ignored: every row at once")
+                    return
+                if len(rows) < size:
+                    if page > 1:          # a short page after full ones: the end
+                        return
+                    size = len(rows)      # the end, or the gateway's own page size: the next page tells
+                if page == 1 and total is not None:
+                    last_page = -(-total // size)
+                first_before, page = first, page + 1
+        finally:
+            for asked in ahead.values():   # the end came early, or the read failed: not needed
+                asked.cancel()
+                asked.add_done_callback(_consume)
 
     # --- account ------------------------------------------------------------------------
 
