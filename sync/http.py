@@ -747,7 +747,7 @@ class ProviderHTTP:
                 expired = status == 401 or (verdict is not None and verdict.kind == "relogin")
                 what = f"HTTP {status}" if verdict is None else verdict.reason
                 current = auth is not None and self._carries_current_auth(response.request)
-                if auth is not None and current and not expired:
+                if current and not expired:
                     self._auth_worked = True
                 if expired and auth is not None and not current and stale < MAX_STALE_TOKEN_RETRIES:
                     # Sent with a token that another request's 401 already replaced (or is

@@ -1129,8 +1129,8 @@ class EuromsgProvider:
     async def _full_scan(self) -> dict[str, dict[str, Any]]:
         """Every member card of every list, once per run (documented: "her gece ... bir defa toplu
         olarak sorgulanabilir"). Cards in no list are not reachable this way. The lists are read at
-        once, each page by page (ProviderHTTP's limit paces them): a page refused with a 429 waits
-        its Retry-After without holding up the other lists' pages (a no-change run of 10,000 members
+        once, each in its page order (``_pages``; ProviderHTTP's limit paces them): a page refused
+        with a 429 waits its Retry-After without holding up the other lists' pages (a no-change run of 10,000 members
         with one call in seven refused spent 11 s of its 11 s reading them one list after another,
         2026-12-07). The cards are merged in the lists' order, as when read one after another."""
         if self._scan is None:
