@@ -155,6 +155,11 @@ class HttpPolicy:
     #: runner reads it from that run's counts), so a run does not meet the provider's limit
     #: again unpaced; never above ``rate_per_s``. None: at ``rate_per_s`` (unpaced without one).
     start_rate_per_s: float | None = None
+    #: The share of refusals an earlier run of the connection learnt to come whatever its pace
+    #: (``AdaptiveRate.steady_share``; the runner reads it from that run's counts): refusals at
+    #: about that share cut neither the rate nor the requests in flight from this run's start.
+    #: None: not known.
+    start_steady_share: float | None = None
     #: An answer's body (decoded) is read up to this many bytes; a longer one is refused in one line
     #: (a runaway page, a misrouted download) rather than held in memory. Postacell's CSV report
     #: exports, the largest answers we take, run to about 100 bytes a recipient.
@@ -169,6 +174,8 @@ class HttpPolicy:
             raise ConfigurationError("rate_per_s must be positive (or None for no limit)")
         if self.start_rate_per_s is not None and not self.start_rate_per_s > 0:
             raise ConfigurationError("start_rate_per_s must be positive (or None)")
+        if self.start_steady_share is not None and not 0 < self.start_steady_share < 1:
+            raise ConfigurationError("start_steady_share must be between 0 and 1 (or None)")
 
 
 @dataclass
@@ -187,6 +194,8 @@ class HttpStats:
     rate_per_s: float | None = None  # the learnt rate at the end (AdaptiveRate); None: no limit
     rate_cuts: int = 0  # cuts of the learnt rate on a 429
     rate_undone: int = 0  # cuts taken back: the refusals came as often at the lower rate
+    #: The share of refusals learnt to come whatever our pace (AdaptiveRate.steady_share); None: none
+    steady_share: float | None = None
 
 
 class AdaptiveLimit:
@@ -204,7 +213,22 @@ class AdaptiveLimit:
     one-member GET and a bulk import, so a slow answer is not a sign of overload by itself; it
     only stops the increase. What is in flight is never stalled by a cut: it finishes, and the
     next request waits for a free slot under the new limit.
+
+    Refusals known to come whatever our load (``tolerated``: the share the learnt rate found
+    unchanged at a lower pace, ``AdaptiveRate.steady_share``, or an earlier run of the connection
+    found) cut nothing while their share since the last cut stays within ``TOLERANCE`` times it
+    (or fewer than ``MIN_EVIDENCE`` answers came): a provider that refuses one call in seven
+    whatever we do is not overloaded by us, and a refusal at one request in flight then does not
+    hold the whole connection for its Retry-After (only the refused request waits it). More
+    refusals than that cut as before.
     """
+
+    #: Refusals up to this many times the tolerated share are not ours to slow down for.
+    TOLERANCE = 2.0
+    MIN_EVIDENCE = 10
+    #: Past this many answers since the last cut, the counts are halved: the share follows the
+    #: last few hundred answers, not the whole run.
+    _KEPT_ANSWERS = 200
 
     def __init__(self, ceiling: int, start: int, clock: Clock) -> None:
         self.ceiling = max(1, ceiling)
@@ -219,6 +243,8 @@ class AdaptiveLimit:
         self._answers = 0
         self._refused = 0
         self._waiters: list[asyncio.Future[None]] = []
+        #: The share of refusals that come whatever our load (see the class); None: not known.
+        self.tolerated: float | None = None
 
     @property
     def allowed(self) -> int:
@@ -255,6 +281,9 @@ class AdaptiveLimit:
         a refusal that found the limit at one request already (nothing left to slow down)."""
         if overloaded:
             self._refused += 1
+            self._keep_recent()
+            if self._tolerates():
+                return False            # the provider's own share of refusals: not our load
             if sent_at < self._cut_at:
                 return False            # this round was cut already
             floor = self.limit <= 1.0
@@ -270,12 +299,23 @@ class AdaptiveLimit:
                 self.cuts += 1
             return floor
         self._answers += 1
+        self._keep_recent()
         self._fastest = min(self._fastest, elapsed)
         if elapsed <= 2 * self._fastest + 0.05:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             self.peak = max(self.peak, self.allowed)
             self._wake()
         return False
+
+    def _tolerates(self) -> bool:
+        if self.tolerated is None:
+            return False
+        seen = self._answers + self._refused
+        return seen < self.MIN_EVIDENCE or self._refused / seen <= self.TOLERANCE * self.tolerated
+
+    def _keep_recent(self) -> None:
+        if self._answers + self._refused > self._KEPT_ANSWERS:
+            self._answers, self._refused = self._answers // 2, self._refused // 2
 
 
 class AdaptiveRate:
@@ -304,7 +344,9 @@ class AdaptiveRate:
       ``MIN_EVIDENCE`` answers, at half or more of the share they had before the cut do not
       depend on our rate (a provider that refuses one call in seven whatever the pace), so the
       rate goes back to where it was before that cut (None: not paced), and refusals at that
-      share cut no more.
+      share cut no more: it is the provider's ``steady_share``, which the in-flight limit then
+      tolerates too (``AdaptiveLimit.tolerated``) and the connection's next run starts with
+      (``start_share``: refusals at half of it or more cut nothing from its first request).
     - **Each window without a cut in which a request waited for its turn adds a step**: first
       ``INCREASE`` of the rate set by the last cut, each next step ``ACCELERATION`` times the one
       before, and back to the first step once the rate is ``NEAR`` the pace the last cut came at
@@ -329,7 +371,7 @@ class AdaptiveRate:
     _KEPT_WINDOWS = 4
 
     def __init__(self, ceiling: float | None, burst: int, clock: Clock, *, window_s: float = 1.0,
-                 start: float | None = None) -> None:
+                 start: float | None = None, start_share: float | None = None) -> None:
         self.ceiling = ceiling
         self.rate: float | None = ceiling
         self.window_s = window_s
@@ -351,6 +393,10 @@ class AdaptiveRate:
         self._undoable = False
         self._before_cut: float | None = None
         self._seen = self._seen_refused = 0     # answers since the last change's window ended
+        #: The share of refusals found to come whatever our pace (an undone cut's); None: not known.
+        self.steady_share: float | None = start_share
+        if start_share is not None:
+            self._share_before = start_share
         if start is not None and (ceiling is None or start < ceiling):
             self.rate = max(self.MIN_RATE, start)
             self._base_step = self._step = max(self.MIN_STEP, self.INCREASE * self.rate)
@@ -397,6 +443,7 @@ class AdaptiveRate:
                 restored = max(restored, self.rate)
             self.rate, self._undoable = restored, False
             self.undone += 1
+            self.steady_share = (share + self._share_before) / 2    # after the cut and before it
             self._changed(now)
             log.debug("http.rate_undone", rate_per_s=self.rate, refused_share=round(share, 3))
             return True
@@ -411,6 +458,7 @@ class AdaptiveRate:
         cut = min(self.DECREASE * current, max(current / 2, self.DECREASE * admitted))
         self._undoable, self._before_cut = True, self.rate
         self._share_before = window.count(True) / len(window) if window else 1.0
+        self.steady_share = None
         self.rate = max(self.MIN_RATE, cut if self.ceiling is None else min(self.ceiling, cut))
         self._base_step = self._step = max(self.MIN_STEP, self.INCREASE * self.rate)
         self._slow_from = self.NEAR * current
@@ -661,9 +709,10 @@ class ProviderHTTP:
         self._bucket = (TokenBucket(policy.rate_per_s, policy.burst, clock)
                         if policy.rate_per_s is not None and not policy.adaptive_rate else None)
         #: The pace learnt from 429s, never above the documented ``rate_per_s``.
-        self.rate = AdaptiveRate(policy.rate_per_s, policy.burst, clock, start=policy.start_rate_per_s
-                                 ) if policy.adaptive_rate else None
+        self.rate = AdaptiveRate(policy.rate_per_s, policy.burst, clock, start=policy.start_rate_per_s,
+                                 start_share=policy.start_steady_share) if policy.adaptive_rate else None
         self.stats.rate_per_s = self.rate.rate if self.rate is not None else policy.rate_per_s
+        self.limit.tolerated = self.stats.steady_share = policy.start_steady_share
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
         #: The provider's reading of answers with a success status (errors inside HTTP 200).
         self.classifier: AnswerClassifier | None = None
@@ -907,6 +956,9 @@ class ProviderHTTP:
         self.stats.rate_per_s = self.rate.rate
         self.stats.rate_cuts = self.rate.cuts
         self.stats.rate_undone = self.rate.undone
+        # Refusals the rate found unchanged at a lower pace are the provider's own: the in-flight
+        # limit tolerates them too (a cut of the rate since forgets them).
+        self.limit.tolerated = self.stats.steady_share = self.rate.steady_share
         log.debug("http.rate", provider=self.provider, rate_per_s=None if self.rate.rate is None
                   else round(self.rate.rate, 2), cuts=self.rate.cuts, undone=self.rate.undone)
         for observer in RATE_OBSERVERS:

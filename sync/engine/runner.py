@@ -127,13 +127,14 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
     https: list[ProviderHTTP] = []
 
     with sessions() as session:
-        learnt = learnt_rate(session, connection_id)
+        learnt, steady = learnt_pace(session, connection_id)
 
     def http_factory(caps: Capabilities, auth: Auth | None) -> ProviderHTTP:
         policy = http_policy or HttpPolicy()
         http = ProviderHTTP(client, provider=connection.provider, base_url=connection.base_url,
                             policy=replace(policy, concurrency=caps.concurrency, rate_per_s=caps.rate_per_s,
-                                           start_rate_per_s=policy.start_rate_per_s or learnt), auth=auth,
+                                           start_rate_per_s=policy.start_rate_per_s or learnt,
+                                           start_steady_share=policy.start_steady_share or steady), auth=auth,
                             write_guard=keeper.guard if keeper is not None else None)
         https.append(http)
         return http
@@ -236,6 +237,10 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
             if rates:
                 result.counts["http_rate_per_s"] = round(min(rates), 2)
             result.counts["http_rate_cuts"] = sum(h.stats.rate_cuts for h in https)
+            # the share of refusals found to come whatever the pace (the next run tolerates it)
+            shares = [h.stats.steady_share for h in https if h.stats.steady_share is not None]
+            if shares:
+                result.counts["http_steady_share"] = round(max(shares), 4)
         result.timings["total"] = round(time.monotonic() - started, 3)
         with sessions.begin() as session:
             run = session.get_one(SyncRun, run_id)
@@ -252,15 +257,20 @@ async def run_connection(settings: Settings, engine: sa.Engine, crm_engine: sa.E
 LEARNT_RATE_KEPT = dt.timedelta(days=7)
 
 
-def learnt_rate(session: Session, connection_id: int) -> float | None:
-    """The request rate the connection's last finished run ended at (``http_rate_per_s`` in its
-    counts: learnt from 429s, or the documented one), if it finished within
-    ``LEARNT_RATE_KEPT``: the next run starts paced there (``HttpPolicy.start_rate_per_s``)."""
+def learnt_pace(session: Session, connection_id: int) -> tuple[float | None, float | None]:
+    """What the connection's last finished run learnt of its provider, if it finished within
+    ``LEARNT_RATE_KEPT``: the request rate it ended at (``http_rate_per_s`` in its counts: learnt
+    from 429s, or the documented one; the next run starts paced there,
+    ``HttpPolicy.start_rate_per_s``) and the share of refusals it found to come whatever its pace
+    (``http_steady_share``; the next run tolerates it from its first request,
+    ``HttpPolicy.start_steady_share``)."""
     counts = session.scalars(sa.select(SyncRun.counts).where(
         SyncRun.connection_id == connection_id, SyncRun.finished_at.is_not(None),
         SyncRun.finished_at >= utcnow() - LEARNT_RATE_KEPT).order_by(SyncRun.finished_at.desc()).limit(1)).first()
     rate = (counts or {}).get("http_rate_per_s")
-    return float(rate) if isinstance(rate, int | float) and rate > 0 else None
+    share = (counts or {}).get("http_steady_share")
+    return (float(rate) if isinstance(rate, int | float) and rate > 0 else None,
+            float(share) if isinstance(share, int | float) and 0 < share < 1 else None)
 
 
 def _record_readings(session: Session, connection_id: int, provider: Any, *, store: bool) -> None:

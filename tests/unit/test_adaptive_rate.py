@@ -122,6 +122,36 @@ def test_refusals_that_keep_their_share_at_the_lower_rate_take_the_cut_back() ->
     assert rate.undone == 1 and rate.rate is None and rate.cuts == 1
 
 
+def test_an_undone_cut_names_the_steady_share_and_a_later_cut_forgets_it() -> None:
+    """The share of refusals that came as often at the lower pace is the provider's own
+    (``steady_share``: the in-flight limit tolerates it, the next run starts with it)."""
+    clock = Clock()
+    rate = AdaptiveRate(None, 1, clock)
+    assert rate.steady_share is None
+    send_for(rate, clock, per_s=100, seconds=0.07, refused_every=7)
+    assert rate.cuts == 1 and rate.steady_share is None
+    send_for(rate, clock, per_s=100, seconds=10, refused_every=7)
+    assert rate.undone == 1 and rate.steady_share is not None and 0.1 < rate.steady_share < 0.2
+    # Refusals fall to one in fifty, under half of that share: cut again (see the class); the cut
+    # forgets the steady share (stopped right after it, before it may be taken back in turn).
+    sent = 0
+    while rate.cuts < 2 and sent < 10_000:
+        sent += 1
+        send_for(rate, clock, per_s=100, seconds=0.01, refused_every=1 if sent % 50 == 0 else 0)
+    assert rate.cuts == 2 and rate.steady_share is None
+
+
+def test_a_run_that_starts_with_the_steady_share_is_not_cut_by_refusals_at_it() -> None:
+    clock = Clock()
+    rate = AdaptiveRate(None, 1, clock, start_share=1 / 7)
+    assert rate.steady_share == pytest.approx(1 / 7)
+    send_for(rate, clock, per_s=100, seconds=5, refused_every=7)
+    assert rate.cuts == 0 and rate.rate is None
+    fresh = AdaptiveRate(None, 1, Clock())
+    send_for(fresh, fresh._clock, per_s=100, seconds=0.07, refused_every=7)   # type: ignore[arg-type]
+    assert fresh.cuts == 1                                   # without it, the first refusals cut
+
+
 def test_a_documented_rate_paces_like_a_token_bucket_until_a_429() -> None:
     clock = Clock()
     rate = AdaptiveRate(4.0, 3, clock)

@@ -322,6 +322,36 @@ def test_a_429_at_one_request_in_flight_holds_back_the_whole_connection() -> Non
     assert sent["/v1/b"] - started >= 10
 
 
+def test_a_429_at_one_request_in_flight_holds_nothing_back_when_its_share_is_tolerated() -> None:
+    """Refusals an earlier run found to come whatever its pace (``start_steady_share``, one call in
+    seven refused by a provider at any load): the refused request waits its Retry-After alone, even
+    at one request in flight, and the limit is not cut. Before, a no-change Euromsg run with one
+    call in seven refused waited its 7 refusals one after another, 8 s for 48 requests."""
+    time = FakeTime()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = not script.sent
+        script.sent.append((time.now, request))
+        return httpx.Response(429, headers={"Retry-After": "10"}) if first else httpx.Response(200)
+
+    script = Script(time, 200)
+    started = time.now
+
+    async def scenario() -> None:
+        async with provider_http(handler, time, concurrency=4, start_concurrency=1,
+                                 start_steady_share=1 / 7) as http:
+            first = asyncio.create_task(http.request("GET", "a"))
+            await time.sleeping.wait()
+            assert (await http.request("GET", "b")).status_code == 200
+            assert (await first).status_code == 200
+            assert http.stats.concurrency_cuts == 0 and http.stats.rate_limited_waits == 0
+
+    run(scenario)
+    sent = {request.url.path: at for at, request in script.sent}
+    assert sent["/v1/b"] == started                        # not held back
+    assert sent["/v1/a"] - started >= 10                   # the refused request waited its Retry-After
+
+
 def test_a_503_retry_after_holds_back_the_whole_connection() -> None:
     """A 503 with Retry-After says the service is down: everybody waits, whatever the limit."""
     time = FakeTime()
@@ -570,6 +600,38 @@ def test_an_isolated_refusal_among_good_answers_takes_off_a_little_not_half() ->
     clock.now += 1
     limit.answered(clock.now, 0.03, overloaded=True)       # nothing but a refusal since: halved
     assert limit.cuts == 2 and limit.allowed == 7
+
+
+def test_refusals_within_the_tolerated_share_cut_nothing_and_more_of_them_cut_as_before() -> None:
+    """``AdaptiveLimit.tolerated``: the share of refusals known to come whatever our load. One call
+    in seven refused keeps the limit at its ceiling (cut 831 times in a 10,000-member Euromsg run
+    before, down to 10 of 16); twice that share or more is overload again, and cuts."""
+    clock = FakeTime()
+    limit = AdaptiveLimit(ceiling=16, start=16, clock=clock.clock)
+    limit.tolerated = 1 / 7
+    for n in range(1, 701):
+        clock.now += 0.01
+        assert limit.answered(clock.now, 0.03, overloaded=n % 7 == 0) is False
+    assert limit.cuts == 0 and limit.allowed == 16
+    for _ in range(40):                                     # then nothing but refusals
+        clock.now += 0.01
+        limit.answered(clock.now, 0.03, overloaded=True)
+    assert limit.cuts > 0 and limit.allowed < 8
+
+
+def test_a_tolerated_refusal_at_one_request_in_flight_is_not_the_floor() -> None:
+    """At one request in flight a refusal says "nothing left to slow down" (the Retry-After then
+    holds the whole connection), unless its share is the provider's own."""
+    clock = FakeTime()
+    limit = AdaptiveLimit(ceiling=1, start=1, clock=clock.clock)
+    limit.tolerated = 1 / 7
+    for _ in range(6):
+        limit.answered(clock.now, 0.03, overloaded=False)
+    clock.now += 1
+    assert limit.answered(clock.now, 0.03, overloaded=True) is False
+    limit.tolerated = None
+    clock.now += 1
+    assert limit.answered(clock.now, 0.03, overloaded=True) is True
 
 
 def test_a_slow_answer_stops_the_increase_but_never_cuts() -> None:

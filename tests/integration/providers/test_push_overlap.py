@@ -571,7 +571,7 @@ def test_a_recording_that_fails_while_later_windows_are_in_flight_records_none_o
     """Window 0's recording fails (a database error) once windows 1 and 2 went out: neither is
     recorded (their watermarks would cover window 0's work), the run fails, their links stay
     provisional, and the next run finishes the work without creating anything twice. (Three on
-    the wire, not ``PUSH_DEPTH``'s 12: with 12, every window of the test's members goes out while
+    the wire, not ``PUSH_DEPTH``'s 32: with as many, every window of the test's members goes out while
     window 0 is held, and the test takes 30 s a Postatr reading, not what it checks.)"""
     require(push.PUSH_DEPTH >= 3, "three windows on the wire")
     monkeypatch.setattr(push, "PUSH_DEPTH", 3)
