@@ -217,7 +217,7 @@ class AdaptiveLimit:
     Refusals known to come whatever our load (``tolerated``: the share the learnt rate found
     unchanged at a lower pace, ``AdaptiveRate.steady_share``, or an earlier run of the connection
     found) cut nothing while their share since the last cut stays within ``TOLERANCE`` times it
-    (or fewer than ``MIN_EVIDENCE`` answers came): a provider that refuses one call in seven
+    (or fewer than ``MIN_EVIDENCE`` answers came; 429s only): a provider that refuses one call in seven
     whatever we do is not overloaded by us, and a refusal at one request in flight then does not
     hold the whole connection for its Retry-After (only the refused request waits it). More
     refusals than that cut as before.
@@ -276,13 +276,15 @@ class AdaptiveLimit:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def answered(self, sent_at: float, elapsed: float, *, overloaded: bool) -> bool:
+    def answered(self, sent_at: float, elapsed: float, *, overloaded: bool, throttled: bool = True) -> bool:
         """Adapt to one answer (sent at ``sent_at``, after ``elapsed`` seconds); True when it was
-        a refusal that found the limit at one request already (nothing left to slow down)."""
+        a refusal that found the limit at one request already (nothing left to slow down).
+        ``throttled``: an overloaded answer was a 429 (only those are ``tolerated``; a 5xx or a
+        timeout always counts)."""
         if overloaded:
             self._refused += 1
             self._keep_recent()
-            if self._tolerates():
+            if throttled and self._tolerates():
                 return False            # the provider's own share of refusals: not our load
             if sent_at < self._cut_at:
                 return False            # this round was cut already
@@ -939,7 +941,7 @@ class ProviderHTTP:
                 seen: int | str = outcome
                 if self._adaptive and seen != "aborted":
                     overloaded = seen in RETRY_STATUSES if isinstance(seen, int) else seen in _OVERLOAD_ERRORS
-                    at_floor = self.limit.answered(started, elapsed, overloaded=overloaded)
+                    at_floor = self.limit.answered(started, elapsed, overloaded=overloaded, throttled=seen == 429)
                     if overloaded:      # (read by request() before any other task runs)
                         self._floor_hit = at_floor
                     self.stats.concurrency = self.limit.allowed

@@ -619,6 +619,18 @@ def test_refusals_within_the_tolerated_share_cut_nothing_and_more_of_them_cut_as
     assert limit.cuts > 0 and limit.allowed < 8
 
 
+def test_a_5xx_is_never_tolerated() -> None:
+    """The tolerated share is of 429s: a 5xx or a timeout at any share cuts as before."""
+    clock = FakeTime()
+    limit = AdaptiveLimit(ceiling=16, start=16, clock=clock.clock)
+    limit.tolerated = 1 / 7
+    for _ in range(13):
+        limit.answered(clock.now, 0.03, overloaded=False)
+    clock.now += 1
+    limit.answered(clock.now, 0.03, overloaded=True, throttled=False)
+    assert limit.cuts == 1
+
+
 def test_a_tolerated_refusal_at_one_request_in_flight_is_not_the_floor() -> None:
     """At one request in flight a refusal says "nothing left to slow down" (the Retry-After then
     holds the whole connection), unless its share is the provider's own."""
