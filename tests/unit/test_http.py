@@ -268,10 +268,9 @@ def test_retry_after_holds_back_every_request_of_a_fixed_concurrency_connection(
     assert sent["/v1/a"] - started >= 10
 
 
-def test_a_429_halves_what_is_in_flight_instead_of_stalling_the_connection() -> None:
-    """Issue 24, item 5: one 429 paused every request of the connection (Euromsg and
-    MailMasterPlus fell to about 6 requests/s with one 429 in seven calls). Now the refused
-    request waits its Retry-After, the adaptive limit halves, and the others go on at once."""
+def _first_refused(**policy: Any) -> tuple[dict[str, float], ProviderHTTP]:
+    """Request "a" is answered 429 with ``Retry-After: 10`` once; "b" is sent while "a" waits it out.
+    When each was sent last, counted from the start, and the HTTP layer after both answered."""
     time = FakeTime()
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -282,44 +281,34 @@ def test_a_429_halves_what_is_in_flight_instead_of_stalling_the_connection() -> 
     script = Script(time, 200)
     started = time.now
 
-    async def scenario() -> None:
-        async with provider_http(handler, time, concurrency=4, start_concurrency=4) as http:
+    async def scenario() -> ProviderHTTP:
+        async with provider_http(handler, time, **policy) as http:
             first = asyncio.create_task(http.request("GET", "a"))
             await time.sleeping.wait()  # "a" got its 429 and waits now
             assert (await http.request("GET", "b")).status_code == 200
-            assert http.limit.allowed == 2 and http.stats.concurrency_cuts == 1
             assert (await first).status_code == 200
-            assert http.stats.rate_limited_waits == 0     # nobody waited for another's Retry-After
+            return http
 
-    run(scenario)
-    sent = {request.url.path: at for at, request in script.sent}
-    assert sent["/v1/b"] == started                        # not held back
-    assert sent["/v1/a"] - started >= 10                   # the refused request waited its Retry-After
+    http = run(scenario)
+    return {request.url.path: at - started for at, request in script.sent}, http
+
+
+def test_a_429_halves_what_is_in_flight_instead_of_stalling_the_connection() -> None:
+    """Issue 24, item 5: one 429 paused every request of the connection (Euromsg and
+    MailMasterPlus fell to about 6 requests/s with one 429 in seven calls). Now the refused
+    request waits its Retry-After, the adaptive limit halves, and the others go on at once."""
+    sent, http = _first_refused(concurrency=4, start_concurrency=4)
+    assert http.limit.allowed == 2 and http.stats.concurrency_cuts == 1
+    assert http.stats.rate_limited_waits == 0     # nobody waited for another's Retry-After
+    assert sent["/v1/b"] == 0                      # not held back
+    assert sent["/v1/a"] >= 10                     # the refused request waited its Retry-After
 
 
 def test_a_429_at_one_request_in_flight_holds_back_the_whole_connection() -> None:
     """Below one request in flight only waiting slows down further: at the floor, the Retry-After
     holds back every request of the connection, as with a fixed concurrency."""
-    time = FakeTime()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        first = not script.sent
-        script.sent.append((time.now, request))
-        return httpx.Response(429, headers={"Retry-After": "10"}) if first else httpx.Response(200)
-
-    script = Script(time, 200)
-    started = time.now
-
-    async def scenario() -> None:
-        async with provider_http(handler, time, concurrency=4, start_concurrency=1) as http:
-            first = asyncio.create_task(http.request("GET", "a"))
-            await time.sleeping.wait()
-            assert (await http.request("GET", "b")).status_code == 200
-            assert (await first).status_code == 200
-
-    run(scenario)
-    sent = {request.url.path: at for at, request in script.sent}
-    assert sent["/v1/b"] - started >= 10
+    sent, _http = _first_refused(concurrency=4, start_concurrency=1)
+    assert sent["/v1/b"] >= 10
 
 
 def test_a_429_at_one_request_in_flight_holds_nothing_back_when_its_share_is_tolerated() -> None:
@@ -327,29 +316,10 @@ def test_a_429_at_one_request_in_flight_holds_nothing_back_when_its_share_is_tol
     seven refused by a provider at any load): the refused request waits its Retry-After alone, even
     at one request in flight, and the limit is not cut. Before, a no-change Euromsg run with one
     call in seven refused waited its 7 refusals one after another, 8 s for 48 requests."""
-    time = FakeTime()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        first = not script.sent
-        script.sent.append((time.now, request))
-        return httpx.Response(429, headers={"Retry-After": "10"}) if first else httpx.Response(200)
-
-    script = Script(time, 200)
-    started = time.now
-
-    async def scenario() -> None:
-        async with provider_http(handler, time, concurrency=4, start_concurrency=1,
-                                 start_steady_share=1 / 7) as http:
-            first = asyncio.create_task(http.request("GET", "a"))
-            await time.sleeping.wait()
-            assert (await http.request("GET", "b")).status_code == 200
-            assert (await first).status_code == 200
-            assert http.stats.concurrency_cuts == 0 and http.stats.rate_limited_waits == 0
-
-    run(scenario)
-    sent = {request.url.path: at for at, request in script.sent}
-    assert sent["/v1/b"] == started                        # not held back
-    assert sent["/v1/a"] - started >= 10                   # the refused request waited its Retry-After
+    sent, http = _first_refused(concurrency=4, start_concurrency=1, start_steady_share=1 / 7)
+    assert http.stats.concurrency_cuts == 0 and http.stats.rate_limited_waits == 0
+    assert sent["/v1/b"] == 0                      # not held back
+    assert sent["/v1/a"] >= 10                     # the refused request waited its Retry-After
 
 
 def test_a_503_retry_after_holds_back_the_whole_connection() -> None:
@@ -619,14 +589,20 @@ def test_refusals_within_the_tolerated_share_cut_nothing_and_more_of_them_cut_as
     assert limit.cuts > 0 and limit.allowed < 8
 
 
-def test_a_5xx_is_never_tolerated() -> None:
-    """The tolerated share is of 429s: a 5xx or a timeout at any share cuts as before."""
+def _tolerating(ceiling: int, good: int) -> tuple[FakeTime, AdaptiveLimit]:
+    """A limit at its ceiling that tolerates one refusal in seven, after ``good`` answers, a second later."""
     clock = FakeTime()
-    limit = AdaptiveLimit(ceiling=16, start=16, clock=clock.clock)
+    limit = AdaptiveLimit(ceiling=ceiling, start=ceiling, clock=clock.clock)
     limit.tolerated = 1 / 7
-    for _ in range(13):
+    for _ in range(good):
         limit.answered(clock.now, 0.03, overloaded=False)
     clock.now += 1
+    return clock, limit
+
+
+def test_a_5xx_is_never_tolerated() -> None:
+    """The tolerated share is of 429s: a 5xx or a timeout at any share cuts as before."""
+    clock, limit = _tolerating(16, 13)
     limit.answered(clock.now, 0.03, overloaded=True, throttled=False)
     assert limit.cuts == 1
 
@@ -634,12 +610,7 @@ def test_a_5xx_is_never_tolerated() -> None:
 def test_a_tolerated_refusal_at_one_request_in_flight_is_not_the_floor() -> None:
     """At one request in flight a refusal says "nothing left to slow down" (the Retry-After then
     holds the whole connection), unless its share is the provider's own."""
-    clock = FakeTime()
-    limit = AdaptiveLimit(ceiling=1, start=1, clock=clock.clock)
-    limit.tolerated = 1 / 7
-    for _ in range(6):
-        limit.answered(clock.now, 0.03, overloaded=False)
-    clock.now += 1
+    clock, limit = _tolerating(1, 6)
     assert limit.answered(clock.now, 0.03, overloaded=True) is False
     limit.tolerated = None
     clock.now += 1
