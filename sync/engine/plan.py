@@ -6,6 +6,7 @@ the CRM holds a consent dated after it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +45,8 @@ LEFT_EVERY_LIST = "left every list"
 #: ``status_pushed`` of a link whose record the provider keeps unsubscribed after the member left
 #: its list: not removed again; only a KVKK erasure deletes it.
 LEFT_KEPT = "left_kept"
+#: A removal not sent because the record is another member's now (``_hand_over``): its outcome's action.
+HANDED_OVER = "handed_over"
 #: The reason of a removal because the CRM row no longer holds a valid address.
 ADDRESS_GONE = "no valid e-mail address in the CRM"
 #: The consents the CRM contract knows (docs/crm-contract.md), as sync.crm reads them (trimmed,
@@ -88,6 +91,8 @@ class Chunk:
     #: (member, list) -> the address its link holds, for links planned with nothing to push (the
     #: record there holds the member already): an open removal reject naming that address is moot.
     unchanged: dict[MemberKey, str] = field(default_factory=dict)
+    #: Removals not sent: the record is another member's now (``_hand_over``); removal key -> that member.
+    handed_over: dict[MemberKey, str] = field(default_factory=dict)
 
 
 def _standing(member: CrmMember, suppressions: Sequence[Suppression]) -> list[Suppression]:
@@ -204,9 +209,10 @@ def _holders_of(ctx: RunContext, members: Iterable[str]) -> set[str]:
 def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
                 ) -> tuple[list[str], dict[str, CrmMember], dict[str, dict[str, LinkRow]]]:
     """The chunk's CRM rows and links, plus every member whose link holds an address one of
-    them now has, and every member waiting for an address one of them has or had (e-mail
-    swaps and moves converge in one run because both sides are planned together, from the
-    CRM's current state)."""
+    them has or their links hold, and every member waiting for an address one of them has or
+    had (e-mail swaps and moves converge in one run because both sides are planned together,
+    from the CRM's current state; a removal of a record another member's link holds now is
+    seen as such: ``_hand_over``)."""
     ids = list(dict.fromkeys(chunk_ids))
     members: dict[str, CrmMember] = {}
     links_of: dict[str, dict[str, LinkRow]] = defaultdict(dict)
@@ -221,7 +227,7 @@ def _load_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str]
         emails = {normalize_email(members[m].email) for m in fresh if m in members} - {""}
         held = {link.email for m in fresh for link in links_of.get(m, {}).values()}
         known = set(ids)
-        fresh = sorted((_link_holders(ctx, session, emails) | _waiting_for(ctx, session, emails | held)
+        fresh = sorted((_link_holders(ctx, session, emails | held) | _waiting_for(ctx, session, emails | held)
                         | _waiting_on(ctx, fresh) | _holders_of(ctx, fresh)) - known)
         if not fresh:
             break
@@ -401,6 +407,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             _upsert(ctx, plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
                     status, resubscribe or (status == "active" and over_echo(member, email, "")))
             _settle(ctx, plan, member, links)
+    _hand_over(ctx, plan)
     plan.member_lists = {m.id: tuple(sorted(m.list_ids)) for m in members.values()}
     for bad, bad_email, why, code in plan.invalid:
         lists = (bad.crm_list_id,) if bad.crm_list_id else plan.member_lists.get(bad.crm_member_id, ())
@@ -408,6 +415,51 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
     for waits, waits_email, why in plan.pending:
         plan.left_out.append(LeftOut(waits.crm_member_id, waits_email, (waits.crm_list_id,), WAITS_FOR_LIST, why))
     return plan
+
+
+def _hand_over(ctx: RunContext, plan: Chunk) -> None:
+    """At a provider keyed by e-mail, a removal of a record that another member's link holds
+    now (the same address in the same list, or the same contact where a removal deletes the
+    whole contact) must not be sent: the record is that member's, and removing it takes a live
+    member out of its list. It comes from an earlier run whose removal failed (its answers lost,
+    a RetriableError reject) while the address's new owner pushed it and took the record over;
+    its reject's retry, planned alone, deleted the owner's record (found by make fuzz
+    FUZZ_SEED=20261207 FUZZ_EXAMPLES=20 FUZZ_STEPS=40 -k mailmasterplus). Holders of a removed
+    address are planned with it (``_load_chunk``); a holder whose own link is removed in this
+    plan too does not count. Where only some of the record's lists are shared (a record per list,
+    or a removal that takes a contact out of lists), the removal keeps the others; where none
+    are left it is handed over (``handed_over``): its link goes without a request."""
+    if ctx.caps.member_key != "email" or not plan.deletes:
+        return
+    removed = {(item.key, normalize_email(item.email)) for item in plan.deletes}
+    holders: dict[str, list[LinkRow]] = defaultdict(list)
+    for key, link in plan.links.items():
+        address = normalize_email(link.email or "")
+        if address and (key, address) not in removed and not _removed_already(link):
+            holders[address].append(link)
+    if not holders:
+        return
+    whole_contact = ctx.caps.membership_model == "contact" and ctx.caps.member_removal == "delete"
+    kept: list[MemberDelete] = []
+    for item in plan.deletes:
+        others = [link for link in holders.get(normalize_email(item.email), ())
+                  if link.crm_member_id != item.key.crm_member_id]
+        shared = {remote for link in others for remote in link.remote_lists}
+        if not others or (not whole_contact and item.remote_lists and shared.isdisjoint(item.remote_lists)):
+            kept.append(item)
+            continue
+        left = () if whole_contact or not item.remote_lists else tuple(
+            r for r in item.remote_lists if r not in shared)
+        if left:
+            kept.append(dataclasses.replace(item, remote_lists=left))
+            continue
+        kept.append(item)
+        plan.handed_over[item.key] = others[0].crm_member_id
+        if ctx.plan.itemized:
+            entry = f"{item.email} ({item.reason})"
+            if entry in ctx.plan.members_remove:
+                ctx.plan.members_remove.remove(entry)
+    plan.deletes = kept
 
 
 def _settle(ctx: RunContext, plan: Chunk, member: CrmMember, links: dict[str, LinkRow]) -> None:

@@ -42,7 +42,15 @@ from sync.engine.context import (
 )
 from sync.engine.erasures import ERASED, audit_erasures
 from sync.engine.lists import done_replanning
-from sync.engine.plan import ADDRESS_GONE, ADDRESS_LEFT, LEFT_EVERY_LIST, LEFT_KEPT, Chunk, plan_chunk
+from sync.engine.plan import (
+    ADDRESS_GONE,
+    ADDRESS_LEFT,
+    HANDED_OVER,
+    LEFT_EVERY_LIST,
+    LEFT_KEPT,
+    Chunk,
+    plan_chunk,
+)
 from sync.engine.rejects import (
     LIST_PENDING,
     PANEL_ACTIONS,
@@ -91,6 +99,7 @@ def _merge(into: Chunk, plan: Chunk) -> None:
     into.unchanged.update(plan.unchanged)
     into.left_out += plan.left_out
     into.member_lists.update(plan.member_lists)
+    into.handed_over.update(plan.handed_over)
 
 
 class _Concatenation(Sequence[str]):
@@ -580,18 +589,26 @@ def _leave_out_waiting(ctx: RunContext, waiting: Sequence[WaitingReject]) -> Non
 async def _remove(ctx: RunContext, plan: Chunk) -> list[PushOutcome]:
     """Removals, as far as the provider can do them (``capabilities.member_removal``): deleted,
     or unsubscribed (and anonymised where it allows) by the provider; where it can do neither,
-    each removal stays an open reject saying what a person must do in the provider's panel."""
+    each removal stays an open reject saying what a person must do in the provider's panel. A
+    removal of a record another member holds now is not sent (``plan._hand_over``): done as is."""
+    handed = [PushOutcome(item.key, remote_id=item.remote_id, action=HANDED_OVER)
+              for item in plan.deletes if item.key in plan.handed_over]
+    if handed:
+        ctx.counts["members_handed_over"] += len(handed)
+    asked = [item for item in plan.deletes if item.key not in plan.handed_over]
+    if not asked:
+        return handed
     if ctx.caps.member_removal == "none":
-        return [PushOutcome(item.key, rejected=RejectedRow(
+        return handed + [PushOutcome(item.key, rejected=RejectedRow(
             f"{ctx.provider.name} cannot remove members through its API: remove {item.email} "
             f"({item.reason}) in its panel{_in_doubt(plan, item.key, item.email)}",
-            provider_code=REMOVAL_UNSUPPORTED)) for item in plan.deletes]
+            provider_code=REMOVAL_UNSUPPORTED)) for item in asked]
     assert ctx.member_api is not None
-    outcomes = await ctx.member_api.delete_members(plan.deletes)
+    outcomes = await ctx.member_api.delete_members(asked)
     for outcome in outcomes:
         if outcome.rejected is None and outcome.suppressed is None:
             ctx.counts[f"members_{outcome.action}"] += 1
-    return outcomes
+    return handed + outcomes
 
 
 def _in_doubt(plan: Chunk, key: MemberKey, email: str) -> str:
@@ -741,7 +758,7 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
         resolved: list[int] = []
         removed = [o.key for o in deleted if o.rejected is None]
         audit_erasures(ctx, session, plan.deletes, deleted, open_rejects)
-        ctx.counts["members_removed"] += len(removed)
+        ctx.counts["members_removed"] += sum(o.rejected is None and o.action != HANDED_OVER for o in deleted)
         # A member who left every list (or lost its address) at a provider that can only
         # unsubscribe keeps its link, marked as our "unsubscribed" push with no lists: the status
         # pulled back is then our echo, and rejoining a list makes the contact active again.

@@ -989,3 +989,69 @@ def test_a_removal_reject_stops_naming_an_address_its_member_holds_again_with_no
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
     assert sorted(_panel_rejects_of(world, member.id)) == sorted(asked)
+
+
+class RemovalRefused:
+    """A hook (``World.run``) under which the first write naming ``address`` (a removal: a run sends
+    its removals before its upserts), and every repeat of it, fails on the way out, never applied:
+    the removal ends as a retriable reject. ``remote_ids``: paths ending in one of these name it too."""
+
+    def __init__(self, address: str, remote_ids: set[str]) -> None:
+        self.address, self.paths = address.encode(), tuple(f"/{r}" for r in remote_ids)
+        self.refused: tuple[str, str, bytes] | None = None
+        self.times = 0
+
+    def __call__(self, request: httpx.Request) -> None:
+        seen = (request.method, request.url.path, request.content)
+        if self.refused is None and request.method != "GET" and (
+                self.address in request.content or request.url.path.endswith(self.paths)):
+            self.refused = seen
+        if seen == self.refused:
+            self.times += 1
+            raise httpx.ConnectError("refused by the test", request=request)
+
+
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(
+    ("fake-contact", "fake-perlist", "euromsg", "postacell", "mailmasterplus"))], indirect=True, ids=harness_id)
+def test_a_removal_retried_after_another_member_took_the_record_over_is_not_sent(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261207 FUZZ_EXAMPLES=20 FUZZ_STEPS=40 -k mailmasterplus. A member
+    leaves its lists for a new address and its removal from them fails (a retriable reject), while
+    another member takes its address in those lists: its push finds the record there and takes it over.
+    The removal's retry, planned in a later run without the new holder, deleted the record (or took
+    it out of the lists) that is the new holder's now: a live member stopped receiving, and nothing
+    said so. Both are planned together now, and the removal is handed over: no request."""
+    world.run()
+    leaver, taker = _two_active(world)
+    address = normalize_email(leaver.email)
+    for list_id in world.lists_of(leaver.id):
+        world.join(taker.id, list_id)
+        world.leave_list(leaver.id, list_id)
+    with world.engine.connect() as conn:
+        remote_ids = {r for r in conn.scalars(sa.select(MemberLink.remote_id).where(
+            MemberLink.crm_member_id == leaver.id)) if r}
+    world.update_member(leaver.id, email="yeni.adres@ornek.com.tr")
+    world.update_member(taker.id, email=leaver.email)
+    refused = RemovalRefused(address, remote_ids)
+    result = world.run(hook=refused)
+    assert result.status in COMPLETED, result.error
+    assert refused.times > 1, "no removal of the old address was refused: the test no longer reaches its state"
+    assert any("will retry" in reason for _, reason in _open_rejects_of(world, leaver.id)), \
+        _open_rejects_of(world, leaver.id)
+
+    with world.engine.begin() as conn:                          # its backoff is over
+        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
+            last_seen_at=world.now() - dt.timedelta(days=2)))
+    result = world.run()                                        # the removal's retry, without faults
+    assert result.status in COMPLETED, result.error
+    names = world.list_names()
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    assert address in remote, f"the new holder's record was removed: {result.counts}"
+    assert {names[list_id] for list_id in world.lists_of(taker.id)} <= set(remote[address].lists), (
+        remote[address], result.counts)
+    assert remote[address].status == "active"
+    assert result.counts.get("members_handed_over") == 1, result.counts
+    assert _open_rejects_of(world, leaver.id) == []
+    assert _open_rejects_of(world, taker.id) == []
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
