@@ -428,23 +428,29 @@ def _hand_over(ctx: RunContext, plan: Chunk) -> None:
     address are planned with it (``_load_chunk``); a holder whose own link is removed in this
     plan too does not count. Where only some of the record's lists are shared (a record per list,
     or a removal that takes a contact out of lists), the removal keeps the others; where none
-    are left it is handed over (``handed_over``): its link goes without a request."""
+    are left it is handed over (``handed_over``): its link goes without a request. At a provider
+    that cannot remove, another member's push at that address in this plan counts too."""
     if ctx.caps.member_key != "email" or not plan.deletes:
         return
     removed = {(item.key, normalize_email(item.email)) for item in plan.deletes}
-    holders: dict[str, list[LinkRow]] = defaultdict(list)
+    holders: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)     # member, its lists there
     for key, link in plan.links.items():
         address = normalize_email(link.email or "")
         if address and (key, address) not in removed and not _removed_already(link):
-            holders[address].append(link)
+            holders[address].append((key.crm_member_id, tuple(link.remote_lists)))
+    if ctx.caps.member_removal == "none":
+        # A removal there is a person's task in the panel: asked for a record another member's
+        # push in this plan writes to, it would take that member out of the list.
+        for upsert in plan.upserts:
+            holders[normalize_email(upsert.email)].append((upsert.key.crm_member_id, upsert.remote_lists))
     if not holders:
         return
     whole_contact = ctx.caps.membership_model == "contact" and ctx.caps.member_removal == "delete"
     kept: list[MemberDelete] = []
     for item in plan.deletes:
-        others = [link for link in holders.get(normalize_email(item.email), ())
-                  if link.crm_member_id != item.key.crm_member_id]
-        shared = {remote for link in others for remote in link.remote_lists}
+        others = [(member_id, lists) for member_id, lists in holders.get(normalize_email(item.email), ())
+                  if member_id != item.key.crm_member_id]
+        shared = {remote for _, lists in others for remote in lists}
         if not others or (not whole_contact and item.remote_lists and shared.isdisjoint(item.remote_lists)):
             kept.append(item)
             continue
@@ -454,7 +460,7 @@ def _hand_over(ctx: RunContext, plan: Chunk) -> None:
             kept.append(dataclasses.replace(item, remote_lists=left))
             continue
         kept.append(item)
-        plan.handed_over[item.key] = others[0].crm_member_id
+        plan.handed_over[item.key] = others[0][0]
         if ctx.plan.itemized:
             entry = f"{item.email} ({item.reason})"
             if entry in ctx.plan.members_remove:

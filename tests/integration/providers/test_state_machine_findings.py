@@ -1055,3 +1055,31 @@ def test_a_removal_retried_after_another_member_took_the_record_over_is_not_sent
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
+def test_no_panel_removal_is_asked_for_an_address_another_member_takes_in_that_list(world: World) -> None:
+    """At a provider that cannot remove, a member leaves its lists for a new address while another
+    member takes its old address in those lists. The record there is the new holder's (its push
+    writes to it): a reject asking a person to remove that address from the list would take the new
+    holder out of it. The removal is handed over: no reject for it, the new holder receives there."""
+    world.run()
+    leaver, taker = _two_active(world)
+    address = normalize_email(leaver.email)
+    for list_id in world.lists_of(leaver.id):
+        world.join(taker.id, list_id)
+        world.leave_list(leaver.id, list_id)
+    world.update_member(leaver.id, email="yeni.adres@ornek.com.tr")
+    world.update_member(taker.id, email=leaver.email)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert result.counts.get("members_handed_over") == 1, result.counts
+    assert _open_rejects_of(world, leaver.id) == []
+    asked = [reason for _, reason in _open_rejects_of(world, taker.id)]
+    assert asked and all(address not in reason for reason in asked), asked   # (its own old address only)
+    names = world.list_names()
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    assert {names[list_id] for list_id in world.lists_of(taker.id)} <= set(remote[address].lists)
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
