@@ -618,3 +618,58 @@ def test_a_suppression_in_the_answers_of_one_of_two_windows_in_flight_holds_the_
     with world.engine.connect() as conn:
         stored = conn.execute(sa.select(MemberStatus.status).where(MemberStatus.email == complained[0])).scalars().all()
     assert "complaint" in stored
+
+
+def _new_links_written(world: World, members: set[str]) -> int:
+    """Provisional links (no remote id, no hash) of these members."""
+    return world.scalar(sa.select(sa.func.count()).select_from(MemberLink).where(
+        MemberLink.crm_member_id.in_(sorted(members)), MemberLink.remote_id.is_(None),
+        MemberLink.payload_hash == ""))
+
+
+def test_a_window_waiting_for_room_writes_its_new_links_before_it_goes_and_takes_them_back_when_replanned(
+        world: World, overlapped: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL (windows recorded apart): window 1, planned while window 0 is on the wire, writes
+    its new links (provisional) while it waits for room, so that its push sends at once when window
+    0 is answered. Window 0's answers are held until they are written; they report a complaint:
+    window 1 is planned again and its early links are taken back first (none is left behind, nor
+    written twice), and the run converges."""
+    require(world.engine.dialect.name == "postgresql", "windows are recorded in a worker thread on PostgreSQL only")
+    monkeypatch.setattr(push, "PUSH_DEPTH", 1)
+    _sends, replanned = count_sends_and_replans(monkeypatch)
+    waiting: list[set[str]] = []
+    written_ahead: list[int] = []
+    prewrite = push._Pipeline._prewrite
+
+    def watched(self: push._Pipeline, window: Any) -> Any:
+        if not waiting:
+            waiting.append({item.key.crm_member_id for item in window.plan.upserts})
+        return prewrite(self, window)
+
+    monkeypatch.setattr(push._Pipeline, "_prewrite", watched)
+
+    def written(_n: int) -> bool:
+        if waiting and (count := _new_links_written(world, waiting[0])):
+            written_ahead.append(count)
+            return True
+        return False
+
+    taken_back = push._take_back
+    left: list[int] = []
+
+    def taking_back(ctx: RunContext, window: Any) -> None:
+        members = {key.crm_member_id for key in window.prewritten}
+        taken_back(ctx, window)
+        if members:
+            left.append(_new_links_written(world, members))
+
+    monkeypatch.setattr(push, "_take_back", taking_back)
+    complained: list[str] = []
+    hold_answers(monkeypatch, written, complaint_into(complained))
+    result = world.run(itemize=False)
+    assert result.status in COMPLETED, result.error
+    assert waiting and written_ahead, "window 1 wrote no link while window 0 was on the wire"
+    assert complained and replanned, (complained, replanned)
+    assert left == [0], left                # taken back before window 1 was planned again
+    assert _new_links_written(world, waiting[0]) == 0     # window 1's links all hold their answers
+    assert_converged(world)
