@@ -869,6 +869,8 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
                         rejected.reason.replace(item.email, known.email), provider_code=rejected.provider_code)
                 if rejected.provider_code == REMOVAL_UNSUPPORTED:
                     rejected = _naming_earlier(ctx, plan, open_rejects.get(outcome.key), address, rejected)
+                else:
+                    address, rejected = _keeping_panel_action(plan, open_rejects.get(outcome.key), address, rejected)
                 record_reject(ctx, session, open_rejects, outcome.key, address, rejected)
                 if item is not None:
                     left.append(LeftOut(item.key.crm_member_id, item.email, _lists_of(plan, item.key), REJECTED,
@@ -1038,12 +1040,38 @@ def _naming_earlier(ctx: RunContext, plan: Chunk, row: Reject | None, address: s
     return RejectedRow(reason + _EARLIER.format(", ".join(earlier)), provider_code=rejected.provider_code)
 
 
+#: A refusal of something else under the key of an open removal reject, told inside it
+#: (``_keeping_panel_action``) until that is done.
+_MEANWHILE = " [meanwhile: {} :meanwhile]"
+_MEANWHILE_RE = re.compile(r" \[meanwhile: .*? :meanwhile\]", re.S)
+
+
+def _keeping_panel_action(plan: Chunk, row: Reject | None, address: str | None,
+                          rejected: RejectedRow) -> tuple[str | None, RejectedRow]:
+    """A refusal (a retriable error, a validation) under the key of an open removal reject that
+    asks a person to remove ANOTHER address from the list (one the member left there) must not
+    replace it: rejects are one per member and list, and the address would keep receiving with
+    nothing asking for its removal (found by make fuzz FUZZ_SEED=20261208 FUZZ_EXAMPLES=20
+    FUZZ_STEPS=40 -k fake-noremoval). The removal reject stays, with the refusal told inside it
+    (still "will retry" where it says so: the member is tried again as every reject is) until a
+    push under the key succeeds; the (address, refusal) to record."""
+    if row is None or row.resolved_at is not None or row.provider_code != REMOVAL_UNSUPPORTED \
+            or not row.email or _same_address(row.email, address) \
+            or normalize_email(row.email) in _current_addresses(plan, row.crm_member_id or ""):
+        return address, rejected
+    own, named = _earlier(_MEANWHILE_RE.sub("", row.reason))
+    told = _MEANWHILE.format(rejected.reason)
+    reason = own[:2000 - len(told) - 200] + told + (_EARLIER.format(", ".join(named)) if named else "")
+    return row.email, RejectedRow(reason[:2000], provider_code=REMOVAL_UNSUPPORTED)
+
+
 def _hand_on(ctx: RunContext, plan: Chunk, row: Reject, address: str | None) -> bool:
     """A removal reject whose address was pushed again (its member holds it once more) is moot for
     that address, but not for the earlier ones it names (``_naming_earlier``): it names the first
     of those instead and stays open (True)."""
     if row.provider_code != REMOVAL_UNSUPPORTED or row.resolved_at is not None:
         return False
+    row.reason = _MEANWHILE_RE.sub("", row.reason)      # (a push under its key succeeded)
     own, named = _earlier(row.reason)
     current = _current_addresses(plan, row.crm_member_id or "")
     left = [x for x in named if not _same_address(x, address) and x not in current]
@@ -1062,6 +1090,8 @@ def _drop_earlier(row: Reject, address: str | None) -> None:
     reject stops asking a person to remove it (it would take a live member out of its own list)."""
     if row.provider_code != REMOVAL_UNSUPPORTED or row.resolved_at is not None or not address:
         return
+    if _MEANWHILE_RE.search(row.reason):                # (a push under its key succeeded)
+        row.reason = _MEANWHILE_RE.sub("", row.reason)
     own, named = _earlier(row.reason)
     left = [x for x in named if not _same_address(x, address)]
     if len(left) < len(named):

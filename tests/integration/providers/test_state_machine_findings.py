@@ -1083,3 +1083,43 @@ def test_no_panel_removal_is_asked_for_an_address_another_member_takes_in_that_l
     world.harness.reset_log()
     assert world.run().status in COMPLETED
     assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
+def test_a_refused_push_keeps_the_panel_removal_of_the_address_its_member_left_in_that_list(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261208 FUZZ_EXAMPLES=20 FUZZ_STEPS=40 -k fake-noremoval. At a
+    provider that cannot remove, a member's address changes: an open reject asks a person to remove
+    the old address from the list. A later push of the member in that list is refused (a retriable
+    error): the refusal replaced that reject (one per member and list), and the old address kept
+    receiving with nothing asking for its removal. The removal reject stays, telling the refusal
+    inside it until a push under its key succeeds."""
+    world.run()
+    member, _ = _two_active(world)
+    old_address = normalize_email(member.email)
+    new_address = "yeni.adres@ornek.com.tr"
+    world.update_member(member.id, email=new_address)
+    assert world.run().status in COMPLETED
+
+    def asks_removal() -> list[str]:
+        return [reason for code, reason in _open_rejects_of(world, member.id)
+                if code == "removal_unsupported" and old_address in reason]
+
+    assert asks_removal()
+    world.update_member(member.id, first_name="Değişti")
+
+    def refuse(request: httpx.Request) -> None:
+        if request.method != "GET" and new_address.encode() in request.content:
+            raise httpx.ConnectError("refused by the test", request=request)
+
+    assert world.run(hook=refuse).status in COMPLETED
+    asked = asks_removal()
+    assert asked and all("will retry" in reason for reason in asked), _open_rejects_of(world, member.id)
+    assert old_address in world.harness.members()
+
+    with world.engine.begin() as conn:                          # the backoff is over
+        conn.execute(sa.update(Reject).where(Reject.connection_id == world.connection_id).values(
+            last_seen_at=world.now() - dt.timedelta(days=2)))
+    assert world.run().status in COMPLETED
+    asked = asks_removal()
+    assert asked and not any("meanwhile" in reason or "will retry" in reason for reason in asked), asked
+    assert new_address in world.harness.members()
