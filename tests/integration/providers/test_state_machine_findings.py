@@ -1011,6 +1011,17 @@ class RemovalRefused:
             raise httpx.ConnectError("refused by the test", request=request)
 
 
+def _leaving_for_a_taker(world: World) -> tuple[Any, Any, str]:
+    """After a first sync: one member leaves its lists, another joins them (neither run yet); the
+    two, and the leaver's address."""
+    world.run()
+    leaver, taker = _two_active(world)
+    for list_id in world.lists_of(leaver.id):
+        world.join(taker.id, list_id)
+        world.leave_list(leaver.id, list_id)
+    return leaver, taker, normalize_email(leaver.email)
+
+
 @pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(
     ("fake-contact", "fake-perlist", "euromsg", "postacell", "mailmasterplus"))], indirect=True, ids=harness_id)
 def test_a_removal_retried_after_another_member_took_the_record_over_is_not_sent(world: World) -> None:
@@ -1020,12 +1031,7 @@ def test_a_removal_retried_after_another_member_took_the_record_over_is_not_sent
     The removal's retry, planned in a later run without the new holder, deleted the record (or took
     it out of the lists) that is the new holder's now: a live member stopped receiving, and nothing
     said so. Both are planned together now, and the removal is handed over: no request."""
-    world.run()
-    leaver, taker = _two_active(world)
-    address = normalize_email(leaver.email)
-    for list_id in world.lists_of(leaver.id):
-        world.join(taker.id, list_id)
-        world.leave_list(leaver.id, list_id)
+    leaver, taker, address = _leaving_for_a_taker(world)
     with world.engine.connect() as conn:
         remote_ids = {r for r in conn.scalars(sa.select(MemberLink.remote_id).where(
             MemberLink.crm_member_id == leaver.id)) if r}
@@ -1063,12 +1069,7 @@ def test_no_panel_removal_is_asked_for_an_address_another_member_takes_in_that_l
     member takes its old address in those lists. The record there is the new holder's (its push
     writes to it): a reject asking a person to remove that address from the list would take the new
     holder out of it. The removal is handed over: no reject for it, the new holder receives there."""
-    world.run()
-    leaver, taker = _two_active(world)
-    address = normalize_email(leaver.email)
-    for list_id in world.lists_of(leaver.id):
-        world.join(taker.id, list_id)
-        world.leave_list(leaver.id, list_id)
+    leaver, taker, address = _leaving_for_a_taker(world)
     world.update_member(leaver.id, email="yeni.adres@ornek.com.tr")
     world.update_member(taker.id, email=leaver.email)
     result = world.run()
