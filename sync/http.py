@@ -519,6 +519,10 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
 
+    @property
+    def rate(self) -> float:
+        return self._rate
+
     def reserve(self) -> float:
         """Take one token and return how many seconds to wait before using it."""
         now = self._clock()
@@ -716,6 +720,7 @@ class ProviderHTTP:
         self.stats.rate_per_s = self.rate.rate if self.rate is not None else policy.rate_per_s
         self.limit.tolerated = self.stats.steady_share = policy.start_steady_share
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
+        self._last_turn = -math.inf   # when the last request left its turn (``_wait_turn``)
         #: The provider's reading of answers with a success status (errors inside HTTP 200).
         self.classifier: AnswerClassifier | None = None
         #: The headers the auth gave last (its current token), None once a 401 invalidated them;
@@ -1000,8 +1005,23 @@ class ProviderHTTP:
                 if self.rate.rate != before:    # grown
                     self._rate_changed()
                 await self._wait("rate limit", delay, method, shown)
+            # Turns are reserved ahead: requests whose turns came while the event loop was busy
+            # (a commit, a plan in a worker thread holding the GIL) would leave together, more in
+            # one second than the pace, which a provider counting requests in any second refuses.
+            # A turn is kept in real time too: one interval of the pace after the request before.
+            while (gap := self._last_turn + self._interval() - self._clock()) > 0:
+                await self._wait("rate limit", gap, method, shown)
             if self._not_before <= self._clock():
+                self._last_turn = self._clock()
                 return
+
+    def _interval(self) -> float:
+        """Seconds between two requests at the connection's pace (0: not paced, or bursts allowed)."""
+        if self.policy.burst > 1:
+            return 0.0
+        rates = [rate for rate in (self._bucket.rate if self._bucket is not None else None,
+                                   self.rate.rate if self.rate is not None else None) if rate]
+        return 1.0 / min(rates) if rates else 0.0
 
     async def _wait(self, reason: str, delay: float, method: str, shown: str) -> None:
         """A wait that is not a failure: counted and logged at debug."""

@@ -470,6 +470,35 @@ def test_rate_limit_spaces_requests(burst: int) -> None:
     assert all(gap >= 1 / rate - 1e-9 for gap in gaps)
 
 
+class StallingTime(FakeTime):
+    """A clock whose first sleep ends late: the event loop was busy (a commit, a plan holding the GIL)."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+
+    async def sleep(self, seconds: float) -> None:
+        stall, self.stall = self.stall, 0.0
+        await super().sleep(seconds + stall)
+
+
+def test_turns_that_came_while_the_loop_was_busy_leave_one_interval_apart() -> None:
+    """Turns are reserved ahead; requests whose turns all came while the loop was busy left
+    together (a burst a provider counting requests in any second refuses): they leave one interval
+    of the pace apart, as if the loop had been on time."""
+    time = StallingTime(stall=2.0)
+    script = Script(time, 200)
+    rate = 4.0
+
+    async def scenario() -> None:
+        async with provider_http(script, time, rate_per_s=rate, concurrency=8) as http:
+            await asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(8)))
+
+    run(scenario)
+    gaps = [later - earlier for earlier, later in pairwise(script.times)]
+    assert min(gaps) >= 1 / rate - 1e-9, gaps
+
+
 def test_token_bucket_refills_while_idle() -> None:
     now = [0.0]
     bucket = TokenBucket(2.0, 2, lambda: now[0])
