@@ -1008,11 +1008,13 @@ class ProviderHTTP:
             # Turns are reserved ahead: requests whose turns came while the event loop was busy
             # (a commit, a plan in a worker thread holding the GIL) would leave together, more in
             # one second than the pace, which a provider counting requests in any second refuses.
-            # A turn is kept in real time too: one interval of the pace after the request before.
-            while (gap := self._last_turn + self._interval() - self._clock()) > 0:
-                await self._wait("rate limit", gap, method, shown)
+            # A turn is kept in real time too: one interval of the pace after the request before
+            # (taken before the wait, so that requests waiting together leave one after another).
+            if interval := self._interval():
+                now = self._clock()
+                self._last_turn = max(now, self._last_turn + interval)
+                await self._wait("rate limit", self._last_turn - now, method, shown)
             if self._not_before <= self._clock():
-                self._last_turn = self._clock()
                 return
 
     def _interval(self) -> float:

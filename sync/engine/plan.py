@@ -407,7 +407,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
             _upsert(ctx, plan, MemberKey(member_id), email, payload, tuple(list_map[c] for c in wanted), link,
                     status, resubscribe or (status == "active" and over_echo(member, email, "")))
             _settle(ctx, plan, member, links)
-    _hand_over(ctx, plan)
+    _hand_over(ctx, plan, owner)
     plan.member_lists = {m.id: tuple(sorted(m.list_ids)) for m in members.values()}
     for bad, bad_email, why, code in plan.invalid:
         lists = (bad.crm_list_id,) if bad.crm_list_id else plan.member_lists.get(bad.crm_member_id, ())
@@ -417,7 +417,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
     return plan
 
 
-def _hand_over(ctx: RunContext, plan: Chunk) -> None:
+def _hand_over(ctx: RunContext, plan: Chunk, owner: dict[str, str]) -> None:
     """At a provider keyed by e-mail, a removal of a record that another member's link holds
     now (the same address in the same list, or the same contact where a removal deletes the
     whole contact) must not be sent: the record is that member's, and removing it takes a live
@@ -425,18 +425,23 @@ def _hand_over(ctx: RunContext, plan: Chunk) -> None:
     a RetriableError reject) while the address's new owner pushed it and took the record over;
     its reject's retry, planned alone, deleted the owner's record (found by make fuzz
     FUZZ_SEED=20261207 FUZZ_EXAMPLES=20 FUZZ_STEPS=40 -k mailmasterplus). Holders of a removed
-    address are planned with it (``_load_chunk``); a holder whose own link is removed in this
-    plan too does not count. Where only some of the record's lists are shared (a record per list,
-    or a removal that takes a contact out of lists), the removal keeps the others; where none
-    are left it is handed over (``handed_over``): its link goes without a request. At a provider
-    that cannot remove, another member's push at that address in this plan counts too."""
+    address are planned with it (``_load_chunk``); only the address's owner in the CRM's current
+    state counts as a holder (not a claimant refused for it, whose links at the owner's address
+    are left as they are), and not when its own link is removed in this plan too. Where only
+    some of the record's lists are shared (a record per list, or a removal that takes a contact
+    out of lists), the removal keeps the others; where none are left it is handed over
+    (``handed_over``): its link goes without a request. Where a removal deletes the whole contact,
+    it is handed over only when the holder's link names every list the removal's does (else the
+    contact would keep lists neither member wants: it goes as before). At a provider that cannot
+    remove, another member's push at that address in this plan counts too."""
     if ctx.caps.member_key != "email" or not plan.deletes:
         return
     removed = {(item.key, normalize_email(item.email)) for item in plan.deletes}
     holders: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)     # member, its lists there
     for key, link in plan.links.items():
         address = normalize_email(link.email or "")
-        if address and (key, address) not in removed and not _removed_already(link):
+        if address and (key, address) not in removed and not _removed_already(link) \
+                and owner.get(address) == key.crm_member_id:
             holders[address].append((key.crm_member_id, tuple(link.remote_lists)))
     if ctx.caps.member_removal == "none":
         # A removal there is a person's task in the panel: asked for a record another member's
@@ -451,7 +456,8 @@ def _hand_over(ctx: RunContext, plan: Chunk) -> None:
         others = [(member_id, lists) for member_id, lists in holders.get(normalize_email(item.email), ())
                   if member_id != item.key.crm_member_id]
         shared = {remote for _, lists in others for remote in lists}
-        if not others or (not whole_contact and item.remote_lists and shared.isdisjoint(item.remote_lists)):
+        if not others or (item.remote_lists and (shared.isdisjoint(item.remote_lists) or (
+                whole_contact and not shared.issuperset(item.remote_lists)))):
             kept.append(item)
             continue
         left = () if whole_contact or not item.remote_lists else tuple(
