@@ -151,6 +151,11 @@ def record_statuses(ctx: RunContext, session: Session, pulled: Sequence[RemoteSt
             continue
         stronger = SUPPRESSION_RANK[status.status] > SUPPRESSION_RANK[row["status"]]
         later = status.occurred_at > row["occurred_at"]
+        if later and status.status not in BLOCKING and row["status"] in BLOCKING:
+            # A soft bounce (information only) after a stored opt-out is no newer opt-out: dated
+            # by it, a complaint looked newer than the CRM consent given after it (found by make
+            # fuzz FUZZ_SEED=20261209 FUZZ_EXAMPLES=20 FUZZ_STEPS=40 -k postacell, and euromsg).
+            later = False
         if later and not status.dated:
             # An undated status (its time is this pull's) seen again keeps the time first seen,
             # unless we pushed the contact active after it (a re-subscribe): then it is a new one.

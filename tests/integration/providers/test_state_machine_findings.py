@@ -1124,3 +1124,34 @@ def test_a_refused_push_keeps_the_panel_removal_of_the_address_its_member_left_i
     asked = asks_removal()
     assert asked and not any("meanwhile" in reason or "will retry" in reason for reason in asked), asked
     assert new_address in world.harness.members()
+
+
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h) in ("postacell", "euromsg")],
+                         indirect=True, ids=harness_id)
+def test_a_soft_bounce_does_not_re_date_a_complaint_the_crm_consent_came_after(world: World) -> None:
+    """Found by make fuzz FUZZ_SEED=20261209 FUZZ_EXAMPLES=20 FUZZ_STEPS=40 -k postacell (and euromsg),
+    shrunk to these steps. A recipient complains; the CRM records a newer consent (ONAY, now): the
+    member is made active again. A later soft bounce (information only) moved the stored complaint's
+    time to its own, so the complaint looked newer than the consent: the member was blocked by it,
+    and the contact kept receiving with nothing stored that allowed it."""
+    world.run()
+    member, _ = _two_active(world)
+    address = normalize_email(member.email)
+    world.harness.complain(address)
+    world.update_member(member.id, consent_status="ONAY", consent_date=world.now() + dt.timedelta(seconds=1))
+    assert world.run(backfill=True).status in COMPLETED
+
+    def stored() -> list[tuple[str, Any]]:
+        with world.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.select(MemberStatus.status, MemberStatus.occurred_at).where(
+                MemberStatus.email == address))]
+
+    before = stored()
+    assert [status for status, _ in before] == ["complaint"], before
+    world.harness.soft_bounce(address)
+    assert world.run(backfill=True).status in COMPLETED
+    assert stored() == before, "the soft bounce re-dated the stored complaint"
+    assert world.harness.members()[address].status != "unsubscribed"
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
