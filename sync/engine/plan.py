@@ -93,6 +93,9 @@ class Chunk:
     unchanged: dict[MemberKey, str] = field(default_factory=dict)
     #: Removals not sent: the record is another member's now (``_hand_over``); removal key -> that member.
     handed_over: dict[MemberKey, str] = field(default_factory=dict)
+    #: While a chunk is planned, where a removal deletes the whole contact: what an unchanged
+    #: member's push would write (payload, lists, status), for ``_hand_over``; emptied after it.
+    unchanged_payloads: dict[MemberKey, tuple[dict[str, Any], tuple[str, ...], str]] = field(default_factory=dict)
 
 
 def _standing(member: CrmMember, suppressions: Sequence[Suppression]) -> list[Suppression]:
@@ -408,6 +411,7 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
                     status, resubscribe or (status == "active" and over_echo(member, email, "")))
             _settle(ctx, plan, member, links)
     _hand_over(ctx, plan, owner)
+    plan.unchanged_payloads.clear()
     plan.member_lists = {m.id: tuple(sorted(m.list_ids)) for m in members.values()}
     for bad, bad_email, why, code in plan.invalid:
         lists = (bad.crm_list_id,) if bad.crm_list_id else plan.member_lists.get(bad.crm_member_id, ())
@@ -415,6 +419,45 @@ def plan_chunk(ctx: RunContext, session: Session, chunk_ids: Sequence[str], list
     for waits, waits_email, why in plan.pending:
         plan.left_out.append(LeftOut(waits.crm_member_id, waits_email, (waits.crm_list_id,), WAITS_FOR_LIST, why))
     return plan
+
+
+def _whole_contact(ctx: RunContext) -> bool:
+    """A removal deletes the whole contact (one contact per address, in lists: Postacell)."""
+    return ctx.caps.membership_model == "contact" and ctx.caps.member_removal == "delete"
+
+
+def _rewrite_holder(ctx: RunContext, plan: Chunk, holder: str, item: MemberDelete) -> bool:
+    """Where a removal deletes the whole contact and the contact's holder now (``_hand_over``)
+    is in fewer of its lists than the removal names: the holder's push writes the contact again
+    with the holder's own lists, taking it out of the removal's others, and the removal is handed
+    over (True). Deleting it instead took a live member's contact away, and nothing wrote it again
+    until that member's CRM row changed. False where the holder has no push to widen (its link
+    unconfirmed, or the holder not planned to the end): the removal goes as before."""
+    key = MemberKey(holder)
+    link = plan.links.get(key)
+    if link is None or not link.remote_id or link.remote_id != item.remote_id:
+        return False
+    for n, upsert in enumerate(plan.upserts):
+        if upsert.key == key:
+            if upsert.remote_id != link.remote_id:
+                return False
+            plan.upserts[n] = dataclasses.replace(upsert, previous_remote_lists=tuple(dict.fromkeys(
+                (*upsert.previous_remote_lists, *item.remote_lists))))
+            return True
+    unchanged = plan.unchanged_payloads.get(key)
+    if unchanged is None:
+        return False
+    payload, remote_lists, status = unchanged
+    plan.upserts.append(MemberUpsert(key, link.email, payload, remote_lists,
+                                     tuple(dict.fromkeys((*link.remote_lists, *item.remote_lists))),
+                                     link.remote_id))
+    plan.hashes[key] = payload_hash(payload, remote_lists)
+    plan.statuses[key] = status
+    plan.unchanged.pop(key, None)
+    ctx.counts["members_unchanged"] -= 1
+    if ctx.plan.itemized:
+        ctx.plan.members_update.append(link.email)
+    return True
 
 
 def _hand_over(ctx: RunContext, plan: Chunk, owner: dict[str, str]) -> None:
@@ -431,9 +474,10 @@ def _hand_over(ctx: RunContext, plan: Chunk, owner: dict[str, str]) -> None:
     some of the record's lists are shared (a record per list, or a removal that takes a contact
     out of lists), the removal keeps the others; where none are left it is handed over
     (``handed_over``): its link goes without a request. Where a removal deletes the whole contact,
-    it is handed over only when the holder's link names every list the removal's does (else the
-    contact would keep lists neither member wants: it goes as before). At a provider that cannot
-    remove, another member's push at that address in this plan counts too."""
+    it is handed over when the holder's link names every list the removal's does, or when the
+    holder's push can write the contact again with the holder's lists only (``_rewrite_holder``;
+    else it goes as before). At a provider that cannot remove, another member's push at that
+    address in this plan counts too."""
     if ctx.caps.member_key != "email" or not plan.deletes:
         return
     removed = {(item.key, normalize_email(item.email)) for item in plan.deletes}
@@ -450,14 +494,15 @@ def _hand_over(ctx: RunContext, plan: Chunk, owner: dict[str, str]) -> None:
             holders[normalize_email(upsert.email)].append((upsert.key.crm_member_id, upsert.remote_lists))
     if not holders:
         return
-    whole_contact = ctx.caps.membership_model == "contact" and ctx.caps.member_removal == "delete"
+    whole_contact = _whole_contact(ctx)
     kept: list[MemberDelete] = []
     for item in plan.deletes:
         others = [(member_id, lists) for member_id, lists in holders.get(normalize_email(item.email), ())
                   if member_id != item.key.crm_member_id]
         shared = {remote for _, lists in others for remote in lists}
-        if not others or (item.remote_lists and (shared.isdisjoint(item.remote_lists) or (
-                whole_contact and not shared.issuperset(item.remote_lists)))):
+        if not others or (item.remote_lists and shared.isdisjoint(item.remote_lists)) or (
+                whole_contact and item.remote_lists and not shared.issuperset(item.remote_lists)
+                and not _rewrite_holder(ctx, plan, others[0][0], item)):
             kept.append(item)
             continue
         left = () if whole_contact or not item.remote_lists else tuple(
@@ -513,6 +558,8 @@ def _upsert(ctx: RunContext, plan: Chunk, key: MemberKey, email: str, payload: d
             and link.email not in ctx.dry_cleared:
         ctx.counts["members_unchanged"] += 1
         plan.unchanged[key] = email
+        if ctx.caps.member_key == "email" and _whole_contact(ctx):
+            plan.unchanged_payloads[key] = (payload, remote_lists, status)
         return
     if link is not None and link.email == email and link.remote_id and ctx.gone_remote and not lost \
             and set(remote_lists) <= set(link.remote_lists) \

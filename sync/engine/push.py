@@ -793,7 +793,7 @@ def _record(ctx: RunContext, plan: Chunk, deleted: list[PushOutcome], upserted: 
         open_rejects = load_open_rejects(ctx, session, plan.ids)
         resolved: list[int] = []
         removed = [o.key for o in deleted if o.rejected is None]
-        audit_erasures(ctx, session, plan.deletes, deleted, open_rejects)
+        audit_erasures(ctx, session, plan.deletes, deleted, open_rejects, plan.handed_over)
         ctx.counts["members_removed"] += sum(o.rejected is None and o.action != HANDED_OVER for o in deleted)
         # A member who left every list (or lost its address) at a provider that can only
         # unsubscribe keeps its link, marked as our "unsubscribed" push with no lists: the status
@@ -1044,6 +1044,13 @@ def _naming_earlier(ctx: RunContext, plan: Chunk, row: Reject | None, address: s
 #: (``_keeping_panel_action``) until that is done.
 _MEANWHILE = " [meanwhile: {} :meanwhile]"
 _MEANWHILE_RE = re.compile(r" \[meanwhile: .*? :meanwhile\]", re.S)
+#: The most of a refusal's text told inside a removal reject: the reject's own text comes first.
+_MEANWHILE_MAX = 600
+
+
+def _without_meanwhile(reason: str) -> str:
+    """A removal reject's text without the refusal told inside it (``_keeping_panel_action``)."""
+    return _MEANWHILE_RE.sub("", reason) if " [meanwhile: " in reason else reason
 
 
 def _keeping_panel_action(plan: Chunk, row: Reject | None, address: str | None,
@@ -1059,9 +1066,14 @@ def _keeping_panel_action(plan: Chunk, row: Reject | None, address: str | None,
             or not row.email or _same_address(row.email, address) \
             or normalize_email(row.email) in _current_addresses(plan, row.crm_member_id or ""):
         return address, rejected
-    own, named = _earlier(_MEANWHILE_RE.sub("", row.reason))
-    told = _MEANWHILE.format(rejected.reason)
-    reason = own[:2000 - len(told) - 200] + told + (_EARLIER.format(", ".join(named)) if named else "")
+    own, named = _earlier(_without_meanwhile(row.reason))
+    refusal = rejected.reason
+    told = _MEANWHILE.format(refusal if len(refusal) <= _MEANWHILE_MAX else refusal[:_MEANWHILE_MAX - 1] + "…")
+    tail = _EARLIER.format(", ".join(named)) if named else ""
+    # The own text (what a person must do) and the addresses named stay whole as far as they fit;
+    # the refusal told is what gives way.
+    room = max(0, 2000 - len(own) - len(tail))
+    reason = own + (told if len(told) <= room else "") + tail
     return row.email, RejectedRow(reason[:2000], provider_code=REMOVAL_UNSUPPORTED)
 
 
@@ -1071,7 +1083,7 @@ def _hand_on(ctx: RunContext, plan: Chunk, row: Reject, address: str | None) -> 
     of those instead and stays open (True)."""
     if row.provider_code != REMOVAL_UNSUPPORTED or row.resolved_at is not None:
         return False
-    row.reason = _MEANWHILE_RE.sub("", row.reason)      # (a push under its key succeeded)
+    row.reason = _without_meanwhile(row.reason)         # (a push under its key succeeded)
     own, named = _earlier(row.reason)
     current = _current_addresses(plan, row.crm_member_id or "")
     left = [x for x in named if not _same_address(x, address) and x not in current]
@@ -1090,8 +1102,7 @@ def _drop_earlier(row: Reject, address: str | None) -> None:
     reject stops asking a person to remove it (it would take a live member out of its own list)."""
     if row.provider_code != REMOVAL_UNSUPPORTED or row.resolved_at is not None or not address:
         return
-    if _MEANWHILE_RE.search(row.reason):                # (a push under its key succeeded)
-        row.reason = _MEANWHILE_RE.sub("", row.reason)
+    row.reason = _without_meanwhile(row.reason)         # (a push under its key succeeded)
     own, named = _earlier(row.reason)
     left = [x for x in named if not _same_address(x, address)]
     if len(left) < len(named):

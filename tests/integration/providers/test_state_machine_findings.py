@@ -1063,6 +1063,84 @@ def test_a_removal_retried_after_another_member_took_the_record_over_is_not_sent
     assert world.harness.write_requests() == 0
 
 
+@pytest.mark.parametrize("harness", [h for h in HARNESSES if harness_id(h).startswith(("postacell", "fake-contact"))],
+                         indirect=True, ids=harness_id)
+def test_a_whole_contact_removal_retried_after_the_owner_took_the_contact_leaves_the_owner_in_its_lists(
+        world: World) -> None:
+    """Where a removal deletes the whole contact (Postacell): a member in two lists leaves them for
+    a new address, its removal fails (a retriable reject), and another member takes its old address
+    in ONE of those lists: its push finds the contact and takes it over (the leaver's other list
+    still on it). The removal's retry deleted the contact, the new holder's now: it stopped
+    receiving, and nothing re-created it until its CRM row changed. Now the removal is handed over
+    and the holder's contact is written again with its own lists: the list neither wants goes."""
+    world.run()
+    leaver, taker = _two_active(world)
+    live = sorted(world.live_lists_by_member().get(leaver.id, []))
+    for list_id in sorted(world.list_names()):
+        if len(live) >= 2:
+            break
+        if list_id not in live:     # (a deleted list joins no one: it is not counted)
+            world.join(leaver.id, list_id)
+            live = sorted(world.live_lists_by_member().get(leaver.id, []))
+    assert len(live) >= 2, live
+    shared, other = live[0], live[1]
+    world.join(taker.id, shared)
+    if other in world.lists_of(taker.id):
+        world.leave_list(taker.id, other)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    address = normalize_email(leaver.email)
+    with world.engine.connect() as conn:
+        remote_ids = {r for r in conn.scalars(sa.select(MemberLink.remote_id).where(
+            MemberLink.crm_member_id == leaver.id)) if r}
+    for list_id in live:
+        world.leave_list(leaver.id, list_id)
+    world.update_member(leaver.id, email="yeni.adres@ornek.com.tr")
+    world.update_member(taker.id, email=leaver.email)
+    refused = RemovalRefused(address, remote_ids)
+    result = world.run(hook=refused)
+    assert result.status in COMPLETED, result.error
+    assert refused.times > 1, "no removal of the old address was refused: the test no longer reaches its state"
+
+    _backoff_over(world)
+    result = world.run()                                        # the removal's retry, without faults
+    assert result.status in COMPLETED, result.error
+    names = world.list_names()
+    remote = {normalize_email(email): row for email, row in world.harness.members().items()}
+    assert address in remote, f"the new holder's contact was deleted: {result.counts}"
+    assert set(remote[address].lists) == {names[list_id] for list_id in world.lists_of(taker.id)}, (
+        remote[address], names[other], result.counts)
+    assert remote[address].status == "active"
+    assert result.counts.get("members_handed_over") == 1, result.counts
+    assert _open_rejects_of(world, leaver.id) == []
+    assert _open_rejects_of(world, taker.id) == []
+    world.harness.reset_log()
+    assert world.run().status in COMPLETED
+    assert world.harness.write_requests() == 0
+
+
+@pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
+def test_an_erasure_handed_over_to_the_addresss_new_holder_is_audited_with_that_member(world: World) -> None:
+    """A member deleted in the CRM (a KVKK erasure) while another member takes its address in its
+    lists: the record is the new holder's, so the removal is not asked for; the erasure audit
+    says so and names the member the record belongs to now (not an address: the audit keeps none)."""
+    world.run()
+    leaver, taker = _two_active(world)
+    for list_id in world.lists_of(leaver.id):
+        world.join(taker.id, list_id)
+    world.update_member(leaver.id, deleted_at=world.now())
+    world.update_member(taker.id, email=leaver.email)
+    result = world.run()
+    assert result.status in COMPLETED, result.error
+    assert result.counts.get("members_handed_over"), result.counts
+    with world.engine.connect() as conn:
+        rows = conn.execute(sa.select(Erasure.action, Erasure.answer).where(
+            Erasure.crm_member_id == leaver.id)).all()
+    assert rows and {action for action, _ in rows} == {"handed_over"}, rows
+    assert all(taker.id in answer and normalize_email(leaver.email) not in answer.lower() for _, answer in rows), rows
+    assert _open_rejects_of(world, leaver.id) == []
+
+
 @pytest.mark.parametrize("harness", [NoRemovalHarness], indirect=True, ids=["fake-noremoval"])
 def test_no_panel_removal_is_asked_for_an_address_another_member_takes_in_that_list(world: World) -> None:
     """At a provider that cannot remove, a member leaves its lists for a new address while another
