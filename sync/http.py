@@ -720,8 +720,7 @@ class ProviderHTTP:
         self.stats.rate_per_s = self.rate.rate if self.rate is not None else policy.rate_per_s
         self.limit.tolerated = self.stats.steady_share = policy.start_steady_share
         self._not_before = -math.inf  # shared Retry-After: no request leaves before this instant
-        self._last_turn = -math.inf   # the last turn reserved in real time (``_wait_turn``)
-        self._last_left = -math.inf   # when the last request really left its turn
+        self._last_turn = -math.inf   # when the last request left its turn (``_wait_turn``)
         #: The provider's reading of answers with a success status (errors inside HTTP 200).
         self.classifier: AnswerClassifier | None = None
         #: The headers the auth gave last (its current token), None once a 401 invalidated them;
@@ -1010,18 +1009,12 @@ class ProviderHTTP:
             # (a commit, a plan in a worker thread holding the GIL) would leave together, more in
             # one second than the pace, which a provider counting requests in any second refuses.
             # A turn is kept in real time too: one interval of the pace after the request before
-            # (taken before the wait, so that requests waiting together leave one after another),
-            # and counted from when that request really left: a wait that ended late (the loop
-            # busy) must not bring the next request, on time, closer than the pace to it.
+            # (taken before the wait, so that requests waiting together leave one after another).
             if interval := self._interval():
                 now = self._clock()
                 self._last_turn = max(now, self._last_turn + interval)
                 await self._wait("rate limit", self._last_turn - now, method, shown)
-                while (late := self._last_left + interval - self._clock()) > 0:
-                    await self._wait("rate limit", late, method, shown)
             if self._not_before <= self._clock():
-                if interval:
-                    self._last_left = self._clock()     # (no await since the check above)
                 return
 
     def _interval(self) -> float:

@@ -499,36 +499,6 @@ def test_turns_that_came_while_the_loop_was_busy_leave_one_interval_apart() -> N
     assert min(gaps) >= 1 / rate - 1e-9, gaps
 
 
-class LateSleep(FakeTime):
-    """A clock whose ``late``-th sleep (counted from 0) ends ``stall`` seconds late."""
-
-    def __init__(self, late: int, stall: float) -> None:
-        super().__init__()
-        self.late, self.stall, self.count = late, stall, 0
-
-    async def sleep(self, seconds: float) -> None:
-        self.count += 1
-        await super().sleep(seconds + (self.stall if self.count - 1 == self.late else 0.0))
-
-
-@pytest.mark.parametrize("late", range(12))
-def test_a_request_that_left_late_is_not_followed_closer_than_the_pace(late: int) -> None:
-    """Any one wait that ends late (the loop busy at that instant, whichever wait it is): the
-    request after it, whose turn was on time, still leaves one interval of the pace after it, as a
-    provider counting requests in any second counts them."""
-    time = LateSleep(late, stall=0.07)
-    script = Script(time, 200)
-    rate = 4.0
-
-    async def scenario() -> None:
-        async with provider_http(script, time, rate_per_s=rate, concurrency=8) as http:
-            await asyncio.gather(*(http.request("GET", f"item/{n}") for n in range(8)))
-
-    run(scenario)
-    gaps = [later - earlier for earlier, later in pairwise(script.times)]
-    assert min(gaps) >= 1 / rate - 1e-9, gaps
-
-
 def test_token_bucket_refills_while_idle() -> None:
     now = [0.0]
     bucket = TokenBucket(2.0, 2, lambda: now[0])
